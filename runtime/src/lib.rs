@@ -1,0 +1,8 @@
+//! Capstan's CRI runtime: images, pod sandboxes, containers, logs, streaming and stats, served
+//! over CRI v1 and callable in-process by the agent.
+
+/// Where the runtime keeps state that must survive its own restart.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/capstan";
+
+/// The CRI socket the runtime listens on unless told otherwise.
+pub const DEFAULT_ENDPOINT: &str = "unix:///run/capstan/capstan.sock";

@@ -1,0 +1,105 @@
+//! The command line: every subcommand, its flags and their defaults.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Capstan: a Kubernetes node in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "capstan", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Log line format written to standard error.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "CAPSTAN_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    /// Log filter in tracing's EnvFilter syntax, e.g. `info` or `capstan_runtime=debug,warn`.
+    #[arg(long, global = true, default_value = "info", env = "CAPSTAN_LOG")]
+    pub log_level: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How log lines are rendered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// What to run.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the node agent with the CRI runtime in the same process (the usual way to run Capstan).
+    Node(NodeArgs),
+    /// Serve the CRI v1 runtime alone on a unix socket (for crictl or another kubelet).
+    Runtime(RuntimeArgs),
+    /// Run the control plane and a node in one process: a single-host cluster.
+    Server(ControlPlaneArgs),
+    /// Run the control plane alone: API server, scheduler and controllers.
+    ControlPlane(ControlPlaneArgs),
+    /// Run a bundled CNI plugin; reads CNI_* variables and the network config on stdin.
+    Cni(CniArgs),
+}
+
+/// Flags of `capstan node`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Directory of static pod manifests (YAML or JSON), watched for changes.
+    #[arg(long, value_name = "DIR", default_value = capstan_agent::DEFAULT_POD_MANIFEST_PATH)]
+    pub pod_manifest_path: PathBuf,
+
+    /// A KubeletConfiguration file (kubelet.config.k8s.io/v1beta1); flags override its fields.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Use this remote CRI endpoint (e.g. unix:///run/containerd/containerd.sock) instead of the
+    /// built-in runtime. Default: the built-in runtime, called in-process.
+    #[arg(long, value_name = "ENDPOINT")]
+    pub container_runtime_endpoint: Option<String>,
+
+    /// Address of the read-only kubelet endpoints (/healthz, /pods, /stats/summary, /metrics).
+    #[arg(long, value_name = "ADDR", default_value = capstan_agent::DEFAULT_READ_ONLY_ADDRESS)]
+    pub read_only_address: String,
+
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// Flags of `capstan runtime` (also accepted by `capstan node` for its built-in runtime).
+#[derive(Debug, Args)]
+pub struct RuntimeArgs {
+    /// CRI endpoint to serve; the socket's directory is created with mode 0700.
+    #[arg(long, value_name = "ENDPOINT", default_value = capstan_runtime::DEFAULT_ENDPOINT)]
+    pub listen: String,
+
+    /// Directory for state that survives restarts: images, snapshots, pod and container records.
+    #[arg(long, value_name = "DIR", default_value = capstan_runtime::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+
+    /// Runtime configuration file (registry mirrors, insecure registries, CNI paths).
+    #[arg(long = "runtime-config", value_name = "FILE")]
+    pub runtime_config: Option<PathBuf>,
+}
+
+/// Flags of `capstan control-plane` and `capstan server`.
+#[derive(Debug, Args)]
+pub struct ControlPlaneArgs {
+    /// Address the Kubernetes API is served on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6443")]
+    pub bind_address: String,
+
+    /// Directory of the embedded store and the cluster's certificates.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/capstan/control-plane")]
+    pub data_dir: PathBuf,
+}
+
+/// Flags of `capstan cni`.
+#[derive(Debug, Args)]
+pub struct CniArgs {
+    /// The plugin to run.
+    #[arg(value_parser = clap::builder::PossibleValuesParser::new(capstan_cni::PLUGINS))]
+    pub plugin: String,
+}

@@ -1,0 +1,58 @@
+//! The `capstan` binary: parses the command line and hands each subcommand to its crate.
+
+mod cli;
+mod logging;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(message) = logging::init(cli.log_format, &cli.log_level) {
+        eprintln!("capstan: {message}");
+        return ExitCode::from(2);
+    }
+    match dispatch(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("capstan: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Why a subcommand could not run.
+#[derive(Debug, thiserror::Error)]
+enum CommandError {
+    #[error("`capstan {command}` is not implemented yet: {missing}. Nothing was started.")]
+    NotImplemented {
+        command: &'static str,
+        missing: &'static str,
+    },
+}
+
+fn dispatch(command: Command) -> Result<(), CommandError> {
+    let (command, missing) = match command {
+        Command::Node(_) => (
+            "node",
+            "the node agent (static pods, pod workers, probes) is still to be built",
+        ),
+        Command::Runtime(_) => (
+            "runtime",
+            "the CRI v1 runtime (images, sandboxes, containers) is still to be built",
+        ),
+        Command::Server(_) => (
+            "server",
+            "the control plane and the node agent are still to be built",
+        ),
+        Command::ControlPlane(_) => (
+            "control-plane",
+            "the API server, storage, scheduler and controllers are still to be built",
+        ),
+        Command::Cni(_) => ("cni", "the bundled CNI plugins are still to be built"),
+    };
+    Err(CommandError::NotImplemented { command, missing })
+}

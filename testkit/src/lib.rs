@@ -1,0 +1,1 @@
+//! Real test fixtures for Capstan's tests: no mocks.
