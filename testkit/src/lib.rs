@@ -4,10 +4,14 @@
 //! panics.
 
 pub mod cgroups;
+pub mod digest;
+pub mod distribution;
 pub mod error;
+pub mod images;
 pub mod mounts;
 pub mod names;
 pub mod netns;
+pub mod registry;
 
 pub use error::{Error, Result};
 
