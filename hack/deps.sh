@@ -36,7 +36,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && created_policy=1
   fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  [ -n "$created_policy" ] && rm -f "$policy"
+  if [ -n "$created_policy" ]; then rm -f "$policy"; fi
 fi
 
 if ! command -v cargo >/dev/null; then
