@@ -42,6 +42,29 @@ pub enum Command {
     ControlPlane(ControlPlaneArgs),
     /// Run a bundled CNI plugin; reads CNI_* variables and the network config on stdin.
     Cni(CniArgs),
+    /// Manage the runtime's local images without a registry.
+    #[command(subcommand)]
+    Images(ImagesCommand),
+}
+
+/// `capstan images ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Load the tagged images of an OCI archive (an OCI image layout in a tar, as `skopeo copy
+    /// ... oci-archive:FILE` writes) into the runtime's store.
+    Import {
+        /// The OCI archive.
+        file: PathBuf,
+        /// The runtime's state directory.
+        #[arg(long, value_name = "DIR", default_value = capstan_runtime::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// List the local images.
+    Ls {
+        /// The runtime's state directory.
+        #[arg(long, value_name = "DIR", default_value = capstan_runtime::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
 }
 
 /// Flags of `capstan node`.

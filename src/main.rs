@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, ImagesCommand, RuntimeArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,6 +28,10 @@ fn main() -> ExitCode {
 /// Why a subcommand could not run.
 #[derive(Debug, thiserror::Error)]
 enum CommandError {
+    #[error(transparent)]
+    Runtime(#[from] capstan_runtime::server::ServerError),
+    #[error(transparent)]
+    Images(#[from] capstan_runtime::images::ImageError),
     #[error("`capstan {command}` is not implemented yet: {missing}. Nothing was started.")]
     NotImplemented {
         command: &'static str,
@@ -37,13 +41,23 @@ enum CommandError {
 
 fn dispatch(command: Command) -> Result<(), CommandError> {
     let (command, missing) = match command {
+        Command::Runtime(args) => return Ok(capstan_runtime::server::run(runtime_options(args))?),
+        Command::Images(ImagesCommand::Import { file, state_dir }) => {
+            return Ok(capstan_runtime::commands::import(
+                &state_dir,
+                &file,
+                &mut std::io::stdout(),
+            )?);
+        }
+        Command::Images(ImagesCommand::Ls { state_dir }) => {
+            return Ok(capstan_runtime::commands::list(
+                &state_dir,
+                &mut std::io::stdout(),
+            )?);
+        }
         Command::Node(_) => (
             "node",
             "the node agent (static pods, pod workers, probes) is still to be built",
-        ),
-        Command::Runtime(_) => (
-            "runtime",
-            "the CRI v1 runtime (images, sandboxes, containers) is still to be built",
         ),
         Command::Server(_) => (
             "server",
@@ -56,4 +70,12 @@ fn dispatch(command: Command) -> Result<(), CommandError> {
         Command::Cni(_) => ("cni", "the bundled CNI plugins are still to be built"),
     };
     Err(CommandError::NotImplemented { command, missing })
+}
+
+fn runtime_options(args: RuntimeArgs) -> capstan_runtime::server::RuntimeOptions {
+    capstan_runtime::server::RuntimeOptions {
+        endpoint: args.listen,
+        state_dir: args.state_dir,
+        config_file: args.runtime_config,
+    }
 }

@@ -301,14 +301,31 @@ impl ImageManager {
             .write()
             .map_err(|_| ImageError::Shared("lock poisoned".into()))?;
         let dropped = images.put(record)?;
+        images.mark_fresh();
         for id in dropped {
             tracing::info!(%id, "image lost its last name to a newer pull");
         }
         Ok(())
     }
 
+    /// Reloads the records when another process changed them.
+    fn refresh(&self) {
+        let stale = self.images.read().map(|s| s.is_stale()).unwrap_or(false);
+        if !stale {
+            return;
+        }
+        let Ok(mut images) = self.images.write() else {
+            return;
+        };
+        match ImageStore::open(images.dir()) {
+            Ok(fresh) => *images = fresh,
+            Err(e) => tracing::warn!(error = %e, "cannot reload image records"),
+        }
+    }
+
     /// Every local image.
     pub fn list(&self) -> Vec<ImageRecord> {
+        self.refresh();
         self.images
             .read()
             .map(|images| images.list().cloned().collect())
@@ -317,6 +334,7 @@ impl ImageManager {
 
     /// Finds a local image by ID, name or digest reference.
     pub fn resolve(&self, query: &str) -> Option<ImageRecord> {
+        self.refresh();
         self.images.read().ok()?.resolve(query).cloned()
     }
 

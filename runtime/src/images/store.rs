@@ -51,6 +51,9 @@ pub struct ImageRecord {
 pub struct ImageStore {
     dir: PathBuf,
     images: BTreeMap<String, ImageRecord>,
+    /// The records directory's mtime when loaded: another process (`capstan images import`)
+    /// changing it makes this copy stale.
+    loaded_at: Option<std::time::SystemTime>,
 }
 
 impl ImageStore {
@@ -58,6 +61,7 @@ impl ImageStore {
     /// is then collected as garbage).
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(ImageError::io("create", dir))?;
+        let loaded_at = dir_mtime(dir);
         let mut images = BTreeMap::new();
         for entry in std::fs::read_dir(dir)
             .map_err(ImageError::io("list", dir))?
@@ -85,7 +89,18 @@ impl ImageStore {
         Ok(ImageStore {
             dir: dir.to_path_buf(),
             images,
+            loaded_at,
         })
+    }
+
+    /// Whether the records on disk changed since they were loaded.
+    pub fn is_stale(&self) -> bool {
+        dir_mtime(&self.dir) != self.loaded_at
+    }
+
+    /// The records directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// Adds or merges `record`. Tags it takes over are removed from other images, and an image
@@ -198,6 +213,15 @@ impl ImageStore {
         std::fs::write(&temp, data).map_err(ImageError::io("write", &temp))?;
         std::fs::rename(&temp, &path).map_err(ImageError::io("commit image record", &path))
     }
+
+    /// Notes that the directory's current state is this copy's own doing.
+    pub fn mark_fresh(&mut self) {
+        self.loaded_at = dir_mtime(&self.dir);
+    }
+}
+
+fn dir_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(dir).and_then(|m| m.modified()).ok()
 }
 
 #[cfg(test)]
