@@ -42,6 +42,9 @@ pub enum Command {
     ControlPlane(ControlPlaneArgs),
     /// Run a bundled CNI plugin; reads CNI_* variables and the network config on stdin.
     Cni(CniArgs),
+    /// The per-pod monitor the runtime starts (internal: not for people to run).
+    #[command(hide = true)]
+    Monitor(MonitorArgs),
     /// Manage the runtime's local images without a registry.
     #[command(subcommand)]
     Images(ImagesCommand),
@@ -129,4 +132,27 @@ pub struct CniArgs {
     /// The plugin to run.
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(capstan_cni::PLUGINS))]
     pub plugin: String,
+}
+
+/// Flags of the internal `capstan monitor`.
+#[derive(Debug, Args)]
+pub struct MonitorArgs {
+    /// The pod's run directory (socket, namespace pins, libcontainer state).
+    #[arg(long, value_name = "DIR")]
+    pub run_dir: PathBuf,
+    /// Hostname of the pod.
+    #[arg(long, default_value = "")]
+    pub hostname: String,
+    /// Share the host's network namespace (hostNetwork).
+    #[arg(long)]
+    pub host_network: bool,
+    /// Share the host's IPC namespace (hostIPC).
+    #[arg(long)]
+    pub host_ipc: bool,
+    /// Largest container log file, in bytes.
+    #[arg(long, default_value_t = 10 << 20)]
+    pub log_max_size: u64,
+    /// Container log files kept, the live one included.
+    #[arg(long, default_value_t = 5)]
+    pub log_max_files: usize,
 }

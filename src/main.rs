@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, ImagesCommand, RuntimeArgs};
+use cli::{Cli, Command, ImagesCommand, MonitorArgs, RuntimeArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -42,6 +42,10 @@ enum CommandError {
 fn dispatch(command: Command) -> Result<(), CommandError> {
     let (command, missing) = match command {
         Command::Runtime(args) => return Ok(capstan_runtime::server::run(runtime_options(args))?),
+        Command::Monitor(args) => {
+            let code = capstan_runtime::monitor::run(monitor_options(args));
+            std::process::exit(code);
+        }
         Command::Images(ImagesCommand::Import { file, state_dir }) => {
             return Ok(capstan_runtime::commands::import(
                 &state_dir,
@@ -77,5 +81,22 @@ fn runtime_options(args: RuntimeArgs) -> capstan_runtime::server::RuntimeOptions
         endpoint: args.listen,
         state_dir: args.state_dir,
         config_file: args.runtime_config,
+    }
+}
+
+fn monitor_options(args: MonitorArgs) -> capstan_runtime::monitor::MonitorOptions {
+    use capstan_runtime::monitor::{logs::Rotation, namespaces::PodNamespaces};
+    capstan_runtime::monitor::MonitorOptions {
+        run_dir: args.run_dir,
+        namespaces: PodNamespaces {
+            network: !args.host_network,
+            ipc: !args.host_ipc,
+            uts: !args.host_network,
+        },
+        hostname: args.hostname,
+        rotation: Rotation {
+            max_size: args.log_max_size,
+            max_files: args.log_max_files,
+        },
     }
 }

@@ -4,6 +4,7 @@
 pub mod commands;
 pub mod config;
 pub mod images;
+pub mod monitor;
 pub mod server;
 pub mod service;
 

@@ -1,0 +1,199 @@
+//! The pod monitor: one small process per pod (this binary re-executed, no async runtime) that
+//! holds the pod's namespaces, creates its containers through libcontainer, is their subreaper,
+//! writes their logs and records how they exit. The daemon talks to it over a unix socket and
+//! can die and come back without any container noticing.
+
+pub mod containers;
+pub mod logs;
+pub mod namespaces;
+pub mod protocol;
+mod signals;
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+
+use containers::Containers;
+use logs::{Rotation, Stream};
+use namespaces::PodNamespaces;
+use protocol::{Reply, Request};
+
+/// File names inside a pod's run directory.
+pub const SOCKET_NAME: &str = "monitor.sock";
+/// Directory of the pinned namespaces inside a pod's run directory.
+pub const NS_DIR: &str = "ns";
+/// What the monitor prints on standard output once it serves.
+pub const READY_LINE: &str = "ready";
+
+/// How a monitor is started (the daemon passes these as flags).
+#[derive(Debug, Clone)]
+pub struct MonitorOptions {
+    /// The pod's run directory: socket, namespace pins, libcontainer state.
+    pub run_dir: PathBuf,
+    /// Namespaces of the pod's own.
+    pub namespaces: PodNamespaces,
+    /// Hostname in the pod's UTS namespace.
+    pub hostname: String,
+    /// Log limits for the pod's containers.
+    pub rotation: Rotation,
+}
+
+/// Runs the monitor until told to shut down; returns the process exit code.
+pub fn run(options: MonitorOptions) -> i32 {
+    match serve(&options) {
+        Ok(()) => 0,
+        Err(message) => {
+            tracing::error!(run_dir = %options.run_dir.display(), error = %message, "pod monitor failed");
+            eprintln!("capstan monitor: {message}");
+            1
+        }
+    }
+}
+
+fn serve(options: &MonitorOptions) -> Result<(), String> {
+    // Orphaned container processes must come to us, not to PID 1, so exits are seen at once.
+    nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("become subreaper: {e}"))?;
+    let ns_dir = options.run_dir.join(NS_DIR);
+    namespaces::create(options.namespaces, &options.hostname, &ns_dir)?;
+    let socket = options.run_dir.join(SOCKET_NAME);
+    let _ = std::fs::remove_file(&socket);
+    let listener = UnixListener::bind(&socket).map_err(|e| format!("listen on {}: {e}", socket.display()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("listener: {e}"))?;
+    let signals = signals::SignalPipe::install()?;
+    let mut containers = Containers::new(&options.run_dir.join("libcontainer"), options.rotation);
+
+    announce_ready()?;
+    tracing::info!(run_dir = %options.run_dir.display(), pid = std::process::id(), "pod monitor serving");
+
+    let mut shutting_down = false;
+    while !shutting_down {
+        let outputs = containers.outputs();
+        let mut fds = vec![
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(signals.read_fd(), PollFlags::POLLIN),
+        ];
+        for (_, _, raw) in &outputs {
+            // SAFETY: the descriptors belong to `containers`, which outlives this poll round
+            // and closes them only in `drain`, after the poll.
+            fds.push(PollFd::new(unsafe { BorrowedFd::borrow_raw(*raw) }, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(format!("poll: {e}")),
+        }
+        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
+        let listener_ready = ready(&fds[0]);
+        let signals_ready = ready(&fds[1]);
+        let drains: Vec<(String, Stream)> = outputs
+            .iter()
+            .zip(&fds[2..])
+            .filter(|(_, fd)| ready(fd))
+            .map(|((id, stream, _), _)| (id.clone(), *stream))
+            .collect();
+        drop(fds);
+        for (id, stream) in drains {
+            containers.drain(&id, stream);
+        }
+        if signals_ready {
+            for signal in signals.drain() {
+                if signal == nix::libc::SIGCHLD {
+                    reap(&mut containers);
+                } else {
+                    tracing::info!(signal, "pod monitor told to stop");
+                    shutting_down = true;
+                }
+            }
+        }
+        if listener_ready {
+            while let Ok((stream, _)) = listener.accept() {
+                if handle(stream, &mut containers) {
+                    shutting_down = true;
+                }
+            }
+        }
+    }
+    shutdown(&mut containers, &ns_dir, &socket)
+}
+
+/// Tells the daemon we serve, then lets go of stdout so the daemon's pipe closes.
+fn announce_ready() -> Result<(), String> {
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "{READY_LINE}").and_then(|()| stdout.flush()).map_err(|e| format!("announce: {e}"))?;
+    let null = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("open /dev/null: {e}"))?;
+    nix::unistd::dup2(null.as_raw_fd(), 1).map_err(|e| format!("detach stdout: {e}"))?;
+    Ok(())
+}
+
+/// Serves one request; returns whether it asked the monitor to shut down.
+fn handle(stream: UnixStream, containers: &mut Containers) -> bool {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut line = String::new();
+    let mut reader = BufReader::new(std::io::Read::take(&stream, protocol::MAX_LINE as u64));
+    if reader.read_line(&mut line).is_err() {
+        return false;
+    }
+    let (reply, stop) = match serde_json::from_str::<Request>(&line) {
+        Err(e) => (Reply::Error { message: format!("bad request: {e}") }, false),
+        Ok(request) => dispatch(request, containers),
+    };
+    let mut text = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"result\":\"error\",\"message\":\"reply\"}".to_vec());
+    text.push(b'\n');
+    let _ = (&stream).write_all(&text);
+    stop
+}
+
+fn dispatch(request: Request, containers: &mut Containers) -> (Reply, bool) {
+    let outcome = match request {
+        Request::Create(create) => containers.create(create).map(|pid| Reply::Created { pid }),
+        Request::Start { id } => containers.start(&id).map(|()| Reply::Ok),
+        Request::Kill { id, signal } => containers.kill(&id, signal).map(|()| Reply::Ok),
+        Request::Delete { id } => containers.delete(&id).map(|()| Reply::Ok),
+        Request::Status => Ok(Reply::Status {
+            containers: containers.reports(),
+        }),
+        Request::Shutdown => return (Reply::Ok, true),
+    };
+    let reply = outcome.unwrap_or_else(|message| Reply::Error { message });
+    (reply, false)
+}
+
+fn reap(containers: &mut Containers) {
+    loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => containers.on_exit(pid.as_raw(), code, None),
+            Ok(WaitStatus::Signaled(pid, signal, _)) => {
+                containers.on_exit(pid.as_raw(), 128 + signal as i32, Some(signal as i32))
+            }
+            Ok(WaitStatus::StillAlive) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn shutdown(containers: &mut Containers, ns_dir: &Path, socket: &Path) -> Result<(), String> {
+    containers.kill_all();
+    for _ in 0..250 {
+        reap(containers);
+        if !containers.any_alive() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    containers.delete_all();
+    let _ = std::fs::remove_file(socket);
+    namespaces::release(ns_dir)?;
+    tracing::info!("pod monitor stopped");
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! The pod's namespaces: the monitor moves itself into new network, IPC and UTS namespaces and
+//! pins each with a bind mount, so containers and CNI can join them by path and they outlive
+//! any one process.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sched::{CloneFlags, unshare};
+
+/// Which namespaces the pod gets of its own (the rest are the host's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PodNamespaces {
+    /// A network namespace (not hostNetwork).
+    pub network: bool,
+    /// An IPC namespace (not hostIPC).
+    pub ipc: bool,
+    /// A UTS namespace; only with `network`, as the kubelet does.
+    pub uts: bool,
+}
+
+impl PodNamespaces {
+    fn kinds(self) -> Vec<(&'static str, CloneFlags)> {
+        let mut kinds = Vec::new();
+        if self.network {
+            kinds.push(("net", CloneFlags::CLONE_NEWNET));
+        }
+        if self.ipc {
+            kinds.push(("ipc", CloneFlags::CLONE_NEWIPC));
+        }
+        if self.uts {
+            kinds.push(("uts", CloneFlags::CLONE_NEWUTS));
+        }
+        kinds
+    }
+}
+
+/// Where namespace `kind` (`net`, `ipc`, `uts`) of a pod is pinned.
+pub fn pin_path(ns_dir: &Path, kind: &str) -> PathBuf {
+    ns_dir.join(kind)
+}
+
+/// Unshares the wanted namespaces (the calling process must be single-threaded), sets the
+/// hostname and pins them under `ns_dir`.
+pub fn create(wanted: PodNamespaces, hostname: &str, ns_dir: &Path) -> Result<(), String> {
+    let kinds = wanted.kinds();
+    let flags = kinds.iter().fold(CloneFlags::empty(), |all, (_, flag)| all | *flag);
+    if !flags.is_empty() {
+        unshare(flags).map_err(|e| format!("unshare pod namespaces: {e}"))?;
+    }
+    if wanted.uts && !hostname.is_empty() {
+        nix::unistd::sethostname(hostname).map_err(|e| format!("set hostname {hostname:?}: {e}"))?;
+    }
+    std::fs::create_dir_all(ns_dir).map_err(|e| format!("create {}: {e}", ns_dir.display()))?;
+    for (kind, _) in kinds {
+        let pin = pin_path(ns_dir, kind);
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&pin)
+            .map_err(|e| format!("create {}: {e}", pin.display()))?;
+        let source = format!("/proc/self/ns/{kind}");
+        mount(Some(source.as_str()), &pin, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(|e| format!("pin {source} on {}: {e}", pin.display()))?;
+    }
+    if wanted.network {
+        loopback_up().map_err(|e| format!("bring lo up: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Unpins every namespace under `ns_dir` and removes the files; missing ones are fine.
+pub fn release(ns_dir: &Path) -> Result<(), String> {
+    for kind in ["net", "ipc", "uts"] {
+        let pin = pin_path(ns_dir, kind);
+        match umount2(&pin, MntFlags::MNT_DETACH) {
+            Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
+            Err(e) => return Err(format!("unpin {}: {e}", pin.display())),
+        }
+        match std::fs::remove_file(&pin) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(format!("remove {}: {e}", pin.display()));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Sets IFF_UP on `lo` of the current network namespace with the classic ioctl: the monitor has
+/// no async runtime for rtnetlink, and one flag on one known interface needs no more.
+fn loopback_up() -> Result<(), Errno> {
+    use nix::libc;
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    use std::os::fd::AsRawFd;
+
+    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    // SAFETY: ifreq is plain old data; zeroed is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the interface named in `request` and fills its flags union
+    // member; the socket and the request outlive the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request) } < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: after SIOCGIFFLAGS the flags member is the initialised union field.
+    unsafe { request.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: as above, SIOCSIFFLAGS only reads `request`.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &request) } < 0 {
+        return Err(Errno::last());
+    }
+    Ok(())
+}
