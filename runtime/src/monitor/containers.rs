@@ -70,12 +70,18 @@ impl Containers {
     /// Creates a container; its process waits in libcontainer's init until `start`.
     pub fn create(&mut self, request: CreateRequest) -> Result<i32, String> {
         if self.held.contains_key(&request.id) {
-            return Err(format!("container {} already exists in this pod", request.id));
+            return Err(format!(
+                "container {} already exists in this pod",
+                request.id
+            ));
         }
         // Pipes, never /dev/null: libcontainer reopens /dev/null read-only for stdio.
-        let (stdin_read, stdin_write) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-        let (stdout_read, stdout_write) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-        let (stderr_read, stderr_write) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        let (stdin_read, stdin_write) =
+            pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        let (stdout_read, stdout_write) =
+            pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        let (stderr_read, stderr_write) =
+            pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
         let container = ContainerBuilder::new(request.id.clone(), SyscallType::default())
             .with_executor(DefaultExecutor {})
             .with_root_path(&self.libcontainer_root)
@@ -92,7 +98,8 @@ impl Containers {
         drop(stdin_write);
         let pid = container.pid().map(|p| p.as_raw()).unwrap_or(-1);
         for fd in [&stdout_read, &stderr_read] {
-            fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).map_err(|e| format!("fcntl: {e}"))?;
+            fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
+                .map_err(|e| format!("fcntl: {e}"))?;
         }
         let log = if request.log_path.as_os_str().is_empty() {
             None
@@ -224,7 +231,9 @@ impl Containers {
 
     /// Drains what `stream` of container `id` has to say into its log; closes it at EOF.
     pub fn drain(&mut self, id: &str, stream: Stream) {
-        let Some(held) = self.held.get_mut(id) else { return };
+        let Some(held) = self.held.get_mut(id) else {
+            return;
+        };
         let Some(index) = held.outputs.iter().position(|(s, _)| *s == stream) else {
             return;
         };
@@ -295,8 +304,12 @@ fn process_alive(pid: i32) -> bool {
 fn oom_killed(cgroups_path: &Path) -> bool {
     let relative = cgroups_path.strip_prefix("/").unwrap_or(cgroups_path);
     let candidates = [
-        Path::new("/sys/fs/cgroup").join(relative).join("memory.events"),
-        Path::new("/sys/fs/cgroup/memory").join(relative).join("memory.oom_control"),
+        Path::new("/sys/fs/cgroup")
+            .join(relative)
+            .join("memory.events"),
+        Path::new("/sys/fs/cgroup/memory")
+            .join(relative)
+            .join("memory.oom_control"),
     ];
     candidates.iter().any(|file| {
         std::fs::read_to_string(file)

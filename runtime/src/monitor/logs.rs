@@ -107,7 +107,10 @@ impl LogWriter {
 
     /// Starts a new file (CRI ReopenContainerLog: after the file was moved away).
     pub fn reopen(&mut self) -> std::io::Result<()> {
-        self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)?;
         self.size = self.file.metadata()?.len();
         Ok(())
     }
@@ -136,7 +139,10 @@ impl LogWriter {
         let numbered = |n: usize| PathBuf::from(format!("{}.{n}", self.path.display()));
         if self.rotation.max_files <= 1 {
             self.file.set_len(0)?;
-            self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
             self.size = 0;
             return Ok(());
         }
@@ -160,8 +166,15 @@ mod tests {
             .map(|line| {
                 let mut parts = line.splitn(4, ' ');
                 let timestamp = parts.next().unwrap();
-                assert!(chrono::DateTime::parse_from_rfc3339(timestamp).is_ok(), "{timestamp}");
-                let (stream, tag, text) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap_or(""));
+                assert!(
+                    chrono::DateTime::parse_from_rfc3339(timestamp).is_ok(),
+                    "{timestamp}"
+                );
+                let (stream, tag, text) = (
+                    parts.next().unwrap(),
+                    parts.next().unwrap(),
+                    parts.next().unwrap_or(""),
+                );
                 (stream.to_string(), tag.to_string(), text.to_string())
             })
             .collect()
@@ -190,15 +203,22 @@ mod tests {
     fn rotation_never_overshoots_and_keeps_max_files() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.log");
-        let rotation = Rotation { max_size: 300, max_files: 3 };
+        let rotation = Rotation {
+            max_size: 300,
+            max_files: 3,
+        };
         let mut log = LogWriter::open(&path, rotation).unwrap();
         for i in 0..100 {
-            log.write(Stream::Stdout, format!("line number {i:04}\n").as_bytes()).unwrap();
+            log.write(Stream::Stdout, format!("line number {i:04}\n").as_bytes())
+                .unwrap();
             let size = std::fs::metadata(&path).unwrap().len();
             assert!(size <= 300, "log grew to {size} bytes");
         }
         assert!(dir.path().join("c.log.1").exists() && dir.path().join("c.log.2").exists());
-        assert!(!dir.path().join("c.log.3").exists(), "more files than max_files");
+        assert!(
+            !dir.path().join("c.log.3").exists(),
+            "more files than max_files"
+        );
         let last = records(&path).pop().unwrap();
         assert_eq!(last.2, "line number 0099");
         log.write(Stream::Stdout, &vec![b'y'; 1000]).unwrap();

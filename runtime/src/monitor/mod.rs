@@ -63,7 +63,8 @@ fn serve(options: &MonitorOptions) -> Result<(), String> {
     namespaces::create(options.namespaces, &options.hostname, &ns_dir)?;
     let socket = options.run_dir.join(SOCKET_NAME);
     let _ = std::fs::remove_file(&socket);
-    let listener = UnixListener::bind(&socket).map_err(|e| format!("listen on {}: {e}", socket.display()))?;
+    let listener =
+        UnixListener::bind(&socket).map_err(|e| format!("listen on {}: {e}", socket.display()))?;
     listener
         .set_nonblocking(true)
         .map_err(|e| format!("listener: {e}"))?;
@@ -83,7 +84,10 @@ fn serve(options: &MonitorOptions) -> Result<(), String> {
         for (_, _, raw) in &outputs {
             // SAFETY: the descriptors belong to `containers`, which outlives this poll round
             // and closes them only in `drain`, after the poll.
-            fds.push(PollFd::new(unsafe { BorrowedFd::borrow_raw(*raw) }, PollFlags::POLLIN));
+            fds.push(PollFd::new(
+                unsafe { BorrowedFd::borrow_raw(*raw) },
+                PollFlags::POLLIN,
+            ));
         }
         match poll(&mut fds, PollTimeout::NONE) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
@@ -126,7 +130,9 @@ fn serve(options: &MonitorOptions) -> Result<(), String> {
 /// Tells the daemon we serve, then lets go of stdout so the daemon's pipe closes.
 fn announce_ready() -> Result<(), String> {
     let mut stdout = std::io::stdout();
-    writeln!(stdout, "{READY_LINE}").and_then(|()| stdout.flush()).map_err(|e| format!("announce: {e}"))?;
+    writeln!(stdout, "{READY_LINE}")
+        .and_then(|()| stdout.flush())
+        .map_err(|e| format!("announce: {e}"))?;
     let null = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/null")
@@ -145,10 +151,16 @@ fn handle(stream: UnixStream, containers: &mut Containers) -> bool {
         return false;
     }
     let (reply, stop) = match serde_json::from_str::<Request>(&line) {
-        Err(e) => (Reply::Error { message: format!("bad request: {e}") }, false),
+        Err(e) => (
+            Reply::Error {
+                message: format!("bad request: {e}"),
+            },
+            false,
+        ),
         Ok(request) => dispatch(request, containers),
     };
-    let mut text = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"result\":\"error\",\"message\":\"reply\"}".to_vec());
+    let mut text = serde_json::to_vec(&reply)
+        .unwrap_or_else(|_| b"{\"result\":\"error\",\"message\":\"reply\"}".to_vec());
     text.push(b'\n');
     let _ = (&stream).write_all(&text);
     stop

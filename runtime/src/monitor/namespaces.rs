@@ -45,12 +45,15 @@ pub fn pin_path(ns_dir: &Path, kind: &str) -> PathBuf {
 /// hostname and pins them under `ns_dir`.
 pub fn create(wanted: PodNamespaces, hostname: &str, ns_dir: &Path) -> Result<(), String> {
     let kinds = wanted.kinds();
-    let flags = kinds.iter().fold(CloneFlags::empty(), |all, (_, flag)| all | *flag);
+    let flags = kinds
+        .iter()
+        .fold(CloneFlags::empty(), |all, (_, flag)| all | *flag);
     if !flags.is_empty() {
         unshare(flags).map_err(|e| format!("unshare pod namespaces: {e}"))?;
     }
     if wanted.uts && !hostname.is_empty() {
-        nix::unistd::sethostname(hostname).map_err(|e| format!("set hostname {hostname:?}: {e}"))?;
+        nix::unistd::sethostname(hostname)
+            .map_err(|e| format!("set hostname {hostname:?}: {e}"))?;
     }
     std::fs::create_dir_all(ns_dir).map_err(|e| format!("create {}: {e}", ns_dir.display()))?;
     for (kind, _) in kinds {
@@ -62,8 +65,14 @@ pub fn create(wanted: PodNamespaces, hostname: &str, ns_dir: &Path) -> Result<()
             .open(&pin)
             .map_err(|e| format!("create {}: {e}", pin.display()))?;
         let source = format!("/proc/self/ns/{kind}");
-        mount(Some(source.as_str()), &pin, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(|e| format!("pin {source} on {}: {e}", pin.display()))?;
+        mount(
+            Some(source.as_str()),
+            &pin,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| format!("pin {source} on {}: {e}", pin.display()))?;
     }
     if wanted.network {
         loopback_up().map_err(|e| format!("bring lo up: {e}"))?;
@@ -96,7 +105,12 @@ fn loopback_up() -> Result<(), Errno> {
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
     use std::os::fd::AsRawFd;
 
-    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+    let sock = socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
     // SAFETY: ifreq is plain old data; zeroed is a valid value.
     let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
     for (dst, src) in request.ifr_name.iter_mut().zip(b"lo\0") {

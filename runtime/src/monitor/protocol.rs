@@ -119,7 +119,9 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<Reply
         .map_err(|e| transport(e.to_string()))?;
     let mut line = serde_json::to_vec(request).map_err(|e| transport(e.to_string()))?;
     line.push(b'\n');
-    stream.write_all(&line).map_err(|e| transport(format!("send: {e}")))?;
+    stream
+        .write_all(&line)
+        .map_err(|e| transport(format!("send: {e}")))?;
     let mut reply = String::new();
     BufReader::new(std::io::Read::take(stream, MAX_LINE as u64))
         .read_line(&mut reply)
@@ -137,7 +139,11 @@ mod tests {
 
     #[test]
     fn requests_and_replies_are_tagged_json() {
-        let text = serde_json::to_string(&Request::Kill { id: "c1".into(), signal: 15 }).unwrap();
+        let text = serde_json::to_string(&Request::Kill {
+            id: "c1".into(),
+            signal: 15,
+        })
+        .unwrap();
         assert_eq!(text, r#"{"op":"kill","id":"c1","signal":15}"#);
         let reply: Reply = serde_json::from_str(r#"{"result":"created","pid":42}"#).unwrap();
         assert!(matches!(reply, Reply::Created { pid: 42 }));

@@ -40,9 +40,13 @@ impl SignalPipe {
         for signal in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT] {
             // SAFETY: the handler only calls write(2) on a descriptor that lives as long as
             // this SignalPipe, which the monitor keeps until it exits.
-            unsafe { sigaction(signal, &action) }.map_err(|e| format!("sigaction {signal}: {e}"))?;
+            unsafe { sigaction(signal, &action) }
+                .map_err(|e| format!("sigaction {signal}: {e}"))?;
         }
-        Ok(SignalPipe { read, _write: write })
+        Ok(SignalPipe {
+            read,
+            _write: write,
+        })
     }
 
     /// The descriptor to poll.
