@@ -92,7 +92,11 @@ pub struct ControlPlaneArgs {
     pub bind_address: String,
 
     /// Directory of the embedded store and the cluster's certificates.
-    #[arg(long, value_name = "DIR", default_value = "/var/lib/capstan/control-plane")]
+    #[arg(
+        long,
+        value_name = "DIR",
+        default_value = "/var/lib/capstan/control-plane"
+    )]
     pub data_dir: PathBuf,
 }
 

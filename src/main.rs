@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     match dispatch(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("capstan: {error}");
             ExitCode::FAILURE
@@ -34,7 +34,8 @@ enum CommandError {
     },
 }
 
-fn dispatch(command: Command) -> Result<(), CommandError> {
+/// Runs the subcommand; its exit status is its own (a CNI plugin's is defined by the CNI spec).
+fn dispatch(command: Command) -> Result<ExitCode, CommandError> {
     let (command, missing) = match command {
         Command::Node(_) => (
             "node",
@@ -52,7 +53,7 @@ fn dispatch(command: Command) -> Result<(), CommandError> {
             "control-plane",
             "the API server, storage, scheduler and controllers are still to be built",
         ),
-        Command::Cni(_) => ("cni", "the bundled CNI plugins are still to be built"),
+        Command::Cni(args) => return Ok(capstan_cni::run_plugin(&args.plugin)),
     };
     Err(CommandError::NotImplemented { command, missing })
 }

@@ -1,4 +1,41 @@
 //! Capstan's CNI library and bundled plugins (bridge, host-local, loopback, vxlan).
+//!
+//! The library speaks CNI spec 1.0.0 and 1.1.0 (and reads 0.3.x/0.4.0 configs): [`config`]
+//! types, [`result`]s, [`error`]s with the spec's codes, and the entry point in [`skel`].
+//! Each plugin is its own executable (`src/bin/`) and also `capstan cni NAME`.
+
+pub mod config;
+pub mod delegate;
+pub mod error;
+pub mod ipam;
+pub mod netlink;
+pub mod netns;
+pub mod peers;
+pub mod plugins;
+pub mod result;
+pub mod skel;
+pub mod version;
+
+use std::process::ExitCode;
 
 /// The plugins this crate ships, in the order `capstan cni --help` lists them.
 pub const PLUGINS: &[&str] = &["bridge", "host-local", "loopback", "vxlan"];
+
+/// Runs plugin `name` as a CNI executable (environment, stdin, stdout) and returns the
+/// process exit status. An unknown name prints the spec's error JSON and fails.
+pub fn run_plugin(name: &str) -> ExitCode {
+    match name {
+        "bridge" => skel::run(&plugins::bridge::Bridge),
+        "host-local" => skel::run(&ipam::host_local::HostLocal),
+        "loopback" => skel::run(&plugins::loopback::Loopback),
+        "vxlan" => skel::run(&plugins::vxlan::Vxlan),
+        other => {
+            let err = error::CniError::config(format!(
+                "unknown plugin {other:?}; this binary provides {}",
+                PLUGINS.join(", ")
+            ));
+            println!("{}", err.to_json(version::LATEST));
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Remote hosts of the vxlan overlay (being built).
