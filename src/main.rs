@@ -15,6 +15,7 @@ fn main() -> ExitCode {
         eprintln!("capstan: {message}");
         return ExitCode::from(2);
     }
+    tracing::debug!(version = env!("CARGO_PKG_VERSION"), command = ?cli.command, "capstan starting");
     match dispatch(cli.command) {
         Ok(code) => code,
         Err(error) => {

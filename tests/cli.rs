@@ -1,0 +1,126 @@
+//! The `capstan` binary as a user meets it: version, help on every subcommand, log formats, and
+//! an honest failure for what is not built yet.
+
+use std::process::{Command, Output};
+
+fn capstan(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(args)
+        .env_remove("CAPSTAN_LOG")
+        .env_remove("CAPSTAN_LOG_FORMAT")
+        .output()
+        .expect("run capstan")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn version_names_the_package_version() {
+    let out = capstan(&["--version"]);
+    assert!(out.status.success());
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("capstan {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn every_subcommand_explains_its_flags_and_defaults() {
+    let expectations: &[(&str, &[&str])] = &[
+        (
+            "node",
+            &[
+                "--pod-manifest-path",
+                "[default: /etc/kubernetes/manifests]",
+                "--container-runtime-endpoint",
+                "--config",
+                "[default: 127.0.0.1:10255]",
+                "[default: unix:///run/capstan/capstan.sock]",
+                "[default: /var/lib/capstan]",
+            ],
+        ),
+        (
+            "runtime",
+            &[
+                "--listen",
+                "[default: unix:///run/capstan/capstan.sock]",
+                "--state-dir",
+                "--runtime-config",
+            ],
+        ),
+        (
+            "server",
+            &["--bind-address", "[default: 127.0.0.1:6443]", "--data-dir"],
+        ),
+        ("control-plane", &["--bind-address", "--data-dir"]),
+        ("cni", &["bridge", "host-local", "loopback", "vxlan"]),
+    ];
+    for (subcommand, needles) in expectations {
+        let out = capstan(&[subcommand, "--help"]);
+        assert!(out.status.success(), "{subcommand} --help failed");
+        let help = stdout(&out);
+        for needle in *needles {
+            assert!(
+                help.contains(needle),
+                "`capstan {subcommand} --help` lacks {needle:?}:\n{help}"
+            );
+        }
+        assert!(
+            help.contains("--log-format"),
+            "global flags missing from {subcommand}"
+        );
+    }
+}
+
+#[test]
+fn unbuilt_subcommands_fail_and_say_so() {
+    for subcommand in ["node", "runtime", "server", "control-plane"] {
+        let out = capstan(&[subcommand]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "`capstan {subcommand}` must fail"
+        );
+        let err = stderr(&out);
+        assert!(
+            err.contains("not implemented yet") && err.contains("Nothing was started"),
+            "`capstan {subcommand}` gave no honest reason: {err}"
+        );
+    }
+}
+
+#[test]
+fn bad_flags_are_rejected_with_the_flag_named() {
+    let out = capstan(&["--log-format", "xml", "node"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--log-format"), "{}", stderr(&out));
+
+    let out = capstan(&["--log-level", "capstan=loud", "node"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("--log-level"), "{}", stderr(&out));
+
+    let out = capstan(&["cni", "nosuchplugin"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("nosuchplugin"), "{}", stderr(&out));
+}
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let out = capstan(&["--log-format", "json", "--log-level", "debug", "node"]);
+    let err = stderr(&out);
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with('{')).collect();
+    assert!(!lines.is_empty(), "no JSON log line in: {err}");
+    for line in lines {
+        let value: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+        assert!(
+            value["level"].is_string() && value["timestamp"].is_string(),
+            "{line}"
+        );
+    }
+}
