@@ -70,6 +70,9 @@ pub async fn ensure_bridge(nl: &Netlink, spec: &AttachSpec) -> Result<Link, CniE
                 Ok(()) => {}
                 // Another ADD created it between our lookup and create.
                 Err(e) if errno(&e) == Some(EEXIST) => {}
+                Err(e) if spec.vlan.is_some() && errno(&e) == Some(EOPNOTSUPP) => {
+                    return Err(vlan_unsupported(name));
+                }
                 Err(e) => return Err(nl_error(format!("creating bridge {name}"))(e)),
             }
             nl.link(name).await?.ok_or_else(|| {
@@ -92,7 +95,13 @@ pub async fn ensure_bridge(nl: &Netlink, spec: &AttachSpec) -> Result<Link, CniE
             .change(msg)
             .execute()
             .await
-            .map_err(nl_error(format!("enabling VLAN filtering on {name}")))?;
+            .map_err(|e| {
+                if errno(&e) == Some(EOPNOTSUPP) {
+                    vlan_unsupported(name)
+                } else {
+                    nl_error(format!("enabling VLAN filtering on {name}"))(e)
+                }
+            })?;
     }
     if spec.promisc && !link.promisc {
         nl.set_link(
@@ -107,6 +116,18 @@ pub async fn ensure_bridge(nl: &Netlink, spec: &AttachSpec) -> Result<Link, CniE
         nl.set_up(link.index, name).await?;
     }
     Ok(link)
+}
+
+const EOPNOTSUPP: i32 = nix::libc::EOPNOTSUPP;
+
+fn vlan_unsupported(bridge: &str) -> CniError {
+    CniError::new(
+        ErrorCode::UnsupportedField,
+        format!(
+            "network config field `vlan` needs VLAN filtering on bridge {bridge}, which this \
+             kernel does not support (CONFIG_BRIDGE_VLAN_FILTERING)"
+        ),
+    )
 }
 
 fn random_veth_name() -> Result<String, CniError> {
