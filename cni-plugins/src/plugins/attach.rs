@@ -59,7 +59,9 @@ pub async fn ensure_bridge(nl: &Netlink, spec: &AttachSpec) -> Result<Link, CniE
     let link = match existing {
         Some(link) => link,
         None => {
-            let mut builder = LinkBridge::new(name);
+            // An explicit MAC keeps the bridge's address stable; otherwise the kernel gives it
+            // the lowest port MAC, which changes as pods come and go and breaks CHECK.
+            let mut builder = LinkBridge::new(name).address(random_mac()?.to_vec());
             if let Some(mtu) = spec.mtu {
                 builder = builder.mtu(mtu);
             }
@@ -130,13 +132,24 @@ fn vlan_unsupported(bridge: &str) -> CniError {
     )
 }
 
-fn random_veth_name() -> Result<String, CniError> {
-    let mut bytes = [0u8; 4];
+fn random_bytes<const N: usize>() -> Result<[u8; N], CniError> {
+    let mut bytes = [0u8; N];
     let mut urandom = std::fs::File::open("/dev/urandom")
         .map_err(|e| CniError::io("cannot open /dev/urandom", e))?;
     std::io::Read::read_exact(&mut urandom, &mut bytes)
         .map_err(|e| CniError::io("cannot read /dev/urandom", e))?;
-    Ok(format!("veth{:08x}", u32::from_be_bytes(bytes)))
+    Ok(bytes)
+}
+
+fn random_veth_name() -> Result<String, CniError> {
+    Ok(format!("veth{:08x}", u32::from_be_bytes(random_bytes()?)))
+}
+
+/// A random locally administered unicast MAC.
+fn random_mac() -> Result<[u8; 6], CniError> {
+    let mut mac: [u8; 6] = random_bytes()?;
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    Ok(mac)
 }
 
 fn veth_message(host: &str, ifname: &str, ns: &NetNs, mtu: Option<u32>) -> LinkMessage {
