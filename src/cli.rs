@@ -42,6 +42,8 @@ pub enum Command {
     ControlPlane(ControlPlaneArgs),
     /// Run a bundled CNI plugin; reads CNI_* variables and the network config on stdin.
     Cni(CniArgs),
+    /// Manage this host's pod network by hand (e.g. overlay peers).
+    Network(NetworkArgs),
 }
 
 /// Flags of `capstan node`.
@@ -106,4 +108,49 @@ pub struct CniArgs {
     /// The plugin to run.
     #[arg(value_parser = clap::builder::PossibleValuesParser::new(capstan_cni::PLUGINS))]
     pub plugin: String,
+}
+
+/// Flags of `capstan network`.
+#[derive(Debug, Args)]
+pub struct NetworkArgs {
+    #[command(subcommand)]
+    pub command: NetworkCommand,
+}
+
+/// What `capstan network` manages.
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Remote hosts of the vxlan overlay: one FDB, neighbour and route entry each.
+    #[command(subcommand)]
+    Peer(PeerCommand),
+}
+
+/// `capstan network peer add|del`.
+#[derive(Debug, Subcommand)]
+pub enum PeerCommand {
+    /// Program a remote host on the local VXLAN device (repeating it replaces the entries).
+    Add(PeerArgs),
+    /// Remove a remote host's entries (succeeds when they are already gone).
+    Del(PeerArgs),
+}
+
+/// One remote host of the overlay.
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    /// The local VXLAN device (the vxlan plugin names it `vxlan.VNI` unless configured).
+    #[arg(long, value_name = "NAME")]
+    pub device: String,
+
+    /// The remote host's underlay IPv4 address.
+    #[arg(long, value_name = "IPV4")]
+    pub remote: std::net::Ipv4Addr,
+
+    /// The remote host's pod subnet, e.g. 10.244.2.0/24.
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: String,
+
+    /// The remote VXLAN device's MAC; default: derived from --remote as Capstan's vxlan plugin
+    /// does (0e:ca followed by the address).
+    #[arg(long, value_name = "MAC")]
+    pub mac: Option<String>,
 }

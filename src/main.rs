@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, NetworkCommand, PeerCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -33,6 +33,8 @@ enum CommandError {
         command: &'static str,
         missing: &'static str,
     },
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Runs the subcommand; its exit status is its own (a CNI plugin's is defined by the CNI spec).
@@ -55,6 +57,22 @@ fn dispatch(command: Command) -> Result<ExitCode, CommandError> {
             "the API server, storage, scheduler and controllers are still to be built",
         ),
         Command::Cni(args) => return Ok(capstan_cni::run_plugin(&args.plugin)),
+        Command::Network(args) => {
+            let NetworkCommand::Peer(peer) = args.command;
+            let (args, remove) = match peer {
+                PeerCommand::Add(a) => (a, false),
+                PeerCommand::Del(a) => (a, true),
+            };
+            return capstan_cni::peers::run_command(
+                &args.device,
+                args.remote,
+                &args.subnet,
+                args.mac.as_deref(),
+                remove,
+            )
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| CommandError::Failed(format!("network peer: {e}")));
+        }
     };
     Err(CommandError::NotImplemented { command, missing })
 }

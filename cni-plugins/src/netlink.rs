@@ -11,8 +11,8 @@ use rtnetlink::packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage,
 };
 use rtnetlink::packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, LinkAttribute, LinkFlags, LinkInfo,
-    LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoVxlan, LinkAttribute, LinkFlags,
+    LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteScope,
@@ -55,6 +55,8 @@ pub struct Link {
     pub hairpin: Option<bool>,
     /// Peer link index (veth) as reported by IFLA_LINK.
     pub peer_index: Option<u32>,
+    /// VXLAN network identifier, for VXLAN devices.
+    pub vni: Option<u32>,
 }
 
 /// Maps an rtnetlink error to a CNI error naming what was being done.
@@ -388,6 +390,7 @@ pub fn parse_link(msg: &LinkMessage) -> Link {
         promisc: msg.header.flags.contains(LinkFlags::Promisc),
         hairpin: None,
         peer_index: None,
+        vni: None,
     };
     for attr in &msg.attributes {
         match attr {
@@ -400,6 +403,12 @@ pub fn parse_link(msg: &LinkMessage) -> Link {
                 for info in infos {
                     match info {
                         LinkInfo::Kind(kind) => link.kind = Some(kind_name(kind)),
+                        LinkInfo::Data(InfoData::Vxlan(vxlan)) => {
+                            link.vni = vxlan.iter().find_map(|v| match v {
+                                InfoVxlan::Id(id) => Some(*id),
+                                _ => None,
+                            });
+                        }
                         LinkInfo::PortData(InfoPortData::BridgePort(port)) => {
                             link.hairpin = port.iter().find_map(|p| match p {
                                 InfoBridgePort::HairpinMode(h) => Some(*h),

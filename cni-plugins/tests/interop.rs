@@ -54,7 +54,11 @@ fn reference_and_ours_share_a_bridge_and_a_store() {
     }
     let ips: Vec<_> = pods.iter().map(|p| first_ip(&p.result)).collect();
     let distinct: std::collections::HashSet<_> = ips.iter().collect();
-    assert_eq!(distinct.len(), 4, "one store, four distinct addresses: {ips:?}");
+    assert_eq!(
+        distinct.len(),
+        4,
+        "one store, four distinct addresses: {ips:?}"
+    );
 
     // Every pod reaches every other pod, whoever attached it.
     for (i, pod) in pods.iter().enumerate() {
@@ -63,7 +67,8 @@ fn reference_and_ours_share_a_bridge_and_a_store() {
     for (i, from) in pods.iter().enumerate() {
         for (j, ip) in ips.iter().enumerate() {
             if i != j {
-                let got = fetch(&from.ns, *ip, 7200).unwrap_or_else(|e| panic!("pod {i} -> {ip}: {e}"));
+                let got =
+                    fetch(&from.ns, *ip, 7200).unwrap_or_else(|e| panic!("pod {i} -> {ip}: {e}"));
                 assert_eq!(got, format!("p{j}"));
             }
         }
@@ -81,7 +86,14 @@ fn reference_and_ours_share_a_bridge_and_a_store() {
         let call = Call::new("DEL", &pod.id, Some(pod.ns.path()), "eth0").cni_path(path);
         run(bridge, Some(&host), &call, &conf).ok();
         let links = ip_json(&pod.ns, &["link", "show"]);
-        assert!(links.as_array().unwrap().iter().all(|l| l["ifname"] != "eth0"), "{links}");
+        assert!(
+            links
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|l| l["ifname"] != "eth0"),
+            "{links}"
+        );
     }
     assert!(allocation_files(&ipam.path().join("interop")).is_empty());
     let veths = ip_json(&host, &["link", "show", "type", "veth"]);
@@ -97,10 +109,25 @@ fn reference_loopback_and_ours_agree() {
     let call = Call::new("ADD", "lo-a", Some(a.path()), "lo");
     let theirs = run(&reference("loopback"), None, &call, &conf).ok();
     // Our CHECK accepts their ADD, their CHECK accepts ours.
-    run(&ours("loopback"), None, &call.clone().command("CHECK"), &with_prev(&conf, &theirs)).ok();
+    run(
+        &ours("loopback"),
+        None,
+        &call.clone().command("CHECK"),
+        &with_prev(&conf, &theirs),
+    )
+    .ok();
     run(&ours("loopback"), None, &call.clone().command("DEL"), &conf).ok();
     let mine = run(&ours("loopback"), None, &call, &conf).ok();
-    assert_eq!(mine["interfaces"][0]["name"], theirs["interfaces"][0]["name"]);
-    run(&reference("loopback"), None, &call.clone().command("CHECK"), &with_prev(&conf, &mine)).ok();
+    assert_eq!(
+        mine["interfaces"][0]["name"],
+        theirs["interfaces"][0]["name"]
+    );
+    run(
+        &reference("loopback"),
+        None,
+        &call.clone().command("CHECK"),
+        &with_prev(&conf, &mine),
+    )
+    .ok();
     run(&reference("loopback"), None, &call.command("DEL"), &conf).ok();
 }
