@@ -81,7 +81,7 @@ fn add_check_del_connects_pods() {
     );
 
     // Pods reach each other over IPv4 and IPv6, and the gateway answers.
-    serve(&pod_b, 7001, "from-b");
+    let _server1 = serve(&pod_b, 7001, "from-b");
     assert_eq!(fetch(&pod_a, first_ip(&res_b), 7001).unwrap(), "from-b");
     let b6 = res_b["ips"][1]["address"]
         .as_str()
@@ -90,7 +90,7 @@ fn add_check_del_connects_pods() {
         .next()
         .unwrap();
     assert_eq!(fetch(&pod_a, b6.parse().unwrap(), 7001).unwrap(), "from-b");
-    serve(&host, 7002, "from-host");
+    let _server2 = serve(&host, 7002, "from-host");
     assert_eq!(
         fetch(&pod_a, "10.88.0.1".parse().unwrap(), 7002).unwrap(),
         "from-host"

@@ -61,9 +61,11 @@ fn reference_and_ours_share_a_bridge_and_a_store() {
     );
 
     // Every pod reaches every other pod, whoever attached it.
-    for (i, pod) in pods.iter().enumerate() {
-        serve(&pod.ns, 7200, ["p0", "p1", "p2", "p3"][i]);
-    }
+    let _servers: Vec<Server> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, pod)| serve(&pod.ns, 7200, ["p0", "p1", "p2", "p3"][i]))
+        .collect();
     for (i, from) in pods.iter().enumerate() {
         for (j, ip) in ips.iter().enumerate() {
             if i != j {

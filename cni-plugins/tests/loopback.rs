@@ -43,7 +43,7 @@ fn loopback_add_check_del() {
     assert!(addrs.contains(&"127.0.0.1/8"), "{addrs:?}");
     run(&ours("loopback"), None, &check, &with_prev(&conf, &res)).ok();
     // Loopback traffic works inside the namespace.
-    serve(&pod, 7100, "lo-ok");
+    let _server1 = serve(&pod, 7100, "lo-ok");
     assert_eq!(
         fetch(&pod, "127.0.0.1".parse().unwrap(), 7100).unwrap(),
         "lo-ok"

@@ -139,9 +139,14 @@ fn two_hosts_with_peers() {
         }
     }
     let ip = |h: usize, p: usize| first_ip(&hosts[h].pods[p].2);
+    let mut servers = Vec::new();
     for (h, host) in hosts.iter().enumerate() {
         for (p, (pod, _, _)) in host.pods.iter().enumerate() {
-            serve(pod, 7300, ["h0p0", "h0p1", "h1p0", "h1p1"][h * 2 + p]);
+            servers.push(serve(
+                pod,
+                7300,
+                ["h0p0", "h0p1", "h1p0", "h1p1"][h * 2 + p],
+            ));
         }
     }
     // Same host works at once; across hosts needs peers.

@@ -283,20 +283,50 @@ pub fn allocation_files(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A TCP listener bound inside `ns` that answers each connection with `reply`; serves until
-/// the process ends (the socket belongs to `ns`, which tests remove).
-pub fn serve(ns: &NetNs, port: u16, reply: &'static str) {
+/// A TCP server inside a namespace; it stops (and closes its socket, so the namespace can go
+/// away) when dropped.
+pub struct Server {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A TCP listener bound inside `ns` that answers each connection with `reply`.
+#[must_use = "the server stops when dropped"]
+pub fn serve(ns: &NetNs, port: u16, reply: &'static str) -> Server {
     let listener = ns
         .run(move || {
             TcpListener::bind(("::", port)).or_else(|_| TcpListener::bind(("0.0.0.0", port)))
         })
         .expect("enter netns")
         .expect("bind listener");
-    std::thread::spawn(move || {
-        for mut conn in listener.incoming().flatten() {
-            let _ = conn.write_all(reply.as_bytes());
+    listener
+        .set_nonblocking(true)
+        .expect("nonblocking listener");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::spawn(move || {
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            match listener.accept() {
+                Ok((mut conn, _)) => {
+                    let _ = conn.write_all(reply.as_bytes());
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
         }
     });
+    Server {
+        stop,
+        thread: Some(thread),
+    }
 }
 
 /// Connects from inside `ns` to `ip:port` and returns what the server sent, or the error.
