@@ -411,3 +411,77 @@ fn version_status_and_gc() {
     run(&bridge(), Some(&host), &gc, &conf).err(4);
     run(&bridge(), Some(&host), &live.command("DEL"), &conf).ok();
 }
+
+#[test]
+fn two_hundred_concurrent_bridge_adds() {
+    require_root();
+    let host = NetNs::new("cbx").unwrap();
+    let ipam = tempfile::tempdir().unwrap();
+    let mut conf = conf(ipam.path(), json!({}));
+    conf["ipam"]["ranges"] = json!([[{"subnet": "10.89.0.0/24"}]]);
+    let pods: Vec<NetNs> = (0..200).map(|_| NetNs::new("cbxp").unwrap()).collect();
+    let spawn = |command: &str, i: usize, pod: &NetNs| {
+        let mut cmd = host.command(bridge());
+        Call::new(command, &format!("many-{i}"), Some(pod.path()), "eth0").apply_to(&mut cmd);
+        let mut child = cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        std::io::Write::write_all(&mut stdin, conf.to_string().as_bytes()).unwrap();
+        child
+    };
+    // All processes start before any is waited for: they race to create the bridge too.
+    let children: Vec<_> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| spawn("ADD", i, p))
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let result: Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            seen.insert(first_ip(&result)),
+            "duplicate address in {text}"
+        );
+    }
+    assert_eq!(seen.len(), 200);
+    let ports = ip_json(&host, &["link", "show", "master", "cbr0"]);
+    assert_eq!(ports.as_array().unwrap().len(), 200);
+
+    let children: Vec<_> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| spawn("DEL", i, p))
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    assert!(allocation_files(&ipam.path().join("capnet")).is_empty());
+    assert!(
+        ip_json(&host, &["link", "show", "type", "veth"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let bridges = ip_json(&host, &["link", "show", "type", "bridge"]);
+    assert_eq!(
+        bridges.as_array().unwrap().len(),
+        1,
+        "one bridge despite the race: {bridges}"
+    );
+}

@@ -110,7 +110,8 @@ impl Call {
         self
     }
 
-    fn apply(&self, cmd: &mut Command) {
+    /// Sets this call's CNI_* environment (and only that, plus PATH) on `cmd`.
+    pub fn apply_to(&self, cmd: &mut Command) {
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("CNI_COMMAND", &self.command)
@@ -132,7 +133,7 @@ pub fn run(plugin: &Path, host: Option<&NetNs>, call: &Call, conf: &Value) -> Ou
         Some(ns) => ns.command(plugin),
         None => Command::new(plugin),
     };
-    call.apply(&mut cmd);
+    call.apply_to(&mut cmd);
     run_command(cmd, conf.to_string().as_bytes())
 }
 

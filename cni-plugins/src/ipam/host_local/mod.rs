@@ -181,10 +181,14 @@ impl Plugin for HostLocal {
 
     async fn status(&self, ctx: &Context) -> Result<(), CniError> {
         let conf = HostLocalConf::from_value(&ctx.raw)?;
-        let store = Store::open(&conf.data_dir, &conf.name).map_err(|e| {
+        // STATUS only looks: a network that never allocated has every address free.
+        let store = Store::open_existing(&conf.data_dir, &conf.name).map_err(|e| {
             CniError::new(ErrorCode::NotAvailable, e.msg.clone()).with_details(e.details)
         })?;
-        let allocated: Vec<IpAddr> = store.allocations()?.into_iter().map(|(ip, _)| ip).collect();
+        let allocated: Vec<IpAddr> = match store {
+            Some(store) => store.allocations()?.into_iter().map(|(ip, _)| ip).collect(),
+            None => Vec::new(),
+        };
         for (i, set) in conf.range_sets.iter().enumerate() {
             let capacity: u128 = set
                 .iter()
