@@ -44,6 +44,29 @@ pub enum Command {
     Cni(CniArgs),
     /// Manage this host's pod network by hand (e.g. overlay peers).
     Network(NetworkArgs),
+    /// Manage the runtime's local images without a registry.
+    #[command(subcommand)]
+    Images(ImagesCommand),
+}
+
+/// `capstan images ...`.
+#[derive(Debug, Subcommand)]
+pub enum ImagesCommand {
+    /// Load the tagged images of an OCI archive (an OCI image layout in a tar, as `skopeo copy
+    /// ... oci-archive:FILE` writes) into the runtime's store.
+    Import {
+        /// The OCI archive.
+        file: PathBuf,
+        /// The runtime's state directory.
+        #[arg(long, value_name = "DIR", default_value = capstan_runtime::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// List the local images.
+    Ls {
+        /// The runtime's state directory.
+        #[arg(long, value_name = "DIR", default_value = capstan_runtime::DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
 }
 
 /// Flags of `capstan node`.

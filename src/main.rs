@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, NetworkCommand, PeerCommand};
+use cli::{Cli, Command, ImagesCommand, NetworkCommand, PeerCommand, RuntimeArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,6 +28,10 @@ fn main() -> ExitCode {
 /// Why a subcommand could not run.
 #[derive(Debug, thiserror::Error)]
 enum CommandError {
+    #[error(transparent)]
+    Runtime(#[from] capstan_runtime::server::ServerError),
+    #[error(transparent)]
+    Images(#[from] capstan_runtime::images::ImageError),
     #[error("`capstan {command}` is not implemented yet: {missing}. Nothing was started.")]
     NotImplemented {
         command: &'static str,
@@ -40,22 +44,18 @@ enum CommandError {
 /// Runs the subcommand; its exit status is its own (a CNI plugin's is defined by the CNI spec).
 fn dispatch(command: Command) -> Result<ExitCode, CommandError> {
     let (command, missing) = match command {
-        Command::Node(_) => (
-            "node",
-            "the node agent (static pods, pod workers, probes) is still to be built",
-        ),
-        Command::Runtime(_) => (
-            "runtime",
-            "the CRI v1 runtime (images, sandboxes, containers) is still to be built",
-        ),
-        Command::Server(_) => (
-            "server",
-            "the control plane and the node agent are still to be built",
-        ),
-        Command::ControlPlane(_) => (
-            "control-plane",
-            "the API server, storage, scheduler and controllers are still to be built",
-        ),
+        Command::Runtime(args) => {
+            capstan_runtime::server::run(runtime_options(args))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Images(ImagesCommand::Import { file, state_dir }) => {
+            capstan_runtime::commands::import(&state_dir, &file, &mut std::io::stdout())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Images(ImagesCommand::Ls { state_dir }) => {
+            capstan_runtime::commands::list(&state_dir, &mut std::io::stdout())?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Cni(args) => return Ok(capstan_cni::run_plugin(&args.plugin)),
         Command::Network(args) => {
             let NetworkCommand::Peer(peer) = args.command;
@@ -73,6 +73,26 @@ fn dispatch(command: Command) -> Result<ExitCode, CommandError> {
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| CommandError::Failed(format!("network peer: {e}")));
         }
+        Command::Node(_) => (
+            "node",
+            "the node agent (static pods, pod workers, probes) is still to be built",
+        ),
+        Command::Server(_) => (
+            "server",
+            "the control plane and the node agent are still to be built",
+        ),
+        Command::ControlPlane(_) => (
+            "control-plane",
+            "the API server, storage, scheduler and controllers are still to be built",
+        ),
     };
     Err(CommandError::NotImplemented { command, missing })
+}
+
+fn runtime_options(args: RuntimeArgs) -> capstan_runtime::server::RuntimeOptions {
+    capstan_runtime::server::RuntimeOptions {
+        endpoint: args.listen,
+        state_dir: args.state_dir,
+        config_file: args.runtime_config,
+    }
 }

@@ -1,6 +1,12 @@
 //! Capstan's CRI runtime: images, pod sandboxes, containers, logs, streaming and stats, served
 //! over CRI v1 and callable in-process by the agent.
 
+pub mod commands;
+pub mod config;
+pub mod images;
+pub mod server;
+pub mod service;
+
 /// Where the runtime keeps state that must survive its own restart.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/capstan";
 

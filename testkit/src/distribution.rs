@@ -28,6 +28,7 @@ const MAX_READ: u64 = 256 << 20;
 pub struct Client {
     base: String,
     agent: ureq::Agent,
+    authorization: Option<String>,
 }
 
 /// A manifest as the registry returned it.
@@ -57,18 +58,34 @@ impl Client {
             agent: ureq::AgentBuilder::new()
                 .timeout(Duration::from_secs(60))
                 .build(),
+            authorization: None,
+        }
+    }
+
+    /// The same client, sending Basic credentials with every request.
+    pub fn with_basic_auth(mut self, user: &str, password: &str) -> Self {
+        use base64::Engine;
+        let pair = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.authorization = Some(format!("Basic {pair}"));
+        self
+    }
+
+    fn request(&self, method: &str, url: &str) -> ureq::Request {
+        let request = self.agent.request(method, url);
+        match &self.authorization {
+            Some(value) => request.set("Authorization", value),
+            None => request,
         }
     }
 
     /// Uploads a blob unless the repository already has it.
     pub fn push_blob(&self, repo: &str, blob: &Blob) -> Result<()> {
         let blob_url = format!("{}/v2/{repo}/blobs/{}", self.base, blob.digest);
-        if self.agent.head(&blob_url).call().is_ok() {
+        if self.request("HEAD", &blob_url).call().is_ok() {
             return Ok(());
         }
         let start = self
-            .agent
-            .post(&format!("{}/v2/{repo}/blobs/uploads/", self.base))
+            .request("POST", &format!("{}/v2/{repo}/blobs/uploads/", self.base))
             .call()
             .map_err(|e| Error::Registry(format!("start upload to {repo}: {e}")))?;
         let location = start
@@ -80,11 +97,13 @@ impl Client {
             location.to_string()
         };
         let separator = if location.contains('?') { '&' } else { '?' };
-        self.agent
-            .put(&format!("{location}{separator}digest={}", blob.digest))
-            .set("Content-Type", "application/octet-stream")
-            .send_bytes(&blob.data)
-            .map_err(|e| Error::Registry(format!("upload {} to {repo}: {e}", blob.digest)))?;
+        self.request(
+            "PUT",
+            &format!("{location}{separator}digest={}", blob.digest),
+        )
+        .set("Content-Type", "application/octet-stream")
+        .send_bytes(&blob.data)
+        .map_err(|e| Error::Registry(format!("upload {} to {repo}: {e}", blob.digest)))?;
         Ok(())
     }
 
@@ -92,8 +111,10 @@ impl Client {
     /// reports.
     pub fn push_manifest(&self, repo: &str, reference: &str, manifest: &Blob) -> Result<()> {
         let response = self
-            .agent
-            .put(&format!("{}/v2/{repo}/manifests/{reference}", self.base))
+            .request(
+                "PUT",
+                &format!("{}/v2/{repo}/manifests/{reference}", self.base),
+            )
             .set("Content-Type", &manifest.media_type)
             .send_bytes(&manifest.data)
             .map_err(|e| Error::Registry(format!("put manifest {repo}:{reference}: {e}")))?;
@@ -148,8 +169,10 @@ impl Client {
         accept: &[&str],
     ) -> Result<FetchedManifest> {
         let response = self
-            .agent
-            .get(&format!("{}/v2/{repo}/manifests/{reference}", self.base))
+            .request(
+                "GET",
+                &format!("{}/v2/{repo}/manifests/{reference}", self.base),
+            )
             .set("Accept", &accept.join(", "))
             .call()
             .map_err(|e| Error::Registry(format!("get manifest {repo}:{reference}: {e}")))?;
@@ -176,11 +199,19 @@ impl Client {
         })
     }
 
+    /// Deletes a blob from the repository (the registry runs with deletes enabled), for tests
+    /// of pulls that break half-way.
+    pub fn delete_blob(&self, repo: &str, digest: &str) -> Result<()> {
+        self.request("DELETE", &format!("{}/v2/{repo}/blobs/{digest}", self.base))
+            .call()
+            .map_err(|e| Error::Registry(format!("delete blob {repo}@{digest}: {e}")))?;
+        Ok(())
+    }
+
     /// Fetches a blob and verifies that it hashes to `digest`.
     pub fn get_blob(&self, repo: &str, digest: &str) -> Result<Vec<u8>> {
         let response = self
-            .agent
-            .get(&format!("{}/v2/{repo}/blobs/{digest}", self.base))
+            .request("GET", &format!("{}/v2/{repo}/blobs/{digest}", self.base))
             .call()
             .map_err(|e| Error::Registry(format!("get blob {repo}@{digest}: {e}")))?;
         let data = read_body(response)?;

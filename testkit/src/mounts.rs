@@ -59,6 +59,26 @@ impl TempMount {
         Ok(mounted)
     }
 
+    /// Mounts a read-only overlay of `lowers` (uppermost first), as a container's image layers
+    /// would be stacked.
+    pub fn overlay(lowers: &[&Path]) -> Result<Self> {
+        let dir = mount_point()?;
+        let joined: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+        let options = format!("lowerdir={}", joined.join(":"));
+        mount(
+            Some("overlay"),
+            dir.path(),
+            Some("overlay"),
+            MsFlags::MS_RDONLY,
+            Some(options.as_str()),
+        )
+        .map_err(Error::sys(format!(
+            "mount overlay on {}",
+            dir.path().display()
+        )))?;
+        Ok(TempMount { dir })
+    }
+
     /// Where it is mounted.
     pub fn path(&self) -> &Path {
         self.dir.path()

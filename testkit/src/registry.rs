@@ -23,11 +23,21 @@ pub struct LocalRegistry {
     child: Child,
     addr: SocketAddr,
     dir: TempDir,
+    credentials: Option<(String, String)>,
 }
 
 impl LocalRegistry {
     /// Starts a registry and waits until it answers `/v2/`.
     pub fn start() -> Result<Self> {
+        Self::start_with(None)
+    }
+
+    /// Starts a registry that demands Basic auth (htpasswd, bcrypt) for everything.
+    pub fn start_with_basic_auth(user: &str, password: &str) -> Result<Self> {
+        Self::start_with(Some((user.to_string(), password.to_string())))
+    }
+
+    fn start_with(credentials: Option<(String, String)>) -> Result<Self> {
         if !Path::new(REGISTRY_BINARY).exists() {
             return Err(Error::Command(format!(
                 "{REGISTRY_BINARY} is missing: install Debian's docker-registry (hack/test.sh does)"
@@ -37,7 +47,7 @@ impl LocalRegistry {
         // try a few.
         let mut last_error = None;
         for _ in 0..3 {
-            match Self::start_once() {
+            match Self::start_once(credentials.clone()) {
                 Ok(registry) => return Ok(registry),
                 Err(e) => last_error = Some(e),
             }
@@ -45,15 +55,23 @@ impl LocalRegistry {
         Err(last_error.unwrap_or_else(|| Error::Registry("did not start".into())))
     }
 
-    fn start_once() -> Result<Self> {
+    fn start_once(credentials: Option<(String, String)>) -> Result<Self> {
         let addr = free_loopback_port()?;
         let dir = tempfile::Builder::new()
             .prefix("capstan-registry-")
             .tempdir()
             .map_err(Error::io("create a temp dir in", std::env::temp_dir()))?;
+        let mut yaml = config_yaml(addr, &dir.path().join("data"));
+        if let Some((user, password)) = &credentials {
+            let htpasswd = dir.path().join("htpasswd");
+            write_htpasswd(&htpasswd, user, password)?;
+            yaml.push_str(&format!(
+                "auth:\n  htpasswd:\n    realm: capstan-test\n    path: {}\n",
+                htpasswd.display()
+            ));
+        }
         let config = dir.path().join("config.yml");
-        std::fs::write(&config, config_yaml(addr, &dir.path().join("data")))
-            .map_err(Error::io("write", &config))?;
+        std::fs::write(&config, yaml).map_err(Error::io("write", &config))?;
         let log_path = dir.path().join("registry.log");
         let log = std::fs::File::create(&log_path).map_err(Error::io("create", &log_path))?;
         let log_err = log.try_clone().map_err(Error::io("dup", &log_path))?;
@@ -65,7 +83,12 @@ impl LocalRegistry {
             .stderr(log_err)
             .spawn()
             .map_err(|e| Error::Command(format!("start {REGISTRY_BINARY}: {e}")))?;
-        let mut registry = LocalRegistry { child, addr, dir };
+        let mut registry = LocalRegistry {
+            child,
+            addr,
+            dir,
+            credentials,
+        };
         registry.wait_ready()?;
         Ok(registry)
     }
@@ -80,9 +103,20 @@ impl LocalRegistry {
         format!("http://{}", self.addr)
     }
 
-    /// A distribution client for this registry.
+    /// A distribution client for this registry (with its credentials, if it has any).
     pub fn client(&self) -> Client {
-        Client::new(&self.url())
+        let client = Client::new(&self.url());
+        match &self.credentials {
+            Some((user, password)) => client.with_basic_auth(user, password),
+            None => client,
+        }
+    }
+
+    /// How many `GET` requests for `path` (e.g. `/v2/shell/blobs/sha256:...`) the registry
+    /// has served, from its access log.
+    pub fn count_gets(&self, path: &str) -> usize {
+        let needle = format!("\"GET {path} ");
+        self.log().matches(&needle).count()
     }
 
     /// Where the registry keeps its blobs.
@@ -111,8 +145,10 @@ impl LocalRegistry {
                     self.log()
                 )));
             }
-            if probe.get(&format!("{}/v2/", self.url())).call().is_ok() {
-                return Ok(());
+            // Any HTTP answer (a 401 from an auth-protected registry too) means it is serving.
+            match probe.get(&format!("{}/v2/", self.url())).call() {
+                Ok(_) | Err(ureq::Error::Status(..)) => return Ok(()),
+                Err(_) => {}
             }
             if Instant::now() > deadline {
                 return Err(Error::Registry(format!(
@@ -132,6 +168,25 @@ impl Drop for LocalRegistry {
     }
 }
 
+/// bcrypt is the only hash docker-registry accepts; apache2-utils' htpasswd makes one.
+fn write_htpasswd(path: &Path, user: &str, password: &str) -> Result<()> {
+    let out = Command::new("htpasswd")
+        .args(["-Bbn", user, password])
+        .output()
+        .map_err(|e| {
+            Error::Command(format!(
+                "run htpasswd: {e} (install Debian's apache2-utils; hack/test.sh does)"
+            ))
+        })?;
+    if !out.status.success() {
+        return Err(Error::Command(format!(
+            "htpasswd failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    std::fs::write(path, &out.stdout).map_err(Error::io("write", path))
+}
+
 fn free_loopback_port() -> Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").map_err(Error::io("bind", "127.0.0.1:0"))?;
     listener
@@ -142,7 +197,7 @@ fn free_loopback_port() -> Result<SocketAddr> {
 fn config_yaml(addr: SocketAddr, storage: &Path) -> String {
     format!(
         "version: 0.1\n\
-         log:\n  level: warn\n  accesslog:\n    disabled: true\n\
+         log:\n  level: warn\n\
          storage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\n\
          http:\n  addr: {addr}\n",
         storage.display()

@@ -276,3 +276,33 @@ fn skopeo(args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+#[test]
+fn pause_image_sleeps_until_sigterm_and_exits_cleanly() {
+    require_root();
+    let pause = &catalog().expect("catalog").pause;
+    let rootfs = tempfile::tempdir().unwrap();
+    unpack_plain(&pause.layers, rootfs.path()).expect("unpack");
+    let entrypoint: Vec<String> =
+        serde_json::from_value(pause.config_json()["config"]["Entrypoint"].clone()).unwrap();
+    let mut child = Command::new("chroot")
+        .arg(rootfs.path())
+        .args(&entrypoint)
+        .spawn()
+        .expect("start pause");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "pause exited on its own"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "pause did not exit 0 on SIGTERM: {status}"
+    );
+}

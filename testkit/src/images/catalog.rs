@@ -37,6 +37,9 @@ pub struct Catalog {
     pub entrypoint: TestImage,
     /// Three layers with a whiteout and an opaque directory, to test layer application.
     pub layered: TestImage,
+    /// A sandbox ("pause") image for runtimes that need one (containerd): sleeps until
+    /// SIGTERM or SIGINT, then exits 0.
+    pub pause: TestImage,
     /// The shell image for the platform that is not this host's: only for platform selection
     /// from an index (it carries `/etc/platform` naming its platform; its binary is the host's).
     pub foreign: TestImage,
@@ -159,6 +162,15 @@ fn build() -> Result<Catalog> {
         json!({ "Env": [path_env], "Cmd": ["ls", "-a", "/data", "/opaque"] }),
     )?;
 
+    let pause = image(
+        "pause",
+        vec![base.clone()],
+        json!({
+            "Env": [path_env],
+            "Entrypoint": ["/bin/sh", "-c", "trap 'kill $sleeper; exit 0' TERM INT; while :; do sleep 3600 & sleeper=$!; wait $sleeper; done"],
+        }),
+    )?;
+
     let foreign_platform = host.other();
     let mut marker = LayerBuilder::new();
     marker.dir("etc", 0o755, (0, 0))?.file(
@@ -180,6 +192,7 @@ fn build() -> Result<Catalog> {
         user: user_image,
         entrypoint,
         layered,
+        pause,
         foreign,
     })
 }

@@ -60,6 +60,19 @@ pub struct TestImage {
     pub layers: Vec<Layer>,
     /// The config JSON (identical bytes in both formats, so one digest).
     pub config: Vec<u8>,
+    /// How the layer blobs are compressed.
+    pub compression: LayerCompression,
+}
+
+/// How an image's layer blobs are compressed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerCompression {
+    /// gzip (both formats).
+    Gzip,
+    /// zstd (OCI only).
+    Zstd,
+    /// A plain tar (OCI only).
+    None,
 }
 
 impl TestImage {
@@ -81,7 +94,16 @@ impl TestImage {
             platform,
             layers,
             config,
+            compression: LayerCompression::Gzip,
         })
+    }
+
+    /// The same image with its layers compressed another way (OCI media types only).
+    pub fn recompressed(&self, compression: LayerCompression) -> Self {
+        TestImage {
+            compression,
+            ..self.clone()
+        }
     }
 
     /// The config blob, typed for `format`.
@@ -93,7 +115,17 @@ impl TestImage {
     pub fn layer_blobs(&self, format: ManifestFormat) -> Vec<Blob> {
         self.layers
             .iter()
-            .map(|l| Blob::new(format.layer_type(), l.compressed.clone()))
+            .map(|l| match self.compression {
+                LayerCompression::Gzip => Blob::new(format.layer_type(), l.compressed.clone()),
+                LayerCompression::Zstd => Blob::new(
+                    super::media::OCI_LAYER_ZSTD,
+                    ruzstd::encoding::compress_to_vec(
+                        &l.tar[..],
+                        ruzstd::encoding::CompressionLevel::Fastest,
+                    ),
+                ),
+                LayerCompression::None => Blob::new(super::media::OCI_LAYER_TAR, l.tar.clone()),
+            })
             .collect()
     }
 

@@ -8,7 +8,7 @@ mod layout;
 pub mod media;
 
 pub use catalog::{APP_EXTRA_GROUP, APP_USER, BUSYBOX, Catalog, WEB_PAGE, WEB_PORT, catalog};
-pub use image::{Platform, TestImage, index};
+pub use image::{LayerCompression, Platform, TestImage, index};
 pub use layer::{Layer, LayerBuilder};
 pub use layout::{LayoutEntry, REF_NAME, write_archive, write_layout};
 pub use media::ManifestFormat;

@@ -1,0 +1,169 @@
+//! The CRI server: both services on a unix socket whose directory only root can enter.
+
+use std::future::Future;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use capstan_proto::image_service_server::ImageServiceServer;
+use capstan_proto::runtime_service_server::RuntimeServiceServer;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+
+use crate::config::{ConfigError, RuntimeConfig};
+use crate::images::{ImageError, ImageManager};
+use crate::service::{CriImageService, CriRuntimeService};
+
+/// How the runtime is started.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// `unix:///path/to.sock`.
+    pub endpoint: String,
+    /// State that survives restarts.
+    pub state_dir: PathBuf,
+    /// The configuration file, if any.
+    pub config_file: Option<PathBuf>,
+}
+
+/// Why the runtime could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The endpoint is not a unix socket URL.
+    #[error("--listen {0:?}: only unix:///absolute/path endpoints are supported")]
+    BadEndpoint(String),
+    /// Another process already serves the socket.
+    #[error("{0} is already served by another process")]
+    InUse(PathBuf),
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The image store could not be opened.
+    #[error(transparent)]
+    Images(#[from] ImageError),
+    /// A socket or file operation failed.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// gRPC serving failed.
+    #[error("serving CRI failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// The runtime's parts, for serving over gRPC or calling in-process.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    /// Images.
+    pub images: Arc<ImageManager>,
+    /// CRI ImageService.
+    pub image_service: CriImageService,
+    /// CRI RuntimeService.
+    pub runtime_service: CriRuntimeService,
+}
+
+impl Runtime {
+    /// Opens the runtime's state.
+    pub fn open(options: &RuntimeOptions) -> Result<Self, ServerError> {
+        let config = match &options.config_file {
+            Some(path) => RuntimeConfig::load(path)?,
+            None => RuntimeConfig::default(),
+        };
+        let images = Arc::new(ImageManager::open(
+            &options.state_dir.join("images"),
+            config.registry,
+        )?);
+        Ok(Runtime {
+            image_service: CriImageService::new(Arc::clone(&images)),
+            runtime_service: CriRuntimeService::new(),
+            images,
+        })
+    }
+}
+
+/// The socket path of a `unix://` endpoint.
+pub fn socket_path(endpoint: &str) -> Result<PathBuf, ServerError> {
+    endpoint
+        .strip_prefix("unix://")
+        .filter(|path| path.starts_with('/') && path.len() > 1)
+        .map(PathBuf::from)
+        .ok_or_else(|| ServerError::BadEndpoint(endpoint.to_string()))
+}
+
+/// Serves CRI on `options.endpoint` until `shutdown` completes, then removes the socket.
+pub async fn serve(
+    options: RuntimeOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let socket = socket_path(&options.endpoint)?;
+    let runtime = Runtime::open(&options)?;
+    let listener = bind(&socket).await?;
+    tracing::info!(socket = %socket.display(), state_dir = %options.state_dir.display(), "serving CRI v1");
+    let outcome = tonic::transport::Server::builder()
+        .add_service(RuntimeServiceServer::new(runtime.runtime_service.clone()))
+        .add_service(ImageServiceServer::new(runtime.image_service.clone()))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await;
+    let _ = std::fs::remove_file(&socket);
+    tracing::info!("CRI server stopped");
+    Ok(outcome?)
+}
+
+/// Runs the runtime in the foreground until SIGINT or SIGTERM.
+pub fn run(options: RuntimeOptions) -> Result<(), ServerError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|source| ServerError::Io {
+            what: "start the async runtime",
+            path: PathBuf::new(),
+            source,
+        })?;
+    runtime.block_on(serve(options, shutdown_signal()))
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::warn!("cannot listen for SIGTERM/SIGINT; stop with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+    }
+}
+
+async fn bind(socket: &Path) -> Result<UnixListener, ServerError> {
+    let io = |what: &'static str, path: &Path| {
+        let path = path.to_path_buf();
+        move |source| ServerError::Io { what, path, source }
+    };
+    if let Some(dir) = socket.parent()
+        && !dir.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io("create socket directory", dir))?;
+        // The umask may have widened it.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io("restrict socket directory", dir))?;
+    }
+    if socket.exists() {
+        if tokio::net::UnixStream::connect(socket).await.is_ok() {
+            return Err(ServerError::InUse(socket.to_path_buf()));
+        }
+        tracing::info!(socket = %socket.display(), "removing a stale socket");
+        std::fs::remove_file(socket).map_err(io("remove stale socket", socket))?;
+    }
+    UnixListener::bind(socket).map_err(io("listen on", socket))
+}

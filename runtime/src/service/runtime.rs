@@ -1,0 +1,363 @@
+//! CRI RuntimeService. Version, Status and RuntimeConfig answer now; the pod, container,
+//! streaming and stats RPCs answer Unimplemented naming what is missing, until they are built.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+
+use capstan_proto::runtime_service_server::RuntimeService;
+use capstan_proto::{
+    AttachRequest, AttachResponse, CgroupDriver, CheckpointContainerRequest,
+    CheckpointContainerResponse, ContainerEventResponse, ContainerStatsRequest,
+    ContainerStatsResponse, ContainerStatusRequest, ContainerStatusResponse,
+    CreateContainerRequest, CreateContainerResponse, ExecRequest, ExecResponse, ExecSyncRequest,
+    ExecSyncResponse, GetEventsRequest, LinuxRuntimeConfiguration, ListContainerStatsRequest,
+    ListContainerStatsResponse, ListContainersRequest, ListContainersResponse,
+    ListMetricDescriptorsRequest, ListMetricDescriptorsResponse, ListPodSandboxMetricsRequest,
+    ListPodSandboxMetricsResponse, ListPodSandboxRequest, ListPodSandboxResponse,
+    ListPodSandboxStatsRequest, ListPodSandboxStatsResponse, PodSandboxStatsRequest,
+    PodSandboxStatsResponse, PodSandboxStatusRequest, PodSandboxStatusResponse, PortForwardRequest,
+    PortForwardResponse, RemoveContainerRequest, RemoveContainerResponse, RemovePodSandboxRequest,
+    RemovePodSandboxResponse, ReopenContainerLogRequest, ReopenContainerLogResponse,
+    RunPodSandboxRequest, RunPodSandboxResponse, RuntimeCondition, RuntimeConfigRequest,
+    RuntimeConfigResponse, RuntimeStatus, StartContainerRequest, StartContainerResponse,
+    StatusRequest, StatusResponse, StopContainerRequest, StopContainerResponse,
+    StopPodSandboxRequest, StopPodSandboxResponse, UpdateContainerResourcesRequest,
+    UpdateContainerResourcesResponse, UpdateRuntimeConfigRequest, UpdateRuntimeConfigResponse,
+    VersionRequest, VersionResponse,
+};
+use futures::Stream;
+use tonic::{Request, Response, Status};
+
+use super::not_implemented;
+
+/// Runtime name reported by Version.
+pub const RUNTIME_NAME: &str = "capstan";
+
+/// CRI RuntimeService.
+#[derive(Debug, Clone, Default)]
+pub struct CriRuntimeService {}
+
+impl CriRuntimeService {
+    /// The runtime service.
+    pub fn new() -> Self {
+        CriRuntimeService {}
+    }
+}
+
+fn condition(kind: &str, ready: bool, reason: &str, message: &str) -> RuntimeCondition {
+    RuntimeCondition {
+        r#type: kind.to_string(),
+        status: ready,
+        reason: reason.to_string(),
+        message: message.to_string(),
+    }
+}
+
+#[tonic::async_trait]
+impl RuntimeService for CriRuntimeService {
+    type GetContainerEventsStream =
+        Pin<Box<dyn Stream<Item = Result<ContainerEventResponse, Status>> + Send + 'static>>;
+
+    async fn version(
+        &self,
+        _request: Request<VersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
+        Ok(Response::new(VersionResponse {
+            version: "0.1.0".into(),
+            runtime_name: RUNTIME_NAME.into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: capstan_proto::CRI_API_VERSION.into(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        // Readiness is reported as it is: pods cannot run yet, so the runtime is not ready.
+        let conditions = vec![
+            condition(
+                "RuntimeReady",
+                false,
+                "SandboxesNotImplemented",
+                "capstan serves images; pod sandboxes and containers are not built yet",
+            ),
+            condition(
+                "NetworkReady",
+                false,
+                "NetworkPluginNotReady",
+                "pod networking (CNI) is not wired into the runtime yet",
+            ),
+        ];
+        Ok(Response::new(StatusResponse {
+            status: Some(RuntimeStatus { conditions }),
+            info: HashMap::new(),
+            ..Default::default()
+        }))
+    }
+
+    async fn runtime_config(
+        &self,
+        _request: Request<RuntimeConfigRequest>,
+    ) -> Result<Response<RuntimeConfigResponse>, Status> {
+        Ok(Response::new(RuntimeConfigResponse {
+            linux: Some(LinuxRuntimeConfiguration {
+                cgroup_driver: CgroupDriver::Cgroupfs as i32,
+            }),
+        }))
+    }
+
+    async fn get_container_events(
+        &self,
+        _request: Request<GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        Err(not_implemented(
+            "GetContainerEvents",
+            "containers are not built yet",
+        ))
+    }
+
+    async fn run_pod_sandbox(
+        &self,
+        _request: Request<RunPodSandboxRequest>,
+    ) -> Result<Response<RunPodSandboxResponse>, Status> {
+        Err(not_implemented(
+            "RunPodSandbox",
+            "pod sandboxes are not built yet",
+        ))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        _request: Request<StopPodSandboxRequest>,
+    ) -> Result<Response<StopPodSandboxResponse>, Status> {
+        Err(not_implemented(
+            "StopPodSandbox",
+            "pod sandboxes are not built yet",
+        ))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        _request: Request<RemovePodSandboxRequest>,
+    ) -> Result<Response<RemovePodSandboxResponse>, Status> {
+        Err(not_implemented(
+            "RemovePodSandbox",
+            "pod sandboxes are not built yet",
+        ))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        _request: Request<PodSandboxStatusRequest>,
+    ) -> Result<Response<PodSandboxStatusResponse>, Status> {
+        Err(not_implemented(
+            "PodSandboxStatus",
+            "pod sandboxes are not built yet",
+        ))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        _request: Request<ListPodSandboxRequest>,
+    ) -> Result<Response<ListPodSandboxResponse>, Status> {
+        Err(not_implemented(
+            "ListPodSandbox",
+            "pod sandboxes are not built yet",
+        ))
+    }
+
+    async fn create_container(
+        &self,
+        _request: Request<CreateContainerRequest>,
+    ) -> Result<Response<CreateContainerResponse>, Status> {
+        Err(not_implemented(
+            "CreateContainer",
+            "containers are not built yet",
+        ))
+    }
+
+    async fn start_container(
+        &self,
+        _request: Request<StartContainerRequest>,
+    ) -> Result<Response<StartContainerResponse>, Status> {
+        Err(not_implemented(
+            "StartContainer",
+            "containers are not built yet",
+        ))
+    }
+
+    async fn stop_container(
+        &self,
+        _request: Request<StopContainerRequest>,
+    ) -> Result<Response<StopContainerResponse>, Status> {
+        Err(not_implemented(
+            "StopContainer",
+            "containers are not built yet",
+        ))
+    }
+
+    async fn remove_container(
+        &self,
+        _request: Request<RemoveContainerRequest>,
+    ) -> Result<Response<RemoveContainerResponse>, Status> {
+        Err(not_implemented(
+            "RemoveContainer",
+            "containers are not built yet",
+        ))
+    }
+
+    async fn list_containers(
+        &self,
+        _request: Request<ListContainersRequest>,
+    ) -> Result<Response<ListContainersResponse>, Status> {
+        Err(not_implemented(
+            "ListContainers",
+            "containers are not built yet",
+        ))
+    }
+
+    async fn container_status(
+        &self,
+        _request: Request<ContainerStatusRequest>,
+    ) -> Result<Response<ContainerStatusResponse>, Status> {
+        Err(not_implemented(
+            "ContainerStatus",
+            "containers are not built yet",
+        ))
+    }
+
+    async fn update_container_resources(
+        &self,
+        _request: Request<UpdateContainerResourcesRequest>,
+    ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
+        Err(not_implemented(
+            "UpdateContainerResources",
+            "containers are not built yet",
+        ))
+    }
+
+    async fn reopen_container_log(
+        &self,
+        _request: Request<ReopenContainerLogRequest>,
+    ) -> Result<Response<ReopenContainerLogResponse>, Status> {
+        Err(not_implemented(
+            "ReopenContainerLog",
+            "container logs are not built yet",
+        ))
+    }
+
+    async fn exec_sync(
+        &self,
+        _request: Request<ExecSyncRequest>,
+    ) -> Result<Response<ExecSyncResponse>, Status> {
+        Err(not_implemented("ExecSync", "exec is not built yet"))
+    }
+
+    async fn exec(&self, _request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        Err(not_implemented(
+            "Exec",
+            "the streaming server is not built yet",
+        ))
+    }
+
+    async fn attach(
+        &self,
+        _request: Request<AttachRequest>,
+    ) -> Result<Response<AttachResponse>, Status> {
+        Err(not_implemented(
+            "Attach",
+            "the streaming server is not built yet",
+        ))
+    }
+
+    async fn port_forward(
+        &self,
+        _request: Request<PortForwardRequest>,
+    ) -> Result<Response<PortForwardResponse>, Status> {
+        Err(not_implemented(
+            "PortForward",
+            "the streaming server is not built yet",
+        ))
+    }
+
+    async fn container_stats(
+        &self,
+        _request: Request<ContainerStatsRequest>,
+    ) -> Result<Response<ContainerStatsResponse>, Status> {
+        Err(not_implemented(
+            "ContainerStats",
+            "container stats are not built yet",
+        ))
+    }
+
+    async fn list_container_stats(
+        &self,
+        _request: Request<ListContainerStatsRequest>,
+    ) -> Result<Response<ListContainerStatsResponse>, Status> {
+        Err(not_implemented(
+            "ListContainerStats",
+            "container stats are not built yet",
+        ))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        _request: Request<PodSandboxStatsRequest>,
+    ) -> Result<Response<PodSandboxStatsResponse>, Status> {
+        Err(not_implemented(
+            "PodSandboxStats",
+            "sandbox stats are not built yet",
+        ))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        _request: Request<ListPodSandboxStatsRequest>,
+    ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
+        Err(not_implemented(
+            "ListPodSandboxStats",
+            "sandbox stats are not built yet",
+        ))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        _request: Request<UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
+        Err(not_implemented(
+            "UpdateRuntimeConfig",
+            "pod networking is not built yet",
+        ))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        _request: Request<CheckpointContainerRequest>,
+    ) -> Result<Response<CheckpointContainerResponse>, Status> {
+        Err(not_implemented(
+            "CheckpointContainer",
+            "checkpointing is not built yet",
+        ))
+    }
+
+    async fn list_metric_descriptors(
+        &self,
+        _request: Request<ListMetricDescriptorsRequest>,
+    ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
+        Err(not_implemented(
+            "ListMetricDescriptors",
+            "metrics is not built yet",
+        ))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        _request: Request<ListPodSandboxMetricsRequest>,
+    ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
+        Err(not_implemented(
+            "ListPodSandboxMetrics",
+            "metrics is not built yet",
+        ))
+    }
+}
