@@ -10,6 +10,12 @@ use clap::Parser;
 use cli::{Cli, Command, ImagesCommand, NetworkCommand, PeerCommand, RuntimeArgs};
 
 fn main() -> ExitCode {
+    // Installed as a hard link named after a plugin (CNI needs one executable per plugin), the
+    // binary is that plugin: the runtime passes no arguments, only CNI_* variables and stdin.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if let Some(plugin) = capstan_cni::plugin_for_program(&argv0) {
+        return capstan_cni::run_plugin(plugin);
+    }
     let cli = Cli::parse();
     if let Err(message) = logging::init(cli.log_format, &cli.log_level) {
         eprintln!("capstan: {message}");

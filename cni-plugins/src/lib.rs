@@ -21,6 +21,13 @@ use std::process::ExitCode;
 /// The plugins this crate ships, in the order `capstan cni --help` lists them.
 pub const PLUGINS: &[&str] = &["bridge", "host-local", "loopback", "vxlan"];
 
+/// The plugin a program is, judging by the name it was started as (`/opt/cni/bin/bridge`
+/// hard-linked to the `capstan` binary is the bridge plugin).
+pub fn plugin_for_program(argv0: &std::ffi::OsStr) -> Option<&'static str> {
+    let name = std::path::Path::new(argv0).file_name()?.to_str()?;
+    PLUGINS.iter().copied().find(|p| *p == name)
+}
+
 /// Runs plugin `name` as a CNI executable (environment, stdin, stdout) and returns the
 /// process exit status. An unknown name prints the spec's error JSON and fails.
 pub fn run_plugin(name: &str) -> ExitCode {
@@ -37,5 +44,22 @@ pub fn run_plugin(name: &str) -> ExitCode {
             println!("{}", err.to_json(version::LATEST));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::*;
+
+    #[test]
+    fn program_names_pick_plugins() {
+        assert_eq!(
+            plugin_for_program(OsStr::new("/opt/cni/bin/host-local")),
+            Some("host-local")
+        );
+        assert_eq!(plugin_for_program(OsStr::new("vxlan")), Some("vxlan"));
+        assert_eq!(plugin_for_program(OsStr::new("/usr/bin/capstan")), None);
     }
 }
