@@ -4,6 +4,8 @@
 //! types, [`result`]s, [`error`]s with the spec's codes, and the entry point in [`skel`].
 //! Each plugin is its own executable (`src/bin/`) and also `capstan cni NAME`.
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod delegate;
 pub mod error;

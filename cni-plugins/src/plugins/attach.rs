@@ -518,3 +518,65 @@ fn report(problems: Vec<String>) -> Result<(), CniError> {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ipam() -> CniResult {
+        CniResult {
+            ips: vec![
+                IpConfig {
+                    interface: None,
+                    address: "10.1.0.5/24".parse().unwrap(),
+                    gateway: Some("10.1.0.1".parse().unwrap()),
+                },
+                IpConfig {
+                    interface: None,
+                    address: "fd01::5/64".parse().unwrap(),
+                    gateway: Some("fd01::1".parse().unwrap()),
+                },
+            ],
+            routes: vec![Route {
+                dst: "0.0.0.0/0".parse().unwrap(),
+                gw: Some("10.1.0.254".parse().unwrap()),
+            }],
+            ..CniResult::default()
+        }
+    }
+
+    #[test]
+    fn default_gateway_adds_only_missing_defaults() {
+        let spec = AttachSpec {
+            is_default_gateway: true,
+            ..AttachSpec::default()
+        };
+        let routes = container_routes(&ipam(), &spec);
+        // The IPAM's IPv4 default wins; IPv6 gets one via its gateway.
+        assert_eq!(routes.len(), 2);
+        assert_eq!(routes[0].gw, Some("10.1.0.254".parse().unwrap()));
+        assert_eq!(routes[1].dst.to_string(), "::/0");
+        assert_eq!(routes[1].gw, Some("fd01::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn without_default_gateway_routes_are_the_ipams() {
+        let routes = container_routes(&ipam(), &AttachSpec::default());
+        assert_eq!(routes, ipam().routes);
+        assert_eq!(
+            gateway_for(&ipam().ips, false),
+            Some("fd01::1".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn random_macs_are_local_unicast() {
+        for _ in 0..16 {
+            let mac = random_mac().unwrap();
+            assert_eq!(mac[0] & 0x01, 0, "multicast bit set");
+            assert_eq!(mac[0] & 0x02, 0x02, "not locally administered");
+        }
+        let name = random_veth_name().unwrap();
+        assert!(name.starts_with("veth") && name.len() == 12, "{name}");
+    }
+}
