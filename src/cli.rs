@@ -45,6 +45,8 @@ pub enum Command {
     /// The per-pod monitor the runtime starts (internal: not for people to run).
     #[command(hide = true)]
     Monitor(MonitorArgs),
+    /// Manage this host's pod network by hand (e.g. overlay peers).
+    Network(NetworkArgs),
     /// Manage the runtime's local images without a registry.
     #[command(subcommand)]
     Images(ImagesCommand),
@@ -155,4 +157,49 @@ pub struct MonitorArgs {
     /// Container log files kept, the live one included.
     #[arg(long, default_value_t = 5)]
     pub log_max_files: usize,
+}
+
+/// Flags of `capstan network`.
+#[derive(Debug, Args)]
+pub struct NetworkArgs {
+    #[command(subcommand)]
+    pub command: NetworkCommand,
+}
+
+/// What `capstan network` manages.
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Remote hosts of the vxlan overlay: one FDB, neighbour and route entry each.
+    #[command(subcommand)]
+    Peer(PeerCommand),
+}
+
+/// `capstan network peer add|del`.
+#[derive(Debug, Subcommand)]
+pub enum PeerCommand {
+    /// Program a remote host on the local VXLAN device (repeating it replaces the entries).
+    Add(PeerArgs),
+    /// Remove a remote host's entries (succeeds when they are already gone).
+    Del(PeerArgs),
+}
+
+/// One remote host of the overlay.
+#[derive(Debug, Args)]
+pub struct PeerArgs {
+    /// The local VXLAN device (the vxlan plugin names it `vxlan.VNI` unless configured).
+    #[arg(long, value_name = "NAME")]
+    pub device: String,
+
+    /// The remote host's underlay IPv4 address.
+    #[arg(long, value_name = "IPV4")]
+    pub remote: std::net::Ipv4Addr,
+
+    /// The remote host's pod subnet, e.g. 10.244.2.0/24.
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: String,
+
+    /// The remote VXLAN device's MAC; default: derived from --remote as Capstan's vxlan plugin
+    /// does (0e:ca followed by the address).
+    #[arg(long, value_name = "MAC")]
+    pub mac: Option<String>,
 }

@@ -7,9 +7,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, ImagesCommand, MonitorArgs, RuntimeArgs};
+use cli::{Cli, Command, ImagesCommand, MonitorArgs, NetworkCommand, PeerCommand, RuntimeArgs};
 
 fn main() -> ExitCode {
+    // Installed as a hard link named after a plugin (CNI needs one executable per plugin), the
+    // binary is that plugin: the runtime passes no arguments, only CNI_* variables and stdin.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if let Some(plugin) = capstan_cni::plugin_for_program(&argv0) {
+        return capstan_cni::run_plugin(plugin);
+    }
     let cli = Cli::parse();
     if let Err(message) = logging::init(cli.log_format, &cli.log_level) {
         eprintln!("capstan: {message}");
@@ -17,7 +23,7 @@ fn main() -> ExitCode {
     }
     tracing::debug!(version = env!("CARGO_PKG_VERSION"), command = ?cli.command, "capstan starting");
     match dispatch(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             eprintln!("capstan: {error}");
             ExitCode::FAILURE
@@ -37,27 +43,45 @@ enum CommandError {
         command: &'static str,
         missing: &'static str,
     },
+    #[error("{0}")]
+    Failed(String),
 }
 
-fn dispatch(command: Command) -> Result<(), CommandError> {
+/// Runs the subcommand; its exit status is its own (a CNI plugin's is defined by the CNI spec).
+fn dispatch(command: Command) -> Result<ExitCode, CommandError> {
     let (command, missing) = match command {
-        Command::Runtime(args) => return Ok(capstan_runtime::server::run(runtime_options(args))?),
         Command::Monitor(args) => {
             let code = capstan_runtime::monitor::run(monitor_options(args));
             std::process::exit(code);
         }
+        Command::Runtime(args) => {
+            capstan_runtime::server::run(runtime_options(args))?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Images(ImagesCommand::Import { file, state_dir }) => {
-            return Ok(capstan_runtime::commands::import(
-                &state_dir,
-                &file,
-                &mut std::io::stdout(),
-            )?);
+            capstan_runtime::commands::import(&state_dir, &file, &mut std::io::stdout())?;
+            return Ok(ExitCode::SUCCESS);
         }
         Command::Images(ImagesCommand::Ls { state_dir }) => {
-            return Ok(capstan_runtime::commands::list(
-                &state_dir,
-                &mut std::io::stdout(),
-            )?);
+            capstan_runtime::commands::list(&state_dir, &mut std::io::stdout())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Cni(args) => return Ok(capstan_cni::run_plugin(&args.plugin)),
+        Command::Network(args) => {
+            let NetworkCommand::Peer(peer) = args.command;
+            let (args, remove) = match peer {
+                PeerCommand::Add(a) => (a, false),
+                PeerCommand::Del(a) => (a, true),
+            };
+            return capstan_cni::peers::run_command(
+                &args.device,
+                args.remote,
+                &args.subnet,
+                args.mac.as_deref(),
+                remove,
+            )
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(|e| CommandError::Failed(format!("network peer: {e}")));
         }
         Command::Node(_) => (
             "node",
@@ -71,7 +95,6 @@ fn dispatch(command: Command) -> Result<(), CommandError> {
             "control-plane",
             "the API server, storage, scheduler and controllers are still to be built",
         ),
-        Command::Cni(_) => ("cni", "the bundled CNI plugins are still to be built"),
     };
     Err(CommandError::NotImplemented { command, missing })
 }

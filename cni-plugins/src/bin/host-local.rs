@@ -1,0 +1,5 @@
+//! The `host-local` CNI plugin executable.
+
+fn main() -> std::process::ExitCode {
+    capstan_cni::run_plugin("host-local")
+}

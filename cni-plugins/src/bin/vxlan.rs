@@ -1,0 +1,5 @@
+//! The `vxlan` CNI plugin executable.
+
+fn main() -> std::process::ExitCode {
+    capstan_cni::run_plugin("vxlan")
+}

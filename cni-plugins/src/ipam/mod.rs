@@ -1,0 +1,3 @@
+//! IP address management plugins.
+
+pub mod host_local;
