@@ -59,3 +59,20 @@ fn loopback_add_check_del() {
     run(&ours("loopback"), None, &gone, &conf).ok();
     run(&ours("loopback"), None, &gone.command("ADD"), &conf).err(3);
 }
+
+#[test]
+fn loopback_chained_after_bridge_passes_the_previous_result_through() {
+    require_root();
+    let pod = NetNs::new("clc").unwrap();
+    let conf = json!({"cniVersion": "1.0.0", "name": "lo", "type": "loopback"});
+    let previous = json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "sandbox": pod.path().display().to_string()}],
+        "ips": [{"interface": 0, "address": "10.1.2.3/24", "gateway": "10.1.2.1"}]
+    });
+    let add = Call::new("ADD", "lo-chain", Some(pod.path()), "eth0");
+    let res = run(&ours("loopback"), None, &add, &with_prev(&conf, &previous)).ok();
+    assert!(lo_is_up(&pod));
+    assert_eq!(res["ips"][0]["address"], "10.1.2.3/24", "{res}");
+    assert_eq!(res["interfaces"][0]["name"], "eth0");
+}

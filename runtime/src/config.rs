@@ -21,6 +21,9 @@ pub struct RuntimeConfig {
     /// Registry access.
     #[serde(default)]
     pub registry: RegistryConfig,
+    /// Pod networking.
+    #[serde(default)]
+    pub cni: crate::network::CniConfig,
 }
 
 /// How registries are reached.

@@ -5,6 +5,8 @@ pub mod commands;
 pub mod config;
 pub mod images;
 pub mod monitor;
+pub mod network;
+pub mod pods;
 pub mod server;
 pub mod service;
 

@@ -12,6 +12,9 @@ use tokio_stream::wrappers::UnixListenerStream;
 
 use crate::config::{ConfigError, RuntimeConfig};
 use crate::images::{ImageError, ImageManager};
+use crate::monitor::logs::Rotation;
+use crate::network::PodNetwork;
+use crate::pods::{PodError, PodManager, PodSettings};
 use crate::service::{CriImageService, CriRuntimeService};
 
 /// How the runtime is started.
@@ -40,6 +43,9 @@ pub enum ServerError {
     /// The image store could not be opened.
     #[error(transparent)]
     Images(#[from] ImageError),
+    /// The pod state could not be opened.
+    #[error(transparent)]
+    Pods(#[from] PodError),
     /// A socket or file operation failed.
     #[error("{what} {path}: {source}")]
     Io {
@@ -64,6 +70,32 @@ pub struct Runtime {
     pub image_service: CriImageService,
     /// CRI RuntimeService.
     pub runtime_service: CriRuntimeService,
+    /// Sandboxes and containers.
+    pub pods: Arc<PodManager>,
+}
+
+/// Pods whose request names no cgroup parent go below the runtime's own cgroup: nothing is
+/// created at a hierarchy root unless configured.
+fn default_cgroup_parent() -> String {
+    let table = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let own = table
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let _ = fields.next()?;
+            Some((fields.next()?, fields.next()?))
+        })
+        .find(|(controllers, _)| {
+            if unified {
+                controllers.is_empty()
+            } else {
+                controllers.split(',').any(|c| c == "memory")
+            }
+        })
+        .map(|(_, path)| path.trim_end_matches('/').to_string())
+        .unwrap_or_default();
+    format!("{own}/capstan-pods")
 }
 
 impl Runtime {
@@ -77,10 +109,30 @@ impl Runtime {
             &options.state_dir.join("images"),
             config.registry,
         )?);
+        let socket = socket_path(&options.endpoint)?;
+        let run_root = socket
+            .parent()
+            .unwrap_or(Path::new("/run/capstan"))
+            .join("pods");
+        let monitor_binary = std::env::current_exe().map_err(|source| ServerError::Io {
+            what: "find the capstan binary for pod monitors",
+            path: PathBuf::from("/proc/self/exe"),
+            source,
+        })?;
+        let settings = PodSettings {
+            run_root,
+            state_root: options.state_dir.join("pods"),
+            monitor_binary,
+            rotation: Rotation::default(),
+            default_cgroup_parent: default_cgroup_parent(),
+        };
+        let network = PodNetwork::new(config.cni.clone(), &options.state_dir.join("cni"));
+        let pods = Arc::new(PodManager::open(settings, network, Arc::clone(&images))?);
         Ok(Runtime {
             image_service: CriImageService::new(Arc::clone(&images)),
-            runtime_service: CriRuntimeService::new(),
+            runtime_service: CriRuntimeService::new(Arc::clone(&pods)),
             images,
+            pods,
         })
     }
 }

@@ -1,4 +1,6 @@
-//! Starting the real `capstan runtime` binary for end-to-end tests.
+//! Starting the real `capstan runtime` binary for end-to-end tests. Each test binary uses a
+//! part of these helpers.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -95,4 +97,93 @@ impl Drop for RuntimeProcess {
             let _ = child.wait();
         }
     }
+}
+
+/// A CNI setup for the runtime: our plugins (the capstan binary under each plugin's name), a
+/// bridge conflist with its own bridge and subnet, and IPAM state in the test's directory. The
+/// bridge, which outlives pods by design, is deleted on drop.
+pub struct CniSetup {
+    /// Config directory.
+    pub conf_dir: PathBuf,
+    /// Plugin directory.
+    pub bin_dir: PathBuf,
+    /// IPAM state directory.
+    pub ipam_dir: PathBuf,
+    /// The bridge's name.
+    pub bridge: String,
+    /// The pod subnet's prefix, e.g. `10.199.7.`.
+    pub prefix: String,
+}
+
+impl CniSetup {
+    /// Writes the setup under `dir`; `subnet_override` replaces the subnet (for broken configs).
+    pub fn new(dir: &Path, subnet_override: Option<&str>) -> Self {
+        let bin_dir = dir.join("cni-bin");
+        let conf_dir = dir.join("cni-conf");
+        let ipam_dir = dir.join("cni-ipam");
+        std::fs::create_dir_all(&bin_dir).unwrap();
+        std::fs::create_dir_all(&conf_dir).unwrap();
+        for plugin in ["bridge", "host-local", "loopback"] {
+            std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_capstan"), bin_dir.join(plugin))
+                .unwrap();
+        }
+        let suffix = capstan_testkit::names::unique("", 8).replace('-', "");
+        let octet = u8::from_str_radix(&suffix[suffix.len() - 2..], 16).unwrap_or(7) % 200 + 20;
+        let bridge = format!("cst{}", &suffix[suffix.len().saturating_sub(8)..]);
+        let prefix = format!("10.199.{octet}.");
+        let subnet = subnet_override
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("{prefix}0/24"));
+        let conflist = serde_json::json!({
+            "cniVersion": "1.0.0",
+            "name": format!("net-{bridge}"),
+            "plugins": [
+                {
+                    "type": "bridge",
+                    "bridge": bridge,
+                    "isGateway": true,
+                    "ipam": { "type": "host-local", "ranges": [[{ "subnet": subnet }]], "dataDir": ipam_dir }
+                },
+                { "type": "loopback" }
+            ]
+        });
+        std::fs::write(conf_dir.join("10-test.conflist"), conflist.to_string()).unwrap();
+        CniSetup {
+            conf_dir,
+            bin_dir,
+            ipam_dir,
+            bridge,
+            prefix,
+        }
+    }
+
+    /// The runtime config section pointing at this setup.
+    pub fn toml(&self) -> String {
+        format!(
+            "[cni]\nconf_dir = \"{}\"\nbin_dirs = [\"{}\"]\n",
+            self.conf_dir.display(),
+            self.bin_dir.display()
+        )
+    }
+}
+
+impl Drop for CniSetup {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+    }
+}
+
+/// Names of the host's network links.
+pub fn host_links() -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-o", "link"])
+        .output()
+        .expect("ip link");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|name| name.split('@').next().unwrap_or(name).to_string())
+        .collect()
 }

@@ -31,6 +31,13 @@ impl Plugin for Loopback {
         let nl = Netlink::connect_in(&ns)?;
         let lo = lo(&nl).await?;
         nl.set_up(lo.index, "lo").await?;
+        // Chained after another plugin, loopback passes the earlier result through unchanged,
+        // as the spec asks of plugins that add nothing the runtime needs to know.
+        if let Some(previous) = ctx.raw.get("prevResult") {
+            let mut result = CniResult::from_value(previous)?;
+            result.cni_version = ctx.conf.cni_version.clone();
+            return Ok(result);
+        }
         let ips = nl
             .addresses(Some(lo.index))
             .await?

@@ -13,7 +13,7 @@ use capstan_proto::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{image_status, required_image};
+use super::{image_status_of, required_image};
 use crate::images::{Credentials, ImageManager, ImageRecord};
 
 /// CRI ImageService.
@@ -62,12 +62,15 @@ impl ImageService for CriImageService {
         };
         let mut info = HashMap::new();
         if request.verbose {
-            let config = self.images.config(&record).map_err(|e| image_status(&e))?;
+            let config = self
+                .images
+                .config(&record)
+                .map_err(|e| image_status_of(&e))?;
             let details = serde_json::json!({
                 "id": record.id,
                 "manifestDigest": record.manifest_digest,
                 "layers": record.layers,
-                "layerDirs": self.images.layer_dirs(&record).map_err(|e| image_status(&e))?,
+                "layerDirs": self.images.layer_dirs(&record).map_err(|e| image_status_of(&e))?,
                 "imageSpec": config,
             });
             info.insert("info".to_string(), details.to_string());
@@ -92,7 +95,7 @@ impl ImageService for CriImageService {
             .images
             .pull(&image, credentials)
             .await
-            .map_err(|e| image_status(&e))?;
+            .map_err(|e| image_status_of(&e))?;
         Ok(Response::new(PullImageResponse { image_ref: id }))
     }
 
@@ -104,7 +107,7 @@ impl ImageService for CriImageService {
         self.images
             .remove(&image, &HashSet::new())
             .await
-            .map_err(|e| image_status(&e))?;
+            .map_err(|e| image_status_of(&e))?;
         Ok(Response::new(RemoveImageResponse {}))
     }
 

@@ -12,7 +12,7 @@ use tonic::Status;
 use crate::images::ImageError;
 
 /// Maps an image error to the gRPC code a CRI client acts on.
-pub(crate) fn image_status(error: &ImageError) -> Status {
+pub(crate) fn image_status_of(error: &ImageError) -> Status {
     let message = error.to_string();
     match error {
         ImageError::InvalidReference(_) => Status::invalid_argument(message),

@@ -25,22 +25,27 @@ use capstan_proto::{
     UpdateContainerResourcesResponse, UpdateRuntimeConfigRequest, UpdateRuntimeConfigResponse,
     VersionRequest, VersionResponse,
 };
+use std::sync::Arc;
+
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::not_implemented;
+use crate::pods::PodManager;
 
 /// Runtime name reported by Version.
 pub const RUNTIME_NAME: &str = "capstan";
 
 /// CRI RuntimeService.
-#[derive(Debug, Clone, Default)]
-pub struct CriRuntimeService {}
+#[derive(Debug, Clone)]
+pub struct CriRuntimeService {
+    pods: Arc<PodManager>,
+}
 
 impl CriRuntimeService {
-    /// The runtime service.
-    pub fn new() -> Self {
-        CriRuntimeService {}
+    /// The runtime service over `pods`.
+    pub fn new(pods: Arc<PodManager>) -> Self {
+        CriRuntimeService { pods }
     }
 }
 
@@ -80,14 +85,17 @@ impl RuntimeService for CriRuntimeService {
                 "RuntimeReady",
                 false,
                 "SandboxesNotImplemented",
-                "capstan serves images; pod sandboxes and containers are not built yet",
+                "capstan runs images and pod sandboxes; containers are not built yet",
             ),
-            condition(
-                "NetworkReady",
-                false,
-                "NetworkPluginNotReady",
-                "pod networking (CNI) is not wired into the runtime yet",
-            ),
+            match self.pods.network().ready() {
+                Ok(()) => condition("NetworkReady", true, "", ""),
+                Err(e) => condition(
+                    "NetworkReady",
+                    false,
+                    "NetworkPluginNotReady",
+                    &e.to_string(),
+                ),
+            },
         ];
         Ok(Response::new(StatusResponse {
             status: Some(RuntimeStatus { conditions }),
@@ -107,6 +115,67 @@ impl RuntimeService for CriRuntimeService {
         }))
     }
 
+    async fn run_pod_sandbox(
+        &self,
+        request: Request<RunPodSandboxRequest>,
+    ) -> Result<Response<RunPodSandboxResponse>, Status> {
+        let config = request
+            .into_inner()
+            .config
+            .ok_or_else(|| Status::invalid_argument("config is required"))?;
+        let pod_sandbox_id = self
+            .pods
+            .run_sandbox(config)
+            .await
+            .map_err(|e| e.status())?;
+        Ok(Response::new(RunPodSandboxResponse { pod_sandbox_id }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        request: Request<StopPodSandboxRequest>,
+    ) -> Result<Response<StopPodSandboxResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        self.pods.stop_sandbox(&id).await.map_err(|e| e.status())?;
+        Ok(Response::new(StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        request: Request<RemovePodSandboxRequest>,
+    ) -> Result<Response<RemovePodSandboxResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        self.pods
+            .remove_sandbox(&id)
+            .await
+            .map_err(|e| e.status())?;
+        Ok(Response::new(RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        request: Request<PodSandboxStatusRequest>,
+    ) -> Result<Response<PodSandboxStatusResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        let status = self
+            .pods
+            .sandbox_status(&id)
+            .await
+            .map_err(|e| e.status())?;
+        Ok(Response::new(PodSandboxStatusResponse {
+            status: Some(status),
+            ..Default::default()
+        }))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        request: Request<ListPodSandboxRequest>,
+    ) -> Result<Response<ListPodSandboxResponse>, Status> {
+        let items = self.pods.list_sandboxes(request.into_inner().filter).await;
+        Ok(Response::new(ListPodSandboxResponse { items }))
+    }
+
     async fn get_container_events(
         &self,
         _request: Request<GetEventsRequest>,
@@ -114,56 +183,6 @@ impl RuntimeService for CriRuntimeService {
         Err(not_implemented(
             "GetContainerEvents",
             "containers are not built yet",
-        ))
-    }
-
-    async fn run_pod_sandbox(
-        &self,
-        _request: Request<RunPodSandboxRequest>,
-    ) -> Result<Response<RunPodSandboxResponse>, Status> {
-        Err(not_implemented(
-            "RunPodSandbox",
-            "pod sandboxes are not built yet",
-        ))
-    }
-
-    async fn stop_pod_sandbox(
-        &self,
-        _request: Request<StopPodSandboxRequest>,
-    ) -> Result<Response<StopPodSandboxResponse>, Status> {
-        Err(not_implemented(
-            "StopPodSandbox",
-            "pod sandboxes are not built yet",
-        ))
-    }
-
-    async fn remove_pod_sandbox(
-        &self,
-        _request: Request<RemovePodSandboxRequest>,
-    ) -> Result<Response<RemovePodSandboxResponse>, Status> {
-        Err(not_implemented(
-            "RemovePodSandbox",
-            "pod sandboxes are not built yet",
-        ))
-    }
-
-    async fn pod_sandbox_status(
-        &self,
-        _request: Request<PodSandboxStatusRequest>,
-    ) -> Result<Response<PodSandboxStatusResponse>, Status> {
-        Err(not_implemented(
-            "PodSandboxStatus",
-            "pod sandboxes are not built yet",
-        ))
-    }
-
-    async fn list_pod_sandbox(
-        &self,
-        _request: Request<ListPodSandboxRequest>,
-    ) -> Result<Response<ListPodSandboxResponse>, Status> {
-        Err(not_implemented(
-            "ListPodSandbox",
-            "pod sandboxes are not built yet",
         ))
     }
 

@@ -1,0 +1,116 @@
+//! Pod sandboxes and their containers: the pod monitor per pod, CNI networking, records that
+//! survive restarts.
+
+mod container;
+pub mod error;
+pub mod record;
+mod sandbox;
+mod spawn;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+pub use error::{PodError, Result};
+use record::{CONTAINER_FILE, ContainerRecord, SANDBOX_FILE, SandboxRecord};
+
+use crate::images::ImageManager;
+use crate::monitor::logs::Rotation;
+use crate::monitor::protocol::{self, Reply, Request};
+use crate::network::PodNetwork;
+use std::sync::Arc;
+
+/// How long a monitor call may take (container creation included).
+const MONITOR_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where pods live and how they are run.
+#[derive(Debug, Clone)]
+pub struct PodSettings {
+    /// Run directory root (`/run/capstan/pods`).
+    pub run_root: PathBuf,
+    /// State directory root (`<state>/pods`).
+    pub state_root: PathBuf,
+    /// The binary re-executed as the pod monitor.
+    pub monitor_binary: PathBuf,
+    /// Container log limits.
+    pub rotation: Rotation,
+    /// Absolute cgroup parent for pods whose request names none.
+    pub default_cgroup_parent: String,
+}
+
+/// Every sandbox and container on the node.
+#[derive(Debug)]
+pub struct PodManager {
+    settings: PodSettings,
+    network: PodNetwork,
+    images: Arc<ImageManager>,
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    sandboxes: BTreeMap<String, SandboxRecord>,
+    containers: BTreeMap<String, ContainerRecord>,
+}
+
+impl PodManager {
+    /// Opens the pod state, adopting every sandbox and container a previous run left.
+    pub fn open(
+        settings: PodSettings,
+        network: PodNetwork,
+        images: Arc<ImageManager>,
+    ) -> Result<Self> {
+        for dir in [&settings.run_root, &settings.state_root] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| PodError::Internal(format!("create {}: {e}", dir.display())))?;
+        }
+        let mut state = State::default();
+        for sandbox in record::load_all::<SandboxRecord>(&settings.state_root, SANDBOX_FILE) {
+            for container in record::load_all::<ContainerRecord>(
+                &sandbox.state_dir.join("containers"),
+                CONTAINER_FILE,
+            ) {
+                state.containers.insert(container.id.clone(), container);
+            }
+            state.sandboxes.insert(sandbox.id.clone(), sandbox);
+        }
+        tracing::info!(
+            sandboxes = state.sandboxes.len(),
+            containers = state.containers.len(),
+            "adopted pods"
+        );
+        Ok(PodManager {
+            settings,
+            network,
+            images,
+            state: Mutex::new(state),
+        })
+    }
+
+    /// The network in use.
+    pub fn network(&self) -> &PodNetwork {
+        &self.network
+    }
+
+    /// Diff IDs of the image layers containers use, which image GC must keep.
+    pub async fn snapshots_in_use(&self) -> std::collections::HashSet<String> {
+        let state = self.state.lock().await;
+        state
+            .containers
+            .values()
+            .filter_map(|c| self.images.resolve(&c.image_id))
+            .flat_map(|image| image.layers.into_iter().map(|l| l.diff_id))
+            .collect()
+    }
+}
+
+/// Calls a pod's monitor from a blocking thread.
+async fn call_monitor(run_dir: &Path, request: Request) -> Result<Reply> {
+    let socket = run_dir.join(crate::monitor::SOCKET_NAME);
+    tokio::task::spawn_blocking(move || protocol::call(&socket, &request, MONITOR_TIMEOUT))
+        .await
+        .map_err(|e| PodError::Monitor(format!("monitor call task: {e}")))?
+        .map_err(|e| PodError::Monitor(e.to_string()))
+}

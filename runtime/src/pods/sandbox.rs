@@ -1,0 +1,350 @@
+//! Sandbox lifecycle: RunPodSandbox, StopPodSandbox, RemovePodSandbox, status and listing.
+
+use capstan_proto::{
+    LinuxPodSandboxStatus, Namespace, NamespaceMode, NamespaceOption, PodIp, PodSandbox,
+    PodSandboxConfig, PodSandboxFilter, PodSandboxNetworkStatus, PodSandboxState, PodSandboxStatus,
+};
+
+use super::error::{PodError, Result};
+use super::record::{self, SANDBOX_FILE, SandboxRecord};
+use super::spawn::{MonitorSpawn, start_monitor};
+use super::{PodManager, call_monitor};
+use crate::monitor::protocol::Request;
+use crate::network::Attachment;
+
+impl PodManager {
+    /// Creates a sandbox: a monitor holding fresh namespaces, networked through CNI. Anything
+    /// created is removed again when a step fails.
+    pub async fn run_sandbox(&self, config: PodSandboxConfig) -> Result<String> {
+        let metadata = config
+            .metadata
+            .clone()
+            .ok_or_else(|| PodError::Invalid("config.metadata is required".into()))?;
+        for (field, value) in [
+            ("name", &metadata.name),
+            ("namespace", &metadata.namespace),
+            ("uid", &metadata.uid),
+        ] {
+            if value.is_empty() {
+                return Err(PodError::Invalid(format!(
+                    "config.metadata.{field} is required"
+                )));
+            }
+        }
+        let options = namespace_options(&config);
+        let own_network = options.network != NamespaceMode::Node as i32;
+        let host_ipc = options.ipc == NamespaceMode::Node as i32;
+
+        let mut state = self.state.lock().await;
+        if let Some(existing) = state.sandboxes.values().find(|s| {
+            s.config.metadata.as_ref().is_some_and(|m| {
+                m.name == metadata.name
+                    && m.namespace == metadata.namespace
+                    && m.uid == metadata.uid
+                    && m.attempt == metadata.attempt
+            })
+        }) {
+            return Err(PodError::AlreadyExists(format!(
+                "sandbox name {}_{}_{}_{} is reserved for {}",
+                metadata.name, metadata.namespace, metadata.uid, metadata.attempt, existing.id
+            )));
+        }
+        let id = record::new_id();
+        let sandbox = SandboxRecord {
+            run_dir: self.settings.run_root.join(&id),
+            state_dir: self.settings.state_root.join(&id),
+            id: id.clone(),
+            config: config.clone(),
+            ready: true,
+            created_at: record::now_nanos(),
+            own_network,
+            network_attached: false,
+            ips: Vec::new(),
+        };
+        match self.bring_up(sandbox, host_ipc).await {
+            Ok(sandbox) => {
+                tracing::info!(%id, pod = %metadata.name, namespace = %metadata.namespace, ips = ?sandbox.ips, "sandbox running");
+                state.sandboxes.insert(id.clone(), sandbox);
+                Ok(id)
+            }
+            Err((error, sandbox)) => {
+                self.tear_down(&sandbox).await;
+                Err(error)
+            }
+        }
+    }
+
+    async fn bring_up(
+        &self,
+        mut sandbox: SandboxRecord,
+        host_ipc: bool,
+    ) -> std::result::Result<SandboxRecord, (PodError, SandboxRecord)> {
+        let fail = |e: PodError, s: &SandboxRecord| (e, s.clone());
+        if let Err(e) = std::fs::create_dir_all(sandbox.state_dir.join("containers")) {
+            return Err(fail(
+                PodError::Internal(format!("create {}: {e}", sandbox.state_dir.display())),
+                &sandbox,
+            ));
+        }
+        let metadata = sandbox.config.metadata.clone().unwrap_or_default();
+        let hostname = if sandbox.config.hostname.is_empty() {
+            metadata.name.clone()
+        } else {
+            sandbox.config.hostname.clone()
+        };
+        let binary = self.settings.monitor_binary.clone();
+        let run_dir = sandbox.run_dir.clone();
+        let log_file = sandbox.state_dir.join("monitor.log");
+        let host_network = !sandbox.own_network;
+        let rotation = self.settings.rotation;
+        let started = tokio::task::spawn_blocking(move || {
+            start_monitor(&MonitorSpawn {
+                binary: &binary,
+                run_dir: &run_dir,
+                log_file: &log_file,
+                hostname: &hostname,
+                host_network,
+                host_ipc,
+                rotation,
+            })
+        })
+        .await;
+        match started {
+            Ok(Ok(_pid)) => {}
+            Ok(Err(e)) => return Err(fail(e, &sandbox)),
+            Err(e) => {
+                return Err(fail(
+                    PodError::Monitor(format!("monitor start task: {e}")),
+                    &sandbox,
+                ));
+            }
+        }
+        if sandbox.own_network {
+            let attachment = attachment_of(&sandbox);
+            match self.network.add(&attachment).await {
+                Ok(result) => {
+                    sandbox.network_attached = true;
+                    sandbox.ips = pod_ips(&result, &attachment.ifname);
+                }
+                Err(e) => {
+                    // Undo what the plugins may have done before failing.
+                    sandbox.network_attached = true;
+                    return Err(fail(e.into(), &sandbox));
+                }
+            }
+        }
+        if let Err(e) = record::save(&sandbox.state_dir.join(SANDBOX_FILE), &sandbox) {
+            return Err(fail(e, &sandbox));
+        }
+        Ok(sandbox)
+    }
+
+    /// Stops every container of the sandbox and releases its network; idempotent.
+    pub async fn stop_sandbox(&self, id: &str) -> Result<()> {
+        let mut state = self.state.lock().await;
+        let Some(sandbox) = state.sandboxes.get(id).cloned() else {
+            // kubelet may stop a sandbox the runtime never had or already removed.
+            return Ok(());
+        };
+        let containers: Vec<String> = state
+            .containers
+            .values()
+            .filter(|c| c.sandbox_id == id)
+            .map(|c| c.id.clone())
+            .collect();
+        for container in containers {
+            self.stop_container_locked(&mut state, &container, 0)
+                .await?;
+        }
+        let mut sandbox = sandbox;
+        if sandbox.network_attached {
+            self.network.del(&attachment_of(&sandbox)).await?;
+            sandbox.network_attached = false;
+        }
+        sandbox.ready = false;
+        record::save(&sandbox.state_dir.join(SANDBOX_FILE), &sandbox)?;
+        state.sandboxes.insert(id.to_string(), sandbox);
+        tracing::info!(%id, "sandbox stopped");
+        Ok(())
+    }
+
+    /// Removes the sandbox, its containers, namespaces and files; idempotent.
+    pub async fn remove_sandbox(&self, id: &str) -> Result<()> {
+        self.stop_sandbox(id).await?;
+        let mut state = self.state.lock().await;
+        let Some(sandbox) = state.sandboxes.get(id).cloned() else {
+            return Ok(());
+        };
+        let containers: Vec<String> = state
+            .containers
+            .values()
+            .filter(|c| c.sandbox_id == id)
+            .map(|c| c.id.clone())
+            .collect();
+        for container in containers {
+            self.remove_container_locked(&mut state, &container).await?;
+        }
+        self.tear_down(&sandbox).await;
+        state.sandboxes.remove(id);
+        tracing::info!(%id, "sandbox removed");
+        Ok(())
+    }
+
+    /// Releases whatever a sandbox holds: network, monitor, namespace pins and directories.
+    async fn tear_down(&self, sandbox: &SandboxRecord) {
+        if sandbox.network_attached
+            && let Err(e) = self.network.del(&attachment_of(sandbox)).await
+        {
+            tracing::warn!(id = %sandbox.id, error = %e, "CNI DEL failed while tearing down");
+        }
+        if sandbox.run_dir.join(crate::monitor::SOCKET_NAME).exists()
+            && let Err(e) = call_monitor(&sandbox.run_dir, Request::Shutdown).await
+        {
+            tracing::warn!(id = %sandbox.id, error = %e, "pod monitor did not shut down; releasing its namespaces");
+        }
+        // The monitor releases its pins as it stops; a dead monitor could not.
+        let ns_dir = sandbox.run_dir.join(crate::monitor::NS_DIR);
+        for _ in 0..100 {
+            if crate::monitor::namespaces::release(&ns_dir).is_ok()
+                && !sandbox.run_dir.join(crate::monitor::SOCKET_NAME).exists()
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        for dir in [&sandbox.run_dir, &sandbox.state_dir] {
+            if let Err(e) = std::fs::remove_dir_all(dir)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove sandbox directory");
+            }
+        }
+    }
+
+    /// The sandbox's status.
+    pub async fn sandbox_status(&self, id: &str) -> Result<PodSandboxStatus> {
+        let state = self.state.lock().await;
+        let sandbox = find_sandbox(&state.sandboxes, id)?;
+        let options = namespace_options(&sandbox.config);
+        Ok(PodSandboxStatus {
+            id: sandbox.id.clone(),
+            metadata: sandbox.config.metadata.clone(),
+            state: sandbox_state(sandbox) as i32,
+            created_at: sandbox.created_at,
+            network: Some(PodSandboxNetworkStatus {
+                ip: sandbox.ips.first().cloned().unwrap_or_default(),
+                additional_ips: sandbox
+                    .ips
+                    .iter()
+                    .skip(1)
+                    .map(|ip| PodIp { ip: ip.clone() })
+                    .collect(),
+            }),
+            linux: Some(LinuxPodSandboxStatus {
+                namespaces: Some(Namespace {
+                    options: Some(options),
+                }),
+            }),
+            labels: sandbox.config.labels.clone(),
+            annotations: sandbox.config.annotations.clone(),
+            runtime_handler: String::new(),
+        })
+    }
+
+    /// The sandboxes matching `filter`.
+    pub async fn list_sandboxes(&self, filter: Option<PodSandboxFilter>) -> Vec<PodSandbox> {
+        let state = self.state.lock().await;
+        let filter = filter.unwrap_or_default();
+        state
+            .sandboxes
+            .values()
+            .filter(|s| filter.id.is_empty() || s.id.starts_with(&filter.id))
+            .filter(|s| {
+                filter
+                    .state
+                    .as_ref()
+                    .is_none_or(|want| want.state == sandbox_state(s) as i32)
+            })
+            .filter(|s| {
+                filter
+                    .label_selector
+                    .iter()
+                    .all(|(k, v)| s.config.labels.get(k) == Some(v))
+            })
+            .map(|s| PodSandbox {
+                id: s.id.clone(),
+                metadata: s.config.metadata.clone(),
+                state: sandbox_state(s) as i32,
+                created_at: s.created_at,
+                labels: s.config.labels.clone(),
+                annotations: s.config.annotations.clone(),
+                runtime_handler: String::new(),
+            })
+            .collect()
+    }
+}
+
+/// A sandbox by full ID or unique prefix.
+pub(super) fn find_sandbox<'a>(
+    sandboxes: &'a std::collections::BTreeMap<String, SandboxRecord>,
+    id: &str,
+) -> Result<&'a SandboxRecord> {
+    if id.is_empty() {
+        return Err(PodError::Invalid("pod_sandbox_id is required".into()));
+    }
+    if let Some(found) = sandboxes.get(id) {
+        return Ok(found);
+    }
+    let mut matches = sandboxes.values().filter(|s| s.id.starts_with(id));
+    match (matches.next(), matches.next()) {
+        (Some(found), None) => Ok(found),
+        (Some(_), Some(_)) => Err(PodError::Invalid(format!(
+            "sandbox ID prefix {id:?} is ambiguous"
+        ))),
+        _ => Err(PodError::NotFound(format!("sandbox {id:?}"))),
+    }
+}
+
+fn sandbox_state(sandbox: &SandboxRecord) -> PodSandboxState {
+    if sandbox.ready {
+        PodSandboxState::SandboxReady
+    } else {
+        PodSandboxState::SandboxNotready
+    }
+}
+
+pub(super) fn namespace_options(config: &PodSandboxConfig) -> NamespaceOption {
+    config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default()
+}
+
+fn attachment_of(sandbox: &SandboxRecord) -> Attachment {
+    let metadata = sandbox.config.metadata.clone().unwrap_or_default();
+    Attachment {
+        container_id: sandbox.id.clone(),
+        netns: sandbox.run_dir.join(crate::monitor::NS_DIR).join("net"),
+        ifname: "eth0".into(),
+        pod: (metadata.name, metadata.namespace, metadata.uid),
+    }
+}
+
+/// The pod's addresses from a CNI result: those on the pod's interface, never loopback (a
+/// plugin that drops a chain's earlier result must not make 127.0.0.1 the pod IP).
+fn pod_ips(result: &capstan_cni::result::CniResult, ifname: &str) -> Vec<String> {
+    result
+        .ips
+        .iter()
+        .filter(|ip| {
+            ip.interface
+                .and_then(|i| result.interfaces.get(i))
+                .is_none_or(|interface| interface.name == ifname)
+        })
+        .map(|ip| ip.address.addr())
+        .filter(|addr| !addr.is_loopback())
+        .map(|addr| addr.to_string())
+        .collect()
+}

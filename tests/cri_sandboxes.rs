@@ -1,0 +1,314 @@
+//! Pod sandboxes through CRI on the real binary: a monitor per pod holding its namespaces, CNI
+//! networking with Capstan's bridge plugin, idempotent stop and remove that leave nothing
+//! behind, and sandboxes that survive a SIGKILL of the daemon.
+
+mod common;
+
+use std::collections::HashMap;
+
+use capstan_proto::{
+    ListPodSandboxRequest, PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata, PodSandboxState,
+    PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StatusRequest,
+    StopPodSandboxRequest,
+};
+use capstan_testkit::mounts::mounted_under;
+use capstan_testkit::require_root;
+use common::{CniSetup, RuntimeProcess, host_links};
+use tonic::Code;
+
+fn pod(name: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            namespace: "default".into(),
+            uid: format!("uid-{name}"),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        labels: HashMap::from([("app".to_string(), name.to_string())]),
+        ..Default::default()
+    }
+}
+
+fn ipam_allocations(setup: &CniSetup) -> usize {
+    walk(&setup.ipam_dir)
+        .into_iter()
+        .filter(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("10.199."))
+        })
+        .count()
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sandbox_lifecycle_networks_the_pod_and_leaves_nothing_behind() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let cni = CniSetup::new(dir.path(), None);
+    let runtime = RuntimeProcess::start(dir.path(), &cni.toml());
+    let mut cri = runtime.client().await;
+    let links_before = host_links();
+
+    let status = cri
+        .runtime
+        .status(StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let network = status
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .unwrap();
+    assert!(network.status, "network not ready: {}", network.message);
+
+    let id = cri
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod("web")),
+            ..Default::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", runtime.log()))
+        .into_inner()
+        .pod_sandbox_id;
+    let status = cri
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.state, PodSandboxState::SandboxReady as i32);
+    let ip = status.network.unwrap().ip;
+    assert!(
+        ip.starts_with(&cni.prefix),
+        "pod IP {ip} not from {}",
+        cni.prefix
+    );
+
+    let netns = dir.path().join("run/pods").join(&id).join("ns/net");
+    let inside = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["ip", "-o", "addr"])
+        .output()
+        .unwrap();
+    let inside = String::from_utf8_lossy(&inside.stdout);
+    assert!(
+        inside.contains(&format!("inet {ip}/24")),
+        "eth0 lacks {ip}:\n{inside}"
+    );
+    let ping = std::process::Command::new("ping")
+        .args(["-c1", "-W2", &ip])
+        .output();
+    if let Ok(ping) = ping {
+        assert!(
+            ping.status.success(),
+            "the host cannot reach the pod at {ip}"
+        );
+    }
+    assert_eq!(ipam_allocations(&cni), 1);
+
+    // The same pod again is refused; a pod without a name is refused naming the field.
+    let error = cri
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod("web")),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::AlreadyExists, "{}", error.message());
+    let mut nameless = pod("x");
+    nameless.metadata.as_mut().unwrap().name.clear();
+    let error = cri
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(nameless),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument);
+    assert!(
+        error.message().contains("config.metadata.name"),
+        "{}",
+        error.message()
+    );
+
+    let listed = cri
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest {
+            filter: Some(PodSandboxFilter {
+                label_selector: HashMap::from([("app".to_string(), "web".to_string())]),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(
+        listed.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(),
+        [id.as_str()]
+    );
+
+    for _ in 0..2 {
+        cri.runtime
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        ipam_allocations(&cni),
+        0,
+        "StopPodSandbox must release the IP"
+    );
+    for _ in 0..2 {
+        cri.runtime
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: id.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    let error = cri
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::NotFound);
+    assert!(
+        mounted_under(dir.path()).is_empty(),
+        "mounts left: {:?}",
+        mounted_under(dir.path())
+    );
+    assert!(!dir.path().join("run/pods").join(&id).exists());
+    assert!(!dir.path().join("state/pods").join(&id).exists());
+    let mut leftover: Vec<String> = host_links()
+        .into_iter()
+        .filter(|l| !links_before.contains(l))
+        .collect();
+    leftover.retain(|l| *l != cni.bridge);
+    assert!(leftover.is_empty(), "links left behind: {leftover:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failing_network_leaves_no_sandbox_debris() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let cni = CniSetup::new(dir.path(), Some("not-a-subnet"));
+    let runtime = RuntimeProcess::start(dir.path(), &cni.toml());
+    let mut cri = runtime.client().await;
+    let error = cri
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod("broken")),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        error.message().contains("subnet"),
+        "the plugin's reason must reach the caller: {}",
+        error.message()
+    );
+    let listed = cri
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(listed.is_empty());
+    assert!(
+        mounted_under(dir.path()).is_empty(),
+        "mounts left: {:?}",
+        mounted_under(dir.path())
+    );
+    let pods = std::fs::read_dir(dir.path().join("run/pods"))
+        .unwrap()
+        .count();
+    assert_eq!(pods, 0, "pod run directories left");
+    let monitors = std::process::Command::new("pgrep")
+        .args(["-f", &format!("monitor --run-dir {}", dir.path().display())])
+        .output()
+        .unwrap();
+    assert!(monitors.stdout.is_empty(), "a pod monitor is still running");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sandboxes_survive_a_sigkill_of_the_runtime() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let cni = CniSetup::new(dir.path(), None);
+    let mut runtime = RuntimeProcess::start(dir.path(), &cni.toml());
+    let mut cri = runtime.client().await;
+    let id = cri
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod("durable")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    drop(cri);
+    runtime.stop_with("KILL");
+
+    let runtime = RuntimeProcess::start(dir.path(), &cni.toml());
+    let mut cri = runtime.client().await;
+    let status = cri
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(status.state, PodSandboxState::SandboxReady as i32);
+    let netns = dir.path().join("run/pods").join(&id).join("ns/net");
+    assert_eq!(
+        mounted_under(&netns).len(),
+        1,
+        "the pod's network namespace must still be pinned"
+    );
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .unwrap();
+    assert!(mounted_under(dir.path()).is_empty());
+    assert_eq!(ipam_allocations(&cni), 0);
+}
