@@ -6,9 +6,9 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 
 use capstan_proto::{
-    ImageFilter, ImageFsInfoRequest, ImageSpec, ImageStatusRequest, ListImagesRequest,
-    PullImageRequest, RemoveImageRequest, RunPodSandboxRequest, RuntimeConfigRequest,
-    StatusRequest, VersionRequest,
+    CheckpointContainerRequest, ImageFilter, ImageFsInfoRequest, ImageSpec, ImageStatusRequest,
+    ListImagesRequest, PullImageRequest, RemoveImageRequest, RuntimeConfigRequest, StatusRequest,
+    VersionRequest,
 };
 use capstan_testkit::images::{LayoutEntry, ManifestFormat, catalog, write_archive};
 use capstan_testkit::registry::LocalRegistry;
@@ -198,7 +198,7 @@ async fn bad_requests_and_unbuilt_rpcs_get_clear_codes() {
 
     let error = cri
         .runtime
-        .run_pod_sandbox(RunPodSandboxRequest::default())
+        .checkpoint_container(CheckpointContainerRequest::default())
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::Unimplemented);
