@@ -203,7 +203,7 @@ async fn bad_requests_and_unbuilt_rpcs_get_clear_codes() {
         .unwrap_err();
     assert_eq!(error.code(), Code::Unimplemented);
     assert!(
-        error.message().contains("RunPodSandbox"),
+        error.message().contains("CheckpointContainer"),
         "{}",
         error.message()
     );
