@@ -110,10 +110,11 @@ impl Runtime {
             config.registry,
         )?);
         let socket = socket_path(&options.endpoint)?;
-        let run_root = socket
-            .parent()
-            .unwrap_or(Path::new("/run/capstan"))
-            .join("pods");
+        let run_dir = socket.parent().unwrap_or(Path::new("/run/capstan"));
+        // Before anything else lands in it: the run directory holds the socket and pod state
+        // only root may reach.
+        private_dir(run_dir)?;
+        let run_root = run_dir.join("pods");
         let monitor_binary = std::env::current_exe().map_err(|source| ServerError::Io {
             what: "find the capstan binary for pod monitors",
             path: PathBuf::from("/proc/self/exe"),
@@ -193,22 +194,33 @@ async fn shutdown_signal() {
     }
 }
 
+/// Creates `dir` with mode 0700 unless it exists (an existing directory is left as it is: it
+/// may be shared, like /run).
+fn private_dir(dir: &Path) -> Result<(), ServerError> {
+    if dir.exists() {
+        return Ok(());
+    }
+    let io = |what: &'static str| {
+        let path = dir.to_path_buf();
+        move |source| ServerError::Io { what, path, source }
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io("create socket directory"))?;
+    // The umask may have narrowed or widened it.
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io("restrict socket directory"))
+}
+
 async fn bind(socket: &Path) -> Result<UnixListener, ServerError> {
     let io = |what: &'static str, path: &Path| {
         let path = path.to_path_buf();
         move |source| ServerError::Io { what, path, source }
     };
-    if let Some(dir) = socket.parent()
-        && !dir.exists()
-    {
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(io("create socket directory", dir))?;
-        // The umask may have widened it.
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(io("restrict socket directory", dir))?;
+    if let Some(dir) = socket.parent() {
+        private_dir(dir)?;
     }
     if socket.exists() {
         if tokio::net::UnixStream::connect(socket).await.is_ok() {
