@@ -1,21 +1,433 @@
-//! Container lifecycle. Creation needs the OCI spec generator, which is still being built:
-//! until then CreateContainer answers Unimplemented, and stop/remove work on what exists.
+//! Container lifecycle: an overlay rootfs over the image's snapshots, the OCI spec, creation
+//! and start by the pod's monitor, stop with a grace period, removal that leaves nothing.
 
-use super::error::Result;
-use super::{PodManager, State};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use capstan_proto::{
+    Container, ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ImageSpec,
+    PodSandboxConfig,
+};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+
+use super::error::{PodError, Result};
+use super::record::{self, CONTAINER_FILE, ContainerRecord, SandboxRecord};
+use super::sandbox::{find_sandbox, namespace_options};
+use super::{PodManager, State, call_monitor};
+use crate::monitor::containers::{EXIT_RECORD, ExitRecord};
+use crate::monitor::protocol::{CreateRequest, Request};
+use crate::spec::{NamespacePaths, SpecInputs};
+
+/// How long a stopped container may take to die after SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(10);
 
 impl PodManager {
-    pub(super) async fn stop_container_locked(
+    /// CreateContainer: everything is undone when a step fails.
+    pub async fn create_container(
         &self,
-        _state: &mut State,
-        _id: &str,
-        _timeout: i64,
+        sandbox_id: &str,
+        config: ContainerConfig,
+        request_sandbox_config: Option<PodSandboxConfig>,
+    ) -> Result<String> {
+        let metadata = config
+            .metadata
+            .clone()
+            .ok_or_else(|| PodError::Invalid("config.metadata is required".into()))?;
+        if metadata.name.is_empty() {
+            return Err(PodError::Invalid("config.metadata.name is required".into()));
+        }
+        let image_name = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        if image_name.is_empty() {
+            return Err(PodError::Invalid("config.image.image is required".into()));
+        }
+        let mut state = self.state.lock().await;
+        let sandbox = find_sandbox(&state.sandboxes, sandbox_id)?.clone();
+        if !sandbox.ready {
+            return Err(PodError::FailedPrecondition(format!("sandbox {} is not ready", sandbox.id)));
+        }
+        if let Some(existing) = state.containers.values().find(|c| {
+            c.sandbox_id == sandbox.id
+                && c.config.metadata.as_ref().is_some_and(|m| m.name == metadata.name && m.attempt == metadata.attempt)
+        }) {
+            return Err(PodError::AlreadyExists(format!(
+                "container name {}_{} is reserved for {} in sandbox {}",
+                metadata.name, metadata.attempt, existing.id, sandbox.id
+            )));
+        }
+        let image = self
+            .images
+            .resolve(&image_name)
+            .ok_or_else(|| PodError::NotFound(format!("image {image_name:?} (pull it first)")))?;
+        let sandbox_config = request_sandbox_config.unwrap_or_else(|| sandbox.config.clone());
+        let id = record::new_id();
+        let state_dir = sandbox.state_dir.join("containers").join(&id);
+        let log_path = log_path_of(&sandbox.config, &config);
+        let container = ContainerRecord {
+            id: id.clone(),
+            sandbox_id: sandbox.id.clone(),
+            config,
+            image_id: image.id.clone(),
+            image_name,
+            created_at: record::now_nanos(),
+            started_at: 0,
+            log_path,
+            state_dir,
+        };
+        match self.prepare(&sandbox, &sandbox_config, &container, &image).await {
+            Ok(()) => {
+                tracing::info!(%id, sandbox = %sandbox.id, name = %metadata.name, "container created");
+                state.containers.insert(id.clone(), container);
+                Ok(id)
+            }
+            Err(error) => {
+                let _ = call_monitor(&sandbox.run_dir, Request::Delete { id: id.clone() }).await;
+                release_rootfs(&container.state_dir);
+                let _ = std::fs::remove_dir_all(&container.state_dir);
+                Err(error)
+            }
+        }
+    }
+
+    async fn prepare(
+        &self,
+        sandbox: &SandboxRecord,
+        sandbox_config: &PodSandboxConfig,
+        container: &ContainerRecord,
+        image: &crate::images::ImageRecord,
     ) -> Result<()> {
+        let dir = &container.state_dir;
+        let rootfs = dir.join("rootfs");
+        for sub in ["rootfs", "upper", "work", "bundle"] {
+            std::fs::create_dir_all(dir.join(sub)).map_err(|e| PodError::Internal(format!("create {}: {e}", dir.join(sub).display())))?;
+        }
+        let layers = self.images.layer_dirs(image)?;
+        mount_rootfs(&layers, dir)?;
+        let image_config = self.images.config(image)?;
+        let pod_files = write_pod_files(sandbox)?;
+        let options = namespace_options(&sandbox.config);
+        let ns_dir = sandbox.run_dir.join(crate::monitor::NS_DIR);
+        let cgroup_parent = sandbox
+            .config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .filter(|p| !p.is_empty())
+            .map(|p| if p.starts_with('/') { p } else { format!("/{p}") })
+            .unwrap_or_else(|| format!("{}/pod-{}", self.settings.default_cgroup_parent, &sandbox.id[..12]));
+        let inputs = SpecInputs {
+            rootfs: rootfs.clone(),
+            cgroups_path: PathBuf::from(format!("{}/{}", cgroup_parent.trim_end_matches('/'), container.id)),
+            namespace_paths: NamespacePaths {
+                network: sandbox.own_network.then(|| ns_dir.join("net")),
+                ipc: (options.ipc != capstan_proto::NamespaceMode::Node as i32).then(|| ns_dir.join("ipc")),
+                uts: sandbox.own_network.then(|| ns_dir.join("uts")),
+                pid: None,
+            },
+            etc_passwd: std::fs::read_to_string(rootfs.join("etc/passwd")).ok(),
+            etc_group: std::fs::read_to_string(rootfs.join("etc/group")).ok(),
+            hostname: String::new(),
+            hostname_path: Some(pod_files.hostname),
+            hosts_path: Some(pod_files.hosts),
+            resolv_conf_path: pod_files.resolv_conf,
+            shm_path: None,
+            seccomp_default: false,
+            pids_limit: None,
+            hugepage_sizes: None,
+            cgroup_v2: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+        };
+        let spec = crate::spec::generate(&container.config, sandbox_config, &image_config, &inputs)
+            .map_err(|e| PodError::Invalid(e.to_string()))?;
+        let bundle = dir.join("bundle");
+        spec.save(bundle.join("config.json"))
+            .map_err(|e| PodError::Internal(format!("write OCI spec: {e}")))?;
+        if let Some(log_dir) = container.log_path.parent()
+            && !container.log_path.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(log_dir).map_err(|e| PodError::Internal(format!("create {}: {e}", log_dir.display())))?;
+        }
+        call_monitor(
+            &sandbox.run_dir,
+            Request::Create(CreateRequest {
+                id: container.id.clone(),
+                bundle,
+                log_path: container.log_path.clone(),
+                record_dir: dir.clone(),
+            }),
+        )
+        .await?;
+        record::save(&dir.join(CONTAINER_FILE), container)
+    }
+
+    /// StartContainer.
+    pub async fn start_container(&self, id: &str) -> Result<()> {
+        let mut state = self.state.lock().await;
+        let container = find_container(&state, id)?.clone();
+        if container.started_at != 0 {
+            return Err(PodError::FailedPrecondition(format!("container {} was already started", container.id)));
+        }
+        let sandbox = find_sandbox(&state.sandboxes, &container.sandbox_id)?.clone();
+        call_monitor(&sandbox.run_dir, Request::Start { id: container.id.clone() }).await?;
+        let mut started = container;
+        started.started_at = record::now_nanos();
+        record::save(&started.state_dir.join(CONTAINER_FILE), &started)?;
+        tracing::info!(id = %started.id, "container started");
+        state.containers.insert(started.id.clone(), started);
         Ok(())
+    }
+
+    /// StopContainer: SIGTERM, then SIGKILL after `timeout` seconds; idempotent.
+    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
+        let mut state = self.state.lock().await;
+        let id = find_container(&state, id)?.id.clone();
+        self.stop_container_locked(&mut state, &id, timeout).await
+    }
+
+    pub(super) async fn stop_container_locked(&self, state: &mut State, id: &str, timeout: i64) -> Result<()> {
+        let Some(container) = state.containers.get(id).cloned() else {
+            return Ok(());
+        };
+        if exit_record(&container).is_some() {
+            return Ok(());
+        }
+        let sandbox = find_sandbox(&state.sandboxes, &container.sandbox_id)?.clone();
+        if container.started_at == 0 {
+            // Never started: nothing runs but libcontainer's waiting init; kill it quietly.
+            let _ = call_monitor(&sandbox.run_dir, Request::Kill { id: id.to_string(), signal: 9 }).await;
+            return Ok(());
+        }
+        if timeout > 0 {
+            call_monitor(&sandbox.run_dir, Request::Kill { id: id.to_string(), signal: 15 }).await?;
+            if wait_for_exit(&container, Duration::from_secs(timeout as u64)).await {
+                return Ok(());
+            }
+        }
+        call_monitor(&sandbox.run_dir, Request::Kill { id: id.to_string(), signal: 9 }).await?;
+        if wait_for_exit(&container, KILL_WAIT).await {
+            Ok(())
+        } else {
+            Err(PodError::Internal(format!("container {id} did not die after SIGKILL")))
+        }
+    }
+
+    /// RemoveContainer: stops it if needed, then removes its rootfs and state; idempotent.
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        let mut state = self.state.lock().await;
+        let Ok(container) = find_container(&state, id) else {
+            return Ok(());
+        };
+        let id = container.id.clone();
+        self.remove_container_locked(&mut state, &id).await
     }
 
     pub(super) async fn remove_container_locked(&self, state: &mut State, id: &str) -> Result<()> {
+        let Some(container) = state.containers.get(id).cloned() else {
+            return Ok(());
+        };
+        self.stop_container_locked(state, id, 0).await?;
+        if let Ok(sandbox) = find_sandbox(&state.sandboxes, &container.sandbox_id)
+            && let Err(e) = call_monitor(&sandbox.run_dir, Request::Delete { id: id.to_string() }).await
+        {
+            tracing::warn!(%id, error = %e, "the monitor could not delete the container");
+        }
+        release_rootfs(&container.state_dir);
+        if let Err(e) = std::fs::remove_dir_all(&container.state_dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            return Err(PodError::Internal(format!("remove {}: {e}", container.state_dir.display())));
+        }
         state.containers.remove(id);
+        tracing::info!(%id, "container removed");
         Ok(())
     }
+
+    /// ContainerStatus.
+    pub async fn container_status(&self, id: &str) -> Result<ContainerStatus> {
+        let state = self.state.lock().await;
+        let container = find_container(&state, id)?;
+        let exit = exit_record(container);
+        let (state_value, finished_at, exit_code, reason) = match &exit {
+            Some(exit) => (
+                ContainerState::ContainerExited,
+                exit.finished_at,
+                exit.exit_code,
+                if exit.oom_killed {
+                    "OOMKilled"
+                } else if exit.exit_code == 0 {
+                    "Completed"
+                } else {
+                    "Error"
+                },
+            ),
+            None if container.started_at != 0 => (ContainerState::ContainerRunning, 0, 0, ""),
+            None => (ContainerState::ContainerCreated, 0, 0, ""),
+        };
+        Ok(ContainerStatus {
+            id: container.id.clone(),
+            metadata: container.config.metadata.clone(),
+            state: state_value as i32,
+            created_at: container.created_at,
+            started_at: container.started_at,
+            finished_at,
+            exit_code,
+            image: Some(ImageSpec {
+                image: container.image_name.clone(),
+                ..Default::default()
+            }),
+            image_ref: container.image_id.clone(),
+            image_id: container.image_id.clone(),
+            reason: reason.to_string(),
+            labels: container.config.labels.clone(),
+            annotations: container.config.annotations.clone(),
+            mounts: container.config.mounts.clone(),
+            log_path: container.log_path.display().to_string(),
+            ..Default::default()
+        })
+    }
+
+    /// ListContainers.
+    pub async fn list_containers(&self, filter: Option<ContainerFilter>) -> Vec<Container> {
+        let state = self.state.lock().await;
+        let filter = filter.unwrap_or_default();
+        state
+            .containers
+            .values()
+            .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
+            .filter(|c| filter.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&filter.pod_sandbox_id))
+            .filter(|c| filter.label_selector.iter().all(|(k, v)| c.config.labels.get(k) == Some(v)))
+            .map(|c| {
+                let state_value = container_state(c);
+                Container {
+                    id: c.id.clone(),
+                    pod_sandbox_id: c.sandbox_id.clone(),
+                    metadata: c.config.metadata.clone(),
+                    image: Some(ImageSpec {
+                        image: c.image_name.clone(),
+                        ..Default::default()
+                    }),
+                    image_ref: c.image_id.clone(),
+                    image_id: c.image_id.clone(),
+                    state: state_value as i32,
+                    created_at: c.created_at,
+                    labels: c.config.labels.clone(),
+                    annotations: c.config.annotations.clone(),
+                }
+            })
+            .filter(|c| filter.state.as_ref().is_none_or(|want| want.state == c.state))
+            .collect()
+    }
+}
+
+fn container_state(container: &ContainerRecord) -> ContainerState {
+    if exit_record(container).is_some() {
+        ContainerState::ContainerExited
+    } else if container.started_at != 0 {
+        ContainerState::ContainerRunning
+    } else {
+        ContainerState::ContainerCreated
+    }
+}
+
+fn find_container<'a>(state: &'a State, id: &str) -> Result<&'a ContainerRecord> {
+    if id.is_empty() {
+        return Err(PodError::Invalid("container_id is required".into()));
+    }
+    if let Some(found) = state.containers.get(id) {
+        return Ok(found);
+    }
+    let mut matches = state.containers.values().filter(|c| c.id.starts_with(id));
+    match (matches.next(), matches.next()) {
+        (Some(found), None) => Ok(found),
+        (Some(_), Some(_)) => Err(PodError::Invalid(format!("container ID prefix {id:?} is ambiguous"))),
+        _ => Err(PodError::NotFound(format!("container {id:?}"))),
+    }
+}
+
+fn exit_record(container: &ContainerRecord) -> Option<ExitRecord> {
+    let data = std::fs::read(container.state_dir.join(EXIT_RECORD)).ok()?;
+    serde_json::from_slice(&data).ok()
+}
+
+async fn wait_for_exit(container: &ContainerRecord, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if exit_record(container).is_some() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    exit_record(container).is_some()
+}
+
+/// The CRI log path: the sandbox's log directory joined with the container's relative path.
+fn log_path_of(sandbox: &PodSandboxConfig, config: &ContainerConfig) -> PathBuf {
+    if sandbox.log_directory.is_empty() || config.log_path.is_empty() {
+        return PathBuf::new();
+    }
+    Path::new(&sandbox.log_directory).join(&config.log_path)
+}
+
+/// Mounts the container's overlay: the image's snapshots (uppermost first) under its own upper
+/// directory.
+fn mount_rootfs(layers: &[PathBuf], dir: &Path) -> Result<()> {
+    let lower: Vec<String> = layers.iter().rev().map(|l| l.display().to_string()).collect();
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.join(":"),
+        dir.join("upper").display(),
+        dir.join("work").display()
+    );
+    mount(Some("overlay"), &dir.join("rootfs"), Some("overlay"), MsFlags::empty(), Some(options.as_str()))
+        .map_err(|e| PodError::Internal(format!("mount the container's overlay rootfs: {e}")))
+}
+
+/// Unmounts the overlay (lazily: a process may still hold it open); missing is fine.
+fn release_rootfs(dir: &Path) {
+    match umount2(&dir.join("rootfs"), MntFlags::MNT_DETACH) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot unmount a container rootfs"),
+    }
+}
+
+/// The pod-level files containers bind-mount.
+struct PodFiles {
+    hostname: PathBuf,
+    hosts: PathBuf,
+    resolv_conf: Option<PathBuf>,
+}
+
+fn write_pod_files(sandbox: &SandboxRecord) -> Result<PodFiles> {
+    let metadata = sandbox.config.metadata.clone().unwrap_or_default();
+    let hostname = if sandbox.config.hostname.is_empty() { metadata.name } else { sandbox.config.hostname.clone() };
+    let write = |name: &str, text: String| -> Result<PathBuf> {
+        let path = sandbox.state_dir.join(name);
+        if !path.exists() {
+            std::fs::write(&path, text).map_err(|e| PodError::Internal(format!("write {}: {e}", path.display())))?;
+        }
+        Ok(path)
+    };
+    let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    if let Some(ip) = sandbox.ips.first() {
+        hosts.push_str(&format!("{ip}\t{hostname}\n"));
+    }
+    let resolv_conf = match &sandbox.config.dns_config {
+        Some(dns) => {
+            let mut text = String::new();
+            for server in &dns.servers {
+                text.push_str(&format!("nameserver {server}\n"));
+            }
+            if !dns.searches.is_empty() {
+                text.push_str(&format!("search {}\n", dns.searches.join(" ")));
+            }
+            if !dns.options.is_empty() {
+                text.push_str(&format!("options {}\n", dns.options.join(" ")));
+            }
+            Some(write("resolv.conf", text)?)
+        }
+        None => Path::new("/etc/resolv.conf").exists().then(|| PathBuf::from("/etc/resolv.conf")),
+    };
+    Ok(PodFiles {
+        hostname: write("hostname", format!("{hostname}\n"))?,
+        hosts: write("hosts", hosts)?,
+        resolv_conf,
+    })
 }

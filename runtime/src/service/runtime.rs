@@ -79,14 +79,9 @@ impl RuntimeService for CriRuntimeService {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        // Readiness is reported as it is: pods cannot run yet, so the runtime is not ready.
+        // The runtime is ready once it serves; the network when a CNI config and its plugins exist.
         let conditions = vec![
-            condition(
-                "RuntimeReady",
-                false,
-                "SandboxesNotImplemented",
-                "capstan runs images and pod sandboxes; containers are not built yet",
-            ),
+            condition("RuntimeReady", true, "", ""),
             match self.pods.network().ready() {
                 Ok(()) => condition("NetworkReady", true, "", ""),
                 Err(e) => condition(
@@ -176,72 +171,58 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(ListPodSandboxResponse { items }))
     }
 
+    async fn create_container(&self, request: Request<CreateContainerRequest>) -> Result<Response<CreateContainerResponse>, Status> {
+        let request = request.into_inner();
+        let config = request.config.ok_or_else(|| Status::invalid_argument("config is required"))?;
+        let container_id = self
+            .pods
+            .create_container(&request.pod_sandbox_id, config, request.sandbox_config)
+            .await
+            .map_err(|e| e.status())?;
+        Ok(Response::new(CreateContainerResponse { container_id }))
+    }
+
+    async fn start_container(&self, request: Request<StartContainerRequest>) -> Result<Response<StartContainerResponse>, Status> {
+        let id = request.into_inner().container_id;
+        self.pods.start_container(&id).await.map_err(|e| e.status())?;
+        Ok(Response::new(StartContainerResponse {}))
+    }
+
+    async fn stop_container(&self, request: Request<StopContainerRequest>) -> Result<Response<StopContainerResponse>, Status> {
+        let request = request.into_inner();
+        self.pods
+            .stop_container(&request.container_id, request.timeout)
+            .await
+            .map_err(|e| e.status())?;
+        Ok(Response::new(StopContainerResponse {}))
+    }
+
+    async fn remove_container(&self, request: Request<RemoveContainerRequest>) -> Result<Response<RemoveContainerResponse>, Status> {
+        let id = request.into_inner().container_id;
+        self.pods.remove_container(&id).await.map_err(|e| e.status())?;
+        Ok(Response::new(RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(&self, request: Request<ListContainersRequest>) -> Result<Response<ListContainersResponse>, Status> {
+        let containers = self.pods.list_containers(request.into_inner().filter).await;
+        Ok(Response::new(ListContainersResponse { containers }))
+    }
+
+    async fn container_status(&self, request: Request<ContainerStatusRequest>) -> Result<Response<ContainerStatusResponse>, Status> {
+        let id = request.into_inner().container_id;
+        let status = self.pods.container_status(&id).await.map_err(|e| e.status())?;
+        Ok(Response::new(ContainerStatusResponse {
+            status: Some(status),
+            ..Default::default()
+        }))
+    }
+
     async fn get_container_events(
         &self,
         _request: Request<GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
         Err(not_implemented(
             "GetContainerEvents",
-            "containers are not built yet",
-        ))
-    }
-
-    async fn create_container(
-        &self,
-        _request: Request<CreateContainerRequest>,
-    ) -> Result<Response<CreateContainerResponse>, Status> {
-        Err(not_implemented(
-            "CreateContainer",
-            "containers are not built yet",
-        ))
-    }
-
-    async fn start_container(
-        &self,
-        _request: Request<StartContainerRequest>,
-    ) -> Result<Response<StartContainerResponse>, Status> {
-        Err(not_implemented(
-            "StartContainer",
-            "containers are not built yet",
-        ))
-    }
-
-    async fn stop_container(
-        &self,
-        _request: Request<StopContainerRequest>,
-    ) -> Result<Response<StopContainerResponse>, Status> {
-        Err(not_implemented(
-            "StopContainer",
-            "containers are not built yet",
-        ))
-    }
-
-    async fn remove_container(
-        &self,
-        _request: Request<RemoveContainerRequest>,
-    ) -> Result<Response<RemoveContainerResponse>, Status> {
-        Err(not_implemented(
-            "RemoveContainer",
-            "containers are not built yet",
-        ))
-    }
-
-    async fn list_containers(
-        &self,
-        _request: Request<ListContainersRequest>,
-    ) -> Result<Response<ListContainersResponse>, Status> {
-        Err(not_implemented(
-            "ListContainers",
-            "containers are not built yet",
-        ))
-    }
-
-    async fn container_status(
-        &self,
-        _request: Request<ContainerStatusRequest>,
-    ) -> Result<Response<ContainerStatusResponse>, Status> {
-        Err(not_implemented(
-            "ContainerStatus",
             "containers are not built yet",
         ))
     }
