@@ -304,6 +304,35 @@ mod tests {
         );
     }
 
+    /// Loads the profile through libcontainer into one thread (a seccomp filter without TSYNC
+    /// binds only the thread that loads it) and checks what the kernel then answers.
+    #[test]
+    fn default_profile_loads_and_denies() {
+        use nix::errno::Errno;
+        let profile = default_profile(&Capabilities::new()).unwrap();
+        std::thread::spawn(move || {
+            // Loading a filter needs no_new_privs or CAP_SYS_ADMIN; set it so non-root runs too.
+            nix::sys::prctl::set_no_new_privs().expect("no_new_privs");
+            libcontainer::seccomp::initialize_seccomp(&profile).expect("libseccomp takes it");
+            // Unfiltered, unshare(CLONE_NEWUSER) in a threaded process is EINVAL and mount on a
+            // missing target is ENOENT; EPERM proves the filter answered.
+            let r = nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWUSER);
+            assert_eq!(r, Err(Errno::EPERM));
+            let r = nix::mount::mount(
+                Some("none"),
+                "/nonexistent/capstan-seccomp-test",
+                Some("tmpfs"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            );
+            assert_eq!(r, Err(Errno::EPERM));
+            assert!(nix::unistd::getpid().as_raw() > 0);
+            assert!(std::fs::metadata("/").is_ok());
+        })
+        .join()
+        .expect("filtered thread");
+    }
+
     #[test]
     fn unconfined_and_unset() {
         let none = Capabilities::new();

@@ -260,6 +260,37 @@ fn full_spec_serialises_with_the_expected_fields() {
 }
 
 #[test]
+fn libcontainer_validator_accepts_generated_specs() {
+    // The validator opens the network namespace to check net.* sysctls against it, so the
+    // paths must exist: this process's own namespaces stand in for the pod's, and the sysctls
+    // (which it would then see as host-network ones) are left out.
+    let mut i = inputs();
+    i.namespace_paths = NamespacePaths {
+        network: Some("/proc/self/ns/net".into()),
+        ipc: Some("/proc/self/ns/ipc".into()),
+        uts: Some("/proc/self/ns/uts".into()),
+        pid: Some("/proc/self/ns/pid".into()),
+    };
+    let shared_pid = NamespaceOption {
+        pid: NamespaceMode::Pod as i32,
+        ..pod_ns()
+    };
+    for (o, privileged) in [(pod_ns(), false), (shared_pid, true)] {
+        let mut c = container();
+        if let Some(sc) = c.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+            sc.namespace_options = Some(o.clone());
+            sc.privileged = privileged;
+        }
+        let mut sb = sandbox(o, privileged);
+        if let Some(l) = sb.linux.as_mut() {
+            l.sysctls.clear();
+        }
+        let spec = generate_with(&c, &sb, &image(), &i, &FakeDevices).expect("spec");
+        libcontainer::validator::Validator::validate_spec(&spec).expect("libcontainer accepts it");
+    }
+}
+
+#[test]
 fn privileged_container() {
     let mut c = container();
     if let Some(sc) = c.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
@@ -329,6 +360,7 @@ fn host_network_pod_has_no_hostname_or_net_namespace() {
     }
     let spec = generate_with(&c, &sb, &image(), &inputs(), &FakeDevices).expect("spec");
     assert!(spec.hostname().is_none());
+    libcontainer::validator::Validator::validate_spec(&spec).expect("libcontainer accepts it");
     let ns = spec
         .linux()
         .as_ref()
