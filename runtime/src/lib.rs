@@ -1,6 +1,7 @@
 //! Capstan's CRI runtime: images, pod sandboxes, containers, logs, streaming and stats, served
 //! over CRI v1 and callable in-process by the agent.
 
+pub mod cgroups;
 pub mod commands;
 pub mod config;
 pub mod images;
@@ -9,6 +10,7 @@ pub mod network;
 pub mod pods;
 pub mod server;
 pub mod service;
+pub mod spec;
 
 /// Where the runtime keeps state that must survive its own restart.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/capstan";
