@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use capstan_proto::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
-    CreateContainerRequest, ImageSpec, ListContainersRequest, PodSandboxConfig,
-    PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    CreateContainerRequest, ImageSpec, ListContainersRequest, PodSandboxConfig, PodSandboxMetadata,
+    PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
 };
 use capstan_testkit::cri::CriClient;
 use capstan_testkit::images::{ManifestFormat, WEB_PAGE, catalog};
@@ -24,8 +24,14 @@ use tonic::Code;
 
 fn container(name: &str, image: &str, command: &[&str], args: &[&str]) -> ContainerConfig {
     ContainerConfig {
-        metadata: Some(ContainerMetadata { name: name.into(), attempt: 0 }),
-        image: Some(ImageSpec { image: image.into(), ..Default::default() }),
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
         command: command.iter().map(|s| s.to_string()).collect(),
         args: args.iter().map(|s| s.to_string()).collect(),
         log_path: format!("{name}/0.log"),
@@ -37,13 +43,19 @@ fn container(name: &str, image: &str, command: &[&str], args: &[&str]) -> Contai
 async fn run(cri: &mut CriClient, pod: &str, config: ContainerConfig) -> String {
     let id = cri
         .runtime
-        .create_container(CreateContainerRequest { pod_sandbox_id: pod.into(), config: Some(config), sandbox_config: None })
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(config),
+            sandbox_config: None,
+        })
         .await
         .unwrap_or_else(|e| panic!("create: {e}"))
         .into_inner()
         .container_id;
     cri.runtime
-        .start_container(StartContainerRequest { container_id: id.clone() })
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
         .await
         .unwrap_or_else(|e| panic!("start: {e}"));
     id
@@ -51,7 +63,10 @@ async fn run(cri: &mut CriClient, pod: &str, config: ContainerConfig) -> String 
 
 async fn status(cri: &mut CriClient, id: &str) -> capstan_proto::ContainerStatus {
     cri.runtime
-        .container_status(ContainerStatusRequest { container_id: id.into(), verbose: false })
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        })
         .await
         .unwrap()
         .into_inner()
@@ -75,7 +90,7 @@ fn log_lines(path: &str) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
         .lines()
-        .filter_map(|l| l.splitn(4, ' ').nth(3).map(str::to_string))
+        .filter_map(|l| l.split_once(" ").map(|(_, rest)| rest.to_string()))
         .collect()
 }
 
@@ -84,18 +99,36 @@ async fn containers_run_share_the_pod_network_and_report_how_they_ended() {
     require_root();
     let registry = LocalRegistry::start().unwrap();
     let images = catalog().unwrap();
-    for (name, image) in [("shell", &images.shell), ("web", &images.web), ("user", &images.user), ("entry", &images.entrypoint)] {
-        registry.client().push_image(name, "1", image, ManifestFormat::Oci).unwrap();
+    for (name, image) in [
+        ("shell", &images.shell),
+        ("web", &images.web),
+        ("user", &images.user),
+        ("entry", &images.entrypoint),
+    ] {
+        registry
+            .client()
+            .push_image(name, "1", image, ManifestFormat::Oci)
+            .unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
     let cni = CniSetup::new(dir.path(), None);
-    let config = format!("[registry]\ninsecure = [\"{}\"]\n{}", registry.host(), cni.toml());
+    let config = format!(
+        "[registry]\ninsecure = [\"{}\"]\n{}",
+        registry.host(),
+        cni.toml()
+    );
     let runtime = RuntimeProcess::start(dir.path(), &config);
     let mut cri = runtime.client().await;
     let image = |name: &str| format!("{}/{name}:1", registry.host());
     for name in ["shell", "web", "user", "entry"] {
         cri.images
-            .pull_image(PullImageRequest { image: Some(ImageSpec { image: image(name), ..Default::default() }), ..Default::default() })
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: image(name),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
             .await
             .unwrap();
     }
@@ -104,7 +137,12 @@ async fn containers_run_share_the_pod_network_and_report_how_they_ended() {
         .runtime
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(PodSandboxConfig {
-                metadata: Some(PodSandboxMetadata { name: "app".into(), namespace: "default".into(), uid: "u1".into(), attempt: 0 }),
+                metadata: Some(PodSandboxMetadata {
+                    name: "app".into(),
+                    namespace: "default".into(),
+                    uid: "u1".into(),
+                    attempt: 0,
+                }),
                 hostname: "app-host".into(),
                 log_directory: logs.display().to_string(),
                 ..Default::default()
@@ -118,17 +156,34 @@ async fn containers_run_share_the_pod_network_and_report_how_they_ended() {
 
     let web = run(&mut cri, &pod, container("web", &image("web"), &[], &[])).await;
     let fetch = "for i in $(seq 1 50); do wget -q -O - http://127.0.0.1:8080/ && exit 0; sleep 0.1; done; exit 1";
-    let client = run(&mut cri, &pod, container("client", &image("shell"), &["sh", "-c", fetch], &[])).await;
+    let client = run(
+        &mut cri,
+        &pod,
+        container("client", &image("shell"), &["sh", "-c", fetch], &[]),
+    )
+    .await;
     let done = wait_exited(&mut cri, &client).await;
-    assert_eq!((done.exit_code, done.reason.as_str()), (0, "Completed"), "{}", runtime.log());
+    assert_eq!(
+        (done.exit_code, done.reason.as_str()),
+        (0, "Completed"),
+        "{}",
+        runtime.log()
+    );
     assert!(done.finished_at >= done.started_at && done.started_at > 0);
     let page_lines = log_lines(&done.log_path);
-    assert_eq!(page_lines, ["stdout F <h1>capstan test page</h1>"], "the sibling container's page over the pod's localhost");
+    assert_eq!(
+        page_lines,
+        ["stdout F <h1>capstan test page</h1>"],
+        "the sibling container's page over the pod's localhost"
+    );
 
     // The pod's IP serves the page to the host, through the bridge.
     let pod_ip = cri
         .runtime
-        .pod_sandbox_status(PodSandboxStatusRequest { pod_sandbox_id: pod.clone(), verbose: false })
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
         .await
         .unwrap()
         .into_inner()
@@ -137,62 +192,167 @@ async fn containers_run_share_the_pod_network_and_report_how_they_ended() {
         .network
         .unwrap()
         .ip;
-    let mut stream = std::net::TcpStream::connect((pod_ip.as_str(), 8080)).expect("connect to the pod");
+    let mut stream =
+        std::net::TcpStream::connect((pod_ip.as_str(), 8080)).expect("connect to the pod");
     stream.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     assert!(response.ends_with(WEB_PAGE), "{response}");
 
-    let failing = run(&mut cri, &pod, container("fails", &image("shell"), &["sh", "-c", "echo bye >&2; exit 3"], &[])).await;
+    let failing = run(
+        &mut cri,
+        &pod,
+        container(
+            "fails",
+            &image("shell"),
+            &["sh", "-c", "echo bye >&2; exit 3"],
+            &[],
+        ),
+    )
+    .await;
     let ended = wait_exited(&mut cri, &failing).await;
     assert_eq!((ended.exit_code, ended.reason.as_str()), (3, "Error"));
     assert_eq!(log_lines(&ended.log_path), ["stderr F bye"]);
 
-    let user = run(&mut cri, &pod, container("user", &image("user"), &["id"], &[])).await;
+    let user = run(
+        &mut cri,
+        &pod,
+        container("user", &image("user"), &["id"], &[]),
+    )
+    .await;
     let ended = wait_exited(&mut cri, &user).await;
     let id_line = log_lines(&ended.log_path).join("\n");
-    assert!(id_line.contains("uid=1000(app) gid=1000(app)"), "image USER not applied: {id_line}");
+    assert!(
+        id_line.contains("uid=1000(app) gid=1000(app)"),
+        "image USER not applied: {id_line}"
+    );
 
-    let entry = run(&mut cri, &pod, container("entry", &image("entry"), &[], &["from-cri"])).await;
+    let entry = run(
+        &mut cri,
+        &pod,
+        container("entry", &image("entry"), &[], &["from-cri"]),
+    )
+    .await;
     let ended = wait_exited(&mut cri, &entry).await;
     assert_eq!(
         log_lines(&ended.log_path),
-        ["stdout F args: from-cri", "stdout F greeting: hello from the image", "stdout F pwd: /work"],
+        [
+            "stdout F args: from-cri",
+            "stdout F greeting: hello from the image",
+            "stdout F pwd: /work"
+        ],
         "CRI args replace CMD and keep ENTRYPOINT, ENV and WORKDIR"
     );
 
     // Names are unique within a pod; a missing image is named.
     let error = cri
         .runtime
-        .create_container(CreateContainerRequest { pod_sandbox_id: pod.clone(), config: Some(container("web", &image("web"), &[], &[])), sandbox_config: None })
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container("web", &image("web"), &[], &[])),
+            sandbox_config: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::AlreadyExists);
     let error = cri
         .runtime
-        .create_container(CreateContainerRequest { pod_sandbox_id: pod.clone(), config: Some(container("ghost", "nothing/here:1", &[], &[])), sandbox_config: None })
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container("ghost", "nothing/here:1", &[], &[])),
+            sandbox_config: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(error.code(), Code::NotFound);
-    assert!(error.message().contains("nothing/here"), "{}", error.message());
+    assert!(
+        error.message().contains("nothing/here"),
+        "{}",
+        error.message()
+    );
 
-    assert_eq!(status(&mut cri, &web).await.state, ContainerState::ContainerRunning as i32);
+    assert_eq!(
+        status(&mut cri, &web).await.state,
+        ContainerState::ContainerRunning as i32
+    );
     // httpd is PID 1 of its namespace and ignores SIGTERM: the grace period runs out, SIGKILL.
     let stopping = Instant::now();
-    cri.runtime.stop_container(StopContainerRequest { container_id: web.clone(), timeout: 1 }).await.unwrap();
-    assert!(stopping.elapsed() >= Duration::from_secs(1) && stopping.elapsed() < Duration::from_secs(10));
+    cri.runtime
+        .stop_container(StopContainerRequest {
+            container_id: web.clone(),
+            timeout: 1,
+        })
+        .await
+        .unwrap();
+    assert!(
+        stopping.elapsed() >= Duration::from_secs(1)
+            && stopping.elapsed() < Duration::from_secs(10)
+    );
     let stopped = status(&mut cri, &web).await;
-    assert_eq!((stopped.state, stopped.exit_code), (ContainerState::ContainerExited as i32, 137));
+    assert_eq!(
+        (stopped.state, stopped.exit_code),
+        (ContainerState::ContainerExited as i32, 137)
+    );
 
-    let listed = cri.runtime.list_containers(ListContainersRequest::default()).await.unwrap().into_inner().containers;
+    let listed = cri
+        .runtime
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
     assert_eq!(listed.len(), 5);
-    cri.runtime.remove_container(RemoveContainerRequest { container_id: web.clone() }).await.unwrap();
-    cri.runtime.remove_container(RemoveContainerRequest { container_id: web.clone() }).await.unwrap();
-    let error = cri.runtime.container_status(ContainerStatusRequest { container_id: web, verbose: false }).await.unwrap_err();
+    cri.runtime
+        .remove_container(RemoveContainerRequest {
+            container_id: web.clone(),
+        })
+        .await
+        .unwrap();
+    cri.runtime
+        .remove_container(RemoveContainerRequest {
+            container_id: web.clone(),
+        })
+        .await
+        .unwrap();
+    let error = cri
+        .runtime
+        .container_status(ContainerStatusRequest {
+            container_id: web,
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
     assert_eq!(error.code(), Code::NotFound);
 
-    cri.runtime.remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: pod }).await.unwrap();
-    let listed = cri.runtime.list_containers(ListContainersRequest::default()).await.unwrap().into_inner().containers;
+    let pod_id_prefix = pod[..12].to_string();
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+    let listed = cri
+        .runtime
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
     assert!(listed.is_empty(), "removing the pod removes its containers");
-    assert!(mounted_under(dir.path()).is_empty(), "mounts left: {:?}", mounted_under(dir.path()));
+    assert!(
+        mounted_under(dir.path()).is_empty(),
+        "mounts left: {:?}",
+        mounted_under(dir.path())
+    );
+    let own = capstan_testkit::cgroups::own_path().unwrap();
+    let memory = std::path::Path::new("/sys/fs/cgroup/memory").join(own.trim_start_matches('/'));
+    let pod_cgroup = memory
+        .join("capstan-pods")
+        .join(format!("pod-{}", &pod_id_prefix));
+    assert!(
+        !pod_cgroup.exists()
+            || capstan_testkit::cgroups::driver() == capstan_testkit::cgroups::Driver::V2,
+        "pod cgroup left: {}",
+        pod_cgroup.display()
+    );
 }

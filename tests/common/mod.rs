@@ -96,7 +96,58 @@ impl Drop for RuntimeProcess {
             let _ = child.kill();
             let _ = child.wait();
         }
+        // Pods outlive their runtime by design; a test that failed half-way must not leave
+        // them on the host. Only pods of this runtime's directory are touched.
+        let pods = self.dir.join("run").join("pods");
+        let Ok(entries) = std::fs::read_dir(&pods) else {
+            return;
+        };
+        let ids: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let _ = Command::new("pkill")
+            .arg("-f")
+            .arg(format!("monitor --run-dir {}/", pods.display()))
+            .status();
+        std::thread::sleep(Duration::from_millis(200));
+        for mount in capstan_testkit::mounts::mounted_under(&self.dir)
+            .into_iter()
+            .rev()
+        {
+            let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
+        }
+        let own = capstan_testkit::cgroups::own_path().unwrap_or_default();
+        for id in ids {
+            let pod = format!(
+                "{}/capstan-pods/pod-{}",
+                own.trim_end_matches('/'),
+                &id[..12.min(id.len())]
+            );
+            for hierarchy in cgroup_hierarchies() {
+                let _ = capstan_testkit::cgroups::remove_tree(
+                    &hierarchy.join(pod.trim_start_matches('/')),
+                );
+            }
+        }
     }
+}
+
+fn cgroup_hierarchies() -> Vec<PathBuf> {
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        return vec![PathBuf::from("/sys/fs/cgroup")];
+    }
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() > 2 && fields[2] == "cgroup").then(|| PathBuf::from(fields[1]))
+        })
+        .collect()
 }
 
 /// A CNI setup for the runtime: our plugins (the capstan binary under each plugin's name), a

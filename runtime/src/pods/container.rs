@@ -12,7 +12,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 use super::error::{PodError, Result};
 use super::record::{self, CONTAINER_FILE, ContainerRecord, SandboxRecord};
-use super::sandbox::{find_sandbox, namespace_options};
+use super::sandbox::{find_sandbox, namespace_options, sandbox_cgroup_parent};
 use super::{PodManager, State, call_monitor};
 use crate::monitor::containers::{EXIT_RECORD, ExitRecord};
 use crate::monitor::protocol::{CreateRequest, Request};
@@ -36,18 +36,28 @@ impl PodManager {
         if metadata.name.is_empty() {
             return Err(PodError::Invalid("config.metadata.name is required".into()));
         }
-        let image_name = config.image.as_ref().map(|i| i.image.clone()).unwrap_or_default();
+        let image_name = config
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
         if image_name.is_empty() {
             return Err(PodError::Invalid("config.image.image is required".into()));
         }
         let mut state = self.state.lock().await;
         let sandbox = find_sandbox(&state.sandboxes, sandbox_id)?.clone();
         if !sandbox.ready {
-            return Err(PodError::FailedPrecondition(format!("sandbox {} is not ready", sandbox.id)));
+            return Err(PodError::FailedPrecondition(format!(
+                "sandbox {} is not ready",
+                sandbox.id
+            )));
         }
         if let Some(existing) = state.containers.values().find(|c| {
             c.sandbox_id == sandbox.id
-                && c.config.metadata.as_ref().is_some_and(|m| m.name == metadata.name && m.attempt == metadata.attempt)
+                && c.config
+                    .metadata
+                    .as_ref()
+                    .is_some_and(|m| m.name == metadata.name && m.attempt == metadata.attempt)
         }) {
             return Err(PodError::AlreadyExists(format!(
                 "container name {}_{} is reserved for {} in sandbox {}",
@@ -73,7 +83,10 @@ impl PodManager {
             log_path,
             state_dir,
         };
-        match self.prepare(&sandbox, &sandbox_config, &container, &image).await {
+        match self
+            .prepare(&sandbox, &sandbox_config, &container, &image)
+            .await
+        {
             Ok(()) => {
                 tracing::info!(%id, sandbox = %sandbox.id, name = %metadata.name, "container created");
                 state.containers.insert(id.clone(), container);
@@ -98,7 +111,9 @@ impl PodManager {
         let dir = &container.state_dir;
         let rootfs = dir.join("rootfs");
         for sub in ["rootfs", "upper", "work", "bundle"] {
-            std::fs::create_dir_all(dir.join(sub)).map_err(|e| PodError::Internal(format!("create {}: {e}", dir.join(sub).display())))?;
+            std::fs::create_dir_all(dir.join(sub)).map_err(|e| {
+                PodError::Internal(format!("create {}: {e}", dir.join(sub).display()))
+            })?;
         }
         let layers = self.images.layer_dirs(image)?;
         mount_rootfs(&layers, dir)?;
@@ -106,20 +121,19 @@ impl PodManager {
         let pod_files = write_pod_files(sandbox)?;
         let options = namespace_options(&sandbox.config);
         let ns_dir = sandbox.run_dir.join(crate::monitor::NS_DIR);
-        let cgroup_parent = sandbox
-            .config
-            .linux
-            .as_ref()
-            .map(|l| l.cgroup_parent.clone())
-            .filter(|p| !p.is_empty())
-            .map(|p| if p.starts_with('/') { p } else { format!("/{p}") })
-            .unwrap_or_else(|| format!("{}/pod-{}", self.settings.default_cgroup_parent, &sandbox.id[..12]));
+        let cgroup_parent = sandbox_cgroup_parent(&sandbox.config)
+            .unwrap_or_else(|| self.default_pod_cgroup(&sandbox.id));
         let inputs = SpecInputs {
             rootfs: rootfs.clone(),
-            cgroups_path: PathBuf::from(format!("{}/{}", cgroup_parent.trim_end_matches('/'), container.id)),
+            cgroups_path: PathBuf::from(format!(
+                "{}/{}",
+                cgroup_parent.trim_end_matches('/'),
+                container.id
+            )),
             namespace_paths: NamespacePaths {
                 network: sandbox.own_network.then(|| ns_dir.join("net")),
-                ipc: (options.ipc != capstan_proto::NamespaceMode::Node as i32).then(|| ns_dir.join("ipc")),
+                ipc: (options.ipc != capstan_proto::NamespaceMode::Node as i32)
+                    .then(|| ns_dir.join("ipc")),
                 uts: sandbox.own_network.then(|| ns_dir.join("uts")),
                 pid: None,
             },
@@ -143,7 +157,8 @@ impl PodManager {
         if let Some(log_dir) = container.log_path.parent()
             && !container.log_path.as_os_str().is_empty()
         {
-            std::fs::create_dir_all(log_dir).map_err(|e| PodError::Internal(format!("create {}: {e}", log_dir.display())))?;
+            std::fs::create_dir_all(log_dir)
+                .map_err(|e| PodError::Internal(format!("create {}: {e}", log_dir.display())))?;
         }
         call_monitor(
             &sandbox.run_dir,
@@ -163,12 +178,23 @@ impl PodManager {
         let mut state = self.state.lock().await;
         let container = find_container(&state, id)?.clone();
         if container.started_at != 0 {
-            return Err(PodError::FailedPrecondition(format!("container {} was already started", container.id)));
+            return Err(PodError::FailedPrecondition(format!(
+                "container {} was already started",
+                container.id
+            )));
         }
         let sandbox = find_sandbox(&state.sandboxes, &container.sandbox_id)?.clone();
-        call_monitor(&sandbox.run_dir, Request::Start { id: container.id.clone() }).await?;
+        // Taken before the start: a short-lived container may finish before the call returns.
+        let started_at = record::now_nanos();
+        call_monitor(
+            &sandbox.run_dir,
+            Request::Start {
+                id: container.id.clone(),
+            },
+        )
+        .await?;
         let mut started = container;
-        started.started_at = record::now_nanos();
+        started.started_at = started_at;
         record::save(&started.state_dir.join(CONTAINER_FILE), &started)?;
         tracing::info!(id = %started.id, "container started");
         state.containers.insert(started.id.clone(), started);
@@ -182,7 +208,12 @@ impl PodManager {
         self.stop_container_locked(&mut state, &id, timeout).await
     }
 
-    pub(super) async fn stop_container_locked(&self, state: &mut State, id: &str, timeout: i64) -> Result<()> {
+    pub(super) async fn stop_container_locked(
+        &self,
+        state: &mut State,
+        id: &str,
+        timeout: i64,
+    ) -> Result<()> {
         let Some(container) = state.containers.get(id).cloned() else {
             return Ok(());
         };
@@ -192,20 +223,43 @@ impl PodManager {
         let sandbox = find_sandbox(&state.sandboxes, &container.sandbox_id)?.clone();
         if container.started_at == 0 {
             // Never started: nothing runs but libcontainer's waiting init; kill it quietly.
-            let _ = call_monitor(&sandbox.run_dir, Request::Kill { id: id.to_string(), signal: 9 }).await;
+            let _ = call_monitor(
+                &sandbox.run_dir,
+                Request::Kill {
+                    id: id.to_string(),
+                    signal: 9,
+                },
+            )
+            .await;
             return Ok(());
         }
         if timeout > 0 {
-            call_monitor(&sandbox.run_dir, Request::Kill { id: id.to_string(), signal: 15 }).await?;
+            call_monitor(
+                &sandbox.run_dir,
+                Request::Kill {
+                    id: id.to_string(),
+                    signal: 15,
+                },
+            )
+            .await?;
             if wait_for_exit(&container, Duration::from_secs(timeout as u64)).await {
                 return Ok(());
             }
         }
-        call_monitor(&sandbox.run_dir, Request::Kill { id: id.to_string(), signal: 9 }).await?;
+        call_monitor(
+            &sandbox.run_dir,
+            Request::Kill {
+                id: id.to_string(),
+                signal: 9,
+            },
+        )
+        .await?;
         if wait_for_exit(&container, KILL_WAIT).await {
             Ok(())
         } else {
-            Err(PodError::Internal(format!("container {id} did not die after SIGKILL")))
+            Err(PodError::Internal(format!(
+                "container {id} did not die after SIGKILL"
+            )))
         }
     }
 
@@ -225,7 +279,8 @@ impl PodManager {
         };
         self.stop_container_locked(state, id, 0).await?;
         if let Ok(sandbox) = find_sandbox(&state.sandboxes, &container.sandbox_id)
-            && let Err(e) = call_monitor(&sandbox.run_dir, Request::Delete { id: id.to_string() }).await
+            && let Err(e) =
+                call_monitor(&sandbox.run_dir, Request::Delete { id: id.to_string() }).await
         {
             tracing::warn!(%id, error = %e, "the monitor could not delete the container");
         }
@@ -233,7 +288,10 @@ impl PodManager {
         if let Err(e) = std::fs::remove_dir_all(&container.state_dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
-            return Err(PodError::Internal(format!("remove {}: {e}", container.state_dir.display())));
+            return Err(PodError::Internal(format!(
+                "remove {}: {e}",
+                container.state_dir.display()
+            )));
         }
         state.containers.remove(id);
         tracing::info!(%id, "container removed");
@@ -292,8 +350,15 @@ impl PodManager {
             .containers
             .values()
             .filter(|c| filter.id.is_empty() || c.id.starts_with(&filter.id))
-            .filter(|c| filter.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&filter.pod_sandbox_id))
-            .filter(|c| filter.label_selector.iter().all(|(k, v)| c.config.labels.get(k) == Some(v)))
+            .filter(|c| {
+                filter.pod_sandbox_id.is_empty() || c.sandbox_id.starts_with(&filter.pod_sandbox_id)
+            })
+            .filter(|c| {
+                filter
+                    .label_selector
+                    .iter()
+                    .all(|(k, v)| c.config.labels.get(k) == Some(v))
+            })
             .map(|c| {
                 let state_value = container_state(c);
                 Container {
@@ -312,7 +377,12 @@ impl PodManager {
                     annotations: c.config.annotations.clone(),
                 }
             })
-            .filter(|c| filter.state.as_ref().is_none_or(|want| want.state == c.state))
+            .filter(|c| {
+                filter
+                    .state
+                    .as_ref()
+                    .is_none_or(|want| want.state == c.state)
+            })
             .collect()
     }
 }
@@ -337,7 +407,9 @@ fn find_container<'a>(state: &'a State, id: &str) -> Result<&'a ContainerRecord>
     let mut matches = state.containers.values().filter(|c| c.id.starts_with(id));
     match (matches.next(), matches.next()) {
         (Some(found), None) => Ok(found),
-        (Some(_), Some(_)) => Err(PodError::Invalid(format!("container ID prefix {id:?} is ambiguous"))),
+        (Some(_), Some(_)) => Err(PodError::Invalid(format!(
+            "container ID prefix {id:?} is ambiguous"
+        ))),
         _ => Err(PodError::NotFound(format!("container {id:?}"))),
     }
 }
@@ -369,22 +441,34 @@ fn log_path_of(sandbox: &PodSandboxConfig, config: &ContainerConfig) -> PathBuf 
 /// Mounts the container's overlay: the image's snapshots (uppermost first) under its own upper
 /// directory.
 fn mount_rootfs(layers: &[PathBuf], dir: &Path) -> Result<()> {
-    let lower: Vec<String> = layers.iter().rev().map(|l| l.display().to_string()).collect();
+    let lower: Vec<String> = layers
+        .iter()
+        .rev()
+        .map(|l| l.display().to_string())
+        .collect();
     let options = format!(
         "lowerdir={},upperdir={},workdir={}",
         lower.join(":"),
         dir.join("upper").display(),
         dir.join("work").display()
     );
-    mount(Some("overlay"), &dir.join("rootfs"), Some("overlay"), MsFlags::empty(), Some(options.as_str()))
-        .map_err(|e| PodError::Internal(format!("mount the container's overlay rootfs: {e}")))
+    mount(
+        Some("overlay"),
+        &dir.join("rootfs"),
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(|e| PodError::Internal(format!("mount the container's overlay rootfs: {e}")))
 }
 
 /// Unmounts the overlay (lazily: a process may still hold it open); missing is fine.
 fn release_rootfs(dir: &Path) {
     match umount2(&dir.join("rootfs"), MntFlags::MNT_DETACH) {
         Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-        Err(e) => tracing::warn!(dir = %dir.display(), error = %e, "cannot unmount a container rootfs"),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot unmount a container rootfs")
+        }
     }
 }
 
@@ -397,15 +481,21 @@ struct PodFiles {
 
 fn write_pod_files(sandbox: &SandboxRecord) -> Result<PodFiles> {
     let metadata = sandbox.config.metadata.clone().unwrap_or_default();
-    let hostname = if sandbox.config.hostname.is_empty() { metadata.name } else { sandbox.config.hostname.clone() };
+    let hostname = if sandbox.config.hostname.is_empty() {
+        metadata.name
+    } else {
+        sandbox.config.hostname.clone()
+    };
     let write = |name: &str, text: String| -> Result<PathBuf> {
         let path = sandbox.state_dir.join(name);
         if !path.exists() {
-            std::fs::write(&path, text).map_err(|e| PodError::Internal(format!("write {}: {e}", path.display())))?;
+            std::fs::write(&path, text)
+                .map_err(|e| PodError::Internal(format!("write {}: {e}", path.display())))?;
         }
         Ok(path)
     };
-    let mut hosts = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    let mut hosts =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     if let Some(ip) = sandbox.ips.first() {
         hosts.push_str(&format!("{ip}\t{hostname}\n"));
     }
@@ -423,7 +513,9 @@ fn write_pod_files(sandbox: &SandboxRecord) -> Result<PodFiles> {
             }
             Some(write("resolv.conf", text)?)
         }
-        None => Path::new("/etc/resolv.conf").exists().then(|| PathBuf::from("/etc/resolv.conf")),
+        None => Path::new("/etc/resolv.conf")
+            .exists()
+            .then(|| PathBuf::from("/etc/resolv.conf")),
     };
     Ok(PodFiles {
         hostname: write("hostname", format!("{hostname}\n"))?,

@@ -89,6 +89,12 @@ impl PodManager {
         })
     }
 
+    /// The cgroup of a pod whose request named no parent: below the runtime's default parent.
+    fn default_pod_cgroup(&self, sandbox_id: &str) -> String {
+        let short = sandbox_id.get(..12).unwrap_or(sandbox_id);
+        format!("{}/pod-{short}", self.settings.default_cgroup_parent)
+    }
+
     /// The network in use.
     pub fn network(&self) -> &PodNetwork {
         &self.network
@@ -113,4 +119,21 @@ async fn call_monitor(run_dir: &Path, request: Request) -> Result<Reply> {
         .await
         .map_err(|e| PodError::Monitor(format!("monitor call task: {e}")))?
         .map_err(|e| PodError::Monitor(e.to_string()))
+}
+
+/// The directories of cgroup `path` (absolute within its hierarchy) on this host: one on v2,
+/// one per controller hierarchy on v1.
+pub(crate) fn cgroup_dirs(path: &str) -> Vec<PathBuf> {
+    let relative = path.trim_start_matches('/');
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        return vec![Path::new("/sys/fs/cgroup").join(relative)];
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() > 2 && fields[2] == "cgroup").then(|| Path::new(fields[1]).join(relative))
+        })
+        .collect()
 }

@@ -212,6 +212,18 @@ impl PodManager {
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
+        // The pod cgroup this runtime chose (a cgroup parent from the request belongs to the
+        // caller); containers' own cgroups are gone with them.
+        if sandbox_cgroup_parent(&sandbox.config).is_none() {
+            let pod_cgroup = self.default_pod_cgroup(&sandbox.id);
+            for dir in crate::pods::cgroup_dirs(&pod_cgroup) {
+                if let Err(e) = std::fs::remove_dir(&dir)
+                    && e.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot remove the pod cgroup");
+                }
+            }
+        }
         for dir in [&sandbox.run_dir, &sandbox.state_dir] {
             if let Err(e) = std::fs::remove_dir_all(dir)
                 && e.kind() != std::io::ErrorKind::NotFound
@@ -347,4 +359,20 @@ fn pod_ips(result: &capstan_cni::result::CniResult, ifname: &str) -> Vec<String>
         .filter(|addr| !addr.is_loopback())
         .map(|addr| addr.to_string())
         .collect()
+}
+
+/// The cgroup parent the request names, made absolute.
+pub(super) fn sandbox_cgroup_parent(config: &PodSandboxConfig) -> Option<String> {
+    config
+        .linux
+        .as_ref()
+        .map(|l| l.cgroup_parent.clone())
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            if p.starts_with('/') {
+                p
+            } else {
+                format!("/{p}")
+            }
+        })
 }

@@ -171,9 +171,14 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(ListPodSandboxResponse { items }))
     }
 
-    async fn create_container(&self, request: Request<CreateContainerRequest>) -> Result<Response<CreateContainerResponse>, Status> {
+    async fn create_container(
+        &self,
+        request: Request<CreateContainerRequest>,
+    ) -> Result<Response<CreateContainerResponse>, Status> {
         let request = request.into_inner();
-        let config = request.config.ok_or_else(|| Status::invalid_argument("config is required"))?;
+        let config = request
+            .config
+            .ok_or_else(|| Status::invalid_argument("config is required"))?;
         let container_id = self
             .pods
             .create_container(&request.pod_sandbox_id, config, request.sandbox_config)
@@ -182,13 +187,22 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(CreateContainerResponse { container_id }))
     }
 
-    async fn start_container(&self, request: Request<StartContainerRequest>) -> Result<Response<StartContainerResponse>, Status> {
+    async fn start_container(
+        &self,
+        request: Request<StartContainerRequest>,
+    ) -> Result<Response<StartContainerResponse>, Status> {
         let id = request.into_inner().container_id;
-        self.pods.start_container(&id).await.map_err(|e| e.status())?;
+        self.pods
+            .start_container(&id)
+            .await
+            .map_err(|e| e.status())?;
         Ok(Response::new(StartContainerResponse {}))
     }
 
-    async fn stop_container(&self, request: Request<StopContainerRequest>) -> Result<Response<StopContainerResponse>, Status> {
+    async fn stop_container(
+        &self,
+        request: Request<StopContainerRequest>,
+    ) -> Result<Response<StopContainerResponse>, Status> {
         let request = request.into_inner();
         self.pods
             .stop_container(&request.container_id, request.timeout)
@@ -197,20 +211,36 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(StopContainerResponse {}))
     }
 
-    async fn remove_container(&self, request: Request<RemoveContainerRequest>) -> Result<Response<RemoveContainerResponse>, Status> {
+    async fn remove_container(
+        &self,
+        request: Request<RemoveContainerRequest>,
+    ) -> Result<Response<RemoveContainerResponse>, Status> {
         let id = request.into_inner().container_id;
-        self.pods.remove_container(&id).await.map_err(|e| e.status())?;
+        self.pods
+            .remove_container(&id)
+            .await
+            .map_err(|e| e.status())?;
         Ok(Response::new(RemoveContainerResponse {}))
     }
 
-    async fn list_containers(&self, request: Request<ListContainersRequest>) -> Result<Response<ListContainersResponse>, Status> {
+    async fn list_containers(
+        &self,
+        request: Request<ListContainersRequest>,
+    ) -> Result<Response<ListContainersResponse>, Status> {
         let containers = self.pods.list_containers(request.into_inner().filter).await;
         Ok(Response::new(ListContainersResponse { containers }))
     }
 
-    async fn container_status(&self, request: Request<ContainerStatusRequest>) -> Result<Response<ContainerStatusResponse>, Status> {
+    async fn container_status(
+        &self,
+        request: Request<ContainerStatusRequest>,
+    ) -> Result<Response<ContainerStatusResponse>, Status> {
         let id = request.into_inner().container_id;
-        let status = self.pods.container_status(&id).await.map_err(|e| e.status())?;
+        let status = self
+            .pods
+            .container_status(&id)
+            .await
+            .map_err(|e| e.status())?;
         Ok(Response::new(ContainerStatusResponse {
             status: Some(status),
             ..Default::default()
