@@ -168,21 +168,20 @@ impl TestCgroup {
         Ok(())
     }
 
-    /// Best effort: a cgroup that holds processes cannot delegate on v2, so the test cgroup's
-    /// children get what the parent chain allows.
+    /// Makes the controllers available in the test cgroup (best effort: the parent may hold
+    /// processes, which v2 forbids for a cgroup that delegates).
     fn delegate_v2_controllers(&self) {
-        let Some(dir) = self.dirs.get("") else { return };
         let own = Path::new(CGROUP_ROOT).join(self.path.trim_start_matches('/'));
-        for target in [own.parent().map(Path::to_path_buf), Some(dir.clone())]
-            .into_iter()
-            .flatten()
-        {
-            for controller in V2_CONTROLLERS {
-                let _ = std::fs::write(
-                    target.join("cgroup.subtree_control"),
-                    format!("+{controller}"),
-                );
-            }
+        if let Some(parent) = own.parent() {
+            enable_v2_controllers(parent);
+        }
+    }
+
+    /// On v2, lets this cgroup's children use the controllers. The cgroup itself may then hold
+    /// no process (v2's no-internal-process rule): use it only as a parent afterwards.
+    pub fn delegate_to_children(&self) {
+        if let (Driver::V2, Some(dir)) = (self.driver, self.dirs.get("")) {
+            enable_v2_controllers(dir);
         }
     }
 }
@@ -199,6 +198,12 @@ impl Drop for TestCgroup {
         for dir in self.created.iter().rev() {
             let _ = std::fs::remove_dir(dir);
         }
+    }
+}
+
+fn enable_v2_controllers(dir: &Path) {
+    for controller in V2_CONTROLLERS {
+        let _ = std::fs::write(dir.join("cgroup.subtree_control"), format!("+{controller}"));
     }
 }
 

@@ -118,14 +118,21 @@ fn cgroup_is_below_our_own_and_removed_with_its_processes() {
         .to_path_buf();
     assert!(memory_dir.is_dir());
 
-    let mut sleeper = Command::new("sleep")
-        .arg("300")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn sleep");
-    cgroup.add_process(sleeper.id()).expect("join cgroup");
+    // Killed however the test ends: a leftover would hold the test runner's output open.
+    let mut sleeper = KillOnDrop(
+        Command::new("sleep")
+            .arg("300")
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn sleep"),
+    );
+    cgroup.add_process(sleeper.0.id()).expect("join cgroup");
     let procs = std::fs::read_to_string(memory_dir.join("cgroup.procs")).unwrap();
-    assert!(procs.lines().any(|l| l.trim() == sleeper.id().to_string()));
+    assert!(
+        procs
+            .lines()
+            .any(|l| l.trim() == sleeper.0.id().to_string())
+    );
 
     // A limit written in the driver's own file format reads back.
     let (file, value) = match cgroup.driver() {
@@ -145,12 +152,21 @@ fn cgroup_is_below_our_own_and_removed_with_its_processes() {
         .filter_map(|c| cgroup.dir(c).map(Path::to_path_buf))
         .collect();
     drop(cgroup);
-    let status = sleeper.wait().expect("reap sleep");
+    let status = sleeper.0.wait().expect("reap sleep");
     assert!(
         !status.success(),
         "the process in the cgroup was not killed"
     );
     for dir in dirs {
         assert!(!dir.exists(), "{} survived its guard", dir.display());
+    }
+}
+
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
