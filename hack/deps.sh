@@ -6,7 +6,7 @@ set -euo pipefail
 
 purpose=${1:-run}
 run_packages=(iproute2 busybox-static ca-certificates pkg-config protobuf-compiler libseccomp-dev)
-test_packages=(docker-registry skopeo apache2-utils containernetworking-plugins)
+test_packages=(docker-registry skopeo apache2-utils containernetworking-plugins containerd runc crun)
 
 case "$purpose" in
   run) wanted=("${run_packages[@]}") ;;

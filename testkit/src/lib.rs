@@ -4,6 +4,7 @@
 //! panics.
 
 pub mod cgroups;
+pub mod containerd;
 pub mod cri;
 pub mod digest;
 pub mod distribution;
