@@ -17,6 +17,7 @@ use capstan_proto::{
     PodSandboxStatusRequest, PullImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
     StartContainerRequest, StopPodSandboxRequest,
 };
+use capstan_testkit::cgroups::TestCgroup;
 use capstan_testkit::containerd::{ContainerdOptions, ContainerdProcess};
 use capstan_testkit::cri::CriClient;
 use capstan_testkit::images::{ManifestFormat, WEB_PAGE, WEB_PORT, catalog};
@@ -349,7 +350,10 @@ async fn reference_plugins_network_pods_under_capstan() {
     pull(&mut cri, &image).await;
 
     let logs = dir.path().join("logs");
-    let sandbox = pod_config("served", &logs, None);
+    // A guarded parent, so the pod's cgroups go with the test whatever happens.
+    let pods_cgroup = TestCgroup::new().unwrap();
+    pods_cgroup.delegate_to_children();
+    let sandbox = pod_config("served", &logs, Some(pods_cgroup.path()));
     let pod = run_pod(&mut cri, sandbox.clone(), || runtime.log()).await;
     let ip = pod_ip(&mut cri, &pod).await;
     assert!(

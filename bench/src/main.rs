@@ -94,7 +94,9 @@ async fn run(args: Args) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     let image = format!("{}/pause:1", registry.host());
     let work = tempfile::Builder::new()
-        .prefix("capstan-bench-")
+        // Short: Capstan's per-pod monitor socket lives under its run dir, and unix socket
+        // paths are limited to 108 bytes.
+        .prefix("cb-")
         .tempdir()
         .map_err(|e| e.to_string())?;
     let plugin_dir = plugin_dir(args.plugins, &capstan, work.path())?;
@@ -104,18 +106,18 @@ async fn run(args: Args) -> Result<(), String> {
         ("capstan", "10.201.0.0/16"),
         ("containerd", "10.202.0.0/16"),
     ] {
-        let dir = work.path().join(label);
+        let dir = work.path().join(&label[..3]);
         let bridge = capstan_testkit::names::unique(&format!("cb{}", &label[..3]), 15);
         let network = Network::write(&dir, &plugin_dir, &bridge, subnet)
             .map_err(|e| format!("write the CNI config: {e}"))?;
         tracing::info!(peer = label, "starting");
         let peer = match label {
             "capstan" => Peer::Capstan(
-                CapstanDaemon::start(&capstan, &dir.join("runtime"), &network, &registry.host())
+                CapstanDaemon::start(&capstan, &dir.join("r"), &network, &registry.host())
                     .await?,
             ),
             _ => {
-                Peer::containerd(&dir.join("containerd"), &network, &registry.host(), &image)
+                Peer::containerd(&dir.join("r"), &network, &registry.host(), &image)
                     .await?
             }
         };
