@@ -4,6 +4,7 @@
 //! can die and come back without any container noticing.
 
 pub mod containers;
+pub mod exec;
 pub mod logs;
 pub mod namespaces;
 pub mod protocol;

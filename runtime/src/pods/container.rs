@@ -397,6 +397,15 @@ fn container_state(container: &ContainerRecord) -> ContainerState {
     }
 }
 
+pub(super) fn find_container_in<'a>(state: &'a State, id: &str) -> Result<&'a ContainerRecord> {
+    find_container(state, id)
+}
+
+/// Whether the monitor recorded the container's exit.
+pub(super) fn has_exited(container: &ContainerRecord) -> bool {
+    exit_record(container).is_some()
+}
+
 fn find_container<'a>(state: &'a State, id: &str) -> Result<&'a ContainerRecord> {
     if id.is_empty() {
         return Err(PodError::Invalid("container_id is required".into()));

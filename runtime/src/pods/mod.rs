@@ -3,6 +3,7 @@
 
 mod container;
 pub mod error;
+mod exec;
 pub mod record;
 mod sandbox;
 mod spawn;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 pub use error::{PodError, Result};
+pub use exec::{ExecOutput, MAX_EXEC_OUTPUT};
 use record::{CONTAINER_FILE, ContainerRecord, SANDBOX_FILE, SandboxRecord};
 
 use crate::images::ImageManager;

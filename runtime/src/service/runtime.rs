@@ -279,9 +279,20 @@ impl RuntimeService for CriRuntimeService {
 
     async fn exec_sync(
         &self,
-        _request: Request<ExecSyncRequest>,
+        request: Request<ExecSyncRequest>,
     ) -> Result<Response<ExecSyncResponse>, Status> {
-        Err(not_implemented("ExecSync", "exec is not built yet"))
+        let request = request.into_inner();
+        let timeout = std::time::Duration::from_secs(request.timeout.max(0) as u64);
+        let output = self
+            .pods
+            .exec_sync(&request.container_id, request.cmd, timeout)
+            .await
+            .map_err(|e| e.status())?;
+        Ok(Response::new(ExecSyncResponse {
+            stdout: output.stdout,
+            stderr: output.stderr,
+            exit_code: output.exit_code,
+        }))
     }
 
     async fn exec(&self, _request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
