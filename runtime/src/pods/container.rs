@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use capstan_proto::{
-    Container, ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ImageSpec,
-    PodSandboxConfig,
+    Container, ContainerConfig, ContainerEventType, ContainerFilter, ContainerState,
+    ContainerStatus, ImageSpec, PodSandboxConfig,
 };
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
@@ -90,6 +90,7 @@ impl PodManager {
             Ok(()) => {
                 tracing::info!(%id, sandbox = %sandbox.id, name = %metadata.name, "container created");
                 state.containers.insert(id.clone(), container);
+                self.emit(&id, ContainerEventType::ContainerCreatedEvent);
                 Ok(id)
             }
             Err(error) => {
@@ -197,6 +198,7 @@ impl PodManager {
         started.started_at = started_at;
         record::save(&started.state_dir.join(CONTAINER_FILE), &started)?;
         tracing::info!(id = %started.id, "container started");
+        self.emit(&started.id, ContainerEventType::ContainerStartedEvent);
         state.containers.insert(started.id.clone(), started);
         Ok(())
     }
@@ -294,7 +296,29 @@ impl PodManager {
             )));
         }
         state.containers.remove(id);
+        self.emit(id, ContainerEventType::ContainerDeletedEvent);
         tracing::info!(%id, "container removed");
+        Ok(())
+    }
+
+    /// ReopenContainerLog: the monitor starts a new log file at the same path.
+    pub async fn reopen_container_log(&self, id: &str) -> Result<()> {
+        let state = self.state.lock().await;
+        let container = find_container(&state, id)?;
+        if container.started_at == 0 || exit_record(container).is_some() {
+            return Err(PodError::FailedPrecondition(format!(
+                "container {} is not running",
+                container.id
+            )));
+        }
+        let sandbox = find_sandbox(&state.sandboxes, &container.sandbox_id)?;
+        call_monitor(
+            &sandbox.run_dir,
+            Request::ReopenLog {
+                id: container.id.clone(),
+            },
+        )
+        .await?;
         Ok(())
     }
 

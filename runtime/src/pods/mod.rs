@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use capstan_proto::{ContainerEventResponse, ContainerEventType};
 use tokio::sync::Mutex;
 
 pub use error::{PodError, Result};
@@ -49,6 +50,7 @@ pub struct PodManager {
     network: PodNetwork,
     images: Arc<ImageManager>,
     state: Mutex<State>,
+    events: tokio::sync::broadcast::Sender<ContainerEventResponse>,
 }
 
 #[derive(Debug, Default)]
@@ -83,12 +85,27 @@ impl PodManager {
             containers = state.containers.len(),
             "adopted pods"
         );
+        let (events, _) = tokio::sync::broadcast::channel(1024);
+        for sandbox in state.sandboxes.values() {
+            watch_exits(&sandbox.run_dir, events.clone());
+        }
         Ok(PodManager {
             settings,
             network,
             images,
             state: Mutex::new(state),
+            events,
         })
+    }
+
+    /// Container lifecycle events from now on (CRI GetContainerEvents).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ContainerEventResponse> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, container_id: &str, kind: ContainerEventType) {
+        // No subscriber is not an error.
+        let _ = self.events.send(event(container_id, kind));
     }
 
     /// The cgroup of a pod whose request named no parent: below the runtime's default parent.
@@ -112,6 +129,41 @@ impl PodManager {
             .flat_map(|image| image.layers.into_iter().map(|l| l.diff_id))
             .collect()
     }
+}
+
+fn event(container_id: &str, kind: ContainerEventType) -> ContainerEventResponse {
+    ContainerEventResponse {
+        container_id: container_id.to_string(),
+        container_event_type: kind as i32,
+        created_at: record::now_nanos(),
+        ..Default::default()
+    }
+}
+
+/// Follows a pod monitor's exit events on a thread of its own (the monitor protocol is
+/// blocking) until the monitor goes away.
+fn watch_exits(run_dir: &Path, events: tokio::sync::broadcast::Sender<ContainerEventResponse>) {
+    use std::io::{BufRead, BufReader, Write};
+    let socket = run_dir.join(crate::monitor::SOCKET_NAME);
+    std::thread::spawn(move || {
+        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&socket) else {
+            return;
+        };
+        let mut request = serde_json::to_vec(&Request::Subscribe).unwrap_or_default();
+        request.push(b'\n');
+        if stream.write_all(&request).is_err() {
+            return;
+        }
+        let mut lines = BufReader::new(stream).lines();
+        let _ = lines.next(); // the Ok reply
+        for line in lines {
+            let Ok(line) = line else { return };
+            if let Ok(exit) = serde_json::from_str::<protocol::ExitEvent>(&line) {
+                tracing::debug!(id = %exit.id, code = exit.exit_code, "container exit event");
+                let _ = events.send(event(&exit.id, ContainerEventType::ContainerStoppedEvent));
+            }
+        }
+    });
 }
 
 /// Calls a pod's monitor from a blocking thread.

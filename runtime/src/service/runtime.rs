@@ -247,16 +247,6 @@ impl RuntimeService for CriRuntimeService {
         }))
     }
 
-    async fn get_container_events(
-        &self,
-        _request: Request<GetEventsRequest>,
-    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(not_implemented(
-            "GetContainerEvents",
-            "containers are not built yet",
-        ))
-    }
-
     async fn update_container_resources(
         &self,
         _request: Request<UpdateContainerResourcesRequest>,
@@ -267,14 +257,27 @@ impl RuntimeService for CriRuntimeService {
         ))
     }
 
+    async fn get_container_events(
+        &self,
+        _request: Request<GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        use tokio_stream::StreamExt;
+        let events = tokio_stream::wrappers::BroadcastStream::new(self.pods.subscribe())
+            // A subscriber too slow to keep up misses events; the kubelet's relist covers them.
+            .filter_map(|event| event.ok().map(Ok));
+        Ok(Response::new(Box::pin(events)))
+    }
+
     async fn reopen_container_log(
         &self,
-        _request: Request<ReopenContainerLogRequest>,
+        request: Request<ReopenContainerLogRequest>,
     ) -> Result<Response<ReopenContainerLogResponse>, Status> {
-        Err(not_implemented(
-            "ReopenContainerLog",
-            "container logs are not built yet",
-        ))
+        let id = request.into_inner().container_id;
+        self.pods
+            .reopen_container_log(&id)
+            .await
+            .map_err(|e| e.status())?;
+        Ok(Response::new(ReopenContainerLogResponse {}))
     }
 
     async fn exec_sync(

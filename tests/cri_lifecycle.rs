@@ -1,0 +1,274 @@
+//! Container events, log reopening, and containers that keep running and logging while the
+//! runtime is SIGKILLed and restarted.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use capstan_proto::{
+    ContainerConfig, ContainerEventType, ContainerMetadata, ContainerState, ContainerStatusRequest,
+    CreateContainerRequest, GetEventsRequest, ImageSpec, PodSandboxConfig, PodSandboxMetadata,
+    PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest, ReopenContainerLogRequest,
+    RunPodSandboxRequest, StartContainerRequest,
+};
+use capstan_testkit::cri::CriClient;
+use capstan_testkit::images::{ManifestFormat, catalog};
+use capstan_testkit::registry::LocalRegistry;
+use capstan_testkit::require_root;
+use common::{CniSetup, RuntimeProcess};
+use tokio_stream::StreamExt;
+
+struct Fixture {
+    _registry: LocalRegistry,
+    _cni: CniSetup,
+    dir: tempfile::TempDir,
+    config: String,
+    image: String,
+}
+
+fn fixture() -> Fixture {
+    let registry = LocalRegistry::start().unwrap();
+    registry
+        .client()
+        .push_image("shell", "1", &catalog().unwrap().shell, ManifestFormat::Oci)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cni = CniSetup::new(dir.path(), None);
+    let config = format!(
+        "[registry]\ninsecure = [\"{}\"]\n{}",
+        registry.host(),
+        cni.toml()
+    );
+    let image = format!("{}/shell:1", registry.host());
+    Fixture {
+        _registry: registry,
+        _cni: cni,
+        dir,
+        config,
+        image,
+    }
+}
+
+async fn pod_with_image(cri: &mut CriClient, fixture: &Fixture, name: &str) -> String {
+    cri.images
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: fixture.image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    cri.runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(PodSandboxConfig {
+                metadata: Some(PodSandboxMetadata {
+                    name: name.into(),
+                    namespace: "default".into(),
+                    uid: name.into(),
+                    attempt: 0,
+                }),
+                log_directory: fixture
+                    .dir
+                    .path()
+                    .join("logs")
+                    .join(name)
+                    .display()
+                    .to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id
+}
+
+async fn start(cri: &mut CriClient, pod: &str, image: &str, name: &str, script: &str) -> String {
+    let config = ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}.log"),
+        ..Default::default()
+    };
+    let id = cri
+        .runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(config),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    cri.runtime
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    id
+}
+
+async fn status(cri: &mut CriClient, id: &str) -> capstan_proto::ContainerStatus {
+    cri.runtime
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_follow_a_container_from_creation_to_deletion() {
+    require_root();
+    let fixture = fixture();
+    let runtime = RuntimeProcess::start(fixture.dir.path(), &fixture.config);
+    let mut cri = runtime.client().await;
+    let pod = pod_with_image(&mut cri, &fixture, "events").await;
+    let mut events = cri
+        .runtime
+        .get_container_events(GetEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+
+    let id = start(&mut cri, &pod, &fixture.image, "short", "sleep 0.3; exit 4").await;
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < 3 && Instant::now() < deadline {
+        let next = tokio::time::timeout(Duration::from_secs(10), events.next()).await;
+        let Ok(Some(Ok(event))) = next else { break };
+        if event.container_id == id {
+            seen.push(event.container_event_type);
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            ContainerEventType::ContainerCreatedEvent as i32,
+            ContainerEventType::ContainerStartedEvent as i32,
+            ContainerEventType::ContainerStoppedEvent as i32
+        ],
+        "the exit must be pushed, not found by polling"
+    );
+    assert_eq!(status(&mut cri, &id).await.exit_code, 4);
+    cri.runtime
+        .remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (next.container_id, next.container_event_type),
+        (id, ContainerEventType::ContainerDeletedEvent as i32)
+    );
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_keep_running_and_logging_through_a_runtime_sigkill() {
+    require_root();
+    let fixture = fixture();
+    let mut runtime = RuntimeProcess::start(fixture.dir.path(), &fixture.config);
+    let mut cri = runtime.client().await;
+    let pod = pod_with_image(&mut cri, &fixture, "durable").await;
+    let ticker = start(
+        &mut cri,
+        &pod,
+        &fixture.image,
+        "ticker",
+        "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.05; done",
+    )
+    .await;
+    let finisher = start(
+        &mut cri,
+        &pod,
+        &fixture.image,
+        "finisher",
+        "sleep 1.5; exit 5",
+    )
+    .await;
+    let log = status(&mut cri, &ticker).await.log_path;
+    drop(cri);
+
+    runtime.stop_with("KILL");
+    let lines_at_kill = std::fs::read_to_string(&log).unwrap().lines().count();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lines_later = std::fs::read_to_string(&log).unwrap().lines().count();
+    assert!(
+        lines_later > lines_at_kill + 5,
+        "the container stopped logging without its runtime ({lines_at_kill} -> {lines_later})"
+    );
+
+    let runtime = RuntimeProcess::start(fixture.dir.path(), &fixture.config);
+    let mut cri = runtime.client().await;
+    let ticking = status(&mut cri, &ticker).await;
+    assert_eq!(
+        ticking.state,
+        ContainerState::ContainerRunning as i32,
+        "a restart must not disturb a running container"
+    );
+    let finished = status(&mut cri, &finisher).await;
+    assert_eq!(
+        (finished.state, finished.exit_code),
+        (ContainerState::ContainerExited as i32, 5),
+        "exits while the runtime was down keep their real code"
+    );
+
+    // ReopenContainerLog: after the log is moved away, new lines go to a new file at the path.
+    let moved = format!("{log}.moved");
+    std::fs::rename(&log, &moved).unwrap();
+    cri.runtime
+        .reopen_container_log(ReopenContainerLogRequest {
+            container_id: ticker.clone(),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fresh = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        fresh.lines().count() > 2 && fresh.lines().all(|l| l.contains(" stdout F tick ")),
+        "{fresh}"
+    );
+    let error = cri
+        .runtime
+        .reopen_container_log(ReopenContainerLogRequest {
+            container_id: finisher.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::FailedPrecondition);
+
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+    assert!(capstan_testkit::mounts::mounted_under(fixture.dir.path()).is_empty());
+}
