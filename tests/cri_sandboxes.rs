@@ -312,3 +312,93 @@ async fn sandboxes_survive_a_sigkill_of_the_runtime() {
     assert!(mounted_under(dir.path()).is_empty());
     assert_eq!(ipam_allocations(&cni), 0);
 }
+
+fn host_state(setup: &CniSetup) -> (usize, Vec<String>, usize, usize) {
+    let mounts = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .count();
+    let mut links = host_links();
+    links.sort();
+    let own = capstan_testkit::cgroups::own_path().unwrap();
+    let pods_cgroup = std::path::Path::new("/sys/fs/cgroup/memory")
+        .join(own.trim_start_matches('/'))
+        .join("capstan-pods");
+    let cgroups = std::fs::read_dir(&pods_cgroup)
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("pod-"))
+                .count()
+        })
+        .unwrap_or(0);
+    (mounts, links, cgroups, ipam_allocations(setup))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_hundred_sandbox_cycles_leak_nothing() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let cni = CniSetup::new(dir.path(), None);
+    let runtime = RuntimeProcess::start(dir.path(), &cni.toml());
+    let mut cri = runtime.client().await;
+    // One pod first, so the bridge (which outlives pods by design) exists in both counts.
+    let warm = cri
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod("warm-up")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: warm,
+        })
+        .await
+        .unwrap();
+    let before = host_state(&cni);
+
+    for cycle in 0..100 {
+        let id = cri
+            .runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pod(&format!("cycle-{cycle}"))),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("cycle {cycle}: {e}"))
+            .into_inner()
+            .pod_sandbox_id;
+        cri.runtime
+            .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+            .await
+            .unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
+    }
+
+    let after = host_state(&cni);
+    assert_eq!(before.0, after.0, "mount count changed");
+    assert_eq!(before.1, after.1, "links changed");
+    assert_eq!(before.2, after.2, "pod cgroups changed");
+    assert_eq!((before.3, after.3), (0, 0), "IP allocations left");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("run/pods"))
+            .unwrap()
+            .count(),
+        0,
+        "pod run dirs left"
+    );
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("state/pods"))
+            .unwrap()
+            .count(),
+        0,
+        "pod state dirs left"
+    );
+    let monitors = std::process::Command::new("pgrep")
+        .args(["-f", &format!("monitor --run-dir {}", dir.path().display())])
+        .output()
+        .unwrap();
+    assert!(monitors.stdout.is_empty(), "pod monitors left running");
+}
