@@ -272,3 +272,75 @@ async fn containers_keep_running_and_logging_through_a_runtime_sigkill() {
         .unwrap();
     assert!(capstan_testkit::mounts::mounted_under(fixture.dir.path()).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_over_its_memory_limit_is_reported_oom_killed() {
+    require_root();
+    let fixture = fixture();
+    let runtime = RuntimeProcess::start(fixture.dir.path(), &fixture.config);
+    let mut cri = runtime.client().await;
+    let pod = pod_with_image(&mut cri, &fixture, "hungry").await;
+    let config = ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: "hog".into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: fixture.image.clone(),
+            ..Default::default()
+        }),
+        // A shell variable that keeps growing: 200 MiB against a 32 MiB limit.
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "x=$(head -c 209715200 /dev/zero | tr '\\0' a); echo survived".into(),
+        ],
+        linux: Some(capstan_proto::LinuxContainerConfig {
+            resources: Some(capstan_proto::LinuxContainerResources {
+                memory_limit_in_bytes: 32 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        log_path: "hog.log".into(),
+        ..Default::default()
+    };
+    let id = cri
+        .runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(config),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    cri.runtime
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ended = loop {
+        let now = status(&mut cri, &id).await;
+        if now.state == ContainerState::ContainerExited as i32 {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "the hog was never stopped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        ended.reason, "OOMKilled",
+        "exit {} with reason {:?}",
+        ended.exit_code, ended.reason
+    );
+    assert_ne!(ended.exit_code, 0);
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
