@@ -344,3 +344,85 @@ async fn a_container_over_its_memory_limit_is_reported_oom_killed() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_report_cpu_memory_and_the_writable_layer() {
+    require_root();
+    let fixture = fixture();
+    let runtime = RuntimeProcess::start(fixture.dir.path(), &fixture.config);
+    let mut cri = runtime.client().await;
+    let pod = pod_with_image(&mut cri, &fixture, "measured").await;
+    // 20 MiB in a tmpfs is charged to the container's memory cgroup and cannot be reclaimed.
+    let script = "dd if=/dev/zero of=/scratch.bin bs=1M count=3 2>/dev/null; dd if=/dev/zero of=/dev/shm/fill bs=1M count=20 2>/dev/null; echo ready; sleep 60";
+    let id = start(&mut cri, &pod, &fixture.image, "busy", script).await;
+    let log = status(&mut cri, &id).await.log_path;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("ready")
+    {
+        assert!(Instant::now() < deadline, "the container never got ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let stats = cri
+        .runtime
+        .container_stats(capstan_proto::ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let working_set = stats.memory.unwrap().working_set_bytes.unwrap().value;
+    assert!(
+        working_set > 15_000_000,
+        "working set {working_set} does not show the 20 MiB in /dev/shm"
+    );
+    assert!(stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    let layer = stats.writable_layer.unwrap().used_bytes.unwrap().value;
+    assert!(
+        layer >= 3 << 20,
+        "writable layer {layer} misses the 3 MiB file"
+    );
+
+    let listed = cri
+        .runtime
+        .list_container_stats(capstan_proto::ListContainerStatsRequest {
+            filter: Some(capstan_proto::ContainerStatsFilter {
+                pod_sandbox_id: pod.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 1);
+    let pod_stats = cri
+        .runtime
+        .pod_sandbox_stats(capstan_proto::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap()
+        .linux
+        .unwrap();
+    assert_eq!(pod_stats.containers.len(), 1);
+    let pod_memory = pod_stats.memory.unwrap().working_set_bytes.unwrap().value;
+    assert!(
+        pod_memory >= working_set / 2,
+        "pod working set {pod_memory} below its container's"
+    );
+    assert!(pod_stats.process.unwrap().process_count.unwrap().value >= 1);
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}

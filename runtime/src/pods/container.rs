@@ -82,7 +82,13 @@ impl PodManager {
             started_at: 0,
             log_path,
             state_dir,
+            cgroups_path: String::new(),
         };
+        let cgroup_parent = sandbox_cgroup_parent(&sandbox.config)
+            .unwrap_or_else(|| self.default_pod_cgroup(&sandbox.id));
+        let mut container = container;
+        container.cgroups_path =
+            format!("{}/{}", cgroup_parent.trim_end_matches('/'), container.id);
         match self
             .prepare(&sandbox, &sandbox_config, &container, &image)
             .await
@@ -122,15 +128,9 @@ impl PodManager {
         let pod_files = write_pod_files(sandbox)?;
         let options = namespace_options(&sandbox.config);
         let ns_dir = sandbox.run_dir.join(crate::monitor::NS_DIR);
-        let cgroup_parent = sandbox_cgroup_parent(&sandbox.config)
-            .unwrap_or_else(|| self.default_pod_cgroup(&sandbox.id));
         let inputs = SpecInputs {
             rootfs: rootfs.clone(),
-            cgroups_path: PathBuf::from(format!(
-                "{}/{}",
-                cgroup_parent.trim_end_matches('/'),
-                container.id
-            )),
+            cgroups_path: PathBuf::from(&container.cgroups_path),
             namespace_paths: NamespacePaths {
                 network: sandbox.own_network.then(|| ns_dir.join("net")),
                 ipc: (options.ipc != capstan_proto::NamespaceMode::Node as i32)

@@ -1,12 +1,14 @@
 //! Pod sandboxes and their containers: the pod monitor per pod, CNI networking, records that
 //! survive restarts.
 
+mod cgroup_stats;
 mod container;
 pub mod error;
 mod exec;
 pub mod record;
 mod sandbox;
 mod spawn;
+mod stats;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -280,6 +280,52 @@ impl RuntimeService for CriRuntimeService {
         Ok(Response::new(ReopenContainerLogResponse {}))
     }
 
+    async fn container_stats(
+        &self,
+        request: Request<ContainerStatsRequest>,
+    ) -> Result<Response<ContainerStatsResponse>, Status> {
+        let id = request.into_inner().container_id;
+        let stats = self
+            .pods
+            .container_stats(&id)
+            .await
+            .map_err(|e| e.status())?;
+        Ok(Response::new(ContainerStatsResponse { stats: Some(stats) }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        request: Request<ListContainerStatsRequest>,
+    ) -> Result<Response<ListContainerStatsResponse>, Status> {
+        let stats = self
+            .pods
+            .list_container_stats(request.into_inner().filter)
+            .await;
+        Ok(Response::new(ListContainerStatsResponse { stats }))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        request: Request<PodSandboxStatsRequest>,
+    ) -> Result<Response<PodSandboxStatsResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        let stats = self.pods.sandbox_stats(&id).await.map_err(|e| e.status())?;
+        Ok(Response::new(PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        request: Request<ListPodSandboxStatsRequest>,
+    ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
+        let stats = self
+            .pods
+            .list_sandbox_stats(request.into_inner().filter)
+            .await;
+        Ok(Response::new(ListPodSandboxStatsResponse { stats }))
+    }
+
     async fn exec_sync(
         &self,
         request: Request<ExecSyncRequest>,
@@ -322,46 +368,6 @@ impl RuntimeService for CriRuntimeService {
         Err(not_implemented(
             "PortForward",
             "the streaming server is not built yet",
-        ))
-    }
-
-    async fn container_stats(
-        &self,
-        _request: Request<ContainerStatsRequest>,
-    ) -> Result<Response<ContainerStatsResponse>, Status> {
-        Err(not_implemented(
-            "ContainerStats",
-            "container stats are not built yet",
-        ))
-    }
-
-    async fn list_container_stats(
-        &self,
-        _request: Request<ListContainerStatsRequest>,
-    ) -> Result<Response<ListContainerStatsResponse>, Status> {
-        Err(not_implemented(
-            "ListContainerStats",
-            "container stats are not built yet",
-        ))
-    }
-
-    async fn pod_sandbox_stats(
-        &self,
-        _request: Request<PodSandboxStatsRequest>,
-    ) -> Result<Response<PodSandboxStatsResponse>, Status> {
-        Err(not_implemented(
-            "PodSandboxStats",
-            "sandbox stats are not built yet",
-        ))
-    }
-
-    async fn list_pod_sandbox_stats(
-        &self,
-        _request: Request<ListPodSandboxStatsRequest>,
-    ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
-        Err(not_implemented(
-            "ListPodSandboxStats",
-            "sandbox stats are not built yet",
         ))
     }
 
