@@ -274,7 +274,7 @@ async fn containers_keep_running_and_logging_through_a_runtime_sigkill() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_container_over_its_memory_limit_is_reported_oom_killed() {
+async fn a_container_over_its_cgroup_memory_limit_is_reported_oom_killed() {
     require_root();
     let fixture = fixture();
     let runtime = RuntimeProcess::start(fixture.dir.path(), &fixture.config);
@@ -346,7 +346,7 @@ async fn a_container_over_its_memory_limit_is_reported_oom_killed() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn stats_report_cpu_memory_and_the_writable_layer() {
+async fn stats_report_cgroup_cpu_memory_and_the_writable_layer() {
     require_root();
     let fixture = fixture();
     let runtime = RuntimeProcess::start(fixture.dir.path(), &fixture.config);
@@ -419,6 +419,103 @@ async fn stats_report_cpu_memory_and_the_writable_layer() {
         "pod working set {pod_memory} below its container's"
     );
     assert!(pod_stats.process.unwrap().process_count.unwrap().value >= 1);
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cgroup_limits_of_a_running_container_can_be_updated() {
+    require_root();
+    let fixture = fixture();
+    let runtime = RuntimeProcess::start(fixture.dir.path(), &fixture.config);
+    let mut cri = runtime.client().await;
+    let pod = pod_with_image(&mut cri, &fixture, "resized").await;
+    let id = start(&mut cri, &pod, &fixture.image, "sleeper", "sleep 60").await;
+    cri.runtime
+        .update_container_resources(capstan_proto::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(capstan_proto::LinuxContainerResources {
+                memory_limit_in_bytes: 96 << 20,
+                cpu_quota: 50_000,
+                cpu_period: 100_000,
+                cpu_shares: 512,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Read back from the cgroup files of the host's driver.
+    let own = capstan_testkit::cgroups::own_path().unwrap();
+    let container_cgroup = format!(
+        "{}/capstan-pods/pod-{}/{}",
+        own.trim_end_matches('/').trim_start_matches('/'),
+        &pod[..12],
+        id
+    );
+    let read = |path: String| {
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .trim()
+            .to_string()
+    };
+    match capstan_testkit::cgroups::driver() {
+        capstan_testkit::cgroups::Driver::V1 => {
+            assert_eq!(
+                read(format!(
+                    "/sys/fs/cgroup/memory/{container_cgroup}/memory.limit_in_bytes"
+                )),
+                (96u64 << 20).to_string()
+            );
+            assert_eq!(
+                read(format!(
+                    "/sys/fs/cgroup/cpu/{container_cgroup}/cpu.cfs_quota_us"
+                )),
+                "50000"
+            );
+            assert_eq!(
+                read(format!("/sys/fs/cgroup/cpu/{container_cgroup}/cpu.shares")),
+                "512"
+            );
+        }
+        capstan_testkit::cgroups::Driver::V2 => {
+            assert_eq!(
+                read(format!("/sys/fs/cgroup/{container_cgroup}/memory.max")),
+                (96u64 << 20).to_string()
+            );
+            assert_eq!(
+                read(format!("/sys/fs/cgroup/{container_cgroup}/cpu.max")),
+                "50000 100000"
+            );
+            let weight = capstan_runtime::cgroups::cpu_shares_to_weight(512).to_string();
+            assert_eq!(
+                read(format!("/sys/fs/cgroup/{container_cgroup}/cpu.weight")),
+                weight
+            );
+        }
+    }
+    let error = cri
+        .runtime
+        .update_container_resources(capstan_proto::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(capstan_proto::LinuxContainerResources {
+                memory_limit_in_bytes: -5,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
+    assert!(
+        error.message().contains("memory_limit_in_bytes"),
+        "{}",
+        error.message()
+    );
     cri.runtime
         .remove_pod_sandbox(RemovePodSandboxRequest {
             pod_sandbox_id: pod,

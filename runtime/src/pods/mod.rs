@@ -9,6 +9,7 @@ pub mod record;
 mod sandbox;
 mod spawn;
 mod stats;
+mod update;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

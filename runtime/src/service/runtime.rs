@@ -249,12 +249,17 @@ impl RuntimeService for CriRuntimeService {
 
     async fn update_container_resources(
         &self,
-        _request: Request<UpdateContainerResourcesRequest>,
+        request: Request<UpdateContainerResourcesRequest>,
     ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
-        Err(not_implemented(
-            "UpdateContainerResources",
-            "containers are not built yet",
-        ))
+        let request = request.into_inner();
+        let resources = request
+            .linux
+            .ok_or_else(|| Status::invalid_argument("linux is required"))?;
+        self.pods
+            .update_container_resources(&request.container_id, &resources)
+            .await
+            .map_err(|e| e.status())?;
+        Ok(Response::new(UpdateContainerResourcesResponse {}))
     }
 
     async fn get_container_events(
