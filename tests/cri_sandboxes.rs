@@ -402,3 +402,89 @@ async fn a_hundred_sandbox_cycles_leak_nothing() {
         .unwrap();
     assert!(monitors.stdout.is_empty(), "pod monitors left running");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_sweeps_debris_and_notices_dead_monitors() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let cni = CniSetup::new(dir.path(), None);
+    let mut runtime = RuntimeProcess::start(dir.path(), &cni.toml());
+    let mut cri = runtime.client().await;
+    let id = cri
+        .runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod("orphaned")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    drop(cri);
+    runtime.stop_with("KILL");
+    // While the runtime is down, its pod monitor dies, and a crash left a pinned namespace of a
+    // pod that never got a record.
+    let monitor = format!(
+        "monitor --run-dir {}",
+        dir.path().join("run/pods").join(&id).display()
+    );
+    std::process::Command::new("pkill")
+        .args(["-KILL", "-f", &monitor])
+        .status()
+        .unwrap();
+    let stray = dir.path().join("run/pods/strayfeed");
+    std::fs::create_dir_all(stray.join("ns")).unwrap();
+    std::fs::File::create(stray.join("ns/net")).unwrap();
+    let ns = capstan_testkit::netns::NetNs::new("swp").unwrap();
+    nix::mount::mount(
+        Some(ns.path()),
+        &stray.join("ns/net"),
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+
+    let runtime = RuntimeProcess::start(dir.path(), &cni.toml());
+    let mut cri = runtime.client().await;
+    assert!(
+        !stray.exists(),
+        "the stray pod directory was not swept:\n{}",
+        runtime.log()
+    );
+    assert!(mounted_under(&stray).is_empty());
+    assert!(
+        runtime.log().contains("swept a pod run directory"),
+        "sweeps must be logged"
+    );
+    let status = cri
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: id.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap();
+    assert_eq!(
+        status.state,
+        PodSandboxState::SandboxNotready as i32,
+        "a sandbox without its monitor is not ready"
+    );
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .unwrap();
+    assert!(
+        mounted_under(dir.path()).is_empty(),
+        "{:?}",
+        mounted_under(dir.path())
+    );
+    assert_eq!(
+        ipam_allocations(&cni),
+        0,
+        "removing the dead pod must still release its IP"
+    );
+}
