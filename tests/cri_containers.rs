@@ -19,7 +19,7 @@ use capstan_testkit::images::{ManifestFormat, WEB_PAGE, catalog};
 use capstan_testkit::mounts::mounted_under;
 use capstan_testkit::registry::LocalRegistry;
 use capstan_testkit::require_root;
-use common::{CniSetup, RuntimeProcess};
+use common::{CniSetup, RuntimeProcess, container_status as status};
 use tonic::Code;
 
 fn container(name: &str, image: &str, command: &[&str], args: &[&str]) -> ContainerConfig {
@@ -59,19 +59,6 @@ async fn run(cri: &mut CriClient, pod: &str, config: ContainerConfig) -> String 
         .await
         .unwrap_or_else(|e| panic!("start: {e}"));
     id
-}
-
-async fn status(cri: &mut CriClient, id: &str) -> capstan_proto::ContainerStatus {
-    cri.runtime
-        .container_status(ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
 }
 
 async fn wait_exited(cri: &mut CriClient, id: &str) -> capstan_proto::ContainerStatus {

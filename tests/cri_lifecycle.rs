@@ -6,16 +6,16 @@ mod common;
 use std::time::{Duration, Instant};
 
 use capstan_proto::{
-    ContainerConfig, ContainerEventType, ContainerMetadata, ContainerState, ContainerStatusRequest,
-    CreateContainerRequest, GetEventsRequest, ImageSpec, PodSandboxConfig, PodSandboxMetadata,
-    PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest, ReopenContainerLogRequest,
+    ContainerConfig, ContainerEventType, ContainerMetadata, ContainerState, CreateContainerRequest,
+    GetEventsRequest, ImageSpec, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, ReopenContainerLogRequest,
     RunPodSandboxRequest, StartContainerRequest,
 };
 use capstan_testkit::cri::CriClient;
 use capstan_testkit::images::{ManifestFormat, catalog};
 use capstan_testkit::registry::LocalRegistry;
 use capstan_testkit::require_root;
-use common::{CniSetup, RuntimeProcess};
+use common::{CniSetup, RuntimeProcess, container_status as status};
 use tokio_stream::StreamExt;
 
 struct Fixture {
@@ -118,19 +118,6 @@ async fn start(cri: &mut CriClient, pod: &str, image: &str, name: &str, script: 
         .await
         .unwrap();
     id
-}
-
-async fn status(cri: &mut CriClient, id: &str) -> capstan_proto::ContainerStatus {
-    cri.runtime
-        .container_status(ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
