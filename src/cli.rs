@@ -45,6 +45,9 @@ pub enum Command {
     /// The per-pod monitor the runtime starts (internal: not for people to run).
     #[command(hide = true)]
     Monitor(MonitorArgs),
+    /// Runs a command inside a container of a pod (internal: ExecSync's helper).
+    #[command(hide = true)]
+    ExecIn(ExecInArgs),
     /// Manage this host's pod network by hand (e.g. overlay peers).
     Network(NetworkArgs),
     /// Manage the runtime's local images without a registry.
@@ -202,4 +205,21 @@ pub struct PeerArgs {
     /// does (0e:ca followed by the address).
     #[arg(long, value_name = "MAC")]
     pub mac: Option<String>,
+}
+
+/// Flags of the internal `capstan exec-in`.
+#[derive(Debug, Args)]
+pub struct ExecInArgs {
+    /// The pod monitor's libcontainer root.
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// The container ID.
+    #[arg(long)]
+    pub id: String,
+    /// Where to write the host pid of the started process.
+    #[arg(long, value_name = "FILE")]
+    pub pid_file: PathBuf,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub argv: Vec<String>,
 }

@@ -17,7 +17,10 @@ fn main() -> ExitCode {
         return capstan_cni::run_plugin(plugin);
     }
     let cli = Cli::parse();
-    if let Err(message) = logging::init(cli.log_format, &cli.log_level) {
+    // exec-in's stdout and stderr are the exec'd command's: nothing of ours may go there.
+    let quiet = matches!(cli.command, Command::ExecIn(_));
+    if let Err(message) = logging::init(cli.log_format, if quiet { "off" } else { &cli.log_level })
+    {
         eprintln!("capstan: {message}");
         return ExitCode::from(2);
     }
@@ -50,6 +53,16 @@ enum CommandError {
 /// Runs the subcommand; its exit status is its own (a CNI plugin's is defined by the CNI spec).
 fn dispatch(command: Command) -> Result<ExitCode, CommandError> {
     let (command, missing) = match command {
+        Command::ExecIn(args) => {
+            let code =
+                capstan_runtime::monitor::exec::run(capstan_runtime::monitor::exec::ExecOptions {
+                    root: args.root,
+                    id: args.id,
+                    pid_file: args.pid_file,
+                    argv: args.argv,
+                });
+            std::process::exit(code);
+        }
         Command::Monitor(args) => {
             let code = capstan_runtime::monitor::run(monitor_options(args));
             std::process::exit(code);

@@ -10,16 +10,16 @@ use std::time::{Duration, Instant};
 
 use capstan_proto::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
-    CreateContainerRequest, ImageSpec, ListContainersRequest, PodSandboxConfig, PodSandboxMetadata,
-    PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    CreateContainerRequest, ExecSyncRequest, ImageSpec, ListContainersRequest, PodSandboxConfig,
+    PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
 };
 use capstan_testkit::cri::CriClient;
 use capstan_testkit::images::{ManifestFormat, WEB_PAGE, catalog};
 use capstan_testkit::mounts::mounted_under;
 use capstan_testkit::registry::LocalRegistry;
 use capstan_testkit::require_root;
-use common::{CniSetup, RuntimeProcess};
+use common::{CniSetup, RuntimeProcess, container_status as status};
 use tonic::Code;
 
 fn container(name: &str, image: &str, command: &[&str], args: &[&str]) -> ContainerConfig {
@@ -59,19 +59,6 @@ async fn run(cri: &mut CriClient, pod: &str, config: ContainerConfig) -> String 
         .await
         .unwrap_or_else(|e| panic!("start: {e}"));
     id
-}
-
-async fn status(cri: &mut CriClient, id: &str) -> capstan_proto::ContainerStatus {
-    cri.runtime
-        .container_status(ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap()
 }
 
 async fn wait_exited(cri: &mut CriClient, id: &str) -> capstan_proto::ContainerStatus {
@@ -274,6 +261,54 @@ async fn containers_run_share_the_pod_network_and_report_how_they_ended() {
     assert_eq!(
         status(&mut cri, &web).await.state,
         ContainerState::ContainerRunning as i32
+    );
+    let exec = |cmd: &[&str], timeout: i64| ExecSyncRequest {
+        container_id: web.clone(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    };
+    let out = cri
+        .runtime
+        .exec_sync(exec(&["hostname"], 10))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (String::from_utf8_lossy(&out.stdout).trim(), out.exit_code),
+        ("app-host", 0)
+    );
+    let out = cri
+        .runtime
+        .exec_sync(exec(&["sh", "-c", "echo to-err >&2; exit 7"], 10))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (String::from_utf8_lossy(&out.stderr).trim(), out.exit_code),
+        ("to-err", 7)
+    );
+    let started = Instant::now();
+    let error = cri
+        .runtime
+        .exec_sync(exec(&["sleep", "30"], 1))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::DeadlineExceeded, "{}", error.message());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let error = cri
+        .runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: client.clone(),
+            cmd: vec!["true".into()],
+            timeout: 5,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        error.code(),
+        Code::FailedPrecondition,
+        "exec in an exited container: {}",
+        error.message()
     );
     // httpd is PID 1 of its namespace and ignores SIGTERM: the grace period runs out, SIGKILL.
     let stopping = Instant::now();

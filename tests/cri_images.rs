@@ -70,8 +70,17 @@ async fn serves_version_status_and_images_over_its_socket() {
         .find(|c| c.r#type == "RuntimeReady")
         .unwrap();
     assert!(
-        !ready.status && !ready.reason.is_empty(),
-        "readiness must not be claimed yet"
+        ready.status,
+        "the runtime must report ready: {}",
+        ready.message
+    );
+    let network = conditions
+        .iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .unwrap();
+    assert!(
+        !network.status && network.message.contains("CNI"),
+        "no CNI config, no network: {network:?}"
     );
     let config = cri
         .runtime

@@ -238,3 +238,17 @@ pub fn host_links() -> Vec<String> {
         .map(|name| name.split('@').next().unwrap_or(name).to_string())
         .collect()
 }
+
+/// The status of container `id`, which must exist.
+pub async fn container_status(cri: &mut CriClient, id: &str) -> capstan_proto::ContainerStatus {
+    cri.runtime
+        .container_status(capstan_proto::ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+}

@@ -146,25 +146,12 @@ impl ContentStore {
     /// Removes a blob; a missing one is not an error.
     pub fn remove(&self, digest: &str) -> Result<()> {
         let path = self.path(digest)?;
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(ImageError::io("remove blob", path)(e))
-            }
-            _ => Ok(()),
-        }
+        ignore_missing(std::fs::remove_file(&path)).map_err(ImageError::io("remove blob", path))
     }
 
     /// Digests of every stored blob.
     pub fn list(&self) -> Vec<String> {
-        std::fs::read_dir(&self.blobs)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .map(|e| format!("sha256:{}", e.file_name().to_string_lossy()))
-                    .filter(|d| validate_digest(d).is_ok())
-                    .collect()
-            })
-            .unwrap_or_default()
+        digests_named_in(&self.blobs)
     }
 
     fn ingest_path(&self) -> PathBuf {
@@ -204,5 +191,26 @@ impl ContentStore {
         }
         let target = self.path(digest)?;
         std::fs::rename(source, &target).map_err(ImageError::io("commit blob", &target))
+    }
+}
+
+/// The `sha256:<hex>` digests that name the entries of `dir` (other names are ignored).
+pub(crate) fn digests_named_in(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| format!("sha256:{}", e.file_name().to_string_lossy()))
+                .filter(|d| validate_digest(d).is_ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A removal of something already gone succeeds.
+pub(crate) fn ignore_missing(outcome: std::io::Result<()>) -> std::io::Result<()> {
+    match outcome {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
     }
 }

@@ -11,7 +11,7 @@ pub mod registry;
 pub mod snapshots;
 pub mod store;
 mod unpack;
-mod usage;
+pub mod usage;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

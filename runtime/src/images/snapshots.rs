@@ -84,24 +84,12 @@ impl SnapshotStore {
     /// Removes a snapshot; a missing one is not an error.
     pub fn remove(&self, diff_id: &str) -> Result<()> {
         let path = self.path(diff_id)?;
-        match std::fs::remove_dir_all(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(ImageError::io("remove snapshot", path)(e))
-            }
-            _ => Ok(()),
-        }
+        super::content::ignore_missing(std::fs::remove_dir_all(&path))
+            .map_err(ImageError::io("remove snapshot", path))
     }
 
     /// Diff IDs of every snapshot.
     pub fn list(&self) -> Vec<String> {
-        std::fs::read_dir(&self.root)
-            .map(|entries| {
-                entries
-                    .flatten()
-                    .map(|e| format!("sha256:{}", e.file_name().to_string_lossy()))
-                    .filter(|d| validate_digest(d).is_ok())
-                    .collect()
-            })
-            .unwrap_or_default()
+        super::content::digests_named_in(&self.root)
     }
 }

@@ -195,11 +195,20 @@ impl Containers {
             .collect()
     }
 
-    /// Records the end of the container whose init was `pid`, if any.
-    pub fn on_exit(&mut self, pid: i32, exit_code: i32, signal: Option<i32>) {
-        let Some((id, held)) = self.held.iter_mut().find(|(_, h)| h.pid == pid) else {
-            return;
-        };
+    /// Reopens the container's log file.
+    pub fn reopen_log(&mut self, id: &str) -> Result<(), String> {
+        let held = self.get(id)?;
+        match held.log.as_mut() {
+            Some(log) => log
+                .reopen()
+                .map_err(|e| format!("reopen the log of {id}: {e}")),
+            None => Err(format!("container {id} has no log")),
+        }
+    }
+
+    /// Records the end of the container whose init was `pid`, if any; returns its ID.
+    pub fn on_exit(&mut self, pid: i32, exit_code: i32, signal: Option<i32>) -> Option<String> {
+        let (id, held) = self.held.iter_mut().find(|(_, h)| h.pid == pid)?;
         held.phase = Phase::Exited(exit_code);
         let record = ExitRecord {
             exit_code,
@@ -215,6 +224,7 @@ impl Containers {
             tracing::error!(%id, path = %path.display(), error = %e, "cannot record the exit");
         }
         tracing::info!(%id, pid, exit_code, oom = record.oom_killed, "container exited");
+        Some(id.clone())
     }
 
     /// The output pipes still open, for polling: (container, stream, fd).

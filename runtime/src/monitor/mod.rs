@@ -4,6 +4,7 @@
 //! can die and come back without any container noticing.
 
 pub mod containers;
+pub mod exec;
 pub mod logs;
 pub mod namespaces;
 pub mod protocol;
@@ -74,6 +75,7 @@ fn serve(options: &MonitorOptions) -> Result<(), String> {
     announce_ready()?;
     tracing::info!(run_dir = %options.run_dir.display(), pid = std::process::id(), "pod monitor serving");
 
+    let mut subscribers: Vec<UnixStream> = Vec::new();
     let mut shutting_down = false;
     while !shutting_down {
         let outputs = containers.outputs();
@@ -109,7 +111,9 @@ fn serve(options: &MonitorOptions) -> Result<(), String> {
         if signals_ready {
             for signal in signals.drain() {
                 if signal == nix::libc::SIGCHLD {
-                    reap(&mut containers);
+                    for event in reap(&mut containers) {
+                        publish(&mut subscribers, &event);
+                    }
                 } else {
                     tracing::info!(signal, "pod monitor told to stop");
                     shutting_down = true;
@@ -118,8 +122,10 @@ fn serve(options: &MonitorOptions) -> Result<(), String> {
         }
         if listener_ready {
             while let Ok((stream, _)) = listener.accept() {
-                if handle(stream, &mut containers) {
-                    shutting_down = true;
+                match handle(stream, &mut containers) {
+                    Outcome::Done => {}
+                    Outcome::Shutdown => shutting_down = true,
+                    Outcome::Subscribed(stream) => subscribers.push(stream),
                 }
             }
         }
@@ -141,16 +147,45 @@ fn announce_ready() -> Result<(), String> {
     Ok(())
 }
 
-/// Serves one request; returns whether it asked the monitor to shut down.
-fn handle(stream: UnixStream, containers: &mut Containers) -> bool {
+/// What serving one connection led to.
+enum Outcome {
+    /// Replied; the connection is closed.
+    Done,
+    /// Replied; the monitor is to shut down.
+    Shutdown,
+    /// The connection stays open for exit events.
+    Subscribed(UnixStream),
+}
+
+/// Sends an exit event to every subscriber, dropping those that hung up or stall.
+fn publish(subscribers: &mut Vec<UnixStream>, event: &protocol::ExitEvent) {
+    let Ok(mut line) = serde_json::to_vec(event) else {
+        return;
+    };
+    line.push(b'\n');
+    subscribers.retain_mut(|stream| (&*stream).write_all(&line).is_ok());
+}
+
+/// Serves one request.
+fn handle(stream: UnixStream, containers: &mut Containers) -> Outcome {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
     let mut line = String::new();
     let mut reader = BufReader::new(std::io::Read::take(&stream, protocol::MAX_LINE as u64));
     if reader.read_line(&mut line).is_err() {
-        return false;
+        return Outcome::Done;
     }
-    let (reply, stop) = match serde_json::from_str::<Request>(&line) {
+    let request = serde_json::from_str::<Request>(&line);
+    if matches!(request, Ok(Request::Subscribe)) {
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+        let mut ok = serde_json::to_vec(&Reply::Ok).unwrap_or_default();
+        ok.push(b'\n');
+        return match (&stream).write_all(&ok) {
+            Ok(()) => Outcome::Subscribed(stream),
+            Err(_) => Outcome::Done,
+        };
+    }
+    let (reply, stop) = match request {
         Err(e) => (
             Reply::Error {
                 message: format!("bad request: {e}"),
@@ -163,7 +198,11 @@ fn handle(stream: UnixStream, containers: &mut Containers) -> bool {
         .unwrap_or_else(|_| b"{\"result\":\"error\",\"message\":\"reply\"}".to_vec());
     text.push(b'\n');
     let _ = (&stream).write_all(&text);
-    stop
+    if stop {
+        Outcome::Shutdown
+    } else {
+        Outcome::Done
+    }
 }
 
 fn dispatch(request: Request, containers: &mut Containers) -> (Reply, bool) {
@@ -175,21 +214,32 @@ fn dispatch(request: Request, containers: &mut Containers) -> (Reply, bool) {
         Request::Status => Ok(Reply::Status {
             containers: containers.reports(),
         }),
+        Request::ReopenLog { id } => containers.reopen_log(&id).map(|()| Reply::Ok),
+        // Handled before dispatch: it keeps the connection.
+        Request::Subscribe => Ok(Reply::Ok),
         Request::Shutdown => return (Reply::Ok, true),
     };
     let reply = outcome.unwrap_or_else(|message| Reply::Error { message });
     (reply, false)
 }
 
-fn reap(containers: &mut Containers) {
+/// Reaps every exited child; returns the exits of containers.
+fn reap(containers: &mut Containers) -> Vec<protocol::ExitEvent> {
+    let mut events = Vec::new();
     loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => containers.on_exit(pid.as_raw(), code, None),
+        let (pid, code, signal) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => (pid, code, None),
             Ok(WaitStatus::Signaled(pid, signal, _)) => {
-                containers.on_exit(pid.as_raw(), 128 + signal as i32, Some(signal as i32))
+                (pid, 128 + signal as i32, Some(signal as i32))
             }
-            Ok(WaitStatus::StillAlive) | Err(_) => return,
-            Ok(_) => {}
+            Ok(WaitStatus::StillAlive) | Err(_) => return events,
+            Ok(_) => continue,
+        };
+        if let Some(id) = containers.on_exit(pid.as_raw(), code, signal) {
+            events.push(protocol::ExitEvent {
+                id,
+                exit_code: code,
+            });
         }
     }
 }
@@ -197,7 +247,7 @@ fn reap(containers: &mut Containers) {
 fn shutdown(containers: &mut Containers, ns_dir: &Path, socket: &Path) -> Result<(), String> {
     containers.kill_all();
     for _ in 0..250 {
-        reap(containers);
+        let _ = reap(containers);
         if !containers.any_alive() {
             break;
         }

@@ -37,6 +37,13 @@ pub enum Request {
     },
     /// Report every container the monitor holds.
     Status,
+    /// Reopen a container's log file (after it was rotated away by someone else).
+    ReopenLog {
+        /// Container ID.
+        id: String,
+    },
+    /// Keep the connection and send an [`ExitEvent`] line whenever a container exits.
+    Subscribe,
     /// Kill everything, release the pod's namespaces and exit.
     Shutdown,
 }
@@ -52,6 +59,15 @@ pub struct CreateRequest {
     pub log_path: PathBuf,
     /// Directory where the monitor records the exit (`exit.json`).
     pub record_dir: PathBuf,
+}
+
+/// Sent to subscribers when a container exits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitEvent {
+    /// Container ID.
+    pub id: String,
+    /// Its exit status.
+    pub exit_code: i32,
 }
 
 /// A container as the monitor sees it.

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use capstan_proto::{
-    Container, ContainerConfig, ContainerFilter, ContainerState, ContainerStatus, ImageSpec,
-    PodSandboxConfig,
+    Container, ContainerConfig, ContainerEventType, ContainerFilter, ContainerState,
+    ContainerStatus, ImageSpec, PodSandboxConfig,
 };
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
@@ -82,7 +82,13 @@ impl PodManager {
             started_at: 0,
             log_path,
             state_dir,
+            cgroups_path: String::new(),
         };
+        let cgroup_parent = sandbox_cgroup_parent(&sandbox.config)
+            .unwrap_or_else(|| self.default_pod_cgroup(&sandbox.id));
+        let mut container = container;
+        container.cgroups_path =
+            format!("{}/{}", cgroup_parent.trim_end_matches('/'), container.id);
         match self
             .prepare(&sandbox, &sandbox_config, &container, &image)
             .await
@@ -90,6 +96,7 @@ impl PodManager {
             Ok(()) => {
                 tracing::info!(%id, sandbox = %sandbox.id, name = %metadata.name, "container created");
                 state.containers.insert(id.clone(), container);
+                self.emit(&id, ContainerEventType::ContainerCreatedEvent);
                 Ok(id)
             }
             Err(error) => {
@@ -121,15 +128,9 @@ impl PodManager {
         let pod_files = write_pod_files(sandbox)?;
         let options = namespace_options(&sandbox.config);
         let ns_dir = sandbox.run_dir.join(crate::monitor::NS_DIR);
-        let cgroup_parent = sandbox_cgroup_parent(&sandbox.config)
-            .unwrap_or_else(|| self.default_pod_cgroup(&sandbox.id));
         let inputs = SpecInputs {
             rootfs: rootfs.clone(),
-            cgroups_path: PathBuf::from(format!(
-                "{}/{}",
-                cgroup_parent.trim_end_matches('/'),
-                container.id
-            )),
+            cgroups_path: PathBuf::from(&container.cgroups_path),
             namespace_paths: NamespacePaths {
                 network: sandbox.own_network.then(|| ns_dir.join("net")),
                 ipc: (options.ipc != capstan_proto::NamespaceMode::Node as i32)
@@ -197,6 +198,7 @@ impl PodManager {
         started.started_at = started_at;
         record::save(&started.state_dir.join(CONTAINER_FILE), &started)?;
         tracing::info!(id = %started.id, "container started");
+        self.emit(&started.id, ContainerEventType::ContainerStartedEvent);
         state.containers.insert(started.id.clone(), started);
         Ok(())
     }
@@ -294,7 +296,29 @@ impl PodManager {
             )));
         }
         state.containers.remove(id);
+        self.emit(id, ContainerEventType::ContainerDeletedEvent);
         tracing::info!(%id, "container removed");
+        Ok(())
+    }
+
+    /// ReopenContainerLog: the monitor starts a new log file at the same path.
+    pub async fn reopen_container_log(&self, id: &str) -> Result<()> {
+        let state = self.state.lock().await;
+        let container = find_container(&state, id)?;
+        if container.started_at == 0 || exit_record(container).is_some() {
+            return Err(PodError::FailedPrecondition(format!(
+                "container {} is not running",
+                container.id
+            )));
+        }
+        let sandbox = find_sandbox(&state.sandboxes, &container.sandbox_id)?;
+        call_monitor(
+            &sandbox.run_dir,
+            Request::ReopenLog {
+                id: container.id.clone(),
+            },
+        )
+        .await?;
         Ok(())
     }
 
@@ -395,6 +419,15 @@ fn container_state(container: &ContainerRecord) -> ContainerState {
     } else {
         ContainerState::ContainerCreated
     }
+}
+
+pub(super) fn find_container_in<'a>(state: &'a State, id: &str) -> Result<&'a ContainerRecord> {
+    find_container(state, id)
+}
+
+/// Whether the monitor recorded the container's exit.
+pub(super) fn has_exited(container: &ContainerRecord) -> bool {
+    exit_record(container).is_some()
 }
 
 fn find_container<'a>(state: &'a State, id: &str) -> Result<&'a ContainerRecord> {

@@ -26,6 +26,9 @@ pub enum PodError {
     /// The image is missing or broken.
     #[error(transparent)]
     Image(#[from] ImageError),
+    /// A deadline passed.
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// The pod monitor failed or could not be reached.
     #[error("{0}")]
     Monitor(String),
@@ -43,6 +46,7 @@ impl PodError {
             PodError::NotFound(_) => Status::not_found(message),
             PodError::AlreadyExists(_) => Status::already_exists(message),
             PodError::FailedPrecondition(_) => Status::failed_precondition(message),
+            PodError::DeadlineExceeded(_) => Status::deadline_exceeded(message),
             PodError::Image(e) => crate::service::image_status_of(e),
             PodError::Network(_) | PodError::Monitor(_) | PodError::Internal(_) => {
                 Status::internal(message)

@@ -1,19 +1,25 @@
 //! Pod sandboxes and their containers: the pod monitor per pod, CNI networking, records that
 //! survive restarts.
 
+mod cgroup_stats;
 mod container;
 pub mod error;
+mod exec;
 pub mod record;
 mod sandbox;
 mod spawn;
+mod stats;
+mod update;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use capstan_proto::{ContainerEventResponse, ContainerEventType};
 use tokio::sync::Mutex;
 
 pub use error::{PodError, Result};
+pub use exec::{ExecOutput, MAX_EXEC_OUTPUT};
 use record::{CONTAINER_FILE, ContainerRecord, SANDBOX_FILE, SandboxRecord};
 
 use crate::images::ImageManager;
@@ -47,6 +53,7 @@ pub struct PodManager {
     network: PodNetwork,
     images: Arc<ImageManager>,
     state: Mutex<State>,
+    events: tokio::sync::broadcast::Sender<ContainerEventResponse>,
 }
 
 #[derive(Debug, Default)]
@@ -81,12 +88,28 @@ impl PodManager {
             containers = state.containers.len(),
             "adopted pods"
         );
+        sweep(&settings, &mut state);
+        let (events, _) = tokio::sync::broadcast::channel(1024);
+        for sandbox in state.sandboxes.values() {
+            watch_exits(&sandbox.run_dir, events.clone());
+        }
         Ok(PodManager {
             settings,
             network,
             images,
             state: Mutex::new(state),
+            events,
         })
+    }
+
+    /// Container lifecycle events from now on (CRI GetContainerEvents).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<ContainerEventResponse> {
+        self.events.subscribe()
+    }
+
+    fn emit(&self, container_id: &str, kind: ContainerEventType) {
+        // No subscriber is not an error.
+        let _ = self.events.send(event(container_id, kind));
     }
 
     /// The cgroup of a pod whose request named no parent: below the runtime's default parent.
@@ -110,6 +133,85 @@ impl PodManager {
             .flat_map(|image| image.layers.into_iter().map(|l| l.diff_id))
             .collect()
     }
+}
+
+/// Removes what a crash between two steps can leave: pod run directories and container
+/// directories with no record (their namespace pins and rootfs mounts included), and marks
+/// sandboxes whose monitor is gone as not ready. Logs everything it removes.
+fn sweep(settings: &PodSettings, state: &mut State) {
+    if let Ok(entries) = std::fs::read_dir(&settings.run_root) {
+        for entry in entries.flatten() {
+            let id = entry.file_name().to_string_lossy().into_owned();
+            if state.sandboxes.contains_key(&id) {
+                continue;
+            }
+            let dir = entry.path();
+            let _ = crate::monitor::namespaces::release(&dir.join(crate::monitor::NS_DIR));
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {
+                    tracing::info!(dir = %dir.display(), "swept a pod run directory without a record")
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot sweep a pod run directory")
+                }
+            }
+        }
+    }
+    for sandbox in state.sandboxes.values_mut() {
+        if let Ok(entries) = std::fs::read_dir(sandbox.state_dir.join("containers")) {
+            for entry in entries.flatten() {
+                let id = entry.file_name().to_string_lossy().into_owned();
+                if state.containers.contains_key(&id) {
+                    continue;
+                }
+                let dir = entry.path();
+                let _ = nix::mount::umount2(&dir.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
+                if std::fs::remove_dir_all(&dir).is_ok() {
+                    tracing::info!(dir = %dir.display(), "swept a container directory without a record");
+                }
+            }
+        }
+        let socket = sandbox.run_dir.join(crate::monitor::SOCKET_NAME);
+        if sandbox.ready && std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            tracing::warn!(id = %sandbox.id, "the pod monitor is gone: sandbox marked not ready");
+            sandbox.ready = false;
+        }
+    }
+}
+
+fn event(container_id: &str, kind: ContainerEventType) -> ContainerEventResponse {
+    ContainerEventResponse {
+        container_id: container_id.to_string(),
+        container_event_type: kind as i32,
+        created_at: record::now_nanos(),
+        ..Default::default()
+    }
+}
+
+/// Follows a pod monitor's exit events on a thread of its own (the monitor protocol is
+/// blocking) until the monitor goes away.
+fn watch_exits(run_dir: &Path, events: tokio::sync::broadcast::Sender<ContainerEventResponse>) {
+    use std::io::{BufRead, BufReader, Write};
+    let socket = run_dir.join(crate::monitor::SOCKET_NAME);
+    std::thread::spawn(move || {
+        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(&socket) else {
+            return;
+        };
+        let mut request = serde_json::to_vec(&Request::Subscribe).unwrap_or_default();
+        request.push(b'\n');
+        if stream.write_all(&request).is_err() {
+            return;
+        }
+        let mut lines = BufReader::new(stream).lines();
+        let _ = lines.next(); // the Ok reply
+        for line in lines {
+            let Ok(line) = line else { return };
+            if let Ok(exit) = serde_json::from_str::<protocol::ExitEvent>(&line) {
+                tracing::debug!(id = %exit.id, code = exit.exit_code, "container exit event");
+                let _ = events.send(event(&exit.id, ContainerEventType::ContainerStoppedEvent));
+            }
+        }
+    });
 }
 
 /// Calls a pod's monitor from a blocking thread.

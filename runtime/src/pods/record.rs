@@ -57,6 +57,9 @@ pub struct ContainerRecord {
     pub log_path: PathBuf,
     /// State directory (bundle, rootfs, exit record).
     pub state_dir: PathBuf,
+    /// The container's cgroup (absolute within the hierarchy).
+    #[serde(default)]
+    pub cgroups_path: String,
 }
 
 /// Writes a record atomically.

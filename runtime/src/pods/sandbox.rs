@@ -64,6 +64,7 @@ impl PodManager {
         match self.bring_up(sandbox, host_ipc).await {
             Ok(sandbox) => {
                 tracing::info!(%id, pod = %metadata.name, namespace = %metadata.namespace, ips = ?sandbox.ips, "sandbox running");
+                super::watch_exits(&sandbox.run_dir, self.events.clone());
                 state.sandboxes.insert(id.clone(), sandbox);
                 Ok(id)
             }

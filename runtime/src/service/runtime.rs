@@ -247,41 +247,106 @@ impl RuntimeService for CriRuntimeService {
         }))
     }
 
+    async fn update_container_resources(
+        &self,
+        request: Request<UpdateContainerResourcesRequest>,
+    ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
+        let request = request.into_inner();
+        let resources = request
+            .linux
+            .ok_or_else(|| Status::invalid_argument("linux is required"))?;
+        self.pods
+            .update_container_resources(&request.container_id, &resources)
+            .await
+            .map_err(|e| e.status())?;
+        Ok(Response::new(UpdateContainerResourcesResponse {}))
+    }
+
     async fn get_container_events(
         &self,
         _request: Request<GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(not_implemented(
-            "GetContainerEvents",
-            "containers are not built yet",
-        ))
-    }
-
-    async fn update_container_resources(
-        &self,
-        _request: Request<UpdateContainerResourcesRequest>,
-    ) -> Result<Response<UpdateContainerResourcesResponse>, Status> {
-        Err(not_implemented(
-            "UpdateContainerResources",
-            "containers are not built yet",
-        ))
+        use tokio_stream::StreamExt;
+        let events = tokio_stream::wrappers::BroadcastStream::new(self.pods.subscribe())
+            // A subscriber too slow to keep up misses events; the kubelet's relist covers them.
+            .filter_map(|event| event.ok().map(Ok));
+        Ok(Response::new(Box::pin(events)))
     }
 
     async fn reopen_container_log(
         &self,
-        _request: Request<ReopenContainerLogRequest>,
+        request: Request<ReopenContainerLogRequest>,
     ) -> Result<Response<ReopenContainerLogResponse>, Status> {
-        Err(not_implemented(
-            "ReopenContainerLog",
-            "container logs are not built yet",
-        ))
+        let id = request.into_inner().container_id;
+        self.pods
+            .reopen_container_log(&id)
+            .await
+            .map_err(|e| e.status())?;
+        Ok(Response::new(ReopenContainerLogResponse {}))
+    }
+
+    async fn container_stats(
+        &self,
+        request: Request<ContainerStatsRequest>,
+    ) -> Result<Response<ContainerStatsResponse>, Status> {
+        let id = request.into_inner().container_id;
+        let stats = self
+            .pods
+            .container_stats(&id)
+            .await
+            .map_err(|e| e.status())?;
+        Ok(Response::new(ContainerStatsResponse { stats: Some(stats) }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        request: Request<ListContainerStatsRequest>,
+    ) -> Result<Response<ListContainerStatsResponse>, Status> {
+        let stats = self
+            .pods
+            .list_container_stats(request.into_inner().filter)
+            .await;
+        Ok(Response::new(ListContainerStatsResponse { stats }))
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        request: Request<PodSandboxStatsRequest>,
+    ) -> Result<Response<PodSandboxStatsResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        let stats = self.pods.sandbox_stats(&id).await.map_err(|e| e.status())?;
+        Ok(Response::new(PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        request: Request<ListPodSandboxStatsRequest>,
+    ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
+        let stats = self
+            .pods
+            .list_sandbox_stats(request.into_inner().filter)
+            .await;
+        Ok(Response::new(ListPodSandboxStatsResponse { stats }))
     }
 
     async fn exec_sync(
         &self,
-        _request: Request<ExecSyncRequest>,
+        request: Request<ExecSyncRequest>,
     ) -> Result<Response<ExecSyncResponse>, Status> {
-        Err(not_implemented("ExecSync", "exec is not built yet"))
+        let request = request.into_inner();
+        let timeout = std::time::Duration::from_secs(request.timeout.max(0) as u64);
+        let output = self
+            .pods
+            .exec_sync(&request.container_id, request.cmd, timeout)
+            .await
+            .map_err(|e| e.status())?;
+        Ok(Response::new(ExecSyncResponse {
+            stdout: output.stdout,
+            stderr: output.stderr,
+            exit_code: output.exit_code,
+        }))
     }
 
     async fn exec(&self, _request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
@@ -308,46 +373,6 @@ impl RuntimeService for CriRuntimeService {
         Err(not_implemented(
             "PortForward",
             "the streaming server is not built yet",
-        ))
-    }
-
-    async fn container_stats(
-        &self,
-        _request: Request<ContainerStatsRequest>,
-    ) -> Result<Response<ContainerStatsResponse>, Status> {
-        Err(not_implemented(
-            "ContainerStats",
-            "container stats are not built yet",
-        ))
-    }
-
-    async fn list_container_stats(
-        &self,
-        _request: Request<ListContainerStatsRequest>,
-    ) -> Result<Response<ListContainerStatsResponse>, Status> {
-        Err(not_implemented(
-            "ListContainerStats",
-            "container stats are not built yet",
-        ))
-    }
-
-    async fn pod_sandbox_stats(
-        &self,
-        _request: Request<PodSandboxStatsRequest>,
-    ) -> Result<Response<PodSandboxStatsResponse>, Status> {
-        Err(not_implemented(
-            "PodSandboxStats",
-            "sandbox stats are not built yet",
-        ))
-    }
-
-    async fn list_pod_sandbox_stats(
-        &self,
-        _request: Request<ListPodSandboxStatsRequest>,
-    ) -> Result<Response<ListPodSandboxStatsResponse>, Status> {
-        Err(not_implemented(
-            "ListPodSandboxStats",
-            "sandbox stats are not built yet",
         ))
     }
 

@@ -1,0 +1,101 @@
+//! `capstan exec-in`: runs one process inside an existing container (libcontainer's tenant
+//! builder), waits for it and exits with its status. A short-lived process per exec, as
+//! `runc exec` is, so neither the async daemon nor the pod's monitor forks from its own
+//! threads or blocks its loop.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use libcontainer::container::builder::ContainerBuilder;
+use libcontainer::syscall::syscall::SyscallType;
+use libcontainer::workload::default::DefaultExecutor;
+use nix::fcntl::OFlag;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{Pid, pipe2};
+
+/// What to run where.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// The pod monitor's libcontainer root.
+    pub root: PathBuf,
+    /// The container.
+    pub id: String,
+    /// Where the exec'd process's host pid is written (so the caller can kill it on timeout).
+    pub pid_file: PathBuf,
+    /// The command.
+    pub argv: Vec<String>,
+}
+
+/// Runs the process with this process's stdout and stderr; returns the exit code to exit with
+/// (126 when it could not be started, as shells do).
+pub fn run(options: ExecOptions) -> i32 {
+    match exec(&options) {
+        Ok(code) => code,
+        Err(message) => {
+            eprintln!("capstan exec-in: {message}");
+            126
+        }
+    }
+}
+
+fn exec(options: &ExecOptions) -> Result<i32, String> {
+    if options.argv.is_empty() {
+        return Err("no command given".into());
+    }
+    // The process ends up our grandchild; as subreaper we can wait for it.
+    nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("become subreaper: {e}"))?;
+    // stdin must be a pipe, not /dev/null (libcontainer reopens that read-only); closing the
+    // write end gives the process EOF.
+    let (stdin_read, stdin_write) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let stdout = std::io::stdout().as_fd_owned()?;
+    let stderr = std::io::stderr().as_fd_owned()?;
+    let pid = ContainerBuilder::new(options.id.clone(), SyscallType::default())
+        .with_executor(DefaultExecutor {})
+        .with_root_path(&options.root)
+        .map_err(|e| format!("libcontainer root {}: {e}", options.root.display()))?
+        .with_pid_file(Some(&options.pid_file))
+        .map_err(|e| format!("pid file: {e}"))?
+        .with_stdin(stdin_read)
+        .with_stdout(stdout)
+        .with_stderr(stderr)
+        .as_tenant()
+        .with_container_args(options.argv.clone())
+        .with_detach(true)
+        .build()
+        .map_err(|e| format!("exec in container {}: {e}", options.id))?;
+    drop(stdin_write);
+    wait_for(pid)
+}
+
+fn wait_for(pid: Pid) -> Result<i32, String> {
+    loop {
+        match waitpid(Pid::from_raw(-1), None) {
+            Ok(WaitStatus::Exited(done, code)) if done == pid => return Ok(code),
+            Ok(WaitStatus::Signaled(done, signal, _)) if done == pid => {
+                return Ok(128 + signal as i32);
+            }
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(nix::errno::Errno::ECHILD) => {
+                // Not our descendant after all (should not happen): poll until it is gone.
+                while nix::sys::signal::kill(pid, None).is_ok() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                return Err(format!("lost track of process {pid}"));
+            }
+            Err(e) => return Err(format!("wait: {e}")),
+        }
+    }
+}
+
+trait DupFd {
+    fn as_fd_owned(&self) -> Result<std::os::fd::OwnedFd, String>;
+}
+
+impl<T: std::os::fd::AsFd> DupFd for T {
+    fn as_fd_owned(&self) -> Result<std::os::fd::OwnedFd, String> {
+        self.as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| format!("dup stdio: {e}"))
+    }
+}

@@ -1,0 +1,512 @@
+//! Container events, log reopening, and containers that keep running and logging while the
+//! runtime is SIGKILLed and restarted.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use capstan_proto::{
+    ContainerConfig, ContainerEventType, ContainerMetadata, ContainerState, CreateContainerRequest,
+    GetEventsRequest, ImageSpec, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, ReopenContainerLogRequest,
+    RunPodSandboxRequest, StartContainerRequest,
+};
+use capstan_testkit::cri::CriClient;
+use capstan_testkit::images::{ManifestFormat, catalog};
+use capstan_testkit::registry::LocalRegistry;
+use capstan_testkit::require_root;
+use common::{CniSetup, RuntimeProcess, container_status as status};
+use tokio_stream::StreamExt;
+
+struct Fixture {
+    _registry: LocalRegistry,
+    _cni: CniSetup,
+    dir: tempfile::TempDir,
+    config: String,
+    image: String,
+}
+
+fn fixture() -> Fixture {
+    let registry = LocalRegistry::start().unwrap();
+    registry
+        .client()
+        .push_image("shell", "1", &catalog().unwrap().shell, ManifestFormat::Oci)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cni = CniSetup::new(dir.path(), None);
+    let config = format!(
+        "[registry]\ninsecure = [\"{}\"]\n{}",
+        registry.host(),
+        cni.toml()
+    );
+    let image = format!("{}/shell:1", registry.host());
+    Fixture {
+        _registry: registry,
+        _cni: cni,
+        dir,
+        config,
+        image,
+    }
+}
+
+async fn pod_with_image(cri: &mut CriClient, fixture: &Fixture, name: &str) -> String {
+    cri.images
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: fixture.image.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    cri.runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(PodSandboxConfig {
+                metadata: Some(PodSandboxMetadata {
+                    name: name.into(),
+                    namespace: "default".into(),
+                    uid: name.into(),
+                    attempt: 0,
+                }),
+                log_directory: fixture
+                    .dir
+                    .path()
+                    .join("logs")
+                    .join(name)
+                    .display()
+                    .to_string(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id
+}
+
+async fn start(cri: &mut CriClient, pod: &str, image: &str, name: &str, script: &str) -> String {
+    let config = ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        log_path: format!("{name}.log"),
+        ..Default::default()
+    };
+    let id = cri
+        .runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(config),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    cri.runtime
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    id
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn events_follow_a_container_from_creation_to_deletion() {
+    require_root();
+    let fixture = fixture();
+    let runtime = RuntimeProcess::start(fixture.dir.path(), &fixture.config);
+    let mut cri = runtime.client().await;
+    let pod = pod_with_image(&mut cri, &fixture, "events").await;
+    let mut events = cri
+        .runtime
+        .get_container_events(GetEventsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+
+    let id = start(&mut cri, &pod, &fixture.image, "short", "sleep 0.3; exit 4").await;
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < 3 && Instant::now() < deadline {
+        let next = tokio::time::timeout(Duration::from_secs(10), events.next()).await;
+        let Ok(Some(Ok(event))) = next else { break };
+        if event.container_id == id {
+            seen.push(event.container_event_type);
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            ContainerEventType::ContainerCreatedEvent as i32,
+            ContainerEventType::ContainerStartedEvent as i32,
+            ContainerEventType::ContainerStoppedEvent as i32
+        ],
+        "the exit must be pushed, not found by polling"
+    );
+    assert_eq!(status(&mut cri, &id).await.exit_code, 4);
+    cri.runtime
+        .remove_container(RemoveContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let next = tokio::time::timeout(Duration::from_secs(10), events.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (next.container_id, next.container_event_type),
+        (id, ContainerEventType::ContainerDeletedEvent as i32)
+    );
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn containers_keep_running_and_logging_through_a_runtime_sigkill() {
+    require_root();
+    let fixture = fixture();
+    let mut runtime = RuntimeProcess::start(fixture.dir.path(), &fixture.config);
+    let mut cri = runtime.client().await;
+    let pod = pod_with_image(&mut cri, &fixture, "durable").await;
+    let ticker = start(
+        &mut cri,
+        &pod,
+        &fixture.image,
+        "ticker",
+        "i=0; while true; do echo tick $i; i=$((i+1)); sleep 0.05; done",
+    )
+    .await;
+    let finisher = start(
+        &mut cri,
+        &pod,
+        &fixture.image,
+        "finisher",
+        "sleep 1.5; exit 5",
+    )
+    .await;
+    let log = status(&mut cri, &ticker).await.log_path;
+    drop(cri);
+
+    runtime.stop_with("KILL");
+    let lines_at_kill = std::fs::read_to_string(&log).unwrap().lines().count();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let lines_later = std::fs::read_to_string(&log).unwrap().lines().count();
+    assert!(
+        lines_later > lines_at_kill + 5,
+        "the container stopped logging without its runtime ({lines_at_kill} -> {lines_later})"
+    );
+
+    let runtime = RuntimeProcess::start(fixture.dir.path(), &fixture.config);
+    let mut cri = runtime.client().await;
+    let ticking = status(&mut cri, &ticker).await;
+    assert_eq!(
+        ticking.state,
+        ContainerState::ContainerRunning as i32,
+        "a restart must not disturb a running container"
+    );
+    let finished = status(&mut cri, &finisher).await;
+    assert_eq!(
+        (finished.state, finished.exit_code),
+        (ContainerState::ContainerExited as i32, 5),
+        "exits while the runtime was down keep their real code"
+    );
+
+    // ReopenContainerLog: after the log is moved away, new lines go to a new file at the path.
+    let moved = format!("{log}.moved");
+    std::fs::rename(&log, &moved).unwrap();
+    cri.runtime
+        .reopen_container_log(ReopenContainerLogRequest {
+            container_id: ticker.clone(),
+        })
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fresh = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        fresh.lines().count() > 2 && fresh.lines().all(|l| l.contains(" stdout F tick ")),
+        "{fresh}"
+    );
+    let error = cri
+        .runtime
+        .reopen_container_log(ReopenContainerLogRequest {
+            container_id: finisher.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::FailedPrecondition);
+
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+    assert!(capstan_testkit::mounts::mounted_under(fixture.dir.path()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_container_over_its_cgroup_memory_limit_is_reported_oom_killed() {
+    require_root();
+    let fixture = fixture();
+    let runtime = RuntimeProcess::start(fixture.dir.path(), &fixture.config);
+    let mut cri = runtime.client().await;
+    let pod = pod_with_image(&mut cri, &fixture, "hungry").await;
+    let config = ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: "hog".into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: fixture.image.clone(),
+            ..Default::default()
+        }),
+        // A shell variable that keeps growing: 200 MiB against a 32 MiB limit.
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "x=$(head -c 209715200 /dev/zero | tr '\\0' a); echo survived".into(),
+        ],
+        linux: Some(capstan_proto::LinuxContainerConfig {
+            resources: Some(capstan_proto::LinuxContainerResources {
+                memory_limit_in_bytes: 32 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        log_path: "hog.log".into(),
+        ..Default::default()
+    };
+    let id = cri
+        .runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(config),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    cri.runtime
+        .start_container(StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ended = loop {
+        let now = status(&mut cri, &id).await;
+        if now.state == ContainerState::ContainerExited as i32 {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "the hog was never stopped");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(
+        ended.reason, "OOMKilled",
+        "exit {} with reason {:?}",
+        ended.exit_code, ended.reason
+    );
+    assert_ne!(ended.exit_code, 0);
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stats_report_cgroup_cpu_memory_and_the_writable_layer() {
+    require_root();
+    let fixture = fixture();
+    let runtime = RuntimeProcess::start(fixture.dir.path(), &fixture.config);
+    let mut cri = runtime.client().await;
+    let pod = pod_with_image(&mut cri, &fixture, "measured").await;
+    // 20 MiB in a tmpfs is charged to the container's memory cgroup and cannot be reclaimed.
+    let script = "dd if=/dev/zero of=/scratch.bin bs=1M count=3 2>/dev/null; dd if=/dev/zero of=/dev/shm/fill bs=1M count=20 2>/dev/null; echo ready; sleep 60";
+    let id = start(&mut cri, &pod, &fixture.image, "busy", script).await;
+    let log = status(&mut cri, &id).await.log_path;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("ready")
+    {
+        assert!(Instant::now() < deadline, "the container never got ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let stats = cri
+        .runtime
+        .container_stats(capstan_proto::ContainerStatsRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap();
+    let working_set = stats.memory.unwrap().working_set_bytes.unwrap().value;
+    assert!(
+        working_set > 15_000_000,
+        "working set {working_set} does not show the 20 MiB in /dev/shm"
+    );
+    assert!(stats.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 0);
+    let layer = stats.writable_layer.unwrap().used_bytes.unwrap().value;
+    assert!(
+        layer >= 3 << 20,
+        "writable layer {layer} misses the 3 MiB file"
+    );
+
+    let listed = cri
+        .runtime
+        .list_container_stats(capstan_proto::ListContainerStatsRequest {
+            filter: Some(capstan_proto::ContainerStatsFilter {
+                pod_sandbox_id: pod.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 1);
+    let pod_stats = cri
+        .runtime
+        .pod_sandbox_stats(capstan_proto::PodSandboxStatsRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats
+        .unwrap()
+        .linux
+        .unwrap();
+    assert_eq!(pod_stats.containers.len(), 1);
+    let pod_memory = pod_stats.memory.unwrap().working_set_bytes.unwrap().value;
+    assert!(
+        pod_memory >= working_set / 2,
+        "pod working set {pod_memory} below its container's"
+    );
+    assert!(pod_stats.process.unwrap().process_count.unwrap().value >= 1);
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cgroup_limits_of_a_running_container_can_be_updated() {
+    require_root();
+    let fixture = fixture();
+    let runtime = RuntimeProcess::start(fixture.dir.path(), &fixture.config);
+    let mut cri = runtime.client().await;
+    let pod = pod_with_image(&mut cri, &fixture, "resized").await;
+    let id = start(&mut cri, &pod, &fixture.image, "sleeper", "sleep 60").await;
+    cri.runtime
+        .update_container_resources(capstan_proto::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(capstan_proto::LinuxContainerResources {
+                memory_limit_in_bytes: 96 << 20,
+                cpu_quota: 50_000,
+                cpu_period: 100_000,
+                cpu_shares: 512,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Read back from the cgroup files of the host's driver.
+    let own = capstan_testkit::cgroups::own_path().unwrap();
+    let container_cgroup = format!(
+        "{}/capstan-pods/pod-{}/{}",
+        own.trim_end_matches('/').trim_start_matches('/'),
+        &pod[..12],
+        id
+    );
+    let read = |path: String| {
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
+            .trim()
+            .to_string()
+    };
+    match capstan_testkit::cgroups::driver() {
+        capstan_testkit::cgroups::Driver::V1 => {
+            assert_eq!(
+                read(format!(
+                    "/sys/fs/cgroup/memory/{container_cgroup}/memory.limit_in_bytes"
+                )),
+                (96u64 << 20).to_string()
+            );
+            assert_eq!(
+                read(format!(
+                    "/sys/fs/cgroup/cpu/{container_cgroup}/cpu.cfs_quota_us"
+                )),
+                "50000"
+            );
+            assert_eq!(
+                read(format!("/sys/fs/cgroup/cpu/{container_cgroup}/cpu.shares")),
+                "512"
+            );
+        }
+        capstan_testkit::cgroups::Driver::V2 => {
+            assert_eq!(
+                read(format!("/sys/fs/cgroup/{container_cgroup}/memory.max")),
+                (96u64 << 20).to_string()
+            );
+            assert_eq!(
+                read(format!("/sys/fs/cgroup/{container_cgroup}/cpu.max")),
+                "50000 100000"
+            );
+            let weight = capstan_runtime::cgroups::cpu_shares_to_weight(512).to_string();
+            assert_eq!(
+                read(format!("/sys/fs/cgroup/{container_cgroup}/cpu.weight")),
+                weight
+            );
+        }
+    }
+    let error = cri
+        .runtime
+        .update_container_resources(capstan_proto::UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(capstan_proto::LinuxContainerResources {
+                memory_limit_in_bytes: -5,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), tonic::Code::InvalidArgument);
+    assert!(
+        error.message().contains("memory_limit_in_bytes"),
+        "{}",
+        error.message()
+    );
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}
