@@ -113,13 +113,9 @@ async fn run(args: Args) -> Result<(), String> {
         tracing::info!(peer = label, "starting");
         let peer = match label {
             "capstan" => Peer::Capstan(
-                CapstanDaemon::start(&capstan, &dir.join("r"), &network, &registry.host())
-                    .await?,
+                CapstanDaemon::start(&capstan, &dir.join("r"), &network, &registry.host()).await?,
             ),
-            _ => {
-                Peer::containerd(&dir.join("r"), &network, &registry.host(), &image)
-                    .await?
-            }
+            _ => Peer::containerd(&dir.join("r"), &network, &registry.host(), &image).await?,
         };
         let results = measure::run(&peer, label, &image, args.pods, &dir.join("logs")).await;
         // The peer and its pods go before the next one starts, so neither competes.

@@ -27,7 +27,9 @@ fn shims_of(socket: &Path) -> usize {
                 .collect();
             args.first()
                 .is_some_and(|a| a.ends_with("containerd-shim-runc-v2"))
-                && args.windows(2).any(|w| w[0] == "-address" && w[1] == socket)
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == "-address" && w[1] == socket)
         })
         .count()
 }
@@ -88,9 +90,17 @@ async fn a_pod_left_running_is_removed_with_the_fixture() {
 
     let socket = containerd.socket();
     let shim_socket = Path::new("/run/containerd/s").join(hex::encode(Sha256::digest(
-        socket.join("k8s.io").join(&pod).as_os_str().as_encoded_bytes(),
+        socket
+            .join("k8s.io")
+            .join(&pod)
+            .as_os_str()
+            .as_encoded_bytes(),
     )));
-    assert!(shim_socket.exists(), "shim socket {}", shim_socket.display());
+    assert!(
+        shim_socket.exists(),
+        "shim socket {}",
+        shim_socket.display()
+    );
     assert_eq!(shims_of(&socket), 1);
     assert!(!mounted_under(dir.path()).is_empty(), "the pod's rootfs");
     let own = capstan_testkit::cgroups::own_path().unwrap();
