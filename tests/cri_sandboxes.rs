@@ -109,7 +109,7 @@ async fn sandbox_lifecycle_networks_the_pod_and_leaves_nothing_behind() {
         cni.prefix
     );
 
-    let netns = dir.path().join("run/pods").join(&id).join("ns/net");
+    let netns = dir.path().join("run/pods").join(&id[..16]).join("ns/net");
     let inside = std::process::Command::new("nsenter")
         .arg(format!("--net={}", netns.display()))
         .args(["ip", "-o", "addr"])
@@ -215,7 +215,7 @@ async fn sandbox_lifecycle_networks_the_pod_and_leaves_nothing_behind() {
         "mounts left: {:?}",
         mounted_under(dir.path())
     );
-    assert!(!dir.path().join("run/pods").join(&id).exists());
+    assert!(!dir.path().join("run/pods").join(&id[..16]).exists());
     assert!(!dir.path().join("state/pods").join(&id).exists());
     // The pod's veth is gone from the bridge (links of tests running alongside are not ours
     // to count).
@@ -304,7 +304,7 @@ async fn sandboxes_survive_a_sigkill_of_the_runtime() {
         .status
         .unwrap();
     assert_eq!(status.state, PodSandboxState::SandboxReady as i32);
-    let netns = dir.path().join("run/pods").join(&id).join("ns/net");
+    let netns = dir.path().join("run/pods").join(&id[..16]).join("ns/net");
     assert_eq!(
         mounted_under(&netns).len(),
         1,
@@ -455,7 +455,7 @@ async fn a_restart_sweeps_debris_and_notices_dead_monitors() {
     // pod that never got a record.
     let monitor = format!(
         "monitor --run-dir {}",
-        dir.path().join("run/pods").join(&id).display()
+        dir.path().join("run/pods").join(&id[..16]).display()
     );
     std::process::Command::new("pkill")
         .args(["-KILL", "-f", &monitor])

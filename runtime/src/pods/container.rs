@@ -64,6 +64,39 @@ impl PodManager {
                 metadata.name, metadata.attempt, existing.id, sandbox.id
             )));
         }
+        let reservation = format!(
+            "container/{}/{}_{}",
+            sandbox.id, metadata.name, metadata.attempt
+        );
+        if !state.reserved.insert(reservation.clone()) {
+            return Err(PodError::AlreadyExists(format!(
+                "container name {}_{} is being created in sandbox {}",
+                metadata.name, metadata.attempt, sandbox.id
+            )));
+        }
+        // The slow part (rootfs, spec, monitor) runs without the lock.
+        drop(state);
+        let outcome = self
+            .create_reserved(
+                sandbox,
+                metadata.name.clone(),
+                config,
+                image_name,
+                request_sandbox_config,
+            )
+            .await;
+        self.state.lock().await.reserved.remove(&reservation);
+        outcome
+    }
+
+    async fn create_reserved(
+        &self,
+        sandbox: SandboxRecord,
+        name: String,
+        config: ContainerConfig,
+        image_name: String,
+        request_sandbox_config: Option<PodSandboxConfig>,
+    ) -> Result<String> {
         let image = self
             .images
             .resolve(&image_name)
@@ -94,8 +127,12 @@ impl PodManager {
             .await
         {
             Ok(()) => {
-                tracing::info!(%id, sandbox = %sandbox.id, name = %metadata.name, "container created");
-                state.containers.insert(id.clone(), container);
+                tracing::info!(%id, sandbox = %sandbox.id, %name, "container created");
+                self.state
+                    .lock()
+                    .await
+                    .containers
+                    .insert(id.clone(), container);
                 self.emit(&id, ContainerEventType::ContainerCreatedEvent);
                 Ok(id)
             }

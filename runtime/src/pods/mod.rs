@@ -60,6 +60,8 @@ pub struct PodManager {
 struct State {
     sandboxes: BTreeMap<String, SandboxRecord>,
     containers: BTreeMap<String, ContainerRecord>,
+    /// Names being created right now, so two requests for one name cannot both proceed.
+    reserved: std::collections::HashSet<String>,
 }
 
 impl PodManager {
@@ -141,11 +143,10 @@ impl PodManager {
 fn sweep(settings: &PodSettings, state: &mut State) {
     if let Ok(entries) = std::fs::read_dir(&settings.run_root) {
         for entry in entries.flatten() {
-            let id = entry.file_name().to_string_lossy().into_owned();
-            if state.sandboxes.contains_key(&id) {
+            let dir = entry.path();
+            if state.sandboxes.values().any(|s| s.run_dir == dir) {
                 continue;
             }
-            let dir = entry.path();
             let _ = crate::monitor::namespaces::release(&dir.join(crate::monitor::NS_DIR));
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {

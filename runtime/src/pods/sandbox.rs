@@ -9,6 +9,9 @@ use super::error::{PodError, Result};
 use super::record::{self, SANDBOX_FILE, SandboxRecord};
 use super::spawn::{MonitorSpawn, start_monitor};
 use super::{PodManager, call_monitor};
+
+/// Characters of the sandbox ID that name its run directory.
+pub(super) const RUN_DIR_ID_LEN: usize = 16;
 use crate::monitor::protocol::Request;
 use crate::network::Attachment;
 
@@ -35,7 +38,19 @@ impl PodManager {
         let own_network = options.network != NamespaceMode::Node as i32;
         let host_ipc = options.ipc == NamespaceMode::Node as i32;
 
+        // The name is reserved under the lock; the slow part (monitor, CNI) runs without it, so
+        // pods start in parallel.
+        let reservation = format!(
+            "sandbox/{}_{}_{}_{}",
+            metadata.name, metadata.namespace, metadata.uid, metadata.attempt
+        );
         let mut state = self.state.lock().await;
+        if state.reserved.contains(&reservation) {
+            return Err(PodError::AlreadyExists(format!(
+                "sandbox name {}_{}_{}_{} is being created",
+                metadata.name, metadata.namespace, metadata.uid, metadata.attempt
+            )));
+        }
         if let Some(existing) = state.sandboxes.values().find(|s| {
             s.config.metadata.as_ref().is_some_and(|m| {
                 m.name == metadata.name
@@ -49,9 +64,12 @@ impl PodManager {
                 metadata.name, metadata.namespace, metadata.uid, metadata.attempt, existing.id
             )));
         }
+        state.reserved.insert(reservation.clone());
+        drop(state);
         let id = record::new_id();
         let sandbox = SandboxRecord {
-            run_dir: self.settings.run_root.join(&id),
+            // A short directory name: the monitor's socket path must fit in sun_path (108 bytes).
+            run_dir: self.settings.run_root.join(&id[..RUN_DIR_ID_LEN]),
             state_dir: self.settings.state_root.join(&id),
             id: id.clone(),
             config: config.clone(),
@@ -61,7 +79,10 @@ impl PodManager {
             network_attached: false,
             ips: Vec::new(),
         };
-        match self.bring_up(sandbox, host_ipc).await {
+        let outcome = self.bring_up(sandbox, host_ipc).await;
+        let mut state = self.state.lock().await;
+        state.reserved.remove(&reservation);
+        match outcome {
             Ok(sandbox) => {
                 tracing::info!(%id, pod = %metadata.name, namespace = %metadata.namespace, ips = ?sandbox.ips, "sandbox running");
                 super::watch_exits(&sandbox.run_dir, self.events.clone());
