@@ -151,8 +151,11 @@ fn plugin_dir(plugins: Plugins, capstan: &Path, work: &Path) -> Result<PathBuf, 
         Plugins::Capstan => {
             let dir = work.join("cni-bin");
             std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+            // A relative target would dangle from the plugin directory.
+            let capstan = std::fs::canonicalize(capstan)
+                .map_err(|e| format!("--capstan {}: {e}", capstan.display()))?;
             for name in ["bridge", "host-local", "loopback"] {
-                std::os::unix::fs::symlink(capstan, dir.join(name)).map_err(|e| e.to_string())?;
+                std::os::unix::fs::symlink(&capstan, dir.join(name)).map_err(|e| e.to_string())?;
             }
             Ok(dir)
         }
