@@ -8,12 +8,11 @@ use std::collections::HashMap;
 
 use capstan_proto::{
     ListPodSandboxRequest, PodSandboxConfig, PodSandboxFilter, PodSandboxMetadata, PodSandboxState,
-    PodSandboxStatusRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StatusRequest,
-    StopPodSandboxRequest,
+    RemovePodSandboxRequest, StatusRequest, StopPodSandboxRequest,
 };
 use capstan_testkit::mounts::mounted_under;
 use capstan_testkit::require_root;
-use common::{CniSetup, RuntimeProcess};
+use common::{CniSetup, RuntimeProcess, run_pod, sandbox_status};
 use tonic::Code;
 
 fn pod(name: &str) -> PodSandboxConfig {
@@ -80,27 +79,10 @@ async fn sandbox_lifecycle_networks_the_pod_and_leaves_nothing_behind() {
         .unwrap();
     assert!(network.status, "network not ready: {}", network.message);
 
-    let id = cri
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod("web")),
-            ..Default::default()
-        })
+    let id = run_pod(&mut cri, pod("web"))
         .await
-        .unwrap_or_else(|e| panic!("{e}\n{}", runtime.log()))
-        .into_inner()
-        .pod_sandbox_id;
-    let status = cri
-        .runtime
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+        .unwrap_or_else(|e| panic!("{e}\n{}", runtime.log()));
+    let status = sandbox_status(&mut cri, &id.clone()).await.unwrap();
     assert_eq!(status.state, PodSandboxState::SandboxReady as i32);
     let ip = status.network.unwrap().ip;
     assert!(
@@ -137,25 +119,11 @@ async fn sandbox_lifecycle_networks_the_pod_and_leaves_nothing_behind() {
     );
 
     // The same pod again is refused; a pod without a name is refused naming the field.
-    let error = cri
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod("web")),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let error = run_pod(&mut cri, pod("web")).await.unwrap_err();
     assert_eq!(error.code(), Code::AlreadyExists, "{}", error.message());
     let mut nameless = pod("x");
     nameless.metadata.as_mut().unwrap().name.clear();
-    let error = cri
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(nameless),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let error = run_pod(&mut cri, nameless).await.unwrap_err();
     assert_eq!(error.code(), Code::InvalidArgument);
     assert!(
         error.message().contains("config.metadata.name"),
@@ -201,14 +169,7 @@ async fn sandbox_lifecycle_networks_the_pod_and_leaves_nothing_behind() {
             .await
             .unwrap();
     }
-    let error = cri
-        .runtime
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap_err();
+    let error = sandbox_status(&mut cri, &id.clone()).await.unwrap_err();
     assert_eq!(error.code(), Code::NotFound);
     assert!(
         mounted_under(dir.path()).is_empty(),
@@ -233,14 +194,7 @@ async fn a_failing_network_leaves_no_sandbox_debris() {
     let cni = CniSetup::new(dir.path(), Some("not-a-subnet"));
     let runtime = RuntimeProcess::start(dir.path(), &cni.toml());
     let mut cri = runtime.client().await;
-    let error = cri
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod("broken")),
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
+    let error = run_pod(&mut cri, pod("broken")).await.unwrap_err();
     assert!(
         error.message().contains("subnet"),
         "the plugin's reason must reach the caller: {}",
@@ -277,32 +231,13 @@ async fn sandboxes_survive_a_sigkill_of_the_runtime() {
     let cni = CniSetup::new(dir.path(), None);
     let mut runtime = RuntimeProcess::start(dir.path(), &cni.toml());
     let mut cri = runtime.client().await;
-    let id = cri
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod("durable")),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let id = run_pod(&mut cri, pod("durable")).await.unwrap();
     drop(cri);
     runtime.stop_with("KILL");
 
     let runtime = RuntimeProcess::start(dir.path(), &cni.toml());
     let mut cri = runtime.client().await;
-    let status = cri
-        .runtime
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = sandbox_status(&mut cri, &id.clone()).await.unwrap();
     assert_eq!(status.state, PodSandboxState::SandboxReady as i32);
     let netns = dir.path().join("run/pods").join(&id[..16]).join("ns/net");
     assert_eq!(
@@ -361,16 +296,7 @@ async fn a_hundred_sandbox_cycles_leak_nothing() {
     let runtime = RuntimeProcess::start(dir.path(), &cni.toml());
     let mut cri = runtime.client().await;
     // One pod first, so the bridge (which outlives pods by design) exists in both counts.
-    let warm = cri
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod("warm-up")),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let warm = run_pod(&mut cri, pod("warm-up")).await.unwrap();
     cri.runtime
         .remove_pod_sandbox(RemovePodSandboxRequest {
             pod_sandbox_id: warm,
@@ -381,16 +307,9 @@ async fn a_hundred_sandbox_cycles_leak_nothing() {
     let mut ids = Vec::new();
 
     for cycle in 0..100 {
-        let id = cri
-            .runtime
-            .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(pod(&format!("cycle-{cycle}"))),
-                ..Default::default()
-            })
+        let id = run_pod(&mut cri, pod(&format!("cycle-{cycle}")))
             .await
-            .unwrap_or_else(|e| panic!("cycle {cycle}: {e}"))
-            .into_inner()
-            .pod_sandbox_id;
+            .unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
         ids.push(id.clone());
         cri.runtime
             .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: id })
@@ -439,16 +358,7 @@ async fn a_restart_sweeps_debris_and_notices_dead_monitors() {
     let cni = CniSetup::new(dir.path(), None);
     let mut runtime = RuntimeProcess::start(dir.path(), &cni.toml());
     let mut cri = runtime.client().await;
-    let id = cri
-        .runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(pod("orphaned")),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+    let id = run_pod(&mut cri, pod("orphaned")).await.unwrap();
     drop(cri);
     runtime.stop_with("KILL");
     // While the runtime is down, its pod monitor dies, and a crash left a pinned namespace of a
@@ -486,17 +396,7 @@ async fn a_restart_sweeps_debris_and_notices_dead_monitors() {
         runtime.log().contains("swept a pod run directory"),
         "sweeps must be logged"
     );
-    let status = cri
-        .runtime
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: id.clone(),
-            verbose: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .status
-        .unwrap();
+    let status = sandbox_status(&mut cri, &id.clone()).await.unwrap();
     assert_eq!(
         status.state,
         PodSandboxState::SandboxNotready as i32,

@@ -252,3 +252,31 @@ pub async fn container_status(cri: &mut CriClient, id: &str) -> capstan_proto::C
         .status
         .unwrap()
 }
+
+/// RunPodSandbox with `config`; the sandbox ID or the gRPC error.
+pub async fn run_pod(
+    cri: &mut CriClient,
+    config: capstan_proto::PodSandboxConfig,
+) -> Result<String, tonic::Status> {
+    cri.runtime
+        .run_pod_sandbox(capstan_proto::RunPodSandboxRequest {
+            config: Some(config),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().pod_sandbox_id)
+}
+
+/// The status of sandbox `id`; the gRPC error when there is none.
+pub async fn sandbox_status(
+    cri: &mut CriClient,
+    id: &str,
+) -> Result<capstan_proto::PodSandboxStatus, tonic::Status> {
+    cri.runtime
+        .pod_sandbox_status(capstan_proto::PodSandboxStatusRequest {
+            pod_sandbox_id: id.into(),
+            verbose: false,
+        })
+        .await
+        .map(|r| r.into_inner().status.unwrap_or_default())
+}
