@@ -387,6 +387,8 @@ async fn stats_report_cgroup_cpu_memory_and_the_writable_layer() {
         .into_inner()
         .stats;
     assert_eq!(listed.len(), 1);
+    let rate = listed[0].cpu.unwrap().usage_nano_cores;
+    assert!(rate.is_some(), "a second sample gives a CPU rate");
     let pod_stats = cri
         .runtime
         .pod_sandbox_stats(capstan_proto::PodSandboxStatsRequest {
@@ -400,6 +402,12 @@ async fn stats_report_cgroup_cpu_memory_and_the_writable_layer() {
         .linux
         .unwrap();
     assert_eq!(pod_stats.containers.len(), 1);
+    let network = pod_stats.network.clone().expect("pod network stats");
+    assert_eq!(
+        network.default_interface.map(|i| i.name).as_deref(),
+        Some("eth0"),
+        "the pod's own interface, read inside its namespace"
+    );
     let pod_memory = pod_stats.memory.unwrap().working_set_bytes.unwrap().value;
     assert!(
         pod_memory >= working_set / 2,

@@ -333,6 +333,9 @@ impl PodManager {
             )));
         }
         state.containers.remove(id);
+        if let Ok(mut samples) = self.cpu_samples.lock() {
+            samples.remove(id);
+        }
         self.emit(id, ContainerEventType::ContainerDeletedEvent);
         tracing::info!(%id, "container removed");
         Ok(())

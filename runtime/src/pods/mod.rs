@@ -54,6 +54,8 @@ pub struct PodManager {
     images: Arc<ImageManager>,
     state: Mutex<State>,
     events: tokio::sync::broadcast::Sender<ContainerEventResponse>,
+    /// The last CPU sample per container or pod, for the usage rate between two stats calls.
+    cpu_samples: std::sync::Mutex<std::collections::HashMap<String, (i64, u64)>>,
 }
 
 #[derive(Debug, Default)]
@@ -101,6 +103,7 @@ impl PodManager {
             images,
             state: Mutex::new(state),
             events,
+            cpu_samples: std::sync::Mutex::new(std::collections::HashMap::new()),
         })
     }
 

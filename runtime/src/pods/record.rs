@@ -34,6 +34,9 @@ pub struct SandboxRecord {
     pub network_attached: bool,
     /// Pod IPs, first the primary.
     pub ips: Vec<String>,
+    /// The pod monitor's pid (it lives in the pod's network namespace).
+    #[serde(default)]
+    pub monitor_pid: u32,
 }
 
 /// A container.

@@ -78,6 +78,7 @@ impl PodManager {
             own_network,
             network_attached: false,
             ips: Vec::new(),
+            monitor_pid: 0,
         };
         let outcome = self.bring_up(sandbox, host_ipc).await;
         let mut state = self.state.lock().await;
@@ -132,7 +133,7 @@ impl PodManager {
         })
         .await;
         match started {
-            Ok(Ok(_pid)) => {}
+            Ok(Ok(pid)) => sandbox.monitor_pid = pid,
             Ok(Err(e)) => return Err(fail(e, &sandbox)),
             Err(e) => {
                 return Err(fail(
@@ -208,6 +209,9 @@ impl PodManager {
         }
         self.tear_down(&sandbox).await;
         state.sandboxes.remove(id);
+        if let Ok(mut samples) = self.cpu_samples.lock() {
+            samples.remove(id);
+        }
         tracing::info!(%id, "sandbox removed");
         Ok(())
     }

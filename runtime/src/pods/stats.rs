@@ -3,8 +3,8 @@
 
 use capstan_proto::{
     ContainerAttributes, ContainerStats, ContainerStatsFilter, CpuUsage, FilesystemIdentifier,
-    FilesystemUsage, LinuxPodSandboxStats, MemoryUsage, PodSandboxAttributes, PodSandboxStats,
-    PodSandboxStatsFilter, ProcessUsage, UInt64Value,
+    FilesystemUsage, LinuxPodSandboxStats, MemoryUsage, NetworkInterfaceUsage, NetworkUsage,
+    PodSandboxAttributes, PodSandboxStats, PodSandboxStatsFilter, ProcessUsage, UInt64Value,
 };
 
 use super::PodManager;
@@ -121,7 +121,7 @@ impl PodManager {
                 labels: container.config.labels.clone(),
                 annotations: container.config.annotations.clone(),
             }),
-            cpu: Some(cpu(timestamp, &usage)),
+            cpu: Some(self.cpu(&container.id, timestamp, &usage)),
             memory: Some(memory(timestamp, &usage)),
             writable_layer: Some(FilesystemUsage {
                 timestamp,
@@ -154,9 +154,9 @@ impl PodManager {
                 annotations: sandbox.config.annotations.clone(),
             }),
             linux: Some(LinuxPodSandboxStats {
-                cpu: Some(cpu(timestamp, &usage)),
+                cpu: Some(self.cpu(&sandbox.id, timestamp, &usage)),
                 memory: Some(memory(timestamp, &usage)),
-                network: None,
+                network: network_usage(sandbox, timestamp),
                 process: Some(ProcessUsage {
                     timestamp,
                     process_count: value(usage.processes),
@@ -168,11 +168,61 @@ impl PodManager {
     }
 }
 
-fn cpu(timestamp: i64, usage: &CgroupUsage) -> CpuUsage {
-    CpuUsage {
+/// The pod's interfaces, read from the monitor's view of its network namespace
+/// (`/proc/<monitor>/net/dev`); none for host-network pods or a gone monitor.
+fn network_usage(sandbox: &SandboxRecord, timestamp: i64) -> Option<NetworkUsage> {
+    if !sandbox.own_network || sandbox.monitor_pid == 0 {
+        return None;
+    }
+    let text = std::fs::read_to_string(format!("/proc/{}/net/dev", sandbox.monitor_pid)).ok()?;
+    let interfaces = parse_net_dev(&text);
+    let default_interface = interfaces.iter().find(|i| i.name == "eth0").cloned();
+    Some(NetworkUsage {
         timestamp,
-        usage_core_nano_seconds: value(usage.cpu_nanos),
-        usage_nano_cores: None,
+        default_interface,
+        interfaces,
+    })
+}
+
+/// Parses /proc/net/dev: per interface, receive bytes/errors are columns 1 and 3, transmit
+/// bytes/errors columns 9 and 11; loopback is left out, as the kubelet does.
+fn parse_net_dev(text: &str) -> Vec<NetworkInterfaceUsage> {
+    text.lines()
+        .skip(2)
+        .filter_map(|line| {
+            let (name, counters) = line.split_once(':')?;
+            let name = name.trim();
+            let numbers: Vec<u64> = counters
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            (name != "lo" && numbers.len() >= 16).then(|| NetworkInterfaceUsage {
+                name: name.to_string(),
+                rx_bytes: value(Some(numbers[0])),
+                rx_errors: value(Some(numbers[2])),
+                tx_bytes: value(Some(numbers[8])),
+                tx_errors: value(Some(numbers[10])),
+            })
+        })
+        .collect()
+}
+
+impl PodManager {
+    /// CPU usage, with the rate (nanocores) since this object's previous sample when there was
+    /// one: what `kubectl top` and the kubelet's summary show.
+    fn cpu(&self, key: &str, timestamp: i64, usage: &CgroupUsage) -> CpuUsage {
+        let rate = usage.cpu_nanos.and_then(|now| {
+            let mut samples = self.cpu_samples.lock().ok()?;
+            let previous = samples.insert(key.to_string(), (timestamp, now));
+            let (then, before) = previous?;
+            let elapsed = u64::try_from(timestamp - then).ok().filter(|e| *e > 0)?;
+            Some(now.saturating_sub(before).saturating_mul(1_000_000_000) / elapsed)
+        });
+        CpuUsage {
+            timestamp,
+            usage_core_nano_seconds: value(usage.cpu_nanos),
+            usage_nano_cores: value(rate),
+        }
     }
 }
 
@@ -190,5 +240,26 @@ fn memory(timestamp: i64, usage: &CgroupUsage) -> MemoryUsage {
         rss_bytes: value(usage.rss_bytes),
         page_faults: None,
         major_page_faults: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_net_dev;
+
+    #[test]
+    fn net_dev_counters_are_read_per_interface_without_loopback() {
+        let text = "Inter-|   Receive                                                |  Transmit\n \
+ face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
+ lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0\n  \
+eth0:    5000      40    2    0    0     0          0         0     7000      50    3    0    0     0       0          0\n";
+        let parsed = parse_net_dev(text);
+        assert_eq!(parsed.len(), 1);
+        let eth0 = &parsed[0];
+        assert_eq!(eth0.name, "eth0");
+        assert_eq!(eth0.rx_bytes.as_ref().map(|v| v.value), Some(5000));
+        assert_eq!(eth0.rx_errors.as_ref().map(|v| v.value), Some(2));
+        assert_eq!(eth0.tx_bytes.as_ref().map(|v| v.value), Some(7000));
+        assert_eq!(eth0.tx_errors.as_ref().map(|v| v.value), Some(3));
     }
 }
