@@ -12,7 +12,7 @@ use capstan_proto::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
     CreateContainerRequest, ExecSyncRequest, ImageSpec, ListContainersRequest, PodSandboxConfig,
     PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StopContainerRequest,
 };
 use capstan_testkit::cri::CriClient;
 use capstan_testkit::images::{ManifestFormat, WEB_PAGE, catalog};
@@ -41,24 +41,7 @@ fn container(name: &str, image: &str, command: &[&str], args: &[&str]) -> Contai
 }
 
 async fn run(cri: &mut CriClient, pod: &str, config: ContainerConfig) -> String {
-    let id = cri
-        .runtime
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(config),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap_or_else(|e| panic!("create: {e}"))
-        .into_inner()
-        .container_id;
-    cri.runtime
-        .start_container(StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap_or_else(|e| panic!("start: {e}"));
-    id
+    common::create_and_start(cri, pod, config).await
 }
 
 async fn wait_exited(cri: &mut CriClient, id: &str) -> capstan_proto::ContainerStatus {

@@ -6,10 +6,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use capstan_proto::{
-    ContainerConfig, ContainerEventType, ContainerMetadata, ContainerState, CreateContainerRequest,
-    GetEventsRequest, ImageSpec, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
-    RemoveContainerRequest, RemovePodSandboxRequest, ReopenContainerLogRequest,
-    RunPodSandboxRequest, StartContainerRequest,
+    ContainerConfig, ContainerEventType, ContainerMetadata, ContainerState, GetEventsRequest,
+    ImageSpec, PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemoveContainerRequest,
+    RemovePodSandboxRequest, ReopenContainerLogRequest, RunPodSandboxRequest,
 };
 use capstan_testkit::cri::CriClient;
 use capstan_testkit::images::{ManifestFormat, catalog};
@@ -100,24 +99,7 @@ async fn start(cri: &mut CriClient, pod: &str, image: &str, name: &str, script: 
         log_path: format!("{name}.log"),
         ..Default::default()
     };
-    let id = cri
-        .runtime
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.into(),
-            config: Some(config),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
-    cri.runtime
-        .start_container(StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap();
-    id
+    common::create_and_start(cri, pod, config).await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -292,23 +274,7 @@ async fn a_container_over_its_cgroup_memory_limit_is_reported_oom_killed() {
         log_path: "hog.log".into(),
         ..Default::default()
     };
-    let id = cri
-        .runtime
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: pod.clone(),
-            config: Some(config),
-            sandbox_config: None,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
-    cri.runtime
-        .start_container(StartContainerRequest {
-            container_id: id.clone(),
-        })
-        .await
-        .unwrap();
+    let id = common::create_and_start(&mut cri, &pod, config).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     let ended = loop {
         let now = status(&mut cri, &id).await;

@@ -64,6 +64,19 @@ pub fn nl_error(what: impl Display) -> impl FnOnce(rtnetlink::Error) -> CniError
     move |e| CniError::internal(format!("netlink: {what}")).with_details(e)
 }
 
+/// Treats the errno `harmless` as success (an idempotent add or delete), any other error as
+/// the failure of `what`.
+fn tolerate(
+    outcome: Result<(), rtnetlink::Error>,
+    harmless: i32,
+    what: impl Display,
+) -> Result<(), CniError> {
+    match outcome {
+        Err(e) if errno(&e) != Some(harmless) => Err(nl_error(what)(e)),
+        _ => Ok(()),
+    }
+}
+
 /// The errno in a netlink error reply, if that is what `e` is.
 pub fn errno(e: &rtnetlink::Error) -> Option<i32> {
     match e {
@@ -190,11 +203,11 @@ impl Netlink {
 
     /// Deletes a link; succeeds when it is already gone.
     pub async fn del_link(&self, index: u32, name: &str) -> Result<(), CniError> {
-        match self.handle.link().del(index).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(nix::libc::ENODEV) => Ok(()),
-            Err(e) => Err(nl_error(format!("deleting link {name}"))(e)),
-        }
+        tolerate(
+            self.handle.link().del(index).execute().await,
+            nix::libc::ENODEV,
+            format!("deleting link {name}"),
+        )
     }
 
     /// Addresses on link `index` (all links when none), with their prefix lengths.
@@ -234,13 +247,11 @@ impl Netlink {
                 .attributes
                 .push(AddressAttribute::Flags(AddressFlags::Nodad));
         }
-        match req.execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
-            Err(e) => Err(nl_error(format!("adding address {net} to link #{index}"))(
-                e,
-            )),
-        }
+        tolerate(
+            req.execute().await,
+            EEXIST,
+            format!("adding address {net} to link #{index}"),
+        )
     }
 
     /// Removes an address; succeeds when it is not there.
@@ -253,11 +264,11 @@ impl Netlink {
         message
             .attributes
             .push(AddressAttribute::Address(net.addr()));
-        match self.handle.address().del(message).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(nix::libc::EADDRNOTAVAIL) => Ok(()),
-            Err(e) => Err(nl_error(format!("removing address {net}"))(e)),
-        }
+        tolerate(
+            self.handle.address().del(message).execute().await,
+            nix::libc::EADDRNOTAVAIL,
+            format!("removing address {net}"),
+        )
     }
 
     /// Adds a route to `dst` through link `index` (via `gw` when given); an existing route
@@ -270,11 +281,11 @@ impl Netlink {
         onlink: bool,
     ) -> Result<(), CniError> {
         let msg = route_message(dst, gw, index, onlink)?;
-        match self.handle.route().add(msg).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(EEXIST) => Ok(()),
-            Err(e) => Err(nl_error(format!("adding route to {dst}"))(e)),
-        }
+        tolerate(
+            self.handle.route().add(msg).execute().await,
+            EEXIST,
+            format!("adding route to {dst}"),
+        )
     }
 
     /// Deletes a route; succeeds when it is not there.
@@ -286,11 +297,11 @@ impl Netlink {
         onlink: bool,
     ) -> Result<(), CniError> {
         let msg = route_message(dst, gw, index, onlink)?;
-        match self.handle.route().del(msg).execute().await {
-            Ok(()) => Ok(()),
-            Err(e) if errno(&e) == Some(nix::libc::ESRCH) => Ok(()),
-            Err(e) => Err(nl_error(format!("removing route to {dst}"))(e)),
-        }
+        tolerate(
+            self.handle.route().del(msg).execute().await,
+            nix::libc::ESRCH,
+            format!("removing route to {dst}"),
+        )
     }
 
     /// Routes of the main table in one address family, as (destination, gateway, link).

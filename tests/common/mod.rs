@@ -280,3 +280,29 @@ pub async fn sandbox_status(
         .await
         .map(|r| r.into_inner().status.unwrap_or_default())
 }
+
+/// CreateContainer then StartContainer in `pod`; the container ID.
+pub async fn create_and_start(
+    cri: &mut CriClient,
+    pod: &str,
+    config: capstan_proto::ContainerConfig,
+) -> String {
+    let id = cri
+        .runtime
+        .create_container(capstan_proto::CreateContainerRequest {
+            pod_sandbox_id: pod.into(),
+            config: Some(config),
+            sandbox_config: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("create: {e}"))
+        .into_inner()
+        .container_id;
+    cri.runtime
+        .start_container(capstan_proto::StartContainerRequest {
+            container_id: id.clone(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("start: {e}"));
+    id
+}

@@ -66,6 +66,17 @@ struct State {
     reserved: std::collections::HashSet<String>,
 }
 
+impl State {
+    /// IDs of the containers of sandbox `sandbox_id`.
+    fn container_ids_of(&self, sandbox_id: &str) -> Vec<String> {
+        self.containers
+            .values()
+            .filter(|c| c.sandbox_id == sandbox_id)
+            .map(|c| c.id.clone())
+            .collect()
+    }
+}
+
 impl PodManager {
     /// Opens the pod state, adopting every sandbox and container a previous run left.
     pub fn open(

@@ -169,12 +169,7 @@ impl PodManager {
             // kubelet may stop a sandbox the runtime never had or already removed.
             return Ok(());
         };
-        let containers: Vec<String> = state
-            .containers
-            .values()
-            .filter(|c| c.sandbox_id == id)
-            .map(|c| c.id.clone())
-            .collect();
+        let containers = state.container_ids_of(id);
         for container in containers {
             self.stop_container_locked(&mut state, &container, 0)
                 .await?;
@@ -198,12 +193,7 @@ impl PodManager {
         let Some(sandbox) = state.sandboxes.get(id).cloned() else {
             return Ok(());
         };
-        let containers: Vec<String> = state
-            .containers
-            .values()
-            .filter(|c| c.sandbox_id == id)
-            .map(|c| c.id.clone())
-            .collect();
+        let containers = state.container_ids_of(id);
         for container in containers {
             self.remove_container_locked(&mut state, &container).await?;
         }
