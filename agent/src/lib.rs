@@ -1,6 +1,9 @@
 //! The node agent: kubelet semantics (pod sources, pod workers, probes, QoS, eviction, status)
 //! and the service proxy.
 
+pub mod cri;
+pub mod objects;
+
 /// Where the agent looks for static pod manifests unless told otherwise.
 pub const DEFAULT_POD_MANIFEST_PATH: &str = "/etc/kubernetes/manifests";
 
