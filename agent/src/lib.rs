@@ -3,6 +3,7 @@
 
 pub mod cri;
 pub mod objects;
+pub mod resources;
 
 /// Where the agent looks for static pod manifests unless told otherwise.
 pub const DEFAULT_POD_MANIFEST_PATH: &str = "/etc/kubernetes/manifests";

@@ -1,7 +1,7 @@
 //! Capstan's CRI runtime: images, pod sandboxes, containers, logs, streaming and stats, served
 //! over CRI v1 and callable in-process by the agent.
 
-pub mod cgroups;
+pub use capstan_cgroups as cgroups;
 pub mod commands;
 pub mod config;
 pub mod images;

@@ -77,24 +77,7 @@ pub struct Runtime {
 /// Pods whose request names no cgroup parent go below the runtime's own cgroup: nothing is
 /// created at a hierarchy root unless configured.
 fn default_cgroup_parent() -> String {
-    let table = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    let unified = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
-    let own = table
-        .lines()
-        .filter_map(|line| {
-            let mut fields = line.splitn(3, ':');
-            let _ = fields.next()?;
-            Some((fields.next()?, fields.next()?))
-        })
-        .find(|(controllers, _)| {
-            if unified {
-                controllers.is_empty()
-            } else {
-                controllers.split(',').any(|c| c == "memory")
-            }
-        })
-        .map(|(_, path)| path.trim_end_matches('/').to_string())
-        .unwrap_or_default();
+    let own = crate::cgroups::own_path(crate::cgroups::Driver::detect());
     format!("{own}/capstan-pods")
 }
 

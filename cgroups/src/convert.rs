@@ -1,4 +1,4 @@
-//! Cgroup arithmetic shared by the spec generator and the cgroup managers.
+//! cpu.shares → cpu.weight: the corrected conversion both the runtime and the agent use.
 
 /// Smallest `cpu.shares` the kernel accepts on cgroup v1.
 const MIN_SHARES: u64 = 2;
