@@ -95,6 +95,27 @@ pub struct NodeArgs {
     #[arg(long, value_name = "ADDR", default_value = capstan_agent::DEFAULT_READ_ONLY_ADDRESS)]
     pub read_only_address: String,
 
+    /// The node's name (static pods get it as a name suffix). Default: the host name.
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+
+    /// Directory for per-pod data: volumes and termination messages.
+    #[arg(long, value_name = "DIR", default_value = capstan_agent::DEFAULT_ROOT_DIR)]
+    pub root_dir: PathBuf,
+
+    /// Directory of container logs (<namespace>_<pod>_<uid>/<container>/<restart>.log).
+    #[arg(long, value_name = "DIR", default_value = capstan_agent::DEFAULT_POD_LOGS_DIR)]
+    pub pod_logs_dir: PathBuf,
+
+    /// Cgroup (absolute path) below which kubepods/ is created. Default: the agent's own
+    /// cgroup, since the hierarchy root is rarely delegated to it.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup_root: Option<String>,
+
+    /// Most pods this node runs.
+    #[arg(long, value_name = "N", default_value_t = 110)]
+    pub max_pods: i64,
+
     #[command(flatten)]
     pub runtime: RuntimeArgs,
 }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod logging;
+mod node;
 
 use std::process::ExitCode;
 
@@ -96,10 +97,10 @@ fn dispatch(command: Command) -> Result<ExitCode, CommandError> {
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| CommandError::Failed(format!("network peer: {e}")));
         }
-        Command::Node(_) => (
-            "node",
-            "the node agent (static pods, pod workers, probes) is still to be built",
-        ),
+        Command::Node(args) => {
+            node::run(args).map_err(CommandError::Failed)?;
+            return Ok(ExitCode::SUCCESS);
+        }
         Command::Server(_) => (
             "server",
             "the control plane and the node agent are still to be built",

@@ -1,0 +1,285 @@
+//! `capstan node` end to end: static pods from a manifest directory, run by the real binary with
+//! its built-in runtime, watched through the read-only API, the host's cgroups and processes.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use capstan_testkit::images::{ManifestFormat, WEB_PAGE, WEB_PORT, catalog};
+use capstan_testkit::registry::LocalRegistry;
+use common::{CniSetup, RuntimeProcess, free_port, http_get, http_get_host};
+use serde_json::Value;
+
+fn require_root() {
+    assert!(nix::unistd::geteuid().is_root(), "these tests run as root");
+}
+
+/// A registry with the test images, a CNI setup and a node, all private to one test.
+struct Fixture {
+    registry: LocalRegistry,
+    node: RuntimeProcess,
+    port: u16,
+    _cni: CniSetup,
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn start() -> Self {
+        let registry = LocalRegistry::start().unwrap();
+        let images = catalog().unwrap();
+        for (name, image) in [("shell", &images.shell), ("web", &images.web)] {
+            registry
+                .client()
+                .push_image(name, "1", image, ManifestFormat::Oci)
+                .unwrap();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cni = CniSetup::new(dir.path(), None);
+        let config = format!(
+            "[registry]\ninsecure = [\"{}\"]\n{}",
+            registry.host(),
+            cni.toml()
+        );
+        let port = free_port();
+        let node = RuntimeProcess::start_node(dir.path(), &config, port, &[]);
+        Fixture {
+            registry,
+            node,
+            port,
+            _cni: cni,
+            dir,
+        }
+    }
+
+    fn image(&self, name: &str) -> String {
+        format!("{}/{name}:1", self.registry.host())
+    }
+
+    fn manifests(&self) -> std::path::PathBuf {
+        self.dir.path().join("manifests")
+    }
+
+    fn write_manifest(&self, file: &str, text: &str) {
+        // Written beside and renamed in, as editors and config tools do.
+        let tmp = self.dir.path().join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.manifests().join(file)).unwrap();
+    }
+
+    fn pods(&self) -> Vec<Value> {
+        match http_get(self.port, "/pods") {
+            Ok((200, body)) => serde_json::from_str::<Value>(&body).unwrap()["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn pod(&self, name: &str) -> Option<Value> {
+        self.pods()
+            .into_iter()
+            .find(|p| p["metadata"]["name"] == name)
+    }
+
+    /// Polls until `check` accepts the pod, or fails with the last status and the node's log.
+    fn wait_pod(&self, name: &str, timeout: Duration, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pod = self.pod(name);
+            if let Some(pod) = &pod
+                && check(pod)
+            {
+                return pod.clone();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "pod {name} not as expected within {timeout:?}: {}\nnode log:\n{}",
+                    serde_json::to_string_pretty(&pod).unwrap_or_default(),
+                    tail(&self.node.log(), 60)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn wait_gone(&self, name: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.pod(name).is_some() {
+            assert!(
+                Instant::now() < deadline,
+                "pod {name} still listed after {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn condition(pod: &Value, kind: &str) -> bool {
+    pod["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == kind && c["status"] == "True")
+}
+
+fn running_and_ready(pod: &Value) -> bool {
+    pod["status"]["phase"] == "Running" && condition(pod, "Ready")
+}
+
+fn container(pod: &Value, name: &str) -> Value {
+    pod["status"]["containerStatuses"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn monitors_under(dir: &Path) -> usize {
+    let needle = format!("{}/", dir.display());
+    procfs_cmdlines()
+        .into_iter()
+        .filter(|c| c.contains("monitor") && c.contains(&needle))
+        .count()
+}
+
+fn procfs_cmdlines() -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .collect()
+}
+
+fn cgroup_dir(controller: &str, path: &str) -> std::path::PathBuf {
+    let base = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        Path::new("/sys/fs/cgroup").to_path_buf()
+    } else {
+        Path::new("/sys/fs/cgroup").join(controller)
+    };
+    base.join(path.trim_start_matches('/'))
+}
+
+#[test]
+fn a_static_web_pod_runs_serves_and_goes_with_its_file() {
+    require_root();
+    let f = Fixture::start();
+    f.write_manifest(
+        "web.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels: {{app: web}}\nspec:\n  terminationGracePeriodSeconds: 5\n  containers:\n  - name: web\n    image: {}\n    ports: [{{containerPort: 8080}}]\n    resources:\n      requests: {{cpu: 100m, memory: 32Mi}}\n      limits: {{cpu: 200m, memory: 64Mi}}\n",
+            f.image("web")
+        ),
+    );
+    let pod = f.wait_pod("web-node1", Duration::from_secs(60), running_and_ready);
+    assert_eq!(pod["metadata"]["namespace"], "default");
+    assert_eq!(pod["status"]["qosClass"], "Burstable");
+    assert!(condition(&pod, "Initialized") && condition(&pod, "PodReadyToStartContainers"));
+    let web = container(&pod, "web");
+    assert_eq!(web["restartCount"], 0);
+    assert!(
+        web["containerID"]
+            .as_str()
+            .unwrap()
+            .starts_with("capstan://")
+    );
+    let ip = pod["status"]["podIP"].as_str().expect("pod IP").to_string();
+    let (code, body) = http_get_host(&ip, WEB_PORT, "/").unwrap();
+    assert_eq!((code, body.as_str()), (200, WEB_PAGE));
+
+    // The pod's cgroup is in the burstable class, sized from its requests and limits.
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    let root = f.node.cgroup_root.clone().unwrap();
+    let pod_cgroup = format!("{root}/kubepods/burstable/pod{uid}");
+    let v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let read = |controller: &str, file: &str| {
+        std::fs::read_to_string(cgroup_dir(controller, &pod_cgroup).join(file))
+            .unwrap_or_else(|e| panic!("{pod_cgroup}/{file}: {e}"))
+            .trim()
+            .to_string()
+    };
+    if v2 {
+        assert_eq!(read("memory", "memory.max"), (64u64 << 20).to_string());
+        assert_eq!(read("cpu", "cpu.max"), "20000 100000");
+    } else {
+        assert_eq!(
+            read("memory", "memory.limit_in_bytes"),
+            (64u64 << 20).to_string()
+        );
+        assert_eq!(read("cpu", "cpu.shares"), "102");
+        assert_eq!(read("cpu", "cpu.cfs_quota_us"), "20000");
+    }
+
+    // Removing the file stops the pod and leaves nothing behind.
+    let started = Instant::now();
+    std::fs::remove_file(f.manifests().join("web.yaml")).unwrap();
+    f.wait_gone("web-node1", Duration::from_secs(20));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "stopped within its grace period"
+    );
+    assert_eq!(monitors_under(f.dir.path()), 0, "no pod monitor left");
+    assert!(
+        !cgroup_dir("memory", &pod_cgroup).exists(),
+        "pod cgroup removed"
+    );
+    assert!(
+        !f.dir.path().join("agent/pods").join(uid).exists(),
+        "pod directory removed"
+    );
+}
+
+#[test]
+fn a_crashing_container_restarts_with_the_kubelets_back_off() {
+    require_root();
+    let f = Fixture::start();
+    f.write_manifest(
+        "crash.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: crash}}\nspec:\n  containers:\n  - name: crash\n    image: {}\n    command: [sh, -c, 'echo attempt; exit 3']\n",
+            f.image("shell")
+        ),
+    );
+    // Record when each restart count first shows up.
+    let mut seen: Vec<(i64, Instant)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while seen.len() < 3 && Instant::now() < deadline {
+        if let Some(pod) = f.pod("crash-node1") {
+            let c = container(&pod, "crash");
+            let count = c["restartCount"].as_i64().unwrap_or(-1);
+            if c["lastState"]["terminated"]["exitCode"] == 3
+                && seen.last().is_none_or(|(n, _)| *n < count)
+            {
+                seen.push((count, Instant::now()));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        seen.len() >= 3,
+        "restarts seen: {:?}\n{}",
+        seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+        tail(&f.node.log(), 40)
+    );
+    let gaps: Vec<f64> = seen
+        .windows(2)
+        .map(|w| (w[1].1 - w[0].1).as_secs_f64())
+        .collect();
+    // 10 s, then 20 s (the container itself runs for a moment each time).
+    assert!((9.0..13.0).contains(&gaps[0]), "first back-off {gaps:?}");
+    assert!((19.0..23.0).contains(&gaps[1]), "second back-off {gaps:?}");
+    let pod = f.pod("crash-node1").unwrap();
+    assert_eq!(pod["status"]["phase"], "Running");
+    let c = container(&pod, "crash");
+    assert_eq!(c["state"]["waiting"]["reason"], "CrashLoopBackOff", "{c}");
+    assert_eq!(c["lastState"]["terminated"]["reason"], "Error");
+}
