@@ -283,3 +283,125 @@ fn a_crashing_container_restarts_with_the_kubelets_back_off() {
     assert_eq!(c["state"]["waiting"]["reason"], "CrashLoopBackOff", "{c}");
     assert_eq!(c["lastState"]["terminated"]["reason"], "Error");
 }
+
+#[test]
+fn init_containers_run_in_order_and_restart_policies_end_pods() {
+    require_root();
+    let f = Fixture::start();
+    let shell = f.image("shell");
+    // Init containers leave a trace in the shared emptyDir-less way: their exit order shows in
+    // their finish times.
+    f.write_manifest(
+        "init.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: init}}\nspec:\n  initContainers:\n  - {{name: first, image: {shell}, command: [sh, -c, 'sleep 0.3']}}\n  - {{name: second, image: {shell}, command: [sh, -c, 'true']}}\n  containers:\n  - {{name: app, image: {shell}, command: [sh, -c, 'sleep 1000']}}\n"
+        ),
+    );
+    f.write_manifest(
+        "done.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: done}}\nspec:\n  restartPolicy: OnFailure\n  containers:\n  - {{name: a, image: {shell}, command: [sh, -c, 'exit 0']}}\n  - {{name: b, image: {shell}, command: [sh, -c, 'sleep 0.2']}}\n"
+        ),
+    );
+    f.write_manifest(
+        "failed.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: failed}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {{name: a, image: {shell}, command: [sh, -c, 'exit 7']}}\n"
+        ),
+    );
+    f.write_manifest(
+        "badinit.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: badinit}}\nspec:\n  restartPolicy: Never\n  initContainers:\n  - {{name: setup, image: {shell}, command: [sh, -c, 'exit 2']}}\n  containers:\n  - {{name: app, image: {shell}, command: [sh, -c, 'sleep 1000']}}\n"
+        ),
+    );
+    let pod = f.wait_pod("init-node1", Duration::from_secs(60), running_and_ready);
+    let inits = pod["status"]["initContainerStatuses"].as_array().unwrap();
+    let finished = |i: usize| {
+        inits[i]["state"]["terminated"]["finishedAt"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let started = |i: usize| {
+        inits[i]["state"]["terminated"]["startedAt"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(inits[0]["state"]["terminated"]["reason"], "Completed");
+    assert!(
+        finished(0) <= started(1),
+        "second init started after the first finished: {inits:?}"
+    );
+    let app_started = container(&pod, "app")["state"]["running"]["startedAt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(finished(1) <= app_started, "app started after the inits");
+
+    let done = f.wait_pod("done-node1", Duration::from_secs(60), |p| {
+        p["status"]["phase"] == "Succeeded"
+    });
+    assert_eq!(
+        container(&done, "a")["state"]["terminated"]["reason"],
+        "Completed"
+    );
+    assert_eq!(
+        container(&done, "a")["restartCount"],
+        0,
+        "OnFailure does not restart a success"
+    );
+    let failed = f.wait_pod("failed-node1", Duration::from_secs(60), |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    let a = container(&failed, "a");
+    assert_eq!(a["state"]["terminated"]["exitCode"], 7);
+    assert_eq!(a["state"]["terminated"]["reason"], "Error");
+    let badinit = f.wait_pod("badinit-node1", Duration::from_secs(60), |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert!(
+        container(&badinit, "app")["state"]["waiting"].is_object(),
+        "app never started: {badinit}"
+    );
+    assert!(!condition(&badinit, "Initialized"));
+    // Finished pods stay listed, with their sandboxes stopped.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        container(&f.pod("failed-node1").unwrap(), "a")["restartCount"],
+        0
+    );
+}
+
+#[test]
+fn a_sigkilled_node_adopts_its_pods_without_restarting_them() {
+    require_root();
+    let mut f = Fixture::start();
+    f.write_manifest(
+        "web.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: web}}\nspec:\n  containers:\n  - {{name: web, image: {}}}\n",
+            f.image("web")
+        ),
+    );
+    let before = f.wait_pod("web-node1", Duration::from_secs(60), running_and_ready);
+    let id = container(&before, "web")["containerID"].clone();
+    let uid = before["metadata"]["uid"].clone();
+    let ip = before["status"]["podIP"].as_str().unwrap().to_string();
+    f.node.stop_with("KILL");
+    // Still serving with no agent at all.
+    assert_eq!(http_get_host(&ip, WEB_PORT, "/").unwrap().1, WEB_PAGE);
+    f.node.respawn();
+    let after = f.wait_pod("web-node1", Duration::from_secs(60), running_and_ready);
+    assert_eq!(after["metadata"]["uid"], uid);
+    let web = container(&after, "web");
+    assert_eq!(
+        web["containerID"],
+        id,
+        "the same container, adopted\n{}",
+        tail(&f.node.log(), 80)
+    );
+    assert_eq!(web["restartCount"], 0);
+    assert_eq!(http_get_host(&ip, WEB_PORT, "/").unwrap().1, WEB_PAGE);
+}

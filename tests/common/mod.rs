@@ -15,6 +15,7 @@ pub struct RuntimeProcess {
     pub dir: PathBuf,
     /// For `capstan node`: the cgroup below which kubepods/ was made, removed on drop.
     pub cgroup_root: Option<String>,
+    command: Vec<String>,
 }
 
 impl RuntimeProcess {
@@ -33,6 +34,16 @@ impl RuntimeProcess {
             own.trim_end_matches('/'),
             capstan_testkit::names::unique("", 6).trim_matches('-')
         );
+        Self::start_node_full(dir, config, read_only, root, extra)
+    }
+
+    fn start_node_full(
+        dir: &Path,
+        config: &str,
+        read_only: u16,
+        root: String,
+        extra: &[&str],
+    ) -> Self {
         std::fs::create_dir_all(dir.join("manifests")).unwrap();
         let mut args: Vec<String> = vec![
             "--pod-manifest-path".into(),
@@ -63,24 +74,35 @@ impl RuntimeProcess {
             .append(true)
             .open(dir.join("runtime.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_capstan"))
-            .args(["--log-level", "debug", command, "--listen"])
-            .arg(format!("unix://{}", Self::socket_in(dir).display()))
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--runtime-config")
-            .arg(&config_path)
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start capstan runtime");
+        let mut args: Vec<String> = vec![
+            "--log-level".into(),
+            "debug".into(),
+            command.into(),
+            "--listen".into(),
+            format!("unix://{}", Self::socket_in(dir).display()),
+            "--state-dir".into(),
+            dir.join("state").display().to_string(),
+            "--runtime-config".into(),
+            config_path.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let child = spawn(&args, log);
         RuntimeProcess {
             child: Some(child),
             dir: dir.to_path_buf(),
             cgroup_root: None,
+            command: args,
         }
+    }
+
+    /// Starts the same command again after [`Self::stop_with`] (e.g. after a SIGKILL).
+    pub fn respawn(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("runtime.log"))
+            .unwrap();
+        self.child = Some(spawn(&self.command, log));
     }
 
     fn socket_in(dir: &Path) -> PathBuf {
@@ -218,6 +240,16 @@ pub fn http_get_host(host: &str, port: u16, path: &str) -> std::io::Result<(u16,
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     Ok((code, body.to_string()))
+}
+
+fn spawn(args: &[String], log: std::fs::File) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start capstan")
 }
 
 fn cgroup_hierarchies() -> Vec<PathBuf> {

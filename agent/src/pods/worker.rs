@@ -311,7 +311,11 @@ impl PodWorker {
             match latest {
                 Some(c) if c.running() => {
                     self.waiting.remove(&init.name);
-                    continue;
+                    if is_sidecar(init) {
+                        continue;
+                    }
+                    // A plain init container must finish before the next one starts.
+                    return Ok(None);
                 }
                 Some(c) if c.exited() && c.status.exit_code == 0 && !is_sidecar(init) => continue,
                 Some(c) if c.exited() && !is_sidecar(init) && policy == "Never" => {
