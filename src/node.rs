@@ -14,7 +14,7 @@ use k8s_openapi::api::core::v1::Pod;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::cli::NodeArgs;
+use crate::cli::{ExecArgs, NodeArgs};
 
 /// Runs the node until SIGTERM or SIGINT. Pods keep running when the agent stops: a restart
 /// adopts them.
@@ -124,4 +124,20 @@ fn scan(dir: &Path, node_name: &str) -> BTreeMap<String, Pod> {
         pods.insert(uid, pod);
     }
     pods
+}
+
+/// `capstan exec`: runs the command through the node's CRI endpoint; returns its exit code.
+pub fn exec(args: ExecArgs) -> Result<i32, String> {
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("start the async runtime: {e}"))?;
+    tokio.block_on(capstan_agent::commands::exec(
+        &args.runtime_endpoint,
+        &args.address,
+        &args.namespace,
+        &args.pod,
+        args.container.as_deref(),
+        args.command,
+    ))
 }

@@ -566,3 +566,134 @@ fn pods_that_do_not_fit_are_rejected_with_the_kubelets_reasons() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(monitors_under(f.dir.path()), 1);
 }
+
+fn capstan(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(args)
+        .output()
+        .expect("run capstan")
+}
+
+#[test]
+fn read_only_endpoints_and_the_pods_logs_exec_commands() {
+    require_root();
+    let f = Fixture::start();
+    f.write_manifest(
+        "talk.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: talk, namespace: tools}}\nspec:\n  containers:\n  - name: talker\n    image: {}\n    command: [sh, -c, 'echo line one; echo line two >&2; echo line three; sleep 1000']\n",
+            f.image("shell")
+        ),
+    );
+    f.wait_pod("talk-node1", Duration::from_secs(60), running_and_ready);
+    let address = format!("127.0.0.1:{}", f.port);
+    assert_eq!(
+        http_get(f.port, "/healthz").unwrap(),
+        (200, "ok".to_string())
+    );
+    assert_eq!(http_get(f.port, "/nothing").unwrap().0, 404);
+
+    let out = capstan(&["pods", "--address", &address]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    let row = table
+        .lines()
+        .find(|l| l.contains("talk-node1"))
+        .expect("pod row");
+    assert!(
+        row.starts_with("tools") && row.contains("1/1") && row.contains("Running"),
+        "{table}"
+    );
+
+    // The log lines arrive as the container writes them.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let logs = loop {
+        let out = capstan(&["logs", "talk-node1", "-n", "tools", "--address", &address]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.lines().count() >= 3 || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut lines: Vec<&str> = logs.lines().collect();
+    lines.sort();
+    assert_eq!(lines, ["line one", "line three", "line two"], "{logs}");
+    let out = capstan(&[
+        "logs",
+        "talk-node1",
+        "-n",
+        "tools",
+        "--tail",
+        "1",
+        "--address",
+        &address,
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    let out = capstan(&[
+        "logs",
+        "talk-node1",
+        "-n",
+        "tools",
+        "--previous",
+        "--address",
+        &address,
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("previous terminated container"),
+        "{out:?}"
+    );
+    let out = capstan(&["logs", "nope", "--address", &address]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pod default/nope is not on this node"),
+        "{out:?}"
+    );
+
+    let endpoint = format!("unix://{}", f.node.socket().display());
+    let out = capstan(&[
+        "exec",
+        "talk-node1",
+        "-n",
+        "tools",
+        "--address",
+        &address,
+        "--runtime-endpoint",
+        &endpoint,
+        "--",
+        "sh",
+        "-c",
+        "echo from inside; exit 4",
+    ]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from inside\n");
+
+    let (code, metrics) = http_get(f.port, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("kubelet_running_pods{phase=\"Running\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("kubelet_running_containers{container_state=\"running\"} 1"));
+    assert!(metrics.contains("kubelet_pod_start_duration_seconds_count 1"));
+    assert!(metrics.contains(
+        "kubelet_runtime_operations_duration_seconds_count{operation_type=\"run_pod_sandbox\"} 1"
+    ));
+
+    let (code, summary) = http_get(f.port, "/stats/summary").unwrap();
+    assert_eq!(code, 200);
+    let summary: Value = serde_json::from_str(&summary).unwrap();
+    assert_eq!(summary["node"]["nodeName"], "node1");
+    assert!(
+        summary["node"]["memory"]["availableBytes"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    let pod = &summary["pods"][0];
+    assert_eq!(pod["podRef"]["name"], "talk-node1");
+    assert_eq!(pod["containers"][0]["name"], "talker");
+    assert!(
+        pod["memory"]["workingSetBytes"].as_u64().unwrap() > 0,
+        "{pod}"
+    );
+}

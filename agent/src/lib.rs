@@ -2,6 +2,7 @@
 //! and the service proxy.
 
 pub mod admission;
+pub mod commands;
 pub mod cri;
 pub mod metrics;
 pub mod node;
