@@ -2,6 +2,8 @@
 //! and the service proxy.
 
 pub mod cri;
+pub mod downward;
+pub mod env;
 pub mod objects;
 pub mod resources;
 
