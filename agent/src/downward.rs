@@ -107,7 +107,12 @@ pub fn field_value(pod: &Pod, info: &PodRuntimeInfo, path: &str) -> Result<Strin
     let pod_ips = if info.pod_ips.is_empty() {
         status
             .and_then(|s| s.pod_ips.as_ref())
-            .map(|ips| ips.iter().map(|i| i.ip.clone()).collect::<Vec<_>>().join(","))
+            .map(|ips| {
+                ips.iter()
+                    .map(|i| i.ip.clone())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
             .unwrap_or_default()
     } else {
         joined(&info.pod_ips)
@@ -115,7 +120,12 @@ pub fn field_value(pod: &Pod, info: &PodRuntimeInfo, path: &str) -> Result<Strin
     let host_ips = if info.host_ips.is_empty() {
         status
             .and_then(|s| s.host_ips.as_ref())
-            .map(|ips| ips.iter().map(|i| i.ip.clone()).collect::<Vec<_>>().join(","))
+            .map(|ips| {
+                ips.iter()
+                    .map(|i| i.ip.clone())
+                    .collect::<Vec<_>>()
+                    .join(",")
+            })
             .unwrap_or_default()
     } else {
         joined(&info.host_ips)
@@ -173,10 +183,7 @@ pub fn container_path(pod: &Pod, name: &str) -> String {
     format!("container {name:?}")
 }
 
-fn quantity<'a>(
-    map: Option<&'a BTreeMap<String, Quantity>>,
-    name: &str,
-) -> Option<&'a Quantity> {
+fn quantity<'a>(map: Option<&'a BTreeMap<String, Quantity>>, name: &str) -> Option<&'a Quantity> {
     map.and_then(|m| m.get(name))
 }
 

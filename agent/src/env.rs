@@ -34,7 +34,7 @@ pub struct EnvError {
 /// Expands `$(NAME)` references in `input` the way Kubernetes does: a defined name is
 /// replaced by its value, an undefined one is left as written, `$$` is a literal `$` (so
 /// `$$(NAME)` yields `$(NAME)`), and any other `$` stays as is.
-pub fn expand(input: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+pub fn expand(input: &str, mut lookup: impl FnMut(&str) -> Option<String>) -> String {
     let mut out = String::with_capacity(input.len());
     let mut rest = input;
     while let Some(pos) = rest.find('$') {
@@ -185,7 +185,10 @@ pub fn container_env(
             Some(from) => {
                 if let Some(r) = &from.field_ref {
                     downward::field_value(pod, info, &r.field_path).map_err(|e| {
-                        err(format!("{field}.valueFrom.fieldRef.fieldPath"), e.to_string())
+                        err(
+                            format!("{field}.valueFrom.fieldRef.fieldPath"),
+                            e.to_string(),
+                        )
                     })?
                 } else if let Some(r) = &from.resource_field_ref {
                     let target = match r.container_name.as_deref() {
@@ -473,7 +476,10 @@ spec:
     - {name: COLOR, valueFrom: {configMapKeyRef: {name: settings, key: shade}}}
 "#);
         let e = build(&missing_key).unwrap_err();
-        assert_eq!(e.field, "spec.containers[0].env[1].valueFrom.configMapKeyRef");
+        assert_eq!(
+            e.field,
+            "spec.containers[0].env[1].valueFrom.configMapKeyRef"
+        );
         assert_eq!(e.reason, "couldn't find key shade in ConfigMap ns/settings");
 
         let missing_secret = pod(r#"
@@ -499,6 +505,9 @@ spec:
     env: [{name: X, valueFrom: {fieldRef: {fieldPath: spec.bogus}}}]
 "#);
         let e = build(&bad_field).unwrap_err();
-        assert_eq!(e.field, "spec.containers[0].env[0].valueFrom.fieldRef.fieldPath");
+        assert_eq!(
+            e.field,
+            "spec.containers[0].env[0].valueFrom.fieldRef.fieldPath"
+        );
     }
 }

@@ -6,6 +6,7 @@ pub mod downward;
 pub mod env;
 pub mod objects;
 pub mod resources;
+pub mod volumes;
 
 /// Where the agent looks for static pod manifests unless told otherwise.
 pub const DEFAULT_POD_MANIFEST_PATH: &str = "/etc/kubernetes/manifests";
