@@ -4,6 +4,7 @@
 pub mod cri;
 pub mod downward;
 pub mod env;
+pub mod hooks;
 pub mod objects;
 pub mod probes;
 pub mod resources;

@@ -167,7 +167,7 @@ impl PodVolumes {
                 .map_err(|e| VolumeError::new(format!("{field}.mountPropagation"), e))?;
             let readonly = vm.read_only == Some(true) || volume.kind.always_read_only();
             let recursive = vm.recursive_read_only.as_deref() == Some("Enabled");
-            if recursive && !(vm.read_only == Some(true)) {
+            if recursive && vm.read_only != Some(true) {
                 return Err(VolumeError::new(
                     format!("{field}.recursiveReadOnly"),
                     "Enabled requires readOnly",

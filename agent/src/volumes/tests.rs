@@ -86,7 +86,7 @@ fn tmpfs_size_kib(path: &Path) -> Option<String> {
         .find(|l| l.split(' ').nth(4) == Some(&p))
         .and_then(|l| {
             l.split(' ')
-                .last()
+                .next_back()
                 .and_then(|opts| opts.split(',').find(|o| o.starts_with("size=")))
                 .map(|s| s.to_string())
         })
@@ -96,7 +96,7 @@ fn mounted_below(dir: &Path) -> usize {
     mount_table::mounts_below(dir).unwrap().len()
 }
 
-fn container<'a>(p: &'a Pod, i: usize) -> &'a Container {
+fn container(p: &Pod, i: usize) -> &Container {
     &p.spec.as_ref().unwrap().containers[i]
 }
 
