@@ -8,6 +8,7 @@ pub mod atomic;
 mod container_mounts;
 pub mod host_path;
 pub mod mount_table;
+mod ownership;
 mod payload;
 
 use std::collections::BTreeMap;
@@ -157,6 +158,11 @@ impl PodVolumes {
             let wrote = atomic::write(&prepared.path, &payload)
                 .map_err(|e| VolumeError::new(&field, format!("cannot write files: {e}")))?;
             if wrote {
+                if let Some(gid) = fs_group(pod) {
+                    ownership::apply_fs_group(&prepared.path, gid, true).map_err(|e| {
+                        VolumeError::new(&field, format!("cannot apply fsGroup {gid}: {e}"))
+                    })?;
+                }
                 changed.push(name.clone());
             }
         }
@@ -213,6 +219,15 @@ fn memory_volume_size(pod: &Pod, info: &PodRuntimeInfo, size_limit: Option<i64>)
     };
     size = lower(size, resources::pod_limits(pod).memory);
     lower(size, size_limit)
+}
+
+/// The pod's fsGroup, which volumes other than hostPath are given to.
+fn fs_group(pod: &Pod) -> Option<u32> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|c| c.fs_group)
+        .and_then(|g| u32::try_from(g).ok())
 }
 
 /// The files an API-data volume holds.
@@ -339,6 +354,7 @@ fn prepare_one(
         .join("volumes")
         .join(kind.plugin_dir())
         .join(&volume.name);
+    let fresh = !path.exists();
     make_dir(&path, 0o777, undo).map_err(|e| io_err("cannot create the volume directory", e))?;
 
     if kind.on_tmpfs() {
@@ -356,9 +372,18 @@ fn prepare_one(
         }
     }
 
+    let mut wrote = false;
     if kind.has_payload() {
         let payload = volume_payload(pod, volume, objects, info, &field)?;
-        atomic::write(&path, &payload).map_err(|e| io_err("cannot write files", e))?;
+        wrote = atomic::write(&path, &payload).map_err(|e| io_err("cannot write files", e))?;
+    }
+    // An emptyDir is given to the group once, when made (walking a full one again after an
+    // agent restart would cost for nothing); API data whenever it was written.
+    if let Some(gid) = fs_group(pod) {
+        if wrote || (fresh && matches!(kind, VolumeKind::EmptyDir { .. })) {
+            ownership::apply_fs_group(&path, gid, kind.always_read_only())
+                .map_err(|e| io_err(&format!("cannot apply fsGroup {gid}"), e))?;
+        }
     }
     Ok(PreparedVolume { index, kind, path })
 }

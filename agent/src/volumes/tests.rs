@@ -447,3 +447,30 @@ spec:
     assert_eq!(mounts[0].host_path, scratch.join("real").to_string_lossy());
     teardown(&pod_dir).unwrap();
 }
+
+#[test]
+fn fs_group_owns_volumes() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let pod_dir = tmp.path().join("pod");
+    let p = pod(r#"
+metadata: {name: web, namespace: ns}
+spec:
+  securityContext: {fsGroup: 4321}
+  containers: [{name: a, image: x}]
+  volumes:
+  - {name: scratch, emptyDir: {}}
+  - {name: creds, secret: {secretName: creds, defaultMode: 256}}
+"#);
+    prepare(&p, &pod_dir, &objects(), &info()).unwrap();
+    let scratch = pod_dir.join("volumes/kubernetes.io~empty-dir/scratch");
+    let meta = fs::metadata(&scratch).unwrap();
+    assert_eq!(meta.gid(), 4321);
+    assert_eq!(mode(&scratch), 0o2777);
+    let password = pod_dir.join("volumes/kubernetes.io~secret/creds/password");
+    let meta = fs::metadata(&password).unwrap();
+    assert_eq!(meta.gid(), 4321);
+    // 0400 gains group read, not write: the volume is read-only.
+    assert_eq!(mode(&password), 0o440);
+    teardown(&pod_dir).unwrap();
+}
