@@ -490,3 +490,93 @@ async fn initial_delay_startup_and_drop() {
     at(200.0, start).await;
     assert_eq!(runs.load(Ordering::SeqCst), before);
 }
+
+/// An HTTPS server with a throw-away self-signed certificate (made by the openssl command).
+/// None when the openssl command is missing.
+async fn https_server(dir: &std::path::Path) -> Option<u16> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (key, cert) = (dir.join("key.pem"), dir.join("cert.pem"));
+    let status = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=pod.example",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .stderr(std::process::Stdio::null())
+        .status();
+    match status {
+        Ok(s) => assert!(s.success(), "openssl failed"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => panic!("openssl: {e}"),
+    }
+    let certs = vec![CertificateDer::from_pem_file(&cert).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                if let Ok(tls) = acceptor.accept(stream).await {
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tls), service_fn(handle))
+                        .await;
+                }
+            });
+        }
+    });
+    Some(port)
+}
+
+#[tokio::test]
+async fn https_probes_skip_certificate_checks() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(port) = https_server(dir.path()).await else {
+        eprintln!("skipped: no openssl command to make a certificate");
+        return;
+    };
+    let mut action = get_action(port, "/ok");
+    action.scheme = Some("HTTPS".into());
+    let second = Duration::from_secs(2);
+    assert_eq!(
+        http_probe(&action, &target(None), second).await,
+        ProbeOutcome::Success
+    );
+    action.path = Some("/fail".into());
+    assert_eq!(
+        http_probe(&action, &target(None), second).await,
+        ProbeOutcome::Failure("HTTP probe failed with statuscode: 500".into())
+    );
+    // HTTPS against a plain HTTP server fails instead of hanging.
+    let plain = http_server().await.port();
+    let mut action = get_action(plain, "/ok");
+    action.scheme = Some("HTTPS".into());
+    assert!(matches!(
+        http_probe(&action, &target(None), second).await,
+        ProbeOutcome::Failure(m) if m.contains("TLS")
+    ));
+}
