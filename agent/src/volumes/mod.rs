@@ -6,6 +6,7 @@
 
 pub mod atomic;
 mod container_mounts;
+mod etc_hosts;
 pub mod host_path;
 pub mod mount_table;
 mod ownership;
@@ -24,6 +25,7 @@ use crate::objects::ObjectLookup;
 use crate::resources;
 
 pub use container_mounts::{DEFAULT_TERMINATION_MESSAGE_PATH, termination_log_path};
+pub use etc_hosts::{ETC_HOSTS, etc_hosts_mount, etc_hosts_path, pod_hostname};
 pub use payload::DEFAULT_MODE;
 
 /// A volume or mount that cannot be set up, naming the field at fault.
