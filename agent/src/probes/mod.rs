@@ -163,9 +163,21 @@ pub async fn exec_probe(
     let seconds = timeout.as_secs().max(1) as i64;
     // The runtime enforces the timeout; the margin here only guards against one that does not.
     let call = cri.exec_sync(container_id, command.clone(), seconds);
-    match tokio::time::timeout(timeout + Duration::from_secs(2), call).await {
-        Ok(Ok(out)) if out.exit_code == 0 => ProbeOutcome::Success,
-        Ok(Ok(out)) => {
+    let result = tokio::time::timeout(timeout + Duration::from_secs(2), call)
+        .await
+        .ok();
+    exec_outcome(&command, result)
+}
+
+/// Judges an exec probe's run: exit 0 passes, another exit status or a timeout (the runtime's
+/// DeadlineExceeded, or `None` for the local guard) fails, any other runtime error is Unknown.
+fn exec_outcome(
+    command: &[String],
+    result: Option<Result<crate::cri::ExecOutcome, tonic::Status>>,
+) -> ProbeOutcome {
+    match result {
+        Some(Ok(out)) if out.exit_code == 0 => ProbeOutcome::Success,
+        Some(Ok(out)) => {
             let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
             text.push_str(&String::from_utf8_lossy(&out.stderr));
             ProbeOutcome::Failure(format!(
@@ -174,11 +186,11 @@ pub async fn exec_probe(
                 text.trim_end()
             ))
         }
-        Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {
+        Some(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {
             ProbeOutcome::Failure(format!("command {command:?} timed out"))
         }
-        Ok(Err(status)) => ProbeOutcome::Unknown(format!("exec failed: {}", status.message())),
-        Err(_) => ProbeOutcome::Failure(format!("command {command:?} timed out")),
+        Some(Err(status)) => ProbeOutcome::Unknown(format!("exec failed: {}", status.message())),
+        None => ProbeOutcome::Failure(format!("command {command:?} timed out")),
     }
 }
 

@@ -580,3 +580,35 @@ async fn https_probes_skip_certificate_checks() {
         ProbeOutcome::Failure(m) if m.contains("TLS")
     ));
 }
+
+#[test]
+fn exec_results_are_judged_like_the_kubelet() {
+    use crate::cri::ExecOutcome;
+    let cmd = vec!["cat".to_string(), "/tmp/healthy".to_string()];
+    let out = |code: i32, stdout: &str| {
+        Some(Ok(ExecOutcome {
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: b"err\n".to_vec(),
+            exit_code: code,
+        }))
+    };
+    assert_eq!(super::exec_outcome(&cmd, out(0, "")), ProbeOutcome::Success);
+    assert_eq!(
+        super::exec_outcome(&cmd, out(1, "no such file\n")),
+        ProbeOutcome::Failure(
+            "command [\"cat\", \"/tmp/healthy\"] exited with 1: no such file\nerr".into()
+        )
+    );
+    assert!(matches!(
+        super::exec_outcome(&cmd, Some(Err(tonic::Status::deadline_exceeded("slow")))),
+        ProbeOutcome::Failure(m) if m.ends_with("timed out")
+    ));
+    assert!(matches!(
+        super::exec_outcome(&cmd, None),
+        ProbeOutcome::Failure(_)
+    ));
+    assert!(matches!(
+        super::exec_outcome(&cmd, Some(Err(tonic::Status::not_found("no container")))),
+        ProbeOutcome::Unknown(_)
+    ));
+}
