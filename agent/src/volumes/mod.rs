@@ -240,6 +240,24 @@ fn volume_payload(
     info: &PodRuntimeInfo,
     field: &str,
 ) -> Result<atomic::Payload, VolumeError> {
+    let mut payload = api_payload(pod, volume, objects, info, field)?;
+    // With an fsGroup every file is group-readable (SetVolumeOwnership's read-only mask); doing
+    // it in the payload keeps an unchanged source from looking changed on the next refresh.
+    if fs_group(pod).is_some() {
+        for file in payload.values_mut() {
+            file.mode |= 0o440;
+        }
+    }
+    Ok(payload)
+}
+
+fn api_payload(
+    pod: &Pod,
+    volume: &Volume,
+    objects: &dyn ObjectLookup,
+    info: &PodRuntimeInfo,
+    field: &str,
+) -> Result<atomic::Payload, VolumeError> {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let err = |e: payload::PayloadError| VolumeError::new(format!("{field}.{}", e.field), e.reason);
     if let Some(cm) = &volume.config_map {

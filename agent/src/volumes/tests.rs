@@ -472,5 +472,8 @@ spec:
     assert_eq!(meta.gid(), 4321);
     // 0400 gains group read, not write: the volume is read-only.
     assert_eq!(mode(&password), 0o440);
+    // Unchanged sources stay unchanged on disk, fsGroup or not.
+    let v = prepare(&p, &pod_dir, &objects(), &info()).unwrap();
+    assert!(v.refresh(&p, &objects(), &info()).unwrap().is_empty());
     teardown(&pod_dir).unwrap();
 }
