@@ -1,16 +1,23 @@
-//! A container's volumeMounts as CRI mounts: subPath and subPathExpr resolved safely inside
-//! their volume, read-only and propagation modes, and the termination message file.
+//! A container's volumeMounts as CRI mounts: subPath and subPathExpr resolved inside their
+//! volume and bind-mounted below `<pod_dir>/volume-subpaths/` from a descriptor opened without
+//! following symlinks (so a container cannot redirect the mount out of the volume between the
+//! check and the runtime's mount), read-only and propagation modes, and the termination
+//! message file.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::io;
-use std::os::unix::fs::PermissionsExt;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
 use capstan_proto::{KeyValue, Mount, MountPropagation};
 use k8s_openapi::api::core::v1::{Container, Pod};
+use nix::fcntl::{OFlag, openat};
+use nix::mount::{MsFlags, mount};
+use nix::sys::stat::{Mode, SFlag, fstat};
 
-use super::{PodVolumes, PreparedVolume, VolumeError};
+use super::{PodVolumes, PreparedVolume, VolumeError, mount_table};
 use crate::downward::container_path;
 use crate::env::expand;
 
@@ -54,7 +61,7 @@ fn expand_sub_path(expr: &str, env: &[KeyValue]) -> Result<String, String> {
 /// with the volume's mode (so it gets the same permissions), and a symlink may not lead out of
 /// the volume. Returns the resolved path, which is what the runtime bind-mounts, so a symlink
 /// swapped in later cannot redirect the mount.
-fn resolve_sub_path(volume: &PreparedVolume, sub: &str) -> Result<PathBuf, String> {
+fn resolve_sub_path(volume: &PreparedVolume, sub: &str) -> Result<(PathBuf, PathBuf), String> {
     let p = Path::new(sub);
     if p.is_absolute() {
         return Err(format!("{sub} must not be an absolute path"));
@@ -99,7 +106,88 @@ fn resolve_sub_path(volume: &PreparedVolume, sub: &str) -> Result<PathBuf, Strin
             Err(e) => return Err(format!("{sub}: cannot stat {}: {e}", next.display())),
         }
     }
-    Ok(current)
+    Ok((base, current))
+}
+
+/// Opens `resolved` (inside `base`) one component at a time without following symlinks, so a
+/// component a container swapped for a symlink since [`resolve_sub_path`] is refused rather
+/// than followed out of the volume.
+pub(super) fn open_no_follow(base: &Path, resolved: &Path) -> io::Result<OwnedFd> {
+    let rel = resolved
+        .strip_prefix(base)
+        .map_err(|_| io::Error::other("the sub path left the volume"))?;
+    let mut fd: OwnedFd = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC).bits())
+        .open(base)?
+        .into();
+    let names: Vec<_> = rel
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    for (i, name) in names.iter().enumerate() {
+        let mut flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+        if i + 1 < names.len() {
+            flags |= OFlag::O_DIRECTORY;
+        }
+        let raw = openat(Some(fd.as_raw_fd()), *name, flags, Mode::empty())?;
+        // SAFETY: openat just returned this descriptor; nothing else owns or closes it.
+        fd = unsafe { OwnedFd::from_raw_fd(raw) };
+    }
+    // O_PATH|O_NOFOLLOW opens a final symlink itself instead of failing: refuse it here.
+    let stat = fstat(fd.as_raw_fd())?;
+    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFLNK {
+        return Err(io::Error::other("the sub path is a symlink"));
+    }
+    Ok(fd)
+}
+
+fn make_mount_point(target: &Path, is_dir: bool) -> io::Result<()> {
+    if is_dir {
+        fs::create_dir(target)
+    } else {
+        fs::File::create(target).map(drop)
+    }
+}
+
+/// Bind-mounts the sub path, opened safely, at `target` (as the kubelet's PrepareSafeSubpath
+/// does below `volume-subpaths/`), so what the runtime mounts is exactly what was checked.
+fn bind_safe_sub_path(base: &Path, resolved: &Path, target: &Path) -> io::Result<()> {
+    let fd = open_no_follow(base, resolved)?;
+    let source = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let is_dir = fs::metadata(&source)?.is_dir();
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent)?;
+    }
+    // A restarted container binds afresh: the sub path may have changed meanwhile.
+    if mount_table::is_mount_point(target)? {
+        mount_table::unmount(target)?;
+    }
+    // The mount point is ours: one of the wrong kind (the sub path changed from a directory
+    // to a file, say) is replaced. Only an empty directory can go, so nothing is lost.
+    match fs::symlink_metadata(target) {
+        Ok(m) if m.is_dir() == is_dir && !m.file_type().is_symlink() => {}
+        Ok(m) => {
+            if m.is_dir() {
+                fs::remove_dir(target)?;
+            } else {
+                fs::remove_file(target)?;
+            }
+            make_mount_point(target, is_dir)?;
+        }
+        Err(_) => make_mount_point(target, is_dir)?,
+    }
+    mount(
+        Some(source.as_path()),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(io::Error::from)
 }
 
 fn propagation(mode: Option<&str>, privileged: bool) -> Result<MountPropagation, String> {
@@ -159,8 +247,19 @@ impl PodVolumes {
                 _ => None,
             };
             let host_path = match sub {
-                Some((s, which)) if !s.is_empty() => resolve_sub_path(volume, &s)
-                    .map_err(|e| VolumeError::new(format!("{field}.{which}"), e))?,
+                Some((s, which)) if !s.is_empty() => {
+                    let at = |e: String| VolumeError::new(format!("{field}.{which}"), e);
+                    let (base, resolved) = resolve_sub_path(volume, &s).map_err(at)?;
+                    let target = self
+                        .pod_dir
+                        .join("volume-subpaths")
+                        .join(&vm.name)
+                        .join(&container.name)
+                        .join(i.to_string());
+                    bind_safe_sub_path(&base, &resolved, &target)
+                        .map_err(|e| at(format!("cannot mount {s} safely: {e}")))?;
+                    target
+                }
                 _ => volume.path.clone(),
             };
             let propagation = propagation(vm.mount_propagation.as_deref(), privileged)

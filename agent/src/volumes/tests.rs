@@ -92,6 +92,11 @@ fn tmpfs_size_kib(path: &Path) -> Option<String> {
         })
 }
 
+fn inode(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(path).unwrap().ino()
+}
+
 fn mounted_below(dir: &Path) -> usize {
     mount_table::mounts_below(dir).unwrap().len()
 }
@@ -391,13 +396,20 @@ spec:
     }];
     let mounts = v.mounts_for(&p, container(&p, 0), &env, 3).unwrap();
     assert_eq!(mounts.len(), 4);
-    assert_eq!(
-        mounts[0].host_path,
-        scratch.join("app/logs").to_string_lossy()
-    );
+    // Sub paths are bind-mounted below volume-subpaths/ from what was checked.
+    let sub0 = pod_dir.join("volume-subpaths/scratch/a/0");
+    assert_eq!(mounts[0].host_path, sub0.to_string_lossy());
+    assert!(mount_table::is_mount_point(&sub0).unwrap());
+    assert_eq!(inode(&sub0), inode(&scratch.join("app/logs")));
     assert!(mounts[0].readonly);
     assert_eq!(mode(&scratch.join("app/logs")), 0o777);
-    assert_eq!(mounts[1].host_path, scratch.join("web/x").to_string_lossy());
+    assert_eq!(
+        inode(Path::new(&mounts[1].host_path)),
+        inode(&scratch.join("web/x"))
+    );
+    // A restarted container binds again instead of stacking mounts.
+    v.mounts_for(&p, container(&p, 0), &env, 4).unwrap();
+    assert_eq!(mounted_below(&pod_dir.join("volume-subpaths")), 2);
     assert_eq!(
         mounts[1].propagation,
         MountPropagation::PropagationHostToContainer as i32
@@ -444,8 +456,31 @@ spec:
     let mounts = v
         .mounts_for(&inside, container(&inside, 0), &[], 0)
         .unwrap();
-    assert_eq!(mounts[0].host_path, scratch.join("real").to_string_lossy());
+    assert_eq!(
+        inode(Path::new(&mounts[0].host_path)),
+        inode(&scratch.join("real"))
+    );
+
+    // A file sub path (a ConfigMap key, say) is bound as a file.
+    fs::write(scratch.join("real/conf"), "k=v").unwrap();
+    let file = pod(r#"
+metadata: {name: web, namespace: ns}
+spec:
+  containers:
+  - {name: a, image: x, volumeMounts: [{name: scratch, mountPath: /etc/app.conf, subPath: alias/conf}]}
+  volumes: [{name: scratch, emptyDir: {}}]
+"#);
+    let mounts = v.mounts_for(&file, container(&file, 0), &[], 0).unwrap();
+    assert_eq!(fs::read_to_string(&mounts[0].host_path).unwrap(), "k=v");
+
+    // A final symlink swapped in is refused by the no-follow open, not followed.
+    let base = fs::canonicalize(&scratch).unwrap();
+    let err = super::container_mounts::open_no_follow(&base, &base.join("link")).unwrap_err();
+    assert!(err.to_string().contains("symlink"), "{err}");
+
     teardown(&pod_dir).unwrap();
+    assert_eq!(mounted_below(&pod_dir), 0);
+    assert!(!pod_dir.exists());
 }
 
 #[test]
