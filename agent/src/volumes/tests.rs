@@ -92,6 +92,15 @@ fn tmpfs_size_kib(path: &Path) -> Option<String> {
         })
 }
 
+/// Tears the pod directory down even when an assertion fails, so no mount outlives a test.
+struct Guard(PathBuf);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = teardown(&self.0);
+    }
+}
+
 fn inode(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
     fs::metadata(path).unwrap().ino()
@@ -109,6 +118,7 @@ fn container(p: &Pod, i: usize) -> &Container {
 fn empty_dirs_on_disk_and_tmpfs_are_gone_after_teardown() {
     let tmp = tempfile::tempdir().unwrap();
     let pod_dir = tmp.path().join("pod");
+    let _guard = Guard(pod_dir.clone());
     let p = pod(r#"
 metadata: {name: web, namespace: ns}
 spec:
@@ -146,6 +156,7 @@ spec:
 fn a_failure_halfway_leaves_nothing_behind() {
     let tmp = tempfile::tempdir().unwrap();
     let pod_dir = tmp.path().join("pod");
+    let _guard = Guard(pod_dir.clone());
     let p = pod(r#"
 metadata: {name: web, namespace: ns}
 spec:
@@ -166,6 +177,7 @@ spec:
 fn host_path_types_are_checked_with_the_field_named() {
     let tmp = tempfile::tempdir().unwrap();
     let pod_dir = tmp.path().join("pod");
+    let _guard = Guard(pod_dir.clone());
     let file = tmp.path().join("file");
     fs::write(&file, "x").unwrap();
     let p = pod(&format!(
@@ -214,6 +226,7 @@ spec:
 fn config_map_and_secret_files_modes_and_refresh() {
     let tmp = tempfile::tempdir().unwrap();
     let pod_dir = tmp.path().join("pod");
+    let _guard = Guard(pod_dir.clone());
     let p = pod(r#"
 metadata: {name: web, namespace: ns}
 spec:
@@ -292,6 +305,7 @@ spec:
 fn downward_api_and_projected_volumes() {
     let tmp = tempfile::tempdir().unwrap();
     let pod_dir = tmp.path().join("pod");
+    let _guard = Guard(pod_dir.clone());
     let p = pod(r#"
 metadata: {name: web, namespace: ns, labels: {app: web, tier: front}}
 spec:
@@ -358,6 +372,7 @@ spec:
 fn sub_paths_are_created_inside_and_escapes_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let pod_dir = tmp.path().join("pod");
+    let _guard = Guard(pod_dir.clone());
     let p = pod(r#"
 metadata: {name: web, namespace: ns}
 spec:
@@ -488,6 +503,7 @@ fn fs_group_owns_volumes() {
     use std::os::unix::fs::MetadataExt;
     let tmp = tempfile::tempdir().unwrap();
     let pod_dir = tmp.path().join("pod");
+    let _guard = Guard(pod_dir.clone());
     let p = pod(r#"
 metadata: {name: web, namespace: ns}
 spec:
