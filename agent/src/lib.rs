@@ -4,15 +4,20 @@
 pub mod admission;
 pub mod commands;
 pub mod cri;
+pub mod downward;
+pub mod env;
+pub mod hooks;
 pub mod metrics;
 pub mod node;
 pub mod objects;
 pub mod pod_cgroups;
 pub mod pods;
+pub mod probes;
 pub mod read_only;
 pub mod resources;
 pub mod status;
 pub mod summary;
+pub mod volumes;
 
 /// Where the agent looks for static pod manifests unless told otherwise.
 pub const DEFAULT_POD_MANIFEST_PATH: &str = "/etc/kubernetes/manifests";
