@@ -1,7 +1,9 @@
 //! The node agent: kubelet semantics (pod sources, pod workers, probes, QoS, eviction, status)
 //! and the service proxy.
 
+pub mod config;
 pub mod cri;
+pub mod names;
 pub mod objects;
 pub mod resources;
 
