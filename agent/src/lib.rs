@@ -6,6 +6,7 @@ pub mod cri;
 pub mod names;
 pub mod objects;
 pub mod resources;
+pub mod source;
 
 /// Where the agent looks for static pod manifests unless told otherwise.
 pub const DEFAULT_POD_MANIFEST_PATH: &str = "/etc/kubernetes/manifests";

@@ -1,0 +1,248 @@
+//! The manifest directory source: one pod per .yaml, .yml or .json file (dotfiles, other
+//! names and subdirectories are skipped, so editors' swap and backup files never count),
+//! watched with inotify and rescanned every `fileCheckFrequency` as a backstop. Every change
+//! sends a full snapshot; bursts of events (an editor's write, then rename) are debounced into
+//! one scan, and a scan that finds what the previous one found sends nothing.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::{MissedTickBehavior, interval, sleep};
+
+use super::static_pod::decode_manifest;
+use super::watch::DirWatch;
+use super::{ManifestError, SourceName, SourceUpdate};
+
+/// The kubelet's default rescan interval.
+pub const DEFAULT_CHECK_FREQUENCY: Duration = Duration::from_secs(20);
+/// How long the directory must be quiet after an event before it is scanned.
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Static pods from a directory.
+#[derive(Debug, Clone)]
+pub struct FileSource {
+    dir: PathBuf,
+    node_name: String,
+    check_frequency: Duration,
+    debounce: Duration,
+}
+
+/// Whether a directory entry's name is one a manifest may have.
+pub fn is_manifest_name(name: &str) -> bool {
+    !name.starts_with('.')
+        && Path::new(name)
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+}
+
+impl FileSource {
+    /// A source reading `dir` for node `node_name`.
+    pub fn new(dir: impl Into<PathBuf>, node_name: impl Into<String>) -> Self {
+        FileSource {
+            dir: dir.into(),
+            node_name: node_name.into(),
+            check_frequency: DEFAULT_CHECK_FREQUENCY,
+            debounce: DEFAULT_DEBOUNCE,
+        }
+    }
+
+    /// Sets the periodic rescan interval (`fileCheckFrequency`).
+    pub fn check_frequency(mut self, every: Duration) -> Self {
+        self.check_frequency = every.max(Duration::from_millis(1));
+        self
+    }
+
+    /// Sets the quiet time awaited after an inotify event before scanning.
+    pub fn debounce(mut self, quiet: Duration) -> Self {
+        self.debounce = quiet;
+        self
+    }
+
+    /// Reads the directory once. A missing directory is an empty snapshot (its pods are gone);
+    /// any other failure to list it is an error, and the caller keeps the previous snapshot
+    /// rather than stopping every pod over what may be a passing fault.
+    pub fn scan(&self) -> io::Result<SourceUpdate> {
+        let mut update = SourceUpdate {
+            source: SourceName::File,
+            pods: Vec::new(),
+            errors: Vec::new(),
+        };
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(update),
+            Err(e) => return Err(e),
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.file_name().to_str().is_some_and(is_manifest_name))
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        // Full names already taken, and by which file: the first file by name keeps a name.
+        let mut names: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for file in files {
+            // Follows symlinks, as manifests are often links into a config checkout.
+            match std::fs::metadata(&file) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => continue, // not recursing into directories, as the kubelet
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue, // removed meanwhile
+                Err(e) => {
+                    update
+                        .errors
+                        .push(file_error(&file, format!("cannot read: {e}")));
+                    continue;
+                }
+            }
+            let text = match std::fs::read(&file) {
+                Ok(bytes) => match String::from_utf8(bytes) {
+                    Ok(text) => text,
+                    Err(_) => {
+                        update
+                            .errors
+                            .push(file_error(&file, "not UTF-8 text".into()));
+                        continue;
+                    }
+                },
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    update
+                        .errors
+                        .push(file_error(&file, format!("cannot read: {e}")));
+                    continue;
+                }
+            };
+            match decode_manifest(&text, &file, &self.node_name) {
+                Ok(pod) => {
+                    let name = format!(
+                        "{}/{}",
+                        pod.metadata.namespace.as_deref().unwrap_or_default(),
+                        pod.metadata.name.as_deref().unwrap_or_default()
+                    );
+                    if let Some(first) = names.get(&name) {
+                        update.errors.push(ManifestError {
+                            file: file.clone(),
+                            field: "metadata.name".into(),
+                            reason: format!(
+                                "Duplicate value: {name:?}: already defined by {}",
+                                first.display()
+                            ),
+                        });
+                        continue;
+                    }
+                    names.insert(name, file);
+                    update.pods.push(pod);
+                }
+                Err(errors) => update.errors.extend(errors),
+            }
+        }
+        Ok(update)
+    }
+
+    /// Starts the source on the current tokio runtime; it sends to `tx` until `tx`'s receiver
+    /// is dropped.
+    pub fn spawn(self, tx: mpsc::Sender<SourceUpdate>) -> JoinHandle<()> {
+        tokio::spawn(self.run(tx))
+    }
+
+    /// Scans at once, then on every change and every `check_frequency`, sending each snapshot
+    /// that differs from the previous one. The first snapshot is always sent, even empty, so
+    /// that the merger knows this source has spoken.
+    pub async fn run(self, tx: mpsc::Sender<SourceUpdate>) {
+        let mut watch = match DirWatch::new(&self.dir) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::warn!(
+                    dir = %self.dir.display(),
+                    "inotify unavailable, rescanning every {:?} only: {e}",
+                    self.check_frequency
+                );
+                None
+            }
+        };
+        let mut tick = interval(self.check_frequency);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last: Option<SourceUpdate> = None;
+        let mut missing_logged = false;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                changed = changed(&mut watch) => {
+                    if let Err(e) = changed {
+                        tracing::warn!(dir = %self.dir.display(), "inotify failed, rescanning periodically only: {e}");
+                        watch = None;
+                    }
+                    self.quiet(&mut watch).await;
+                }
+                _ = tx.closed() => return,
+            }
+            // The watch goes in before the scan, so a change during the scan is not lost.
+            let watching = watch.as_mut().is_some_and(DirWatch::ensure);
+            if !watching && !self.dir.exists() && !missing_logged {
+                tracing::info!(dir = %self.dir.display(), "the manifest directory does not exist (yet); checking every {:?}", self.check_frequency);
+            }
+            missing_logged = !self.dir.exists();
+            let update = match self.scan() {
+                Ok(update) => update,
+                Err(e) => {
+                    tracing::warn!(dir = %self.dir.display(), "cannot list the manifest directory, keeping its pods: {e}");
+                    continue;
+                }
+            };
+            if last.as_ref() == Some(&update) {
+                continue;
+            }
+            for error in &update.errors {
+                let known = last.as_ref().is_some_and(|l| l.errors.contains(error));
+                if !known {
+                    tracing::warn!(
+                        file = %error.file.display(),
+                        field = %error.field,
+                        reason = %error.reason,
+                        "manifest refused: {error}"
+                    );
+                }
+            }
+            last = Some(update.clone());
+            if tx.send(update).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Waits until no event arrived for `debounce`.
+    async fn quiet(&self, watch: &mut Option<DirWatch>) {
+        loop {
+            tokio::select! {
+                _ = sleep(self.debounce) => return,
+                changed = changed(watch) => {
+                    if changed.is_err() {
+                        *watch = None;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn changed(watch: &mut Option<DirWatch>) -> io::Result<()> {
+    match watch {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+fn file_error(file: &Path, reason: String) -> ManifestError {
+    ManifestError {
+        file: file.to_path_buf(),
+        field: String::new(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests;
