@@ -71,6 +71,7 @@ impl FileSource {
             source: SourceName::File,
             pods: Vec::new(),
             errors: Vec::new(),
+            warnings: Vec::new(),
         };
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
@@ -117,7 +118,20 @@ impl FileSource {
                 }
             };
             match decode_manifest(&text, &file, &self.node_name) {
-                Ok(pod) => {
+                Ok(decoded) => {
+                    let pod = decoded.pod;
+                    update
+                        .warnings
+                        .extend(
+                            decoded
+                                .unknown_fields
+                                .into_iter()
+                                .map(|field| ManifestError {
+                                    file: file.clone(),
+                                    field,
+                                    reason: "unknown field; ignored".into(),
+                                }),
+                        );
                     let name = format!(
                         "{}/{}",
                         pod.metadata.namespace.as_deref().unwrap_or_default(),
@@ -207,6 +221,16 @@ impl FileSource {
                     );
                 }
             }
+            for warning in &update.warnings {
+                let known = last.as_ref().is_some_and(|l| l.warnings.contains(warning));
+                if !known {
+                    tracing::warn!(
+                        file = %warning.file.display(),
+                        field = %warning.field,
+                        "manifest field ignored: {warning}"
+                    );
+                }
+            }
             last = Some(update.clone());
             if tx.send(update).await.is_err() {
                 return;
@@ -214,11 +238,15 @@ impl FileSource {
         }
     }
 
-    /// Waits until no event arrived for `debounce`.
+    /// Waits until no event arrived for `debounce`, or ten times that (at least a second) in
+    /// all, so that a file written without pause cannot hold back every other change.
     async fn quiet(&self, watch: &mut Option<DirWatch>) {
+        let limit = sleep((self.debounce * 10).max(Duration::from_secs(1)));
+        tokio::pin!(limit);
         loop {
             tokio::select! {
                 _ = sleep(self.debounce) => return,
+                _ = &mut limit => return,
                 changed = changed(watch) => {
                     if changed.is_err() {
                         *watch = None;

@@ -248,6 +248,7 @@ mod tests {
             source,
             pods,
             errors: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -351,6 +352,7 @@ mod tests {
         let bad = SourceUpdate {
             source: SourceName::File,
             pods: vec![],
+            warnings: vec![],
             errors: vec![ManifestError {
                 file: "/m/x.yaml".into(),
                 field: "kind".into(),

@@ -109,4 +109,6 @@ pub struct SourceUpdate {
     pub pods: Vec<Pod>,
     /// What it refused.
     pub errors: Vec<ManifestError>,
+    /// What it accepted but partly ignored (unknown fields), for people to see.
+    pub warnings: Vec<ManifestError>,
 }

@@ -15,12 +15,22 @@ use super::{
     validate_pod,
 };
 
+/// A decoded manifest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StaticPod {
+    /// The pod to run.
+    pub pod: Pod,
+    /// Fields of the file that no Pod field has (typos, or fields of a newer Kubernetes): the
+    /// API server drops them silently, which hides mistakes such as `imagePulPolicy`.
+    pub unknown_fields: Vec<String>,
+}
+
 /// The pod in a manifest file's contents, or every reason it is not one.
 pub fn decode_manifest(
     text: &str,
     file: &Path,
     node_name: &str,
-) -> Result<Pod, Vec<ManifestError>> {
+) -> Result<StaticPod, Vec<ManifestError>> {
     let error = |field: &str, reason: String| {
         vec![ManifestError {
             file: file.to_path_buf(),
@@ -51,6 +61,10 @@ pub fn decode_manifest(
         let field = e.path().to_string();
         error(&field, e.into_inner().to_string())
     })?;
+    let mut unknown_fields = Vec::new();
+    if let Ok(known) = serde_json::to_value(&pod) {
+        dropped_fields(&document, &known, &mut String::new(), &mut unknown_fields);
+    }
     apply_defaults(&mut pod);
     let problems = validate_pod(&pod);
     if !problems.is_empty() {
@@ -100,7 +114,49 @@ pub fn decode_manifest(
         phase: Some("Pending".into()),
         ..Default::default()
     });
-    Ok(pod)
+    Ok(StaticPod {
+        pod,
+        unknown_fields,
+    })
+}
+
+/// The paths of what `given` has and `kept` (the same document after a typed round trip)
+/// lost: fields no type declares.
+fn dropped_fields(
+    given: &serde_json::Value,
+    kept: &serde_json::Value,
+    path: &mut String,
+    out: &mut Vec<String>,
+) {
+    use serde_json::Value;
+    match (given, kept) {
+        (Value::Object(given), Value::Object(kept)) => {
+            for (key, value) in given {
+                if value.is_null() {
+                    continue;
+                }
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                match kept.get(key) {
+                    Some(kept) => dropped_fields(value, kept, path, out),
+                    None => out.push(path.clone()),
+                }
+                path.truncate(len);
+            }
+        }
+        (Value::Array(given), Value::Array(kept)) => {
+            for (i, (g, k)) in given.iter().zip(kept).enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                dropped_fields(g, k, path, out);
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Kubernetes reads YAML 1.1, where `defaultMode: 0400` is octal; YAML 1.2 (our parser) reads
@@ -154,6 +210,7 @@ mod tests {
 
     fn decode(text: &str) -> Result<Pod, Vec<String>> {
         decode_manifest(text, Path::new("/m/web.yaml"), "Node-1")
+            .map(|decoded| decoded.pod)
             .map_err(|errs| errs.iter().map(ToString::to_string).collect())
     }
 
@@ -187,6 +244,7 @@ mod tests {
         let uid = |text: &str, file: &str, node: &str| {
             decode_manifest(text, Path::new(file), node)
                 .expect("valid")
+                .pod
                 .metadata
                 .uid
                 .expect("uid")
@@ -218,6 +276,29 @@ mod tests {
         );
         assert_ne!(first, uid(WEB, "/m/other.yaml", "n"), "another file");
         assert_ne!(first, uid(WEB, "/m/web.yaml", "m"), "another node");
+    }
+
+    #[test]
+    fn unknown_fields_are_named() {
+        let text = WEB.replace(
+            "image: nginx:1.27",
+            "image: nginx:1.27, imagePulPolicy: Never, resources: {limits: {cpu: 1}, limts: {}}",
+        ) + "extra: {a: 1}\nstatus: null\n";
+        let decoded = decode_manifest(&text, Path::new("/m/web.yaml"), "n").expect("valid");
+        assert_eq!(
+            decoded.unknown_fields,
+            [
+                "extra",
+                "spec.containers[0].imagePulPolicy",
+                "spec.containers[0].resources.limts"
+            ]
+        );
+        assert!(
+            decode_manifest(WEB, Path::new("/m/web.yaml"), "n")
+                .unwrap()
+                .unknown_fields
+                .is_empty()
+        );
     }
 
     #[test]

@@ -38,7 +38,7 @@ fn scan_reads_each_manifest_once_and_reports_the_rest() {
     fs::write(d.join("a-web.yaml"), manifest("web", "nginx:1.27")).unwrap();
     fs::write(
         d.join("b-db.json"),
-        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"db"},"spec":{"containers":[{"name":"db","image":"postgres:16"}]}}"#,
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"db"},"spec":{"containers":[{"name":"db","image":"postgres:16","imagePulPolicy":"Never"}]}}"#,
     )
     .unwrap();
     fs::write(d.join("c-bad.yaml"), manifest("bad", "''")).unwrap();
@@ -53,6 +53,14 @@ fn scan_reads_each_manifest_once_and_reports_the_rest() {
         .map(|p| p.metadata.name.clone().unwrap())
         .collect();
     assert_eq!(names, ["web-node1", "db-node1"]);
+    let warnings: Vec<String> = update.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [format!(
+            "{}: spec.containers[0].imagePulPolicy: unknown field; ignored",
+            d.join("b-db.json").display()
+        )]
+    );
     let errors: Vec<String> = update.errors.iter().map(ToString::to_string).collect();
     assert_eq!(
         errors,
