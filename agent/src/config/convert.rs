@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use super::duration::parse_duration;
@@ -149,8 +149,11 @@ fn apply_fields(
     warnings: &mut Vec<Ignored>,
 ) -> Result<(), ConfigError> {
     let invalid = |field: &str, reason: String| ConfigError::invalid(origin, field, reason);
+    // As upstream, relative paths in the file are relative to the file's directory.
+    let base = Path::new(origin).parent().unwrap_or(Path::new(""));
+    let resolve = |p: String| (!p.is_empty()).then(|| base.join(p));
     if let Some(path) = f.static_pod_path {
-        c.static_pod_path = (!path.is_empty()).then(|| PathBuf::from(path));
+        c.static_pod_path = resolve(path);
     }
     if let Some(v) = f.file_check_frequency {
         c.file_check_frequency = duration(origin, "fileCheckFrequency", &v)?;
@@ -292,7 +295,7 @@ fn apply_fields(
         c.cluster_domain = (!v.is_empty()).then_some(v);
     }
     if let Some(v) = f.resolv_conf {
-        c.resolv_conf = (!v.is_empty()).then(|| PathBuf::from(v));
+        c.resolv_conf = resolve(v);
     }
     if let Some(v) = f.runtime_request_timeout {
         c.runtime_request_timeout = duration(origin, "runtimeRequestTimeout", &v)?;

@@ -167,6 +167,30 @@ shutdownGracePeriodCriticalPods: 10s
 }
 
 #[test]
+fn relative_paths_are_relative_to_the_file() {
+    let mut c = AgentConfig::defaults("n");
+    let text = format!("{HEADER}staticPodPath: manifests\nresolvConf: ../resolv.conf\n");
+    c.apply_kubelet_config(&text, Path::new("/etc/capstan/kubelet.yaml"))
+        .expect("valid");
+    assert_eq!(
+        c.static_pod_path.as_deref(),
+        Some(Path::new("/etc/capstan/manifests"))
+    );
+    assert_eq!(
+        c.resolv_conf.as_deref(),
+        Some(Path::new("/etc/capstan/../resolv.conf"))
+    );
+    let text = format!("{HEADER}staticPodPath: ''\nresolvConf: ''\n");
+    c.apply_kubelet_config(&text, Path::new("/etc/k.yaml"))
+        .expect("valid");
+    assert_eq!(
+        (c.static_pod_path, c.resolv_conf),
+        (None, None),
+        "empty turns them off"
+    );
+}
+
+#[test]
 fn json_files_work_too() {
     let mut c = AgentConfig::defaults("n");
     let json = r#"{"apiVersion":"kubelet.config.k8s.io/v1beta1","kind":"KubeletConfiguration","maxPods":7,"readOnlyPort":0}"#;

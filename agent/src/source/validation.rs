@@ -119,6 +119,7 @@ fn validate_spec(spec: &PodSpec, e: &mut Errors) {
     }
     let mut names = BTreeSet::new();
     let host_network = spec.host_network.unwrap_or(false);
+    unique_host_ports(spec, e);
     for (i, c) in spec.init_containers.iter().flatten().enumerate() {
         let path = format!("spec.initContainers[{i}]");
         validate_container(c, &path, &volumes, &mut names, host_network, e);
@@ -183,6 +184,34 @@ fn validate_spec(spec: &PodSpec, e: &mut Errors) {
             "spec.dnsConfig.nameservers",
             "Required value: must provide at least one DNS nameserver when `dnsPolicy` is None",
         );
+    }
+}
+
+/// No two ports of the pod may claim the same host port and protocol.
+fn unique_host_ports(spec: &PodSpec, e: &mut Errors) {
+    let mut taken = BTreeSet::new();
+    let groups = [
+        (
+            "initContainers",
+            spec.init_containers.as_deref().unwrap_or_default(),
+        ),
+        ("containers", &spec.containers),
+    ];
+    for (group, containers) in groups {
+        for (i, c) in containers.iter().enumerate() {
+            for (j, p) in c.ports.iter().flatten().enumerate() {
+                let Some(port) = p.host_port.filter(|p| *p != 0) else {
+                    continue;
+                };
+                let key = format!("{port}/{}", p.protocol.as_deref().unwrap_or("TCP"));
+                if !taken.insert(key.clone()) {
+                    e.push(
+                        format!("spec.{group}[{i}].ports[{j}].hostPort"),
+                        format!("Duplicate value: {key:?}"),
+                    );
+                }
+            }
+        }
     }
 }
 

@@ -135,6 +135,10 @@ fn ports() {
         ],
     );
     check(
+        "  containers: [{name: a, image: x, ports: [{containerPort: 80, hostPort: 8080}, {containerPort: 81, hostPort: 8080, protocol: UDP}]}, {name: b, image: x, ports: [{containerPort: 82, hostPort: 8080}]}]\n",
+        &["spec.containers[1].ports[0].hostPort: Duplicate value: \"8080/TCP\""],
+    );
+    check(
         "  containers: [{name: a, image: x, ports: [{containerPort: 80, name: Http}]}]\n",
         &[
             "spec.containers[0].ports[0].name: Invalid value: \"Http\": must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)",
