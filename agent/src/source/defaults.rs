@@ -7,6 +7,11 @@ use k8s_openapi::api::core::v1::{
     PodSecurityContext, Probe, Volume,
 };
 
+/// Priority of the built-in class system-node-critical.
+pub const SYSTEM_NODE_CRITICAL: i32 = 2_000_001_000;
+/// Priority of the built-in class system-cluster-critical.
+pub const SYSTEM_CLUSTER_CRITICAL: i32 = 2_000_000_000;
+
 /// Mode of files in configMap, secret, downwardAPI and projected volumes unless given: 0644.
 pub const DEFAULT_VOLUME_MODE: i32 = 0o644;
 
@@ -25,6 +30,17 @@ pub fn apply_defaults(pod: &mut Pod) {
     spec.enable_service_links.get_or_insert(true);
     spec.security_context
         .get_or_insert_with(PodSecurityContext::default);
+    // What the API server's Priority admission fills in: the built-in critical classes'
+    // values (eviction and shutdown order critical pods last), 0 otherwise.
+    if spec.priority.is_none() {
+        spec.priority = Some(match spec.priority_class_name.as_deref() {
+            Some("system-node-critical") => SYSTEM_NODE_CRITICAL,
+            Some("system-cluster-critical") => SYSTEM_CLUSTER_CRITICAL,
+            _ => 0,
+        });
+    }
+    spec.preemption_policy
+        .get_or_insert_with(|| "PreemptLowerPriority".into());
     let host_network = spec.host_network.unwrap_or(false);
     for c in spec
         .containers
@@ -222,6 +238,11 @@ spec:
         assert_eq!(spec.dns_policy.as_deref(), Some("ClusterFirst"));
         assert_eq!(spec.scheduler_name.as_deref(), Some("default-scheduler"));
         assert_eq!(spec.enable_service_links, Some(true));
+        assert_eq!(spec.priority, Some(0));
+        assert_eq!(
+            spec.preemption_policy.as_deref(),
+            Some("PreemptLowerPriority")
+        );
         assert!(spec.security_context.is_some());
         let c = &spec.containers[0];
         assert_eq!(c.image_pull_policy.as_deref(), Some("IfNotPresent"));
@@ -276,6 +297,18 @@ spec:
         );
         let init = &spec.init_containers.as_ref().unwrap()[0];
         assert_eq!(init.image_pull_policy.as_deref(), Some("Always"));
+    }
+
+    #[test]
+    fn critical_classes_get_their_priority() {
+        let pod = defaulted(
+            "spec: {priorityClassName: system-node-critical, containers: [{name: a, image: x}]}",
+        );
+        assert_eq!(pod.spec.unwrap().priority, Some(SYSTEM_NODE_CRITICAL));
+        let pod = defaulted(
+            "spec: {priorityClassName: system-cluster-critical, containers: [{name: a, image: x}]}",
+        );
+        assert_eq!(pod.spec.unwrap().priority, Some(SYSTEM_CLUSTER_CRITICAL));
     }
 
     #[test]

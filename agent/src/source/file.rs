@@ -51,6 +51,12 @@ impl FileSource {
         }
     }
 
+    /// The source the configuration asks for (`staticPodPath`, `fileCheckFrequency`), if any.
+    pub fn from_config(config: &crate::config::AgentConfig) -> Option<Self> {
+        let dir = config.static_pod_path.as_ref()?;
+        Some(FileSource::new(dir, &config.node_name).check_frequency(config.file_check_frequency))
+    }
+
     /// Sets the periodic rescan interval (`fileCheckFrequency`).
     pub fn check_frequency(mut self, every: Duration) -> Self {
         self.check_frequency = every.max(Duration::from_millis(1));

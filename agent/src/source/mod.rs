@@ -10,12 +10,12 @@
 //! # async fn wire(config: capstan_agent::config::AgentConfig) {
 //! use capstan_agent::source::{FileSource, PodConfig, SourceName};
 //! let (tx, rx) = tokio::sync::mpsc::channel(16);
-//! if let Some(dir) = &config.static_pod_path {
-//!     FileSource::new(dir, &config.node_name)
-//!         .check_frequency(config.file_check_frequency)
-//!         .spawn(tx.clone());
+//! let mut sources = Vec::new();
+//! if let Some(files) = FileSource::from_config(&config) {
+//!     files.spawn(tx.clone());
+//!     sources.push(SourceName::File);
 //! }
-//! let mut desired = PodConfig::spawn(vec![SourceName::File], rx);
+//! let mut desired = PodConfig::spawn(sources, rx);
 //! while let Some(update) = desired.recv().await {
 //!     // update.changes.added / removed / updated name UIDs in update.pods
 //! }
@@ -34,7 +34,7 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Pod;
 
-pub use defaults::apply_defaults;
+pub use defaults::{SYSTEM_CLUSTER_CRITICAL, SYSTEM_NODE_CRITICAL, apply_defaults};
 pub use file::FileSource;
 pub use merge::{DesiredPod, PodChanges, PodConfig, PodSetUpdate};
 pub use validation::{FieldError, validate_pod};
