@@ -23,6 +23,8 @@ pub struct Overrides {
     pub object_manifest_path: Option<PathBuf>,
     /// `--max-pods`.
     pub max_pods: Option<u32>,
+    /// `--container-runtime-endpoint`; empty: the in-process runtime.
+    pub container_runtime_endpoint: Option<String>,
 }
 
 impl Overrides {
@@ -64,6 +66,9 @@ impl Overrides {
         }
         if let Some(n) = self.max_pods {
             config.max_pods = n;
+        }
+        if let Some(endpoint) = &self.container_runtime_endpoint {
+            config.container_runtime_endpoint = (!endpoint.is_empty()).then(|| endpoint.clone());
         }
         Ok(())
     }

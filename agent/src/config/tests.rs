@@ -393,6 +393,7 @@ fn flags_override_the_file() {
         cgroup_root: Some("/flag".into()),
         object_manifest_path: Some("/objects".into()),
         max_pods: Some(30),
+        container_runtime_endpoint: Some("unix:///run/containerd/containerd.sock".into()),
     };
     let c = AgentConfig::load(Some(&path), &overrides).expect("loads");
     assert_eq!(c.static_pod_path.as_deref(), Some(Path::new("/from/flag")));
@@ -405,6 +406,10 @@ fn flags_override_the_file() {
         Some(Path::new("/objects"))
     );
     assert_eq!(c.max_pods, 30);
+    assert_eq!(
+        c.container_runtime_endpoint.as_deref(),
+        Some("unix:///run/containerd/containerd.sock")
+    );
 
     // Without flags the file wins over the defaults.
     let c = AgentConfig::load(
@@ -460,4 +465,34 @@ fn default_node_name_is_the_host_name() {
     assert_eq!(name, name.to_lowercase());
     let c = AgentConfig::load(None, &Overrides::default()).expect("defaults load");
     assert_eq!(c.node_name, name);
+}
+
+#[test]
+fn bad_flags_name_the_flag() {
+    let mut c = AgentConfig::defaults("n");
+    let relative = Overrides {
+        cgroup_root: Some("kubepods".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        relative.apply(&mut c).unwrap_err().to_string(),
+        "command line: --cgroup-root: \"kubepods\" must be an absolute cgroup path (starting with /)"
+    );
+    let empty = Overrides {
+        node_name: Some(" ".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        empty.apply(&mut c).unwrap_err().to_string(),
+        "command line: --hostname-override: must not be empty"
+    );
+    let relative_root = Overrides {
+        root_dir: Some("var/lib".into()),
+        ..Default::default()
+    };
+    relative_root.apply(&mut c).expect("applies");
+    assert_eq!(
+        c.validate("configuration").unwrap_err().to_string(),
+        "configuration: --root-dir: var/lib must be an absolute path"
+    );
 }

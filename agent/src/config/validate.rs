@@ -97,7 +97,7 @@ pub(super) fn validate(c: &AgentConfig, origin: &str) -> Result<(), ConfigError>
     }
     if c.root_dir.is_relative() {
         return invalid(
-            "rootDir",
+            "--root-dir",
             format!("{} must be an absolute path", c.root_dir.display()),
         );
     }

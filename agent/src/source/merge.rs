@@ -61,6 +61,9 @@ impl PodChanges {
 pub struct PodSetUpdate {
     /// Every desired pod, by UID.
     pub pods: Arc<BTreeMap<String, DesiredPod>>,
+    /// The previous set, where the removed pods still are (their grace period and preStop
+    /// hooks are needed to stop them).
+    pub previous: Arc<BTreeMap<String, DesiredPod>>,
     /// The changes since the previous update.
     pub changes: PodChanges,
     /// Every manifest currently refused, from every source.
@@ -190,11 +193,12 @@ impl PodConfig {
         };
         errors.sort();
         let unchanged = changes.is_empty() && errors == self.errors && ready == self.ready;
-        self.desired = Arc::new(desired);
+        let previous = std::mem::replace(&mut self.desired, Arc::new(desired));
         self.errors = errors;
         self.ready = ready;
         (!unchanged).then(|| PodSetUpdate {
             pods: Arc::clone(&self.desired),
+            previous,
             changes,
             errors: self.errors.clone(),
             sources_ready: ready,
@@ -313,6 +317,11 @@ mod tests {
         let gone = m.apply(update(SourceName::File, vec![])).expect("changed");
         assert_eq!(gone.changes.removed, ["u2", "u3"]);
         assert!(gone.pods.is_empty());
+        assert_eq!(
+            gone.previous["u3"].pod.metadata.name.as_deref(),
+            Some("a"),
+            "removed pods stay readable"
+        );
     }
 
     #[test]
