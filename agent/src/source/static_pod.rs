@@ -41,7 +41,9 @@ pub fn decode_manifest(
     // JSON is YAML, so one parser reads both. A second document is an error: one pod per file.
     let mut document: serde_json::Value = serde_yaml_ng::from_str(text)
         .map_err(|e| error("", format!("not valid YAML or JSON: {e}")))?;
-    yaml11_octal_modes(&mut document);
+    if let Some(volumes) = document.pointer_mut("/spec/volumes") {
+        yaml11_octal_modes(volumes);
+    }
     if !document.is_object() {
         return Err(error("", "expected a Pod object".into()));
     }
@@ -160,8 +162,9 @@ fn dropped_fields(
 }
 
 /// Kubernetes reads YAML 1.1, where `defaultMode: 0400` is octal; YAML 1.2 (our parser) reads
-/// it as the string "0400". Manifests are full of such modes, so file modes (the fields named
-/// `mode` and `defaultMode`) written as a 0-prefixed octal string become the number meant.
+/// it as the string "0400". Manifests are full of such modes, so in the volumes (where every
+/// `mode` and `defaultMode` is a file mode; labels elsewhere may well be called "mode"), a
+/// 0-prefixed octal string there becomes the number meant.
 fn yaml11_octal_modes(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(fields) => {
@@ -303,11 +306,16 @@ mod tests {
 
     #[test]
     fn octal_modes_read_as_kubernetes_reads_them() {
-        let text = WEB.replace(
+        let text = WEB.replace("{name: web}", "{name: web, labels: {mode: '0755'}}").replace(
             "  containers:",
             "  volumes: [{name: s, secret: {secretName: s, defaultMode: 0400, items: [{key: k, path: p, mode: 0600}]}}, {name: c, configMap: {name: c, defaultMode: 420}}]\n  containers:",
         );
         let pod = decode(&text).expect("valid");
+        assert_eq!(
+            pod.metadata.labels.as_ref().unwrap()["mode"],
+            "0755",
+            "labels are not modes"
+        );
         let volumes = pod.spec.unwrap().volumes.unwrap();
         let secret = volumes[0].secret.as_ref().unwrap();
         assert_eq!(secret.default_mode, Some(0o400));
