@@ -206,12 +206,8 @@ impl FileSource {
                 tracing::info!(dir = %self.dir.display(), "the manifest directory does not exist (yet); checking every {:?}", self.check_frequency);
             }
             missing_logged = !self.dir.exists();
-            let update = match self.scan() {
-                Ok(update) => update,
-                Err(e) => {
-                    tracing::warn!(dir = %self.dir.display(), "cannot list the manifest directory, keeping its pods: {e}");
-                    continue;
-                }
+            let Some(update) = self.settled_scan().await else {
+                continue;
             };
             if last.as_ref() == Some(&update) {
                 continue;
@@ -241,6 +237,35 @@ impl FileSource {
             if tx.send(update).await.is_err() {
                 return;
             }
+        }
+    }
+
+    /// Scans, and while a refused manifest was modified within the settle time, looks again a
+    /// little later (a few times at most): a file caught half written must not drop the pod
+    /// it describes, which would restart it. None if the directory cannot be listed.
+    async fn settled_scan(&self) -> Option<SourceUpdate> {
+        let settle = (self.debounce * 5).max(Duration::from_millis(500));
+        let mut attempts = 0;
+        loop {
+            let update = match self.scan() {
+                Ok(update) => update,
+                Err(e) => {
+                    tracing::warn!(dir = %self.dir.display(), "cannot list the manifest directory, keeping its pods: {e}");
+                    return None;
+                }
+            };
+            let fresh = |e: &ManifestError| {
+                std::fs::metadata(&e.file)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age < settle)
+            };
+            attempts += 1;
+            if attempts > 3 || !update.errors.iter().any(fresh) {
+                return Some(update);
+            }
+            sleep(settle).await;
         }
     }
 

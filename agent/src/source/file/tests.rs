@@ -199,3 +199,21 @@ async fn a_directory_created_later_is_picked_up() {
     let again = next(&mut out).await;
     assert_eq!(again.changes.added.len(), 1);
 }
+
+#[tokio::test]
+async fn a_half_written_manifest_does_not_drop_its_pod() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path();
+    let text = manifest("web", "nginx:1.27");
+    fs::write(d.join("web.yaml"), &text).unwrap();
+    let mut out = start(d, Duration::from_secs(3600));
+    let first = next(&mut out).await;
+    assert_eq!(first.changes.added.len(), 1);
+    // Rewritten in place in two steps, as a tool that truncates and then writes: the scan in
+    // between sees a broken file, waits for it to settle, and then finds the same pod.
+    fs::write(d.join("web.yaml"), &text[..20]).unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    fs::write(d.join("web.yaml"), &text).unwrap();
+    nothing_more(&mut out).await;
+    nothing_more(&mut out).await;
+}
