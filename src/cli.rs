@@ -53,6 +53,67 @@ pub enum Command {
     /// Manage the runtime's local images without a registry.
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// List the node's pods (from the node's read-only API).
+    Pods(PodsArgs),
+    /// Print a container's log (from the node's read-only API).
+    Logs(LogsArgs),
+    /// Run a command in a container of a pod on this node, to completion.
+    Exec(ExecArgs),
+}
+
+/// Flags of `capstan pods`.
+#[derive(Debug, Args)]
+pub struct PodsArgs {
+    /// The node's read-only API.
+    #[arg(long, value_name = "ADDR", default_value = capstan_agent::DEFAULT_READ_ONLY_ADDRESS)]
+    pub address: String,
+}
+
+/// Flags of `capstan logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The pod.
+    pub pod: String,
+    /// The container (default: the pod's first).
+    #[arg(short, long)]
+    pub container: Option<String>,
+    /// The pod's namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// The log of the previous instance of the container.
+    #[arg(short, long)]
+    pub previous: bool,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+    /// Prefix lines with their timestamps.
+    #[arg(long)]
+    pub timestamps: bool,
+    /// The node's read-only API.
+    #[arg(long, value_name = "ADDR", default_value = capstan_agent::DEFAULT_READ_ONLY_ADDRESS)]
+    pub address: String,
+}
+
+/// Flags of `capstan exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The pod.
+    pub pod: String,
+    /// The container (default: the pod's first).
+    #[arg(short, long)]
+    pub container: Option<String>,
+    /// The pod's namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// The node's read-only API (to find the pod).
+    #[arg(long, value_name = "ADDR", default_value = capstan_agent::DEFAULT_READ_ONLY_ADDRESS)]
+    pub address: String,
+    /// The node's CRI endpoint (to run the command).
+    #[arg(long, value_name = "ENDPOINT", default_value = capstan_runtime::DEFAULT_ENDPOINT)]
+    pub runtime_endpoint: String,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 /// `capstan images ...`.
@@ -94,6 +155,27 @@ pub struct NodeArgs {
     /// Address of the read-only kubelet endpoints (/healthz, /pods, /stats/summary, /metrics).
     #[arg(long, value_name = "ADDR", default_value = capstan_agent::DEFAULT_READ_ONLY_ADDRESS)]
     pub read_only_address: String,
+
+    /// The node's name (static pods get it as a name suffix). Default: the host name.
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+
+    /// Directory for per-pod data: volumes and termination messages.
+    #[arg(long, value_name = "DIR", default_value = capstan_agent::DEFAULT_ROOT_DIR)]
+    pub root_dir: PathBuf,
+
+    /// Directory of container logs (<namespace>_<pod>_<uid>/<container>/<restart>.log).
+    #[arg(long, value_name = "DIR", default_value = capstan_agent::DEFAULT_POD_LOGS_DIR)]
+    pub pod_logs_dir: PathBuf,
+
+    /// Cgroup (absolute path) below which kubepods/ is created. Default: the agent's own
+    /// cgroup, since the hierarchy root is rarely delegated to it.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup_root: Option<String>,
+
+    /// Most pods this node runs.
+    #[arg(long, value_name = "N", default_value_t = 110)]
+    pub max_pods: i64,
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,

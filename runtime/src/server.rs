@@ -135,10 +135,20 @@ pub async fn serve(
     options: RuntimeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let socket = socket_path(&options.endpoint)?;
     let runtime = Runtime::open(&options)?;
+    serve_runtime(&runtime, &options.endpoint, shutdown).await
+}
+
+/// Serves an opened runtime's CRI services on `endpoint` until `shutdown` completes, then
+/// removes the socket.
+pub async fn serve_runtime(
+    runtime: &Runtime,
+    endpoint: &str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let socket = socket_path(endpoint)?;
     let listener = bind(&socket).await?;
-    tracing::info!(socket = %socket.display(), state_dir = %options.state_dir.display(), "serving CRI v1");
+    tracing::info!(socket = %socket.display(), "serving CRI v1");
     let outcome = tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(runtime.runtime_service.clone()))
         .add_service(ImageServiceServer::new(runtime.image_service.clone()))
@@ -162,7 +172,8 @@ pub fn run(options: RuntimeOptions) -> Result<(), ServerError> {
     runtime.block_on(serve(options, shutdown_signal()))
 }
 
-async fn shutdown_signal() {
+/// Completes on the first SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

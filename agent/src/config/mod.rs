@@ -27,8 +27,6 @@ use thiserror::Error;
 pub use overrides::Overrides;
 pub use values::{Cidr, EvictionThresholds, Reserved, Threshold};
 
-/// Where pod volumes and other per-pod state live unless told otherwise.
-pub const DEFAULT_ROOT_DIR: &str = "/var/lib/capstan/agent";
 /// The read-only port the agent serves on unless told otherwise (the kubelet's 10255).
 pub const DEFAULT_READ_ONLY_PORT: u16 = 10255;
 
@@ -85,7 +83,7 @@ pub struct AgentConfig {
     /// pods get `-<node_name>` appended to their names.
     pub node_name: String,
     /// Per-pod state: volumes go under `root_dir/pods/<uid>/volumes/...`. Capstan's own
-    /// (flag `--root-dir`); default [`DEFAULT_ROOT_DIR`].
+    /// (flag `--root-dir`); default [`crate::DEFAULT_ROOT_DIR`].
     pub root_dir: PathBuf,
     /// Where static pod manifests are read (`staticPodPath`, flag `--pod-manifest-path`);
     /// default [`crate::DEFAULT_POD_MANIFEST_PATH`] (the kubelet has none: Capstan standalone
@@ -173,7 +171,7 @@ impl AgentConfig {
     pub fn defaults(node_name: impl Into<String>) -> Self {
         AgentConfig {
             node_name: node_name.into(),
-            root_dir: PathBuf::from(DEFAULT_ROOT_DIR),
+            root_dir: PathBuf::from(crate::DEFAULT_ROOT_DIR),
             static_pod_path: Some(PathBuf::from(crate::DEFAULT_POD_MANIFEST_PATH)),
             object_manifest_path: None,
             file_check_frequency: Duration::from_secs(20),
