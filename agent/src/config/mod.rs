@@ -256,19 +256,30 @@ impl AgentConfig {
         validate::validate(self, origin)
     }
 
-    /// CPU pods may use, in millicores: capacity minus system and kube reservations.
-    pub fn allocatable_cpu_millis(&self, capacity_millis: i64) -> i64 {
-        (capacity_millis - self.system_reserved.cpu_millis - self.kube_reserved.cpu_millis).max(0)
+    /// CPU held back from pods, in millicores: system plus kube reservations.
+    pub fn reserved_cpu_millis(&self) -> i64 {
+        self.system_reserved.cpu_millis + self.kube_reserved.cpu_millis
     }
 
-    /// Memory pods may use, in bytes: capacity minus reservations and the hard eviction
-    /// threshold for memory.available, as the kubelet computes node allocatable.
-    pub fn allocatable_memory(&self, capacity: i64) -> i64 {
+    /// Memory held back from pods, in bytes, on a node with `capacity`: system plus kube
+    /// reservations plus the hard eviction threshold for memory.available, as the kubelet
+    /// computes node allocatable.
+    pub fn reserved_memory(&self, capacity: i64) -> i64 {
         let eviction = self
             .eviction_hard
             .memory_available
             .map_or(0, |t| t.amount(capacity));
-        (capacity - self.system_reserved.memory - self.kube_reserved.memory - eviction).max(0)
+        self.system_reserved.memory + self.kube_reserved.memory + eviction
+    }
+
+    /// CPU pods may use, in millicores: capacity minus the reservations.
+    pub fn allocatable_cpu_millis(&self, capacity_millis: i64) -> i64 {
+        (capacity_millis - self.reserved_cpu_millis()).max(0)
+    }
+
+    /// Memory pods may use, in bytes: capacity minus [`AgentConfig::reserved_memory`].
+    pub fn allocatable_memory(&self, capacity: i64) -> i64 {
+        (capacity - self.reserved_memory(capacity)).max(0)
     }
 
     /// Where a pod's directory lives: `root_dir/pods/<uid>`.

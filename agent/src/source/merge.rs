@@ -73,6 +73,16 @@ pub struct PodSetUpdate {
     pub sources_ready: bool,
 }
 
+impl PodSetUpdate {
+    /// The desired pods as plain `uid → Pod`, for consumers that need nothing else.
+    pub fn pod_map(&self) -> BTreeMap<String, Pod> {
+        self.pods
+            .iter()
+            .map(|(uid, desired)| (uid.clone(), Pod::clone(&desired.pod)))
+            .collect()
+    }
+}
+
 /// The latest snapshot per source and the desired set derived from them.
 #[derive(Debug, Default)]
 pub struct PodConfig {
@@ -393,5 +403,6 @@ mod tests {
             out.recv().await.is_none(),
             "closes when the sources are gone"
         );
+        assert_eq!(first.pod_map()["u1"].metadata.name.as_deref(), Some("a"));
     }
 }
