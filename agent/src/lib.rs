@@ -3,11 +3,13 @@
 
 pub mod admission;
 pub mod commands;
+pub mod config;
 pub mod cri;
 pub mod downward;
 pub mod env;
 pub mod hooks;
 pub mod metrics;
+pub mod names;
 pub mod node;
 pub mod objects;
 pub mod pod_cgroups;
@@ -15,6 +17,7 @@ pub mod pods;
 pub mod probes;
 pub mod read_only;
 pub mod resources;
+pub mod source;
 pub mod status;
 pub mod summary;
 pub mod volumes;
