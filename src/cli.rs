@@ -136,14 +136,17 @@ pub enum ImagesCommand {
     },
 }
 
-/// Flags of `capstan node`.
+/// Flags of `capstan node`. Flags given override the configuration file's fields; defaults
+/// are the file's, then the kubelet's.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
-    /// Directory of static pod manifests (YAML or JSON), watched for changes.
-    #[arg(long, value_name = "DIR", default_value = capstan_agent::DEFAULT_POD_MANIFEST_PATH)]
-    pub pod_manifest_path: PathBuf,
+    /// Directory of static pod manifests (YAML or JSON), watched for changes (`staticPodPath`;
+    /// default /etc/kubernetes/manifests). An empty value turns the file source off.
+    #[arg(long, value_name = "DIR")]
+    pub pod_manifest_path: Option<PathBuf>,
 
-    /// A KubeletConfiguration file (kubelet.config.k8s.io/v1beta1); flags override its fields.
+    /// A KubeletConfiguration file (kubelet.config.k8s.io/v1beta1, YAML or JSON); flags override
+    /// its fields.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -152,30 +155,38 @@ pub struct NodeArgs {
     #[arg(long, value_name = "ENDPOINT")]
     pub container_runtime_endpoint: Option<String>,
 
-    /// Address of the read-only kubelet endpoints (/healthz, /pods, /stats/summary, /metrics).
-    #[arg(long, value_name = "ADDR", default_value = capstan_agent::DEFAULT_READ_ONLY_ADDRESS)]
-    pub read_only_address: String,
+    /// Address of the read-only kubelet endpoints (/healthz, /pods, /stats/summary, /metrics,
+    /// /containerLogs); port 0 turns them off. Default: 127.0.0.1:10255.
+    #[arg(long, value_name = "ADDR")]
+    pub read_only_address: Option<std::net::SocketAddr>,
 
     /// The node's name (static pods get it as a name suffix). Default: the host name.
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, visible_alias = "hostname-override", value_name = "NAME")]
     pub node_name: Option<String>,
 
     /// Directory for per-pod data: volumes and termination messages.
-    #[arg(long, value_name = "DIR", default_value = capstan_agent::DEFAULT_ROOT_DIR)]
-    pub root_dir: PathBuf,
+    /// Default: /var/lib/capstan/agent.
+    #[arg(long, value_name = "DIR")]
+    pub root_dir: Option<PathBuf>,
 
     /// Directory of container logs (<namespace>_<pod>_<uid>/<container>/<restart>.log).
-    #[arg(long, value_name = "DIR", default_value = capstan_agent::DEFAULT_POD_LOGS_DIR)]
-    pub pod_logs_dir: PathBuf,
+    /// Default: /var/log/pods.
+    #[arg(long, value_name = "DIR")]
+    pub pod_logs_dir: Option<PathBuf>,
+
+    /// Directory of ConfigMap and Secret manifests that pods' volumes and env refer to
+    /// (standalone nodes have no API server to read them from).
+    #[arg(long, value_name = "DIR")]
+    pub object_manifest_path: Option<PathBuf>,
 
     /// Cgroup (absolute path) below which kubepods/ is created. Default: the agent's own
     /// cgroup, since the hierarchy root is rarely delegated to it.
     #[arg(long, value_name = "PATH")]
     pub cgroup_root: Option<String>,
 
-    /// Most pods this node runs.
-    #[arg(long, value_name = "N", default_value_t = 110)]
-    pub max_pods: i64,
+    /// Most pods this node runs (`maxPods`; default 110).
+    #[arg(long, value_name = "N")]
+    pub max_pods: Option<u32>,
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,

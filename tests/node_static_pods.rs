@@ -423,6 +423,22 @@ fn processes_below(controller: &str, cgroup: &str) -> Vec<u32> {
     out
 }
 
+/// The `sleep` process below `cgroup` (a container's process execs its command just after the
+/// container counts as started).
+fn wait_sleeper(controller: &str, cgroup: &str) -> u32 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = processes_below(controller, cgroup).into_iter().find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep"))
+        });
+        match found {
+            Some(pid) => return pid,
+            None if Instant::now() > deadline => panic!("no sleep process below {cgroup}"),
+            None => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 #[test]
 fn qos_classes_place_pods_in_the_kubelet_cgroup_tree() {
     require_root();
@@ -495,22 +511,12 @@ fn qos_classes_place_pods_in_the_kubelet_cgroup_tree() {
         !g_procs.is_empty() && !b_procs.is_empty(),
         "{g_procs:?} {b_procs:?}"
     );
-    let sleeper = b_procs
-        .iter()
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep"))
-        })
-        .expect("the BestEffort container's sleep");
+    let sleeper = wait_sleeper("memory", &b_cgroup);
     let adj = std::fs::read_to_string(format!("/proc/{sleeper}/oom_score_adj")).unwrap();
     assert_eq!(adj.trim(), "1000");
     // Guaranteed asks for -997; a runtime without CAP_SYS_RESOURCE (this VM withholds it)
     // cannot go below its own value and gives that instead of failing the start.
-    let g_sleeper = g_procs
-        .iter()
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep"))
-        })
-        .expect("the Guaranteed container's sleep");
+    let g_sleeper = wait_sleeper("memory", &g_cgroup);
     let g_adj: i32 = std::fs::read_to_string(format!("/proc/{g_sleeper}/oom_score_adj"))
         .unwrap()
         .trim()

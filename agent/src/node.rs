@@ -1,49 +1,20 @@
 //! `capstan node`'s agent half: node facts, the cgroup tree, the pod workers fed by the pod
 //! sources, runtime events, and the read-only API.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use capstan_cgroups::Hierarchy;
 use capstan_proto::VersionRequest;
-use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::mpsc;
 use tonic::Request;
 
 use crate::admission::Allocatable;
+use crate::config::AgentConfig;
 use crate::cri::Cri;
 use crate::objects::ObjectLookup;
 use crate::pod_cgroups::PodCgroups;
 use crate::pods::{NodeContext, NodeSettings, PodWorkers};
-
-/// How the agent runs.
-#[derive(Debug, Clone)]
-pub struct NodeOptions {
-    /// The node's name.
-    pub node_name: String,
-    /// Per-pod directories.
-    pub root_dir: PathBuf,
-    /// Container logs.
-    pub pod_logs_dir: PathBuf,
-    /// Address of the read-only API.
-    pub read_only_address: String,
-    /// Cgroup root for kubepods (absolute); None: the agent's own cgroup.
-    pub cgroup_root: Option<String>,
-    /// Maximum pods.
-    pub max_pods: i64,
-    /// cpu (millicores) and memory (bytes) held back for the system and Kubernetes daemons.
-    pub reserved_cpu_millis: i64,
-    /// Memory held back (system-reserved + kube-reserved + the hard eviction threshold).
-    pub reserved_memory: i64,
-    /// Memory QoS on cgroup v2.
-    pub memory_qos: bool,
-    /// The resolv.conf for dnsPolicy Default.
-    pub resolv_conf: Option<PathBuf>,
-    /// Resync period of pod workers without events.
-    pub sync_frequency: Duration,
-}
+use crate::source::PodSetUpdate;
 
 /// Why the agent stopped.
 #[derive(Debug, thiserror::Error)]
@@ -102,17 +73,17 @@ pub fn host_ips() -> Vec<String> {
 pub struct Node {
     /// Pod workers.
     pub workers: Arc<PodWorkers>,
-    /// The read-only API's bound address.
-    pub read_only: std::net::SocketAddr,
+    /// The read-only API's bound address, if served.
+    pub read_only: Option<std::net::SocketAddr>,
 }
 
 /// Starts the agent: cgroup tree, event follower, read-only API. Desired pod sets sent on
 /// `desired` are applied as they come.
 pub async fn start(
-    options: NodeOptions,
+    config: &AgentConfig,
     cri: Cri,
     objects: Arc<dyn ObjectLookup>,
-    mut desired: mpsc::Receiver<BTreeMap<String, Pod>>,
+    mut desired: mpsc::Receiver<PodSetUpdate>,
 ) -> Result<Node, NodeError> {
     let version = cri
         .runtime
@@ -121,19 +92,25 @@ pub async fn start(
         .map_err(|e| NodeError::Runtime(e.message().to_string()))?
         .into_inner();
     let hierarchy = Hierarchy::detect();
-    let cgroup_root = options
+    let cgroup_root = config
         .cgroup_root
         .clone()
         .unwrap_or_else(|| capstan_cgroups::own_path(hierarchy.driver()));
-    let cgroups = PodCgroups::new(hierarchy, &cgroup_root, options.memory_qos);
+    let cgroups = PodCgroups::new(
+        hierarchy,
+        &cgroup_root,
+        config.memory_qos,
+        config.pod_pids_limit,
+    );
     let (cpu, memory) = capacity();
     let allocatable = Allocatable {
-        cpu_millis: (cpu - options.reserved_cpu_millis).max(0),
-        memory: (memory - options.reserved_memory).max(0),
-        pods: options.max_pods,
+        cpu_millis: config.allocatable_cpu_millis(cpu),
+        memory: config.allocatable_memory(memory),
+        pods: i64::from(config.max_pods),
     };
     cgroups.ensure_tree(allocatable.cpu_millis, allocatable.memory)?;
     tracing::info!(
+        node = %config.node_name,
         runtime = %version.runtime_name,
         runtime_version = %version.runtime_version,
         kubepods = %cgroups.kubepods(),
@@ -147,33 +124,44 @@ pub async fn start(
         runtime_name: version.runtime_name,
         cgroups,
         settings: NodeSettings {
-            node_name: options.node_name.clone(),
-            root_dir: options.root_dir.clone(),
-            pod_logs_dir: options.pod_logs_dir.clone(),
+            node_name: config.node_name.clone(),
+            root_dir: config.root_dir.clone(),
+            pod_logs_dir: config.pod_logs_dir.clone(),
             host_ips: host_ips(),
             node_memory: memory,
-            resolv_conf: options.resolv_conf.clone(),
-            resync: options.sync_frequency,
+            allocatable_cpu_millis: allocatable.cpu_millis,
+            allocatable_memory: allocatable.memory,
+            resolv_conf: config.resolv_conf.clone(),
+            cluster_domain: config.cluster_domain.clone(),
+            resync: config.sync_frequency,
         },
         objects,
         store: Default::default(),
         container_owners: Default::default(),
         metrics: Default::default(),
+        probe_counters: Default::default(),
     });
-    let (listener, read_only) = crate::read_only::bind(&options.read_only_address)
-        .await
-        .map_err(|source| NodeError::Bind {
-            address: options.read_only_address.clone(),
-            source,
-        })?;
-    tracing::info!(address = %read_only, "read-only API listening");
-    tokio::spawn(crate::read_only::serve(listener, Arc::clone(&ctx)));
+    let read_only = match config.read_only_address {
+        Some(address) => {
+            let (listener, bound) =
+                crate::read_only::bind(&address.to_string())
+                    .await
+                    .map_err(|source| NodeError::Bind {
+                        address: address.to_string(),
+                        source,
+                    })?;
+            tracing::info!(address = %bound, "read-only API listening");
+            tokio::spawn(crate::read_only::serve(listener, Arc::clone(&ctx)));
+            Some(bound)
+        }
+        None => None,
+    };
     let workers = Arc::new(PodWorkers::new(ctx, allocatable));
     tokio::spawn(Arc::clone(&workers).follow_events());
     let applier = Arc::clone(&workers);
     tokio::spawn(async move {
         while let Some(set) = desired.recv().await {
-            applier.apply(&set).await;
+            applier.apply(&set.pod_map(), set.sources_ready).await;
         }
     });
     Ok(Node { workers, read_only })

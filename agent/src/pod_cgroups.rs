@@ -12,16 +12,23 @@ pub struct PodCgroups {
     hierarchy: Hierarchy,
     kubepods: String,
     memory_qos: bool,
+    pids_limit: Option<i64>,
 }
 
 impl PodCgroups {
     /// Pods go below `root`/kubepods (`root` absolute within the hierarchy, e.g. the agent's own
     /// cgroup when the host's root is not delegated to it).
-    pub fn new(hierarchy: Hierarchy, root: &str, memory_qos: bool) -> Self {
+    pub fn new(
+        hierarchy: Hierarchy,
+        root: &str,
+        memory_qos: bool,
+        pids_limit: Option<i64>,
+    ) -> Self {
         PodCgroups {
             hierarchy,
             kubepods: format!("{}/kubepods", root.trim_end_matches('/')),
             memory_qos,
+            pids_limit,
         }
     }
 
@@ -85,8 +92,9 @@ impl PodCgroups {
     pub fn ensure_pod(&self, pod: &Pod) -> Result<String, CgroupError> {
         let path = self.pod_path(pod);
         self.hierarchy.create(&path)?;
-        self.hierarchy
-            .apply(&path, &resources::pod_cgroup_limits(pod, self.memory_qos))?;
+        let mut limits = resources::pod_cgroup_limits(pod, self.memory_qos);
+        limits.pids_max = self.pids_limit;
+        self.hierarchy.apply(&path, &limits)?;
         Ok(path)
     }
 

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::duration::parse_duration;
@@ -296,6 +297,9 @@ fn apply_fields(
     }
     if let Some(v) = f.resolv_conf {
         c.resolv_conf = resolve(v);
+    }
+    if let Some(v) = f.pod_logs_directory {
+        c.pod_logs_dir = resolve(v).unwrap_or_else(|| PathBuf::from(crate::DEFAULT_POD_LOGS_DIR));
     }
     if let Some(v) = f.runtime_request_timeout {
         c.runtime_request_timeout = duration(origin, "runtimeRequestTimeout", &v)?;

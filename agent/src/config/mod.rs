@@ -146,6 +146,9 @@ pub struct AgentConfig {
     /// The resolver file pods with dnsPolicy Default inherit (`resolvConf`, /etc/resolv.conf);
     /// None: `resolvConf: ""`, pods get no host DNS settings.
     pub resolv_conf: Option<PathBuf>,
+    /// Where container logs go, `<namespace>_<pod>_<uid>/<container>/<restart>.log`
+    /// (`podLogsDirectory`, flag `--pod-logs-dir`, /var/log/pods).
+    pub pod_logs_dir: PathBuf,
     /// Deadline of runtime calls other than pulls and exec (`runtimeRequestTimeout`, 2m).
     pub runtime_request_timeout: Duration,
     /// Node status computation interval (`nodeStatusUpdateFrequency`, 10s).
@@ -201,6 +204,7 @@ impl AgentConfig {
             cluster_dns: Vec::new(),
             cluster_domain: None,
             resolv_conf: Some(PathBuf::from("/etc/resolv.conf")),
+            pod_logs_dir: PathBuf::from(crate::DEFAULT_POD_LOGS_DIR),
             runtime_request_timeout: Duration::from_secs(120),
             node_status_update_frequency: Duration::from_secs(10),
             node_status_report_frequency: Duration::from_secs(300),

@@ -17,6 +17,8 @@ pub struct Overrides {
     pub read_only_address: Option<SocketAddr>,
     /// `--root-dir`.
     pub root_dir: Option<PathBuf>,
+    /// `--pod-logs-dir`.
+    pub pod_logs_dir: Option<PathBuf>,
     /// `--cgroup-root`; empty: the default placement.
     pub cgroup_root: Option<String>,
     /// `--object-manifest-path`; an empty path turns it off.
@@ -33,6 +35,9 @@ impl Overrides {
         let non_empty = |p: &PathBuf| (!p.as_os_str().is_empty()).then(|| p.clone());
         if let Some(p) = &self.pod_manifest_path {
             config.static_pod_path = non_empty(p);
+        }
+        if let Some(dir) = &self.pod_logs_dir {
+            config.pod_logs_dir = dir.clone();
         }
         if let Some(name) = &self.node_name {
             let name = name.trim().to_lowercase();

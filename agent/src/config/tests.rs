@@ -390,6 +390,7 @@ fn flags_override_the_file() {
         node_name: Some("Node-B".into()),
         read_only_address: Some("127.0.0.1:9999".parse::<SocketAddr>().unwrap()),
         root_dir: Some("/tmp/capstan-root".into()),
+        pod_logs_dir: Some("/tmp/capstan-logs".into()),
         cgroup_root: Some("/flag".into()),
         object_manifest_path: Some("/objects".into()),
         max_pods: Some(30),
@@ -398,6 +399,7 @@ fn flags_override_the_file() {
     let c = AgentConfig::load(Some(&path), &overrides).expect("loads");
     assert_eq!(c.static_pod_path.as_deref(), Some(Path::new("/from/flag")));
     assert_eq!(c.node_name, "node-b", "lowercased like the kubelet");
+    assert_eq!(c.pod_logs_dir, Path::new("/tmp/capstan-logs"));
     assert_eq!(c.read_only_address, Some("127.0.0.1:9999".parse().unwrap()));
     assert_eq!(c.root_dir, Path::new("/tmp/capstan-root"));
     assert_eq!(c.cgroup_root.as_deref(), Some("/flag"));

@@ -24,8 +24,14 @@ pub struct NodeSettings {
     pub host_ips: Vec<String>,
     /// The node's memory in bytes (for OOM score adjustment).
     pub node_memory: i64,
+    /// Allocatable cpu in millicores (resourceFieldRef fallback for unset limits).
+    pub allocatable_cpu_millis: i64,
+    /// Allocatable memory in bytes.
+    pub allocatable_memory: i64,
     /// The resolv.conf pods with dnsPolicy Default get.
     pub resolv_conf: Option<PathBuf>,
+    /// The cluster's DNS domain, for pods' /etc/hosts and search paths.
+    pub cluster_domain: Option<String>,
     /// How often a worker resyncs without events.
     pub resync: std::time::Duration,
 }
@@ -97,6 +103,8 @@ pub struct NodeContext {
     pub container_owners: Mutex<HashMap<String, String>>,
     /// Counters for /metrics.
     pub metrics: crate::metrics::Metrics,
+    /// Probe results by kind, for /metrics.
+    pub probe_counters: Arc<crate::probes::ProbeCounters>,
 }
 
 impl std::fmt::Debug for NodeContext {

@@ -5,6 +5,7 @@ pub mod backoff;
 pub mod container_config;
 pub mod context;
 pub mod labels;
+pub mod probing;
 pub mod sandbox_config;
 pub mod view;
 pub mod worker;
@@ -51,12 +52,16 @@ impl PodWorkers {
     /// Makes the set of pods the node runs `desired` (keyed by UID): new pods are admitted and
     /// get a worker, pods no longer desired are stopped. The first call also stops pods the
     /// agent ran before a restart that no source wants any more.
-    pub async fn apply(&self, desired: &BTreeMap<String, Pod>) {
-        let sweep = self
-            .orphans_swept
-            .lock()
-            .map(|mut swept| !std::mem::replace(&mut *swept, true))
-            .unwrap_or(false);
+    ///
+    /// Until every source has reported (`sources_ready`), a pod missing from the set may only
+    /// not have been listed yet: nothing is stopped then.
+    pub async fn apply(&self, desired: &BTreeMap<String, Pod>, sources_ready: bool) {
+        let sweep = sources_ready
+            && self
+                .orphans_swept
+                .lock()
+                .map(|mut swept| !std::mem::replace(&mut *swept, true))
+                .unwrap_or(false);
         if sweep {
             self.stop_orphans(desired).await;
         }
@@ -64,7 +69,7 @@ impl PodWorkers {
             return;
         };
         for (uid, (_, handle)) in workers.iter() {
-            if !desired.contains_key(uid) {
+            if sources_ready && !desired.contains_key(uid) {
                 handle.send(WorkerMessage::Terminate);
             }
         }
@@ -241,7 +246,9 @@ impl PodWorkers {
                 .await;
                 worker::remove_sandboxes(&ctx, &view).await;
                 let pod_dir = ctx.pod_dir(&uid);
-                let _ = std::fs::remove_dir_all(pod_dir);
+                if let Err(e) = crate::volumes::teardown(&pod_dir) {
+                    tracing::warn!(dir = %pod_dir.display(), error = %e, "orphan pod directory not removed");
+                }
                 remove_orphan_cgroup(&ctx, &uid);
             });
         }

@@ -19,9 +19,14 @@ use tonic::{Request, Status};
 use super::backoff::Backoff;
 use super::container_config::{ResolvedContainer, container_config};
 use super::context::{NodeContext, PodRecord};
+use super::probing::{ProbeReport, Probing};
 use super::sandbox_config::sandbox_config;
 use super::view::{ContainerInfo, PodView};
+use crate::downward::PodRuntimeInfo;
+use crate::hooks::{HookEvent, run_hook};
+use crate::probes::ProbeTarget;
 use crate::status::{StatusInputs, Waiting, pod_status};
+use crate::volumes::{self, PodVolumes};
 
 /// What a worker is told.
 #[derive(Debug)]
@@ -55,6 +60,9 @@ pub fn spawn(
     let (sender, receiver) = mpsc::unbounded_channel();
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let worker = PodWorker {
+        probing: Probing::new(sender.clone()),
+        probe_report: ProbeReport::default(),
+        volumes: None,
         ctx,
         pod,
         uid,
@@ -74,6 +82,9 @@ pub fn spawn(
 }
 
 struct PodWorker {
+    probing: Probing,
+    probe_report: ProbeReport,
+    volumes: Option<PodVolumes>,
     ctx: Arc<NodeContext>,
     pod: Pod,
     uid: String,
@@ -202,13 +213,99 @@ impl PodWorker {
         let Some(sandbox_id) = view.ready_sandbox().map(|s| s.id.clone()) else {
             return Err(Status::unavailable("the new sandbox is not ready"));
         };
+        if self.volumes.is_none() {
+            // An adopted pod: its volumes are there; prepare() keeps them and knows them again.
+            if let Err(e) = self.prepare_volumes(&view) {
+                self.publish(&view);
+                return Err(e);
+            }
+        }
         let deadline = self
             .sync_containers(&view, &sandbox_id, &sandbox_config)
             .await?;
         let view = PodView::load(&self.ctx.cri, &self.uid).await?;
         self.remember_containers(&view);
+        self.probe_report = self.probing.update(
+            &self.pod,
+            &view,
+            &sandbox_id,
+            &self.ctx.cri,
+            &self.ctx.probe_counters,
+        );
+        let failures = std::mem::take(&mut self.probe_report.failed);
+        if !failures.is_empty() {
+            for failure in failures {
+                tracing::info!(pod = %self.name(), container = %failure.name, probe = failure.kind.as_str(), message = %failure.message, "container failed its probe, will be restarted");
+                self.probing.forget(&failure.name);
+                let grace = failure
+                    .grace_seconds
+                    .unwrap_or_else(|| self.grace_seconds());
+                let info = self.runtime_info(&view);
+                if let Some(container) = self.spec_container(&failure.name) {
+                    let target = self.target(&container, &failure.container_id, &info);
+                    let deadline = Instant::now() + Duration::from_secs(grace.max(0) as u64);
+                    stop_container(
+                        &self.ctx,
+                        &container,
+                        &target,
+                        &failure.container_id,
+                        deadline,
+                    )
+                    .await;
+                }
+            }
+            let view = PodView::load(&self.ctx.cri, &self.uid).await?;
+            self.publish(&view);
+            return Ok(Some(Instant::now()));
+        }
         self.publish(&view);
         Ok(deadline)
+    }
+
+    fn grace_seconds(&self) -> i64 {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+    }
+
+    fn spec_container(&self, name: &str) -> Option<Container> {
+        let spec = self.pod.spec.as_ref()?;
+        spec.containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten())
+            .find(|c| c.name == name)
+            .cloned()
+    }
+
+    fn runtime_info(&self, view: &PodView) -> PodRuntimeInfo {
+        runtime_info(&self.ctx, view)
+    }
+
+    fn target(
+        &self,
+        container: &Container,
+        container_id: &str,
+        info: &PodRuntimeInfo,
+    ) -> ProbeTarget {
+        pod_target(&self.pod, container, container_id, info)
+    }
+
+    fn prepare_volumes(&mut self, view: &PodView) -> Result<(), Status> {
+        let info = self.runtime_info(view);
+        let pod_dir = self.ctx.pod_dir(&self.uid);
+        match volumes::prepare(&self.pod, &pod_dir, self.ctx.objects.as_ref(), &info) {
+            Ok(prepared) => {
+                self.volumes = Some(prepared);
+                self.sandbox_error = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.sandbox_error = Some(("FailedMount".into(), e.to_string()));
+                Err(Status::failed_precondition(e.to_string()))
+            }
+        }
     }
 
     /// Whether the pod has run to completion under its restart policy.
@@ -271,9 +368,7 @@ impl PodWorker {
             .cgroups
             .ensure_pod(&self.pod)
             .map_err(|e| Status::internal(e.to_string()))?;
-        let pod_dir = self.ctx.pod_dir(&self.uid);
-        std::fs::create_dir_all(&pod_dir)
-            .map_err(|e| Status::internal(format!("create {}: {e}", pod_dir.display())))?;
+        self.prepare_volumes(view)?;
         let config = self.sandbox_config(attempt)?;
         std::fs::create_dir_all(&config.log_directory)
             .map_err(|e| Status::internal(format!("create {}: {e}", config.log_directory)))?;
@@ -365,8 +460,19 @@ impl PodWorker {
         }
         let ctx = Arc::clone(&self.ctx);
         let pod = self.pod.clone();
+        let info = self.runtime_info(view);
+        let volumes = self.volumes.as_ref();
         let outcomes = futures::future::join_all(launches.iter().map(|(container, attempt)| {
-            launch(&ctx, &pod, container, *attempt, sandbox_id, sandbox, view)
+            let start = Start {
+                container,
+                attempt: *attempt,
+                sandbox_id,
+                sandbox,
+                view,
+                volumes,
+                info: &info,
+            };
+            launch(&ctx, &pod, start)
         }))
         .await;
         for ((container, _), outcome) in launches.iter().zip(outcomes) {
@@ -398,11 +504,17 @@ impl PodWorker {
                 Ok(Some(until))
             }
             StartDecision::Go(attempt) => {
-                match launch(
-                    &self.ctx, &self.pod, container, attempt, sandbox_id, sandbox, view,
-                )
-                .await
-                {
+                let info = self.runtime_info(view);
+                let start = Start {
+                    container,
+                    attempt,
+                    sandbox_id,
+                    sandbox,
+                    view,
+                    volumes: self.volumes.as_ref(),
+                    info: &info,
+                };
+                match launch(&self.ctx, &self.pod, start).await {
                     Ok(()) => {
                         self.waiting.remove(&container.name);
                         Ok(None)
@@ -458,6 +570,8 @@ impl PodWorker {
             start_time: Some(self.start_time),
             runtime_name: self.ctx.runtime_name.clone(),
             sandbox_error: self.sandbox_error.clone(),
+            ready: self.probe_report.ready.clone(),
+            started: self.probe_report.started.clone(),
             ..Default::default()
         };
         let status = pod_status(&self.pod, view, &inputs);
@@ -482,6 +596,22 @@ impl PodWorker {
         );
     }
 
+    /// Stops `containers` in parallel, each with its preStop hook first, all within `deadline`.
+    async fn stop_all(
+        &self,
+        containers: &[&ContainerInfo],
+        info: &PodRuntimeInfo,
+        deadline: Instant,
+    ) {
+        futures::future::join_all(containers.iter().filter_map(|c| {
+            let spec = self.spec_container(&c.name)?;
+            let target = self.target(&spec, &c.status.id, info);
+            let ctx = &self.ctx;
+            Some(async move { stop_container(ctx, &spec, &target, &c.status.id, deadline).await })
+        }))
+        .await;
+    }
+
     async fn call<T>(
         &self,
         operation: &str,
@@ -493,12 +623,7 @@ impl PodWorker {
     /// Stops every container (app containers first, then sidecars in reverse order) within
     /// the grace period, then the sandbox, and removes what the pod left.
     async fn terminate(&mut self) {
-        let grace = self
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.termination_grace_period_seconds)
-            .unwrap_or(30);
+        let grace = self.grace_seconds();
         tracing::info!(pod = %self.name(), grace_seconds = grace, "stopping pod");
         let view = PodView::load(&self.ctx.cri, &self.uid)
             .await
@@ -511,7 +636,8 @@ impl PodWorker {
             .copied()
             .filter(|c| spec.containers.iter().any(|s| s.name == c.name))
             .collect();
-        stop_all(&self.ctx, &app, deadline).await;
+        let info = self.runtime_info(&view);
+        self.stop_all(&app, &info, deadline).await;
         let sidecars: Vec<&ContainerInfo> = spec
             .init_containers
             .iter()
@@ -520,16 +646,14 @@ impl PodWorker {
             .filter_map(|s| running.iter().copied().find(|c| c.name == s.name))
             .collect();
         for sidecar in sidecars {
-            stop_all(&self.ctx, &[sidecar], deadline).await;
+            self.stop_all(&[sidecar], &info, deadline).await;
         }
         remove_sandboxes(&self.ctx, &view).await;
         if let Err(e) = self.ctx.cgroups.remove_pod(&self.pod) {
             tracing::warn!(pod = %self.name(), error = %e, "pod cgroup not removed");
         }
         let pod_dir = self.ctx.pod_dir(&self.uid);
-        if let Err(e) = std::fs::remove_dir_all(&pod_dir)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
+        if let Err(e) = volumes::teardown(&pod_dir) {
             tracing::warn!(pod = %self.name(), dir = %pod_dir.display(), error = %e, "pod directory not removed");
         }
         self.ctx.store.remove(&self.uid);
@@ -563,21 +687,36 @@ pub(crate) async fn timed<T>(
 
 /// Pulls (per the image pull policy), creates and starts one container; on failure, the
 /// waiting reason the status shows.
-async fn launch(
-    ctx: &NodeContext,
-    pod: &Pod,
-    container: &Container,
+/// One container start: what to start, where, with what.
+struct Start<'a> {
+    container: &'a Container,
     attempt: u32,
-    sandbox_id: &str,
-    sandbox: &PodSandboxConfig,
-    view: &PodView,
-) -> Result<(), Waiting> {
+    sandbox_id: &'a str,
+    sandbox: &'a PodSandboxConfig,
+    view: &'a PodView,
+    volumes: Option<&'a PodVolumes>,
+    info: &'a PodRuntimeInfo,
+}
+
+async fn launch(ctx: &NodeContext, pod: &Pod, start: Start<'_>) -> Result<(), Waiting> {
+    let Start {
+        container,
+        attempt,
+        sandbox_id,
+        sandbox,
+        view,
+        volumes,
+        info,
+    } = start;
     let image = container.image.clone().unwrap_or_default();
     ensure_image(ctx, container, &image, sandbox).await?;
-    let resolved = resolve_container(ctx, pod, container, view).map_err(|message| Waiting {
-        reason: "CreateContainerConfigError".into(),
-        message,
-    })?;
+    let resolved =
+        resolve_container(ctx, pod, container, attempt, volumes, info).map_err(|message| {
+            Waiting {
+                reason: "CreateContainerConfigError".into(),
+                message,
+            }
+        })?;
     let config = container_config(pod, container, attempt, resolved, ctx.settings.node_memory);
     let created = timed(
         ctx,
@@ -633,6 +772,28 @@ async fn launch(
                 })),
         )
         .await;
+    }
+    if let Some(handler) = container
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.post_start.as_ref())
+    {
+        let target = pod_target(pod, container, &created.container_id, info);
+        if let Err(e) = run_hook(HookEvent::PostStart, handler, &target, &ctx.cri, None).await {
+            // As the kubelet: a failed postStart hook kills the container, which then
+            // restarts under its policy.
+            let grace = pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30);
+            let deadline = Instant::now() + Duration::from_secs(grace.max(0) as u64);
+            stop_container(ctx, container, &target, &created.container_id, deadline).await;
+            return Err(Waiting {
+                reason: e.reason().to_string(),
+                message: e.message.clone(),
+            });
+        }
     }
     tracing::info!(pod = ?pod.metadata.name, container = %container.name, attempt, "container started");
     Ok(())
@@ -698,46 +859,114 @@ async fn ensure_image(
 
 /// Env, command, args and mounts of a container.
 fn resolve_container(
-    _ctx: &NodeContext,
-    _pod: &Pod,
+    ctx: &NodeContext,
+    pod: &Pod,
     container: &Container,
-    _view: &PodView,
+    attempt: u32,
+    volumes: Option<&PodVolumes>,
+    info: &PodRuntimeInfo,
 ) -> Result<ResolvedContainer, String> {
-    let envs = container
-        .env
-        .iter()
-        .flatten()
-        .filter_map(|e| {
-            Some(capstan_proto::KeyValue {
-                key: e.name.clone(),
-                value: e.value.clone()?,
-            })
-        })
-        .collect();
+    let env = crate::env::container_env(pod, container, info, ctx.objects.as_ref())
+        .map_err(|e| e.to_string())?;
+    let mut mounts = match volumes {
+        Some(volumes) => volumes
+            .mounts_for(pod, container, &env.env, attempt)
+            .map_err(|e| e.to_string())?,
+        None => Vec::new(),
+    };
+    let pod_dir = ctx.pod_dir(pod.metadata.uid.as_deref().unwrap_or_default());
+    let domain = ctx
+        .settings
+        .cluster_domain
+        .as_deref()
+        .unwrap_or("cluster.local");
+    let host_hosts = std::path::Path::new("/etc/hosts");
+    match volumes::etc_hosts_mount(&pod_dir, pod, container, &info.pod_ips, domain, host_hosts) {
+        Ok(Some(mount)) => mounts.push(mount),
+        Ok(None) => {}
+        Err(e) => return Err(format!("write the pod's /etc/hosts: {e}")),
+    }
     Ok(ResolvedContainer {
-        envs,
-        command: container.command.clone().unwrap_or_default(),
-        args: container.args.clone().unwrap_or_default(),
-        mounts: Vec::new(),
+        envs: env.env,
+        command: env.command,
+        args: env.args,
+        mounts,
     })
 }
 
-/// Stops `containers` in parallel, each with what is left of the grace period.
-async fn stop_all(ctx: &NodeContext, containers: &[&ContainerInfo], deadline: Instant) {
+/// Runs the container's preStop hook (if any), then stops it with what is left of the grace
+/// period: SIGTERM, then SIGKILL.
+async fn stop_container(
+    ctx: &NodeContext,
+    container: &Container,
+    target: &ProbeTarget,
+    container_id: &str,
+    deadline: Instant,
+) {
+    if let Some(handler) = container
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.pre_stop.as_ref())
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if let Err(e) = run_hook(HookEvent::PreStop, handler, target, &ctx.cri, Some(left)).await {
+            tracing::warn!(container = %container.name, reason = e.reason(), error = %e.message, "preStop hook failed");
+        }
+    }
     let timeout = deadline.saturating_duration_since(Instant::now()).as_secs() as i64;
-    futures::future::join_all(containers.iter().map(|c| {
-        timed(
-            ctx,
-            "stop_container",
-            ctx.cri
-                .runtime
-                .stop_container(Request::new(StopContainerRequest {
-                    container_id: c.status.id.clone(),
-                    timeout,
-                })),
-        )
-    }))
-    .await;
+    if let Err(e) = timed(
+        ctx,
+        "stop_container",
+        ctx.cri
+            .runtime
+            .stop_container(Request::new(StopContainerRequest {
+                container_id: container_id.to_string(),
+                timeout,
+            })),
+    )
+    .await
+    {
+        tracing::warn!(container = %container.name, error = %e.message(), "stop container failed");
+    }
+}
+
+/// Where probes and hooks of `container` reach it.
+fn pod_target(
+    pod: &Pod,
+    container: &Container,
+    container_id: &str,
+    info: &PodRuntimeInfo,
+) -> ProbeTarget {
+    ProbeTarget {
+        pod_ip: info.pod_ips.first().copied(),
+        host_network: pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false),
+        container_id: container_id.to_string(),
+        container: container.clone(),
+    }
+}
+
+/// The pod's IPs and the node's, for env, volumes and probes.
+fn runtime_info(ctx: &NodeContext, view: &PodView) -> PodRuntimeInfo {
+    PodRuntimeInfo {
+        pod_ips: view
+            .pod_ips
+            .iter()
+            .filter_map(|ip| ip.parse().ok())
+            .collect(),
+        host_ips: ctx
+            .settings
+            .host_ips
+            .iter()
+            .filter_map(|ip| ip.parse().ok())
+            .collect(),
+        node_allocatable_cpu_millis: ctx.settings.allocatable_cpu_millis,
+        node_allocatable_memory_bytes: ctx.settings.allocatable_memory,
+        node_allocatable_ephemeral_storage_bytes: 0,
+    }
 }
 
 /// Stops and removes every sandbox of a pod (and with them its containers).

@@ -32,7 +32,10 @@ fn main() -> ExitCode {
     ];
     match write_archive(&out, &entries) {
         Ok(()) => {
-            println!("wrote {} (capstan.local/web:1, capstan.local/shell:1)", out.display());
+            println!(
+                "wrote {} (capstan.local/web:1, capstan.local/shell:1)",
+                out.display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
