@@ -59,6 +59,8 @@ fn dispatch(command: Command) -> Result<ExitCode, CommandError> {
                     root: args.root,
                     id: args.id,
                     pid_file: args.pid_file,
+                    stdin: args.stdin,
+                    console_socket: args.console_socket,
                     argv: args.argv,
                 });
             std::process::exit(code);
@@ -117,6 +119,7 @@ fn runtime_options(args: RuntimeArgs) -> capstan_runtime::server::RuntimeOptions
         endpoint: args.listen,
         state_dir: args.state_dir,
         config_file: args.runtime_config,
+        streaming_address: args.streaming_address,
     }
 }
 

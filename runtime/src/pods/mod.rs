@@ -8,6 +8,7 @@ mod exec;
 pub mod record;
 mod sandbox;
 mod spawn;
+mod streaming;
 mod stats;
 mod update;
 
