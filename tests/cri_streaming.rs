@@ -12,7 +12,7 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use capstan_proto::{
-    ContainerConfig, ContainerMetadata, ExecRequest, ImageSpec, PodSandboxConfig,
+    AttachRequest, ContainerConfig, ContainerMetadata, ExecRequest, ImageSpec, PodSandboxConfig,
     PodSandboxMetadata, PortForwardRequest, PullImageRequest,
 };
 use capstan_testkit::apiserver::{FakeApiServer, FakeContainer, FakePod};
@@ -117,6 +117,20 @@ async fn fixture() -> Fixture {
     .await;
     let web =
         common::create_and_start(&mut cri, &sandbox, container("web", &image("web"), &[])).await;
+    // Containers that wait for stdin, closed when the first attached client is done.
+    let mut readers = Vec::new();
+    for name in ["reader-ws", "reader-spdy"] {
+        let mut config = container(name, &image("shell"), &["sh", "-c", "cat; echo bye"]);
+        config.stdin = true;
+        config.stdin_once = true;
+        let id = common::create_and_start(&mut cri, &sandbox, config).await;
+        readers.push(FakeContainer {
+            name: name.into(),
+            id,
+            stdin: true,
+            tty: false,
+        });
+    }
     let api = FakeApiServer::start(cri.clone()).await.unwrap();
     api.add_pod(FakePod {
         name: "app".into(),
@@ -132,7 +146,10 @@ async fn fixture() -> Fixture {
                 id: web,
                 ..Default::default()
             },
-        ],
+        ]
+        .into_iter()
+        .chain(readers)
+        .collect(),
     });
     let kubeconfig = api.write_kubeconfig(dir.path()).unwrap();
     Fixture {
@@ -294,6 +311,34 @@ async fn kubectl_exec_with_a_terminal_sees_a_tty_of_the_client_size() {
         assert!(text.contains("size=33 111"), "{name}: {}", f.explain(&output));
     }
     assert_no_exec_in_left(&f).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_attach_feeds_the_containers_stdin_and_shows_its_output() {
+    let f = fixture().await;
+    for (name, env) in [("reader-ws", WEBSOCKET), ("reader-spdy", SPDY)] {
+        let output = f
+            .kubectl(KUBECTL, env, &["attach", "-i", "app", "-c", name], b"hello attach\n")
+            .await;
+        assert!(output.status.success(), "{name}: {}", f.explain(&output));
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        // cat echoed our line, then saw EOF (stdin_once) and the container said bye and ended.
+        assert!(stdout.contains("hello attach\nbye\n"), "{name}: {}", f.explain(&output));
+        // The log has what the container wrote, attached or not.
+        let log = std::fs::read_to_string(f.dir.path().join("logs").join(format!("{name}.log")))
+            .unwrap_or_default();
+        assert!(log.contains("stdout F hello attach"), "{name}: {log}");
+    }
+    let requests = f.api.requests();
+    assert!(
+        requests.iter().any(|r| r.contains("/attach?") && r.contains("[upgrade websocket]")),
+        "{requests:#?}"
+    );
+    // The container has ended (stdin_once closed its stdin): attaching again is refused.
+    let output = f
+        .kubectl(KUBECTL, WEBSOCKET, &["attach", "-i", "app", "-c", "reader-ws"], b"")
+        .await;
+    assert!(!output.status.success(), "{}", f.explain(&output));
 }
 
 /// Starts `kubectl port-forward` and returns it with the local port it picked.
@@ -474,6 +519,19 @@ async fn streaming_urls_are_single_use_and_bad_requests_name_the_field() {
         .unwrap_err();
     assert_eq!(error.code(), Code::NotFound, "{error:?}");
     assert!(error.message().contains("pod_sandbox_id"), "{error:?}");
+    let error = f
+        .cri
+        .runtime
+        .attach(AttachRequest {
+            container_id: f.shell.clone(),
+            stdin: true,
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument, "{error:?}");
+    assert!(error.message().starts_with("stdin:"), "{error:?}");
     let url = f
         .cri
         .runtime

@@ -205,6 +205,8 @@ impl PodManager {
                 bundle,
                 log_path: container.log_path.clone(),
                 record_dir: dir.clone(),
+                stdin: container.config.stdin,
+                stdin_once: container.config.stdin_once,
             }),
         )
         .await?;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use super::error::{PodError, Result};
 use super::sandbox::find_sandbox;
 use super::{PodManager, container};
-use crate::streaming::{ExecTarget, PortForwardTarget, StreamFlags};
+use crate::streaming::{AttachTarget, ExecTarget, PortForwardTarget, StreamFlags};
 
 impl PodManager {
     /// Checks an Exec request: the container exists and runs, the command is not empty, and
@@ -41,6 +41,45 @@ impl PodManager {
             state_dir: container.state_dir.clone(),
             binary: self.settings.monitor_binary.clone(),
             cmd,
+            streams,
+        })
+    }
+
+    /// Checks an Attach request: the container exists and runs, was created with stdin if
+    /// stdin is asked for, and has no terminal (not supported yet).
+    pub async fn attach_target(
+        &self,
+        container_id: &str,
+        streams: StreamFlags,
+    ) -> Result<AttachTarget> {
+        check_streams(streams)?;
+        let state = self.state.lock().await;
+        let container = container::find_container_in(&state, container_id).map_err(|e| match e {
+            PodError::NotFound(what) => PodError::NotFound(format!("container_id: {what}")),
+            other => other,
+        })?;
+        let sandbox = find_sandbox(&state.sandboxes, &container.sandbox_id)?;
+        if container.started_at == 0 || container::has_exited(container) {
+            return Err(PodError::FailedPrecondition(format!(
+                "container {} is not running",
+                container.id
+            )));
+        }
+        if container.config.tty {
+            return Err(PodError::Invalid(format!(
+                "tty: container {} runs on a terminal, and attaching to one is not supported yet",
+                container.id
+            )));
+        }
+        if streams.stdin && !container.config.stdin {
+            return Err(PodError::Invalid(format!(
+                "stdin: container {} was not created with stdin",
+                container.id
+            )));
+        }
+        Ok(AttachTarget {
+            container_id: container.id.clone(),
+            run_dir: sandbox.run_dir.clone(),
             streams,
         })
     }

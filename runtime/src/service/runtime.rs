@@ -371,12 +371,23 @@ impl RuntimeService for CriRuntimeService {
 
     async fn attach(
         &self,
-        _request: Request<AttachRequest>,
+        request: Request<AttachRequest>,
     ) -> Result<Response<AttachResponse>, Status> {
-        Err(not_implemented(
-            "Attach",
-            "attaching to a container's own stdio is not built yet (Exec and PortForward are)",
-        ))
+        let request = request.into_inner();
+        let streams = StreamFlags {
+            stdin: request.stdin,
+            stdout: request.stdout,
+            stderr: request.stderr,
+            tty: request.tty,
+        };
+        let target = self
+            .pods
+            .attach_target(&request.container_id, streams)
+            .await
+            .map_err(|e| e.status())?;
+        Ok(Response::new(AttachResponse {
+            url: self.streaming.url(Target::Attach(target)),
+        }))
     }
 
     async fn port_forward(

@@ -1,4 +1,4 @@
-//! The streaming server's HTTP side: `/{exec,portforward}/TOKEN`, upgraded to WebSocket or
+//! The streaming server's HTTP side: `/{exec,attach,portforward}/TOKEN`, upgraded to WebSocket or
 //! SPDY/3.1 with the subprotocol both sides support, in the client's order of preference.
 
 use std::convert::Infallible;

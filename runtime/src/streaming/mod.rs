@@ -8,8 +8,10 @@
 //! - [`websocket`], [`spdy_command`]: exec/attach sessions over each protocol;
 //! - [`portforward`]: port-forward over SPDY and dialing inside the pod's network namespace;
 //! - [`exec`]: the command run through `capstan exec-in`, on pipes or a terminal;
+//! - [`attach`]: the container's own stdio, through its pod monitor;
 //! - [`session`]: the protocol-agnostic session and its status.
 
+pub mod attach;
 pub mod exec;
 mod http;
 pub mod portforward;
@@ -58,6 +60,17 @@ pub struct ExecTarget {
     pub streams: StreamFlags,
 }
 
+/// A container whose stdio to attach to.
+#[derive(Debug, Clone)]
+pub struct AttachTarget {
+    /// The container.
+    pub container_id: String,
+    /// Its pod's run directory (the monitor's socket).
+    pub run_dir: PathBuf,
+    /// The streams.
+    pub streams: StreamFlags,
+}
+
 /// A pod whose ports to forward.
 #[derive(Debug, Clone)]
 pub struct PortForwardTarget {
@@ -72,6 +85,8 @@ pub struct PortForwardTarget {
 pub enum Target {
     /// `/exec/TOKEN`.
     Exec(ExecTarget),
+    /// `/attach/TOKEN`.
+    Attach(AttachTarget),
     /// `/portforward/TOKEN`.
     PortForward(PortForwardTarget),
 }
@@ -81,6 +96,7 @@ impl Target {
     pub fn kind(&self) -> &'static str {
         match self {
             Target::Exec(_) => "exec",
+            Target::Attach(_) => "attach",
             Target::PortForward(_) => "portforward",
         }
     }
@@ -88,6 +104,7 @@ impl Target {
     fn streams(&self) -> StreamFlags {
         match self {
             Target::Exec(exec) => exec.streams,
+            Target::Attach(attach) => attach.streams,
             Target::PortForward(_) => StreamFlags::default(),
         }
     }
@@ -97,6 +114,7 @@ impl Target {
 async fn run_command(target: Target, io: SessionIo) -> Outcome {
     match target {
         Target::Exec(exec) => exec::run(exec, io).await,
+        Target::Attach(target) => attach::run(target, io).await,
         Target::PortForward(_) => Outcome::Failed("not a command".into()),
     }
 }
