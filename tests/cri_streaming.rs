@@ -251,9 +251,19 @@ async fn kubectl_exec_gets_streams_exit_codes_and_stdin_over_websocket_and_spdy(
         ("spdy, kubectl 1.27", KUBECTL_SPDY_ONLY, &[][..]),
     ] {
         let output = f
-            .kubectl(binary, env, &["exec", "app", "-c", "shell", "--", "sh", "-c", script], b"")
+            .kubectl(
+                binary,
+                env,
+                &["exec", "app", "-c", "shell", "--", "sh", "-c", script],
+                b"",
+            )
             .await;
-        assert_eq!(output.status.code(), Some(3), "{name}: {}", f.explain(&output));
+        assert_eq!(
+            output.status.code(),
+            Some(3),
+            "{name}: {}",
+            f.explain(&output)
+        );
         assert_eq!(output.stdout, b"out\n", "{name}: {}", f.explain(&output));
         assert!(
             String::from_utf8_lossy(&output.stderr).starts_with("err\n"),
@@ -262,18 +272,32 @@ async fn kubectl_exec_gets_streams_exit_codes_and_stdin_over_websocket_and_spdy(
         );
 
         let output = f
-            .kubectl(binary, env, &["exec", "-i", "app", "-c", "shell", "--", "cat"], b"line one\nline two\n")
+            .kubectl(
+                binary,
+                env,
+                &["exec", "-i", "app", "-c", "shell", "--", "cat"],
+                b"line one\nline two\n",
+            )
             .await;
         assert!(output.status.success(), "{name}: {}", f.explain(&output));
-        assert_eq!(output.stdout, b"line one\nline two\n", "{name}: {}", f.explain(&output));
+        assert_eq!(
+            output.stdout,
+            b"line one\nline two\n",
+            "{name}: {}",
+            f.explain(&output)
+        );
     }
     let requests = f.api.requests();
     assert!(
-        requests.iter().any(|r| r.contains("/exec?") && r.contains("[upgrade websocket]")),
+        requests
+            .iter()
+            .any(|r| r.contains("/exec?") && r.contains("[upgrade websocket]")),
         "{requests:#?}"
     );
     assert!(
-        requests.iter().any(|r| r.contains("/exec?") && r.contains("[upgrade SPDY/3.1]")),
+        requests
+            .iter()
+            .any(|r| r.contains("/exec?") && r.contains("[upgrade SPDY/3.1]")),
         "{requests:#?}"
     );
     assert_no_exec_in_left(&f).await;
@@ -308,7 +332,11 @@ async fn kubectl_exec_with_a_terminal_sees_a_tty_of_the_client_size() {
         drop(stdin);
         let text = String::from_utf8_lossy(&output.stdout);
         assert!(text.contains("is-a-tty"), "{name}: {}", f.explain(&output));
-        assert!(text.contains("size=33 111"), "{name}: {}", f.explain(&output));
+        assert!(
+            text.contains("size=33 111"),
+            "{name}: {}",
+            f.explain(&output)
+        );
     }
     assert_no_exec_in_left(&f).await;
 }
@@ -318,12 +346,21 @@ async fn kubectl_attach_feeds_the_containers_stdin_and_shows_its_output() {
     let f = fixture().await;
     for (name, env) in [("reader-ws", WEBSOCKET), ("reader-spdy", SPDY)] {
         let output = f
-            .kubectl(KUBECTL, env, &["attach", "-i", "app", "-c", name], b"hello attach\n")
+            .kubectl(
+                KUBECTL,
+                env,
+                &["attach", "-i", "app", "-c", name],
+                b"hello attach\n",
+            )
             .await;
         assert!(output.status.success(), "{name}: {}", f.explain(&output));
         let stdout = String::from_utf8_lossy(&output.stdout);
         // cat echoed our line, then saw EOF (stdin_once) and the container said bye and ended.
-        assert!(stdout.contains("hello attach\nbye\n"), "{name}: {}", f.explain(&output));
+        assert!(
+            stdout.contains("hello attach\nbye\n"),
+            "{name}: {}",
+            f.explain(&output)
+        );
         // The log has what the container wrote, attached or not.
         let log = std::fs::read_to_string(f.dir.path().join("logs").join(format!("{name}.log")))
             .unwrap_or_default();
@@ -331,12 +368,19 @@ async fn kubectl_attach_feeds_the_containers_stdin_and_shows_its_output() {
     }
     let requests = f.api.requests();
     assert!(
-        requests.iter().any(|r| r.contains("/attach?") && r.contains("[upgrade websocket]")),
+        requests
+            .iter()
+            .any(|r| r.contains("/attach?") && r.contains("[upgrade websocket]")),
         "{requests:#?}"
     );
     // The container has ended (stdin_once closed its stdin): attaching again is refused.
     let output = f
-        .kubectl(KUBECTL, WEBSOCKET, &["attach", "-i", "app", "-c", "reader-ws"], b"")
+        .kubectl(
+            KUBECTL,
+            WEBSOCKET,
+            &["attach", "-i", "app", "-c", "reader-ws"],
+            b"",
+        )
         .await;
     assert!(!output.status.success(), "{}", f.explain(&output));
 }
@@ -366,9 +410,13 @@ async fn port_forward(
     let Some(line) = line else {
         let mut stderr = String::new();
         if let Some(mut e) = child.stderr.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(2), e.read_to_string(&mut stderr)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), e.read_to_string(&mut stderr)).await;
         }
-        panic!("kubectl port-forward printed nothing: {stderr}\n{:#?}", f.api.requests());
+        panic!(
+            "kubectl port-forward printed nothing: {stderr}\n{:#?}",
+            f.api.requests()
+        );
     };
     // "Forwarding from 127.0.0.1:PORT -> 8080"
     let port = line
@@ -390,10 +438,13 @@ async fn fetch(port: u16) -> String {
         .await
         .unwrap();
     let mut response = String::new();
-    tokio::time::timeout(Duration::from_secs(20), stream.read_to_string(&mut response))
-        .await
-        .expect("the page came in time")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .expect("the page came in time")
+    .unwrap();
     response
 }
 
@@ -401,7 +452,16 @@ async fn fetch(port: u16) -> String {
 async fn kubectl_port_forward_reaches_the_pods_loopback() {
     let f = fixture().await;
     for (name, binary, env) in [
-        ("spdy", KUBECTL, &[("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")][..]),
+        (
+            "websocket tunnel",
+            KUBECTL,
+            &[("KUBECTL_PORT_FORWARD_WEBSOCKETS", "true")][..],
+        ),
+        (
+            "spdy",
+            KUBECTL,
+            &[("KUBECTL_PORT_FORWARD_WEBSOCKETS", "false")][..],
+        ),
         ("spdy, kubectl 1.27", KUBECTL_SPDY_ONLY, &[][..]),
     ] {
         let (mut child, port) = port_forward(&f, binary, env).await;
@@ -417,6 +477,19 @@ async fn kubectl_port_forward_reaches_the_pods_loopback() {
         }
         let _ = child.kill().await;
     }
+    let requests = f.api.requests();
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains("/portforward?") && r.contains("[upgrade websocket]")),
+        "{requests:#?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.contains("/portforward?") && r.contains("[upgrade SPDY/3.1]")),
+        "{requests:#?}"
+    );
     // A port nothing listens on: kubectl reports the runtime's error for that connection.
     let mut child = tokio::process::Command::new(KUBECTL)
         .arg("--kubeconfig")
@@ -437,7 +510,9 @@ async fn kubectl_port_forward_reaches_the_pods_loopback() {
         .and_then(|a| a.rsplit(':').next())
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("unexpected port-forward line {line:?}"));
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     let mut rest = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest)).await;
     let _ = child.kill().await;
@@ -486,10 +561,22 @@ async fn streaming_urls_are_single_use_and_bad_requests_name_the_field() {
         .unwrap()
         .into_inner()
         .url;
-    assert!(url.starts_with("http://127.0.0.1:") && url.contains("/exec/"), "{url}");
-    assert!(upgrade_status(&url).await.contains(" 101 "), "first use switches protocols");
-    assert!(upgrade_status(&url).await.contains(" 404 "), "second use is refused");
-    let unknown = format!("{}/exec/0123456789abcdef", url.split("/exec/").next().unwrap());
+    assert!(
+        url.starts_with("http://127.0.0.1:") && url.contains("/exec/"),
+        "{url}"
+    );
+    assert!(
+        upgrade_status(&url).await.contains(" 101 "),
+        "first use switches protocols"
+    );
+    assert!(
+        upgrade_status(&url).await.contains(" 404 "),
+        "second use is refused"
+    );
+    let unknown = format!(
+        "{}/exec/0123456789abcdef",
+        url.split("/exec/").next().unwrap()
+    );
     assert!(upgrade_status(&unknown).await.contains(" 404 "));
 
     let error = f

@@ -194,9 +194,7 @@ fn discovery(path: &str) -> Option<serde_json::Value> {
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]}),
         "/apis" => serde_json::json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": []}),
         "/api/v1" => {
-            let resource = |name: &str, kind: &str, verbs: &[&str]| {
-                serde_json::json!({"name": name, "singularName": "", "namespaced": true, "kind": kind, "verbs": verbs})
-            };
+            let resource = |name: &str, kind: &str, verbs: &[&str]| serde_json::json!({"name": name, "singularName": "", "namespaced": true, "kind": kind, "verbs": verbs});
             serde_json::json!({"kind": "APIResourceList", "groupVersion": "v1", "resources": [
                 resource("pods", "Pod", &["get", "list"]),
                 resource("pods/attach", "PodAttachOptions", &["create", "get"]),
@@ -269,7 +267,13 @@ async fn handle(
     let (name, subresource) = match parts.as_slice() {
         ["api", "v1", "namespaces", _, "pods", name] => (*name, None),
         ["api", "v1", "namespaces", _, "pods", name, sub] => (*name, Some(*sub)),
-        _ => return Ok(status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource")),
+        _ => {
+            return Ok(status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "the server could not find the requested resource",
+            ));
+        }
     };
     let pod = shared
         .pods
@@ -278,7 +282,11 @@ async fn handle(
         .get(name)
         .cloned();
     let Some(pod) = pod else {
-        return Ok(status(StatusCode::NOT_FOUND, "NotFound", &format!("pods \"{name}\" not found")));
+        return Ok(status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("pods \"{name}\" not found"),
+        ));
     };
     let Some(subresource) = subresource else {
         return Ok(json(StatusCode::OK, pod_object(&pod)));
@@ -301,7 +309,11 @@ async fn handle(
     let url = match subresource {
         "exec" | "attach" => {
             let Some(container) = container else {
-                return Ok(status(StatusCode::BAD_REQUEST, "BadRequest", "no such container"));
+                return Ok(status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "no such container",
+                ));
             };
             if subresource == "exec" {
                 let cmd = pairs
@@ -338,7 +350,13 @@ async fn handle(
             })
             .await
             .map(|r| r.into_inner().url),
-        _ => return Ok(status(StatusCode::NOT_FOUND, "NotFound", "no such subresource")),
+        _ => {
+            return Ok(status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                "no such subresource",
+            ));
+        }
     };
     let url = match url {
         Ok(url) => url,
@@ -405,11 +423,14 @@ async fn proxy(
     let server_side = hyper::upgrade::on(&mut answer);
     tokio::spawn(async move {
         if let (Ok(client), Ok(server)) = tokio::join!(client_side, server_side) {
-            let _ = tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(server))
-                .await;
+            let _ =
+                tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(server))
+                    .await;
         }
     });
-    response.body(Full::new(Bytes::new())).map_err(|e| e.to_string())
+    response
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

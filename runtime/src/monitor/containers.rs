@@ -126,8 +126,11 @@ impl Containers {
         // Without stdin in its config the container reads EOF; with it, the pipe stays open
         // for attach clients (and the container waits for input as under a kubelet).
         let stdin = if request.stdin {
-            fcntl(stdin_write.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-                .map_err(|e| format!("fcntl: {e}"))?;
+            fcntl(
+                stdin_write.as_raw_fd(),
+                FcntlArg::F_SETFL(OFlag::O_NONBLOCK),
+            )
+            .map_err(|e| format!("fcntl: {e}"))?;
             Some(stdin_write)
         } else {
             drop(stdin_write);

@@ -11,9 +11,9 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
 use nix::fcntl::OFlag;
-use oci_spec::runtime::Spec;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, pipe2};
+use oci_spec::runtime::Spec;
 
 /// What to run where.
 #[derive(Debug, Clone)]

@@ -8,8 +8,8 @@ mod exec;
 pub mod record;
 mod sandbox;
 mod spawn;
-mod streaming;
 mod stats;
+mod streaming;
 mod update;
 
 use std::collections::BTreeMap;

@@ -2,8 +2,6 @@
 //! PortForward requests are validated here, before a URL is handed out, so a bad request fails
 //! at the RPC and names the field.
 
-use std::path::PathBuf;
-
 use super::error::{PodError, Result};
 use super::sandbox::find_sandbox;
 use super::{PodManager, container};
@@ -23,10 +21,11 @@ impl PodManager {
         }
         check_streams(streams)?;
         let state = self.state.lock().await;
-        let container = container::find_container_in(&state, container_id).map_err(|e| match e {
-            PodError::NotFound(what) => PodError::NotFound(format!("container_id: {what}")),
-            other => other,
-        })?;
+        let container =
+            container::find_container_in(&state, container_id).map_err(|e| match e {
+                PodError::NotFound(what) => PodError::NotFound(format!("container_id: {what}")),
+                other => other,
+            })?;
         let sandbox = find_sandbox(&state.sandboxes, &container.sandbox_id)?;
         if container.started_at == 0 || container::has_exited(container) {
             return Err(PodError::FailedPrecondition(format!(
@@ -54,10 +53,11 @@ impl PodManager {
     ) -> Result<AttachTarget> {
         check_streams(streams)?;
         let state = self.state.lock().await;
-        let container = container::find_container_in(&state, container_id).map_err(|e| match e {
-            PodError::NotFound(what) => PodError::NotFound(format!("container_id: {what}")),
-            other => other,
-        })?;
+        let container =
+            container::find_container_in(&state, container_id).map_err(|e| match e {
+                PodError::NotFound(what) => PodError::NotFound(format!("container_id: {what}")),
+                other => other,
+            })?;
         let sandbox = find_sandbox(&state.sandboxes, &container.sandbox_id)?;
         if container.started_at == 0 || container::has_exited(container) {
             return Err(PodError::FailedPrecondition(format!(
@@ -97,12 +97,13 @@ impl PodManager {
                 sandbox.id
             )));
         }
+        // A host-network pod's ports are the host's.
         let netns = sandbox
             .own_network
             .then(|| sandbox.run_dir.join(crate::monitor::NS_DIR).join("net"));
         Ok(PortForwardTarget {
             sandbox_id: sandbox.id.clone(),
-            netns: netns.map(PathBuf::from),
+            netns,
         })
     }
 }

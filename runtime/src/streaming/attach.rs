@@ -34,7 +34,11 @@ pub async fn run(target: AttachTarget, io: SessionIo) -> Outcome {
     }
     let mut read = BufReader::new(read);
     let mut reply = String::new();
-    match (&mut read).take(MAX_LINE as u64).read_line(&mut reply).await {
+    match (&mut read)
+        .take(MAX_LINE as u64)
+        .read_line(&mut reply)
+        .await
+    {
         Ok(0) | Err(_) => return Outcome::Failed("the pod monitor hung up".into()),
         Ok(_) => {}
     }
@@ -48,7 +52,11 @@ pub async fn run(target: AttachTarget, io: SessionIo) -> Outcome {
         tokio::spawn(async move {
             while let Some(data) = stdin.recv().await {
                 for chunk in data.chunks(frames::MAX_FRAME) {
-                    if write.write_all(&frames::encode(frames::STDIN, chunk)).await.is_err() {
+                    if write
+                        .write_all(&frames::encode(frames::STDIN, chunk))
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }

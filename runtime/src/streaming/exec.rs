@@ -264,7 +264,10 @@ async fn receive_fd(stream: tokio::net::UnixStream) -> Result<OwnedFd, String> {
             MsgFlags::MSG_CMSG_CLOEXEC,
         )
         .map_err(|e| format!("receive the terminal: {e}"))?;
-        for cmsg in message.cmsgs().map_err(|e| format!("receive the terminal: {e}"))? {
+        for cmsg in message
+            .cmsgs()
+            .map_err(|e| format!("receive the terminal: {e}"))?
+        {
             if let ControlMessageOwned::ScmRights(fds) = cmsg
                 && let Some(fd) = fds.first()
             {

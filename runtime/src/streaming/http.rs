@@ -16,7 +16,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
 use super::tokens::Tokens;
-use super::{Target, portforward, spdy_command, websocket};
+use super::{Target, portforward, spdy_command, tunnel, websocket};
 
 /// WebSocket subprotocols for exec and attach, best first.
 const WEBSOCKET_COMMAND_PROTOCOLS: &[&str] = &[
@@ -25,8 +25,14 @@ const WEBSOCKET_COMMAND_PROTOCOLS: &[&str] = &[
     "v3.channel.k8s.io",
     "v2.channel.k8s.io",
 ];
+/// WebSocket subprotocol for port-forward: SPDY tunneled in binary messages (kubectl 1.31+).
+const WEBSOCKET_PORTFORWARD_PROTOCOLS: &[&str] = &["SPDY/3.1+portforward.k8s.io"];
 /// SPDY stream protocols for exec and attach.
-const SPDY_COMMAND_PROTOCOLS: &[&str] = &["v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io"];
+const SPDY_COMMAND_PROTOCOLS: &[&str] = &[
+    "v4.channel.k8s.io",
+    "v3.channel.k8s.io",
+    "v2.channel.k8s.io",
+];
 /// SPDY stream protocol for port-forward.
 const SPDY_PORTFORWARD_PROTOCOLS: &[&str] = &["portforward.k8s.io"];
 
@@ -111,23 +117,26 @@ async fn handle(
     };
     let is_command = !matches!(target, Target::PortForward(_));
     if is_upgrade_to(&request, "websocket") {
-        if !is_command {
-            return Ok(plain(
-                StatusCode::BAD_REQUEST,
-                "port-forward over WebSocket is not supported: use SPDY/3.1",
-            ));
-        }
+        let supported = if is_command {
+            WEBSOCKET_COMMAND_PROTOCOLS
+        } else {
+            WEBSOCKET_PORTFORWARD_PROTOCOLS
+        };
         let offered = header_values(&request, "sec-websocket-protocol");
-        let Some(protocol) = negotiate(&offered, WEBSOCKET_COMMAND_PROTOCOLS) else {
+        let Some(protocol) = negotiate(&offered, supported) else {
+            // 400: client-go takes a failed upgrade as the cue to fall back to SPDY.
             return Ok(plain(
                 StatusCode::BAD_REQUEST,
                 &format!(
-                    "none of the WebSocket subprotocols {offered:?} is supported; supported: {WEBSOCKET_COMMAND_PROTOCOLS:?}"
+                    "none of the WebSocket subprotocols {offered:?} is supported; supported: {supported:?}"
                 ),
             ));
         };
         let Some(key) = request.headers().get("sec-websocket-key") else {
-            return Ok(plain(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing"));
+            return Ok(plain(
+                StatusCode::BAD_REQUEST,
+                "Sec-WebSocket-Key is missing",
+            ));
         };
         let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
         let upgrade = hyper::upgrade::on(&mut request);
@@ -135,10 +144,18 @@ async fn handle(
         tokio::spawn(async move {
             match upgrade.await {
                 Ok(upgraded) => {
-                    let socket =
-                        WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None)
-                            .await;
-                    websocket::serve_command(socket, &chosen, target).await;
+                    let socket = WebSocketStream::from_raw_socket(
+                        TokioIo::new(upgraded),
+                        Role::Server,
+                        None,
+                    )
+                    .await;
+                    match target {
+                        Target::PortForward(forward) => {
+                            portforward::serve_spdy(tunnel::bridge(socket), forward).await;
+                        }
+                        command => websocket::serve_command(socket, &chosen, command).await,
+                    }
                 }
                 Err(e) => tracing::warn!(error = %e, "WebSocket upgrade failed"),
             }

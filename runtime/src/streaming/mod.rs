@@ -6,7 +6,8 @@
 //! - [`tokens`]: single-use, expiring tokens;
 //! - [`http`]: the HTTP/1.1 server and the upgrade negotiation;
 //! - [`websocket`], [`spdy_command`]: exec/attach sessions over each protocol;
-//! - [`portforward`]: port-forward over SPDY and dialing inside the pod's network namespace;
+//! - [`portforward`]: port-forward over SPDY (plain, or tunneled through WebSocket by
+//!   `tunnel`) and dialing inside the pod's network namespace;
 //! - [`exec`]: the command run through `capstan exec-in`, on pipes or a terminal;
 //! - [`attach`]: the container's own stdio, through its pod monitor;
 //! - [`session`]: the protocol-agnostic session and its status.
@@ -19,6 +20,7 @@ pub mod session;
 pub mod spdy;
 mod spdy_command;
 pub mod tokens;
+mod tunnel;
 mod websocket;
 
 use std::net::SocketAddr;

@@ -81,9 +81,12 @@ async fn forward(
         .and_then(|p| p.parse::<u16>().ok())
         .filter(|p| *p > 0);
     let result = match port {
-        Some(port) => dial(target.netns.clone(), port)
-            .await
-            .map_err(|e| format!("error forwarding port {port} to pod {}: {e}", target.sandbox_id)),
+        Some(port) => dial(target.netns.clone(), port).await.map_err(|e| {
+            format!(
+                "error forwarding port {port} to pod {}: {e}",
+                target.sandbox_id
+            )
+        }),
         None => Err(format!(
             "invalid port {:?} in port-forward request",
             data.header("port").unwrap_or_default()
@@ -121,7 +124,11 @@ async fn relay(
         loop {
             match read.read(&mut buffer).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => writer.data(stream, Bytes::copy_from_slice(&buffer[..n])).await,
+                Ok(n) => {
+                    writer
+                        .data(stream, Bytes::copy_from_slice(&buffer[..n]))
+                        .await
+                }
             }
         }
         writer.finish(stream).await;

@@ -77,7 +77,8 @@ impl Outcome {
         match self {
             Outcome::Exited(0) | Outcome::Done => Vec::new(),
             Outcome::Exited(code) => {
-                format!("command terminated with non-zero exit code: exit status {code}").into_bytes()
+                format!("command terminated with non-zero exit code: exit status {code}")
+                    .into_bytes()
             }
             Outcome::Failed(message) => {
                 format!("error executing command in container: {message}").into_bytes()

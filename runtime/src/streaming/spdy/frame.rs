@@ -294,7 +294,11 @@ fn be32(payload: &[u8], at: usize) -> Result<u32, FrameError> {
 }
 
 /// Decodes one frame from its head and payload.
-pub fn decode(head: FrameHead, payload: Bytes, codec: &mut HeaderCodec) -> Result<Frame, FrameError> {
+pub fn decode(
+    head: FrameHead,
+    payload: Bytes,
+    codec: &mut HeaderCodec,
+) -> Result<Frame, FrameError> {
     if !head.control {
         return Ok(Frame::Data {
             stream_id: head.stream_or_version,
@@ -367,7 +371,11 @@ fn control(out: &mut BytesMut, kind: u16, flags: u8, payload: &[u8]) {
 }
 
 /// Encodes a frame (data payloads must be at most [`MAX_PAYLOAD`]).
-pub fn encode(frame: &Frame, codec: &mut HeaderCodec, out: &mut BytesMut) -> Result<(), FrameError> {
+pub fn encode(
+    frame: &Frame,
+    codec: &mut HeaderCodec,
+    out: &mut BytesMut,
+) -> Result<(), FrameError> {
     match frame {
         Frame::Data {
             stream_id,

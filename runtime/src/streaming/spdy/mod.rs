@@ -358,7 +358,10 @@ mod tests {
                 data: Bytes::from_static(b"abc"),
             })
             .await;
-        assert_eq!(stream.data.recv().await.unwrap(), Bytes::from_static(b"abc"));
+        assert_eq!(
+            stream.data.recv().await.unwrap(),
+            Bytes::from_static(b"abc")
+        );
         assert!(stream.data.recv().await.is_none(), "FIN ends the stream");
         client.send(Frame::Ping { id: 1 }).await;
         assert_eq!(client.recv().await, Some(Frame::Ping { id: 1 }));
