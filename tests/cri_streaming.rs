@@ -303,6 +303,55 @@ async fn kubectl_exec_gets_streams_exit_codes_and_stdin_over_websocket_and_spdy(
     assert_no_exec_in_left(&f).await;
 }
 
+/// Host processes whose command line is exactly `cmdline` (arguments space-separated).
+fn processes_named(cmdline: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .filter(|raw| String::from_utf8_lossy(raw).replace('\0', " ").trim_end() == cmdline)
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_goes_away_takes_its_exec_down_with_it() {
+    let f = fixture().await;
+    for (name, env, marker) in [("websocket", WEBSOCKET, "4241"), ("spdy", SPDY, "4242")] {
+        let sleep = format!("sleep {marker}");
+        let mut kubectl = tokio::process::Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(&f.kubeconfig)
+            .args(["exec", "app", "-c", "shell", "--", "sleep", marker])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while processes_named(&sleep) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{name}: the exec never started\n{:#?}",
+                f.api.requests()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        kubectl.kill().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while processes_named(&sleep) > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{name}: the exec'd process outlived its client\n{}",
+                tail(&f.runtime.log(), 30)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_no_exec_in_left(&f).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kubectl_exec_with_a_terminal_sees_a_tty_of_the_client_size() {
     let f = fixture().await;
