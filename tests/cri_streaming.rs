@@ -40,6 +40,7 @@ struct Fixture {
     cri: CriClient,
     api: FakeApiServer,
     kubeconfig: PathBuf,
+    config: String,
     sandbox: String,
     shell: String,
 }
@@ -119,10 +120,15 @@ async fn fixture() -> Fixture {
         common::create_and_start(&mut cri, &sandbox, container("web", &image("web"), &[])).await;
     // Containers that wait for stdin, closed when the first attached client is done.
     let mut readers = Vec::new();
-    for name in ["reader-ws", "reader-spdy"] {
-        let mut config = container(name, &image("shell"), &["sh", "-c", "cat; echo bye"]);
+    for (name, once) in [("reader-ws", true), ("reader-spdy", true), ("echo", false)] {
+        let script = if once {
+            "cat; echo bye"
+        } else {
+            "while read line; do echo got $line; done"
+        };
+        let mut config = container(name, &image("shell"), &["sh", "-c", script]);
         config.stdin = true;
-        config.stdin_once = true;
+        config.stdin_once = once;
         let id = common::create_and_start(&mut cri, &sandbox, config).await;
         readers.push(FakeContainer {
             name: name.into(),
@@ -160,6 +166,7 @@ async fn fixture() -> Fixture {
         cri,
         api,
         kubeconfig,
+        config,
         sandbox,
         shell,
     }
@@ -432,6 +439,58 @@ async fn kubectl_attach_feeds_the_containers_stdin_and_shows_its_output() {
         )
         .await;
     assert!(!output.status.success(), "{}", f.explain(&output));
+}
+
+/// Attaches with stdin, types `input` and waits for the line `expect`; then leaves.
+async fn attach_and_expect(f: &Fixture, container: &str, input: &str, expect: &str) {
+    let mut kubectl = tokio::process::Command::new(KUBECTL)
+        .arg("--kubeconfig")
+        .arg(&f.kubeconfig)
+        .args(["attach", "-i", "app", "-c", container])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = kubectl.stdin.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(kubectl.stdout.take().unwrap()).lines();
+    // Typed until answered: input sent before the session is up is not the container's.
+    let answered = async {
+        loop {
+            stdin.write_all(input.as_bytes()).await.unwrap();
+            let next = tokio::time::timeout(Duration::from_millis(500), lines.next_line()).await;
+            if let Ok(Ok(Some(line))) = next
+                && line == expect
+            {
+                return;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), answered)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "no {expect:?} from {container}\n{:#?}\n{}",
+                f.api.requests(),
+                tail(&f.runtime.log(), 30)
+            )
+        });
+    kubectl.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_survives_a_runtime_killed_and_restarted() {
+    let mut f = fixture().await;
+    attach_and_expect(&f, "echo", "one\n", "got one").await;
+    // The monitor holds the container's stdin, not the daemon: SIGKILL the daemon, start a
+    // new one, and the same container still takes input.
+    assert!(!f.runtime.stop_with("KILL").success());
+    let restarted = RuntimeProcess::start(f.dir.path(), &f.config);
+    // Kept until the end: dropping a RuntimeProcess removes its pods.
+    let _killed = std::mem::replace(&mut f.runtime, restarted);
+    let _ = f.runtime.client().await;
+    attach_and_expect(&f, "echo", "two\n", "got two").await;
 }
 
 /// Starts `kubectl port-forward` and returns it with the local port it picked.
