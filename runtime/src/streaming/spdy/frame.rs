@@ -231,10 +231,12 @@ impl HeaderCodec {
                 out.reserve(1024);
             }
             let before = self.inflate.total_in();
+            let produced = out.len();
             let result =
                 self.inflate
                     .decompress_vec(&block[consumed..], &mut out, FlushDecompress::Sync);
-            consumed += (self.inflate.total_in() - before) as usize;
+            let taken = (self.inflate.total_in() - before) as usize;
+            consumed += taken;
             match result {
                 Ok(Status::Ok | Status::BufError | Status::StreamEnd) => {}
                 Err(e) if e.needs_dictionary().is_some() => {
@@ -250,6 +252,10 @@ impl HeaderCodec {
             }
             if consumed >= block.len() && out.len() < out.capacity() {
                 break;
+            }
+            if taken == 0 && out.len() == produced && out.len() < out.capacity() {
+                // zlib neither read nor wrote with room to write: the rest is not deflate.
+                return Err(FrameError::Compression("header block does not inflate".into()));
             }
         }
         parse_header_block(&out)
@@ -566,6 +572,12 @@ mod tests {
             codec.decompress(&block).unwrap(),
             headers(&[("streamtype", "stdout")])
         );
+    }
+
+    #[test]
+    fn garbage_header_blocks_are_errors_not_hangs() {
+        let mut codec = HeaderCodec::new().unwrap();
+        assert!(codec.decompress(b"definitely not zlib").is_err());
     }
 
     #[test]
