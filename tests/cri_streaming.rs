@@ -137,6 +137,17 @@ async fn fixture() -> Fixture {
             tty: false,
         });
     }
+    // An interactive shell on a terminal, as `kubectl run -it` makes.
+    let mut term = container("term", &image("shell"), &["sh"]);
+    term.stdin = true;
+    term.tty = true;
+    let id = common::create_and_start(&mut cri, &sandbox, term).await;
+    readers.push(FakeContainer {
+        name: "term".into(),
+        id,
+        stdin: true,
+        tty: true,
+    });
     let api = FakeApiServer::start(cri.clone()).await.unwrap();
     api.add_pod(FakePod {
         name: "app".into(),
@@ -491,6 +502,43 @@ async fn attach_survives_a_runtime_killed_and_restarted() {
     let _killed = std::mem::replace(&mut f.runtime, restarted);
     let _ = f.runtime.client().await;
     attach_and_expect(&f, "echo", "two\n", "got two").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_attach_to_a_terminal_types_into_the_shell_and_resizes_it() {
+    let f = fixture().await;
+    let command = format!(
+        "stty rows 33 cols 111; exec {KUBECTL} --kubeconfig {} attach -it app -c term",
+        f.kubeconfig.display()
+    );
+    let mut child = tokio::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("run script");
+    let mut stdin = child.stdin.take().unwrap();
+    // The size may land just after the line is read, so the shell looks a few times.
+    stdin
+        .write_all(
+            b"echo tty-$((6*7)); for i in 1 2 3 4 5 6 7 8 9 10; do s=$(stty size); [ \"$s\" = \"33 111\" ] && break; sleep 0.2; done; echo size-$s; exit\n",
+        )
+        .await
+        .unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        .await
+        .expect("kubectl attach -it hung")
+        .unwrap();
+    drop(stdin);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("tty-42"), "{}", f.explain(&output));
+    assert!(text.contains("size-33 111"), "{}", f.explain(&output));
+    assert!(output.status.success(), "{}", f.explain(&output));
+    // The terminal's output is the container's log, on stdout.
+    let log = std::fs::read_to_string(f.dir.path().join("logs").join("term.log")).unwrap();
+    assert!(log.contains(" stdout ") && log.contains("tty-42"), "{log}");
 }
 
 /// Starts `kubectl port-forward` and returns it with the local port it picked.

@@ -15,6 +15,8 @@ pub const STDERR: u8 = 2;
 pub const STDIN: u8 = 0;
 /// Daemon → monitor: the client closed its stdin.
 pub const STDIN_CLOSE: u8 = 3;
+/// Daemon → monitor: the client's terminal size, width and height as two u16 big-endian.
+pub const RESIZE: u8 = 4;
 
 /// Largest frame accepted.
 pub const MAX_FRAME: usize = 1 << 20;
@@ -72,6 +74,8 @@ pub struct ClientInput {
     pub stdin: Vec<u8>,
     /// The client closed its stdin.
     pub stdin_closed: bool,
+    /// The client's latest terminal size (width, height).
+    pub resize: Option<(u16, u16)>,
     /// The client hung up or broke the protocol.
     pub gone: bool,
 }
@@ -147,6 +151,12 @@ impl Client {
                             match kind {
                                 STDIN if self.stdin => input.stdin.extend_from_slice(&data),
                                 STDIN_CLOSE => input.stdin_closed = true,
+                                RESIZE if data.len() == 4 => {
+                                    input.resize = Some((
+                                        u16::from_be_bytes([data[0], data[1]]),
+                                        u16::from_be_bytes([data[2], data[3]]),
+                                    ));
+                                }
                                 _ => {}
                             }
                         }

@@ -73,6 +73,9 @@ pub struct CreateRequest {
     /// Close it when the first attach client leaves (CRI `stdin_once`).
     #[serde(default)]
     pub stdin_once: bool,
+    /// Run it on a terminal (CRI `tty`; the bundle's process asks for one too).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// Sent to subscribers when a container exits.

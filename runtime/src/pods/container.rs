@@ -207,6 +207,7 @@ impl PodManager {
                 record_dir: dir.clone(),
                 stdin: container.config.stdin,
                 stdin_once: container.config.stdin_once,
+                tty: container.config.tty,
             }),
         )
         .await?;

@@ -44,8 +44,8 @@ impl PodManager {
         })
     }
 
-    /// Checks an Attach request: the container exists and runs, was created with stdin if
-    /// stdin is asked for, and has no terminal (not supported yet).
+    /// Checks an Attach request: the container exists and runs, and was created with stdin if
+    /// stdin is asked for.
     pub async fn attach_target(
         &self,
         container_id: &str,
@@ -62,12 +62,6 @@ impl PodManager {
         if container.started_at == 0 || container::has_exited(container) {
             return Err(PodError::FailedPrecondition(format!(
                 "container {} is not running",
-                container.id
-            )));
-        }
-        if container.config.tty {
-            return Err(PodError::Invalid(format!(
-                "tty: container {} runs on a terminal, and attaching to one is not supported yet",
                 container.id
             )));
         }

@@ -6,9 +6,11 @@
 use bytes::Bytes;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::mpsc;
 
 use super::AttachTarget;
-use super::session::{Outcome, SessionIo};
+use super::session::{Outcome, SessionIo, TermSize};
 use crate::monitor::attach::{self as frames, Parser};
 use crate::monitor::protocol::{MAX_LINE, Reply, Request};
 
@@ -48,26 +50,7 @@ pub async fn run(target: AttachTarget, io: SessionIo) -> Outcome {
         other => return Outcome::Failed(format!("pod monitor answered {other:?}")),
     }
 
-    let input = io.stdin.map(|mut stdin| {
-        tokio::spawn(async move {
-            while let Some(data) = stdin.recv().await {
-                for chunk in data.chunks(frames::MAX_FRAME) {
-                    if write
-                        .write_all(&frames::encode(frames::STDIN, chunk))
-                        .await
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            }
-            let _ = write
-                .write_all(&frames::encode(frames::STDIN_CLOSE, &[]))
-                .await;
-            // Keep the connection open for output: only the monitor ends the session.
-            std::future::pending::<()>().await;
-        })
-    });
+    let input = tokio::spawn(send_input(write, io.stdin, io.resize));
     let output = async {
         let mut parser = Parser::default();
         let mut buffer = vec![0u8; 64 * 1024];
@@ -105,8 +88,53 @@ pub async fn run(target: AttachTarget, io: SessionIo) -> Outcome {
         () = output => {}
         () = gone => {}
     }
-    if let Some(input) = input {
-        input.abort();
-    }
+    input.abort();
     Outcome::Done
+}
+
+/// Sends the client's stdin and terminal sizes to the monitor until both end.
+async fn send_input(
+    mut write: OwnedWriteHalf,
+    stdin: Option<mpsc::Receiver<Bytes>>,
+    resize: Option<mpsc::Receiver<TermSize>>,
+) {
+    let (mut stdin, mut resize) = (stdin, resize);
+    while stdin.is_some() || resize.is_some() {
+        let frame = tokio::select! {
+            data = recv(&mut stdin) => match data {
+                Some(data) => data
+                    .chunks(frames::MAX_FRAME)
+                    .flat_map(|chunk| frames::encode(frames::STDIN, chunk))
+                    .collect(),
+                None => {
+                    stdin = None;
+                    frames::encode(frames::STDIN_CLOSE, &[])
+                }
+            },
+            size = recv(&mut resize) => match size {
+                Some(size) => {
+                    let mut payload = size.width.to_be_bytes().to_vec();
+                    payload.extend_from_slice(&size.height.to_be_bytes());
+                    frames::encode(frames::RESIZE, &payload)
+                }
+                None => {
+                    resize = None;
+                    continue;
+                }
+            },
+        };
+        if write.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+    // Keep the connection open for output: only the monitor ends the session.
+    std::future::pending::<()>().await;
+}
+
+/// The next item of an optional channel; never, without one.
+async fn recv<T>(channel: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match channel {
+        Some(channel) => channel.recv().await,
+        None => std::future::pending().await,
+    }
 }

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::ExecTarget;
 use super::session::{Outcome, SessionIo, TermSize};
+use crate::monitor::console;
 
 /// How long `exec-in` may take to hand over the terminal.
 const TERMINAL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -252,33 +253,9 @@ async fn receive_fd(stream: tokio::net::UnixStream) -> Result<OwnedFd, String> {
         .set_nonblocking(false)
         .and_then(|()| stream.set_read_timeout(Some(TERMINAL_TIMEOUT)))
         .map_err(|e| format!("console socket: {e}"))?;
-    tokio::task::spawn_blocking(move || {
-        use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
-        let mut name = [0u8; 256];
-        let mut iov = [std::io::IoSliceMut::new(&mut name)];
-        let mut space = nix::cmsg_space!([RawFd; 1]);
-        let message = recvmsg::<()>(
-            stream.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(|e| format!("receive the terminal: {e}"))?;
-        for cmsg in message
-            .cmsgs()
-            .map_err(|e| format!("receive the terminal: {e}"))?
-        {
-            if let ControlMessageOwned::ScmRights(fds) = cmsg
-                && let Some(fd) = fds.first()
-            {
-                // SAFETY: the kernel just installed this descriptor for us; nothing else owns it.
-                return Ok(unsafe { OwnedFd::from_raw_fd(*fd) });
-            }
-        }
-        Err("the console socket carried no descriptor".to_string())
-    })
-    .await
-    .map_err(|e| format!("receive the terminal: {e}"))?
+    tokio::task::spawn_blocking(move || console::receive_fd(&stream))
+        .await
+        .map_err(|e| format!("receive the terminal: {e}"))?
 }
 
 fn terminal(fd: OwnedFd) -> std::io::Result<AsyncFd<File>> {
@@ -359,18 +336,8 @@ async fn write_all(master: &AsyncFd<File>, mut data: &[u8]) -> std::io::Result<(
     Ok(())
 }
 
-/// TIOCSWINSZ: the kernel tells the terminal's foreground process group (SIGWINCH).
 fn set_size(master: &File, size: TermSize) {
-    let winsize = nix::libc::winsize {
-        ws_row: size.height,
-        ws_col: size.width,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
-    // SAFETY: TIOCSWINSZ reads one winsize from the pointer, which outlives the call; the
-    // descriptor is our open terminal master.
-    let result = unsafe { nix::libc::ioctl(master.as_raw_fd(), nix::libc::TIOCSWINSZ, &winsize) };
-    if result != 0 {
-        tracing::debug!(error = %std::io::Error::last_os_error(), "cannot resize the terminal");
+    if let Err(e) = console::set_size(master.as_raw_fd(), size.width, size.height) {
+        tracing::debug!(error = %e, "cannot resize the terminal");
     }
 }

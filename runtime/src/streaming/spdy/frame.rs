@@ -255,7 +255,9 @@ impl HeaderCodec {
             }
             if taken == 0 && out.len() == produced && out.len() < out.capacity() {
                 // zlib neither read nor wrote with room to write: the rest is not deflate.
-                return Err(FrameError::Compression("header block does not inflate".into()));
+                return Err(FrameError::Compression(
+                    "header block does not inflate".into(),
+                ));
             }
         }
         parse_header_block(&out)
