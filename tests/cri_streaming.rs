@@ -62,8 +62,24 @@ fn container(name: &str, image: &str, command: &[&str]) -> ContainerConfig {
     }
 }
 
+/// Fails with what to install when the kubectl clients are missing.
+fn require_kubectl() {
+    for binary in [KUBECTL, KUBECTL_SPDY_ONLY] {
+        let found = std::process::Command::new(binary)
+            .args(["version", "--client"])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            found,
+            "{binary} is needed: these tests drive the real kubectl (Debian package `kubectl` of \
+             the Cloud SDK, which installs versioned clients beside it)"
+        );
+    }
+}
+
 async fn fixture() -> Fixture {
     require_root();
+    require_kubectl();
     let registry = LocalRegistry::start().unwrap();
     let images = catalog().unwrap();
     for (name, image) in [("shell", &images.shell), ("web", &images.web)] {
@@ -305,6 +321,32 @@ async fn kubectl_exec_gets_streams_exit_codes_and_stdin_over_websocket_and_spdy(
             f.explain(&output)
         );
     }
+    // A background process that keeps the output open does not keep the session.
+    let started = Instant::now();
+    let output = f
+        .kubectl(
+            KUBECTL,
+            WEBSOCKET,
+            &[
+                "exec",
+                "app",
+                "-c",
+                "shell",
+                "--",
+                "sh",
+                "-c",
+                "sleep 300 & echo started",
+            ],
+            b"",
+        )
+        .await;
+    assert!(output.status.success(), "{}", f.explain(&output));
+    assert_eq!(output.stdout, b"started\n", "{}", f.explain(&output));
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
     let requests = f.api.requests();
     assert!(
         requests

@@ -23,6 +23,8 @@ use crate::monitor::console;
 
 /// How long `exec-in` may take to hand over the terminal.
 const TERMINAL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long output may go on after the command exited.
+const OUTPUT_GRACE: Duration = Duration::from_secs(2);
 /// What `exec-in` prints before it exits 126 when it could not start the command.
 const EXEC_IN_ERROR: &[u8] = b"capstan exec-in:";
 
@@ -122,12 +124,13 @@ async fn run_on_pipes(target: &ExecTarget, io: SessionIo, pid_file: &Path) -> Ou
     };
     let stdout = pump(child.stdout.take(), io.stdout, 0);
     let stderr = pump(child.stderr.take(), io.stderr, 4096);
+    let output = async { tokio::join!(stdout, stderr).1 };
     let finished = tokio::select! {
-        (_, head, status) = async { tokio::join!(stdout, stderr, child.wait()) } => Some((head, status)),
+        done = wait_with_output(&mut child, output) => Some(done),
         () = hung_up(io.hangup) => None,
     };
     let outcome = match finished {
-        Some((head, status)) => exit_outcome(status, &head),
+        Some((status, head)) => exit_outcome(status, &head.unwrap_or_default()),
         None => {
             kill(&mut child, pid_file).await;
             Outcome::Failed("the client went away".into())
@@ -137,6 +140,27 @@ async fn run_on_pipes(target: &ExecTarget, io: SessionIo, pid_file: &Path) -> Ou
         task.abort();
     }
     outcome
+}
+
+/// Waits for `exec-in` (which exits with the command) and the command's output. Output still
+/// open a moment after the command exited is cut off: a background process the command left
+/// holds it, and the session ends with the command, not with that process.
+async fn wait_with_output<O: std::future::Future>(
+    child: &mut Child,
+    output: O,
+) -> (std::io::Result<std::process::ExitStatus>, Option<O::Output>) {
+    tokio::pin!(output);
+    let output_first = tokio::select! {
+        done = &mut output => Ok(done),
+        status = child.wait() => Err(status),
+    };
+    match output_first {
+        Ok(done) => (child.wait().await, Some(done)),
+        Err(status) => (
+            status,
+            tokio::time::timeout(OUTPUT_GRACE, &mut output).await.ok(),
+        ),
+    }
 }
 
 /// Copies `from` to `to` (or drops it when the client does not read it); returns the first
@@ -230,7 +254,7 @@ async fn run_on_terminal(target: &ExecTarget, io: SessionIo, pid_file: &Path, id
     let input = tokio::spawn(feed_terminal(Arc::clone(&master), io.stdin, io.resize));
     let output = read_terminal(Arc::clone(&master), io.stdout);
     let finished = tokio::select! {
-        (_, status) = async { tokio::join!(output, child.wait()) } => Some(status),
+        (status, _) = wait_with_output(&mut child, output) => Some(status),
         () = hung_up(io.hangup) => None,
     };
     let outcome = match finished {
