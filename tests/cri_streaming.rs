@@ -305,20 +305,24 @@ async fn kubectl_exec_gets_streams_exit_codes_and_stdin_over_websocket_and_spdy(
             f.explain(&output)
         );
 
+        // Much more than SPDY's initial 64 KiB window, both ways.
+        let input: Vec<u8> = (0..20_000)
+            .flat_map(|i| format!("line {i:05} of the input\n").into_bytes())
+            .collect();
         let output = f
             .kubectl(
                 binary,
                 env,
                 &["exec", "-i", "app", "-c", "shell", "--", "cat"],
-                b"line one\nline two\n",
+                &input,
             )
             .await;
         assert!(output.status.success(), "{name}: {}", f.explain(&output));
-        assert_eq!(
-            output.stdout,
-            b"line one\nline two\n",
-            "{name}: {}",
-            f.explain(&output)
+        assert!(
+            output.stdout == input,
+            "{name}: {} of {} bytes came back",
+            output.stdout.len(),
+            input.len()
         );
     }
     // A background process that keeps the output open does not keep the session.
