@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper::header::{CONNECTION, HeaderValue, UPGRADE};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::Role;
@@ -36,6 +36,9 @@ const SPDY_COMMAND_PROTOCOLS: &[&str] = &[
 /// SPDY stream protocol for port-forward.
 const SPDY_PORTFORWARD_PROTOCOLS: &[&str] = &["portforward.k8s.io"];
 
+/// How long a client may take to send its request head.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 type Body = Full<Bytes>;
 
 /// Accepts connections until the process ends.
@@ -54,6 +57,9 @@ pub(super) async fn serve(listener: TcpListener, tokens: Arc<Tokens<Target>>) {
         tokio::spawn(async move {
             let service = service_fn(move |request| handle(request, Arc::clone(&tokens)));
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                // A connection that never sends its request does not hold a task for ever.
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .with_upgrades()
                 .await

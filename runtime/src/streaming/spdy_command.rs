@@ -101,6 +101,9 @@ where
     };
     let stdout = output("stdout");
     let stderr = output("stderr");
+    // What the client may still send on the rest (nothing, normally) is dropped unread, so it
+    // cannot hold up the connection's reader.
+    drop(streams);
     let io = SessionIo {
         stdin,
         stdout,

@@ -124,7 +124,7 @@ impl Connection {
         // Weak: the write side must close once the session drops its writers, even while
         // the reader still waits for the client's side to close.
         let writer_for_reader = writer.frames.downgrade();
-        let (streams, incoming) = mpsc::channel(16);
+        let (streams, incoming) = mpsc::channel(256);
         let (hangup_tx, hangup) = watch::channel(false);
         let reader = tokio::spawn(async move {
             read_loop(read, HeaderCodec::new_reader(), streams, writer_for_reader).await;
@@ -234,7 +234,10 @@ async fn read_loop<R: AsyncRead + Send>(
                     headers,
                     data,
                 };
-                if incoming.send(stream).await.is_err() {
+                // Never wait here: a session that stopped accepting streams must not stall the
+                // data of those it has.
+                if incoming.try_send(stream).is_err() {
+                    streams.remove(&stream_id);
                     send(Frame::RstStream {
                         stream_id,
                         status: frame::RST_REFUSED_STREAM,
