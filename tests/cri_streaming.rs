@@ -732,6 +732,64 @@ async fn kubectl_port_forward_reaches_the_pods_loopback() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_port_forward_channels_carry_the_page() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut f = fixture().await;
+    let url = f
+        .cri
+        .runtime
+        .port_forward(PortForwardRequest {
+            pod_sandbox_id: f.sandbox.clone(),
+            port: vec![8080],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut request = format!("{}?port=8080", url.replacen("http://", "ws://", 1))
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v4.channel.k8s.io".parse().unwrap(),
+    );
+    let (mut socket, response) = tokio_tungstenite::connect_async(request).await.unwrap();
+    assert_eq!(
+        response.headers()["sec-websocket-protocol"],
+        "v4.channel.k8s.io"
+    );
+    let mut next = async || match socket.next().await {
+        Some(Ok(Message::Binary(data))) => Some(data.to_vec()),
+        _ => None,
+    };
+    // Each channel opens with the port, little-endian: data (0), then error (1).
+    assert_eq!(next().await, Some(vec![0, 0x90, 0x1f]));
+    assert_eq!(next().await, Some(vec![1, 0x90, 0x1f]));
+    let mut get = vec![0u8];
+    get.extend_from_slice(b"GET / HTTP/1.0\r\nHost: app\r\n\r\n");
+    socket.send(Message::Binary(get.into())).await.unwrap();
+    let mut page = Vec::new();
+    let collected = async {
+        while let Some(Ok(message)) = socket.next().await {
+            if let Message::Binary(data) = message {
+                assert_eq!(data[0], 0, "only data: {data:?}");
+                page.extend_from_slice(&data[1..]);
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), collected)
+        .await
+        .expect("the session ended with the connection");
+    let page = String::from_utf8_lossy(&page);
+    assert!(
+        page.starts_with("HTTP/1.") && page.ends_with(WEB_PAGE),
+        "{page}"
+    );
+}
+
 /// Sends a SPDY upgrade request to `url`; returns the status line.
 async fn upgrade_status(url: &str) -> String {
     let rest = url.strip_prefix("http://").unwrap();

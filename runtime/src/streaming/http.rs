@@ -25,8 +25,10 @@ const WEBSOCKET_COMMAND_PROTOCOLS: &[&str] = &[
     "v3.channel.k8s.io",
     "v2.channel.k8s.io",
 ];
-/// WebSocket subprotocol for port-forward: SPDY tunneled in binary messages (kubectl 1.31+).
-const WEBSOCKET_PORTFORWARD_PROTOCOLS: &[&str] = &["SPDY/3.1+portforward.k8s.io"];
+/// WebSocket subprotocols for port-forward: SPDY tunneled in binary messages (kubectl
+/// 1.31+), or the kubelet's channel protocol (other clients).
+const WEBSOCKET_PORTFORWARD_PROTOCOLS: &[&str] =
+    &["SPDY/3.1+portforward.k8s.io", "v4.channel.k8s.io"];
 /// SPDY stream protocols for exec and attach.
 const SPDY_COMMAND_PROTOCOLS: &[&str] = &[
     "v4.channel.k8s.io",
@@ -129,7 +131,13 @@ async fn handle(
             WEBSOCKET_PORTFORWARD_PROTOCOLS
         };
         let offered = header_values(&request, "sec-websocket-protocol");
-        let Some(protocol) = negotiate(&offered, supported) else {
+        // No subprotocol at all is the channel protocol, as the kubelet takes it.
+        let negotiated = if offered.is_empty() {
+            Some(String::new())
+        } else {
+            negotiate(&offered, supported)
+        };
+        let Some(protocol) = negotiated else {
             // 400: client-go takes a failed upgrade as the cue to fall back to SPDY.
             return Ok(plain(
                 StatusCode::BAD_REQUEST,
@@ -137,6 +145,14 @@ async fn handle(
                     "none of the WebSocket subprotocols {offered:?} is supported; supported: {supported:?}"
                 ),
             ));
+        };
+        let ports = if is_command || protocol.starts_with("SPDY/3.1+") {
+            Vec::new()
+        } else {
+            match portforward::ports_of_query(request.uri().query().unwrap_or_default()) {
+                Ok(ports) => ports,
+                Err(message) => return Ok(plain(StatusCode::BAD_REQUEST, &message)),
+            }
         };
         let Some(key) = request.headers().get("sec-websocket-key") else {
             return Ok(plain(
@@ -157,8 +173,11 @@ async fn handle(
                     )
                     .await;
                     match target {
-                        Target::PortForward(forward) => {
+                        Target::PortForward(forward) if chosen.starts_with("SPDY/3.1+") => {
                             portforward::serve_spdy(tunnel::bridge(socket), forward).await;
+                        }
+                        Target::PortForward(forward) => {
+                            portforward::serve_websocket(socket, forward, ports).await;
                         }
                         command => websocket::serve_command(socket, &chosen, command).await,
                     }
@@ -174,7 +193,9 @@ async fn handle(
         if let Ok(value) = HeaderValue::from_str(&accept) {
             headers.insert("sec-websocket-accept", value);
         }
-        if let Ok(value) = HeaderValue::from_str(&protocol) {
+        if !protocol.is_empty()
+            && let Ok(value) = HeaderValue::from_str(&protocol)
+        {
             headers.insert("sec-websocket-protocol", value);
         }
         return Ok(response);

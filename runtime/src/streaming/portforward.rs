@@ -1,7 +1,8 @@
-//! Port-forward over SPDY (`portforward.k8s.io`): for each forwarded connection the client
-//! opens an `error` and a `data` stream carrying the same `port` and `requestid` headers; the
-//! server connects to 127.0.0.1:port inside the pod's network namespace and relays the data
-//! stream, writing a failure as text on the error stream.
+//! Port-forward. Over SPDY (`portforward.k8s.io`, also tunneled through WebSocket): for each
+//! forwarded connection the client opens an `error` and a `data` stream carrying the same
+//! `port` and `requestid` headers; the server connects to 127.0.0.1:port inside the pod's
+//! network namespace and relays the data stream, writing a failure as text on the error
+//! stream. Over WebSocket channels (`v4.channel.k8s.io`): see [`serve_websocket`].
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -10,8 +11,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 use super::PortForwardTarget;
 use super::spdy::{Connection, IncomingStream, Writer};
@@ -93,7 +100,17 @@ async fn forward(
         )),
     };
     match result {
-        Ok(connection) => relay(connection, data.data, data.id, &writer).await,
+        Ok(connection) => {
+            let (to_client, mut outgoing) = mpsc::channel::<Bytes>(16);
+            let id = data.id;
+            let sending = async {
+                while let Some(bytes) = outgoing.recv().await {
+                    writer.data(id, bytes).await;
+                }
+            };
+            tokio::join!(relay(connection, data.data, to_client), sending);
+            writer.finish(data.id).await;
+        }
         Err(message) => {
             tracing::info!(sandbox = %target.sandbox_id, %message, "port-forward failed");
             writer.data(error.id, Bytes::from(message)).await;
@@ -106,9 +123,8 @@ async fn forward(
 /// Relays until one direction ends, gives the other a moment, then closes both.
 async fn relay(
     connection: TcpStream,
-    mut from_client: tokio::sync::mpsc::Receiver<Bytes>,
-    stream: u32,
-    writer: &Writer,
+    mut from_client: mpsc::Receiver<Bytes>,
+    to_client: mpsc::Sender<Bytes>,
 ) {
     let (mut read, mut write) = connection.into_split();
     let upstream = async {
@@ -125,13 +141,16 @@ async fn relay(
             match read.read(&mut buffer).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    writer
-                        .data(stream, Bytes::copy_from_slice(&buffer[..n]))
+                    if to_client
+                        .send(Bytes::copy_from_slice(&buffer[..n]))
                         .await
+                        .is_err()
+                    {
+                        break;
+                    }
                 }
             }
         }
-        writer.finish(stream).await;
     };
     tokio::pin!(upstream, downstream);
     tokio::select! {
@@ -141,6 +160,130 @@ async fn relay(
         () = &mut downstream => {
             let _ = tokio::time::timeout(HALF_CLOSE_GRACE, &mut upstream).await;
         }
+    }
+}
+
+/// Ports of a WebSocket port-forward request: its `port` query parameters (repeated or
+/// comma-separated), each 1–65535.
+pub fn ports_of_query(query: &str) -> Result<Vec<u16>, String> {
+    let mut ports = Vec::new();
+    for pair in query.split('&') {
+        let Some(value) = pair.strip_prefix("port=") else {
+            continue;
+        };
+        for port in value.split("%2C").flat_map(|p| p.split(',')) {
+            match port.parse::<u16>() {
+                Ok(port) if port > 0 => ports.push(port),
+                _ => return Err(format!("port {port:?} is not a port number (1-65535)")),
+            }
+        }
+    }
+    if ports.is_empty() {
+        return Err("query parameter \"port\" is required".into());
+    }
+    Ok(ports)
+}
+
+/// Port-forward over WebSocket (`v4.channel.k8s.io`, or no subprotocol), the kubelet's older
+/// protocol that non-Go clients use: one connection per port named in the URL; port `i` gets
+/// data channel `2i` and error channel `2i+1`, each opened by the server with the port as two
+/// little-endian bytes. The session ends when every connection has.
+pub(super) async fn serve_websocket<S>(
+    socket: WebSocketStream<S>,
+    target: PortForwardTarget,
+    ports: Vec<u16>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sink, mut source) = socket.split();
+    let (messages, mut outgoing) = mpsc::channel::<Message>(64);
+    let writer = tokio::spawn(async move {
+        while let Some(message) = outgoing.recv().await {
+            if sink.send(message).await.is_err() {
+                return;
+            }
+        }
+        let normal = CloseFrame {
+            code: CloseCode::Normal,
+            reason: "".into(),
+        };
+        let _ = sink.send(Message::Close(Some(normal))).await;
+        let _ = sink.close().await;
+    });
+    let frame = |channel: usize, data: &[u8]| {
+        let mut bytes = Vec::with_capacity(data.len() + 1);
+        bytes.push(channel as u8);
+        bytes.extend_from_slice(data);
+        Message::Binary(bytes.into())
+    };
+    let mut inputs = Vec::new();
+    let mut forwards = Vec::new();
+    for (i, port) in ports.iter().copied().enumerate() {
+        let (input, from_client) = mpsc::channel::<Bytes>(16);
+        inputs.push(input);
+        let _ = messages.send(frame(2 * i, &port.to_le_bytes())).await;
+        let _ = messages.send(frame(2 * i + 1, &port.to_le_bytes())).await;
+        let messages = messages.clone();
+        let target = target.clone();
+        forwards.push(tokio::spawn(async move {
+            match dial(target.netns.clone(), port).await {
+                Ok(connection) => {
+                    let (to_client, mut outgoing) = mpsc::channel::<Bytes>(16);
+                    let sending = async {
+                        while let Some(bytes) = outgoing.recv().await {
+                            if messages.send(frame(2 * i, &bytes)).await.is_err() {
+                                return;
+                            }
+                        }
+                    };
+                    tokio::join!(relay(connection, from_client, to_client), sending);
+                }
+                Err(e) => {
+                    let message = format!(
+                        "error forwarding port {port} to pod {}: {e}",
+                        target.sandbox_id
+                    );
+                    tracing::info!(%message, "port-forward failed");
+                    let _ = messages.send(frame(2 * i + 1, message.as_bytes())).await;
+                }
+            }
+        }));
+    }
+    drop(messages);
+    // Client data for channel 2i (its first byte) goes to connection i; other channels are
+    // the server's to write.
+    let reader = tokio::spawn(async move {
+        let mut inputs: Vec<Option<mpsc::Sender<Bytes>>> = inputs.into_iter().map(Some).collect();
+        while let Some(Ok(message)) = source.next().await {
+            let data = match message {
+                Message::Binary(data) => data,
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            let Some((&channel, payload)) = data.split_first() else {
+                continue;
+            };
+            let channel = channel as usize;
+            if channel % 2 == 0
+                && let Some(slot) = inputs.get_mut(channel / 2)
+                && let Some(input) = slot
+                && !payload.is_empty()
+                && input.send(Bytes::copy_from_slice(payload)).await.is_err()
+            {
+                *slot = None;
+            }
+        }
+    });
+    for forward in forwards {
+        let _ = forward.await;
+    }
+    let _ = writer.await;
+    let abort = reader.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(5), reader)
+        .await
+        .is_err()
+    {
+        abort.abort();
     }
 }
 
@@ -174,4 +317,19 @@ fn connect_in(netns: &Path, address: SocketAddr) -> std::io::Result<std::net::Tc
     nix::sched::setns(namespace.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
         .map_err(|e| std::io::Error::other(format!("enter {}: {e}", netns.display())))?;
     std::net::TcpStream::connect_timeout(&address, CONNECT_TIMEOUT)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ports_come_from_the_query() {
+        assert_eq!(
+            super::ports_of_query("port=8080&port=9090"),
+            Ok(vec![8080, 9090])
+        );
+        assert_eq!(super::ports_of_query("port=80%2C443"), Ok(vec![80, 443]));
+        assert!(super::ports_of_query("").is_err());
+        assert!(super::ports_of_query("port=0").is_err());
+        assert!(super::ports_of_query("port=http").is_err());
+    }
 }
