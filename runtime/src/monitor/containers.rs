@@ -12,14 +12,14 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::signal::Signal as LcSignal;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::poll::PollFlags;
-use nix::unistd::pipe2;
 use serde::{Deserialize, Serialize};
 
+use super::attach;
+use super::console;
 use super::logs::{LogWriter, Rotation, Stream};
 use super::protocol::{ContainerReport, CreateRequest, Reply};
-use super::{attach, console};
+use super::stdio;
 
 /// How a container ended, as the monitor records it in `exit.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,62 +67,6 @@ struct Held {
     terminal: Option<OwnedFd>,
 }
 
-/// A new container's ends of its stdio.
-struct Stdio {
-    outputs: Vec<(Stream, OwnedFd)>,
-    stdin: Option<OwnedFd>,
-    terminal: Option<OwnedFd>,
-}
-
-/// Creates the container with pipes for stdio.
-fn create_on_pipes(
-    builder: ContainerBuilder,
-    request: &CreateRequest,
-) -> Result<(Container, Stdio), String> {
-    // Pipes, never /dev/null: libcontainer reopens /dev/null read-only for stdio.
-    let (stdin_read, stdin_write) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let (stdout_read, stdout_write) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let (stderr_read, stderr_write) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let container = builder
-        .with_stdin(stdin_read)
-        .with_stdout(stdout_write)
-        .with_stderr(stderr_write)
-        .as_init(&request.bundle)
-        .with_systemd(false)
-        .with_detach(true)
-        .build()
-        .map_err(|e| format!("create container {}: {e}", request.id))?;
-    // Without stdin in its config the container reads EOF; with it, the pipe stays open
-    // for attach clients (and the container waits for input as under a kubelet).
-    let stdin = if request.stdin {
-        set_nonblocking(&stdin_write)?;
-        Some(stdin_write)
-    } else {
-        drop(stdin_write);
-        None
-    };
-    set_nonblocking(&stdout_read)?;
-    set_nonblocking(&stderr_read)?;
-    Ok((
-        container,
-        Stdio {
-            outputs: vec![(Stream::Stdout, stdout_read), (Stream::Stderr, stderr_read)],
-            stdin,
-            terminal: None,
-        },
-    ))
-}
-
-fn set_nonblocking(fd: &OwnedFd) -> Result<(), String> {
-    let flags = fcntl(fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(|e| format!("fcntl: {e}"))?;
-    fcntl(
-        fd.as_raw_fd(),
-        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
-    )
-    .map(drop)
-    .map_err(|e| format!("fcntl: {e}"))
-}
-
 /// What an attach-related descriptor in the poll set belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AttachPoll {
@@ -167,9 +111,14 @@ impl Containers {
             .with_root_path(&self.libcontainer_root)
             .map_err(|e| format!("libcontainer root: {e}"))?;
         let (container, stdio) = if request.tty {
-            self.create_on_terminal(builder, &request)?
+            // Beside the libcontainer root: the pod's run directory keeps socket paths short.
+            let dir = self
+                .libcontainer_root
+                .parent()
+                .unwrap_or(&self.libcontainer_root);
+            stdio::create_on_terminal(builder, &request, dir)?
         } else {
-            create_on_pipes(builder, &request)?
+            stdio::create_on_pipes(builder, &request)?
         };
         let pid = container.pid().map(|p| p.as_raw()).unwrap_or(-1);
         let log = if request.log_path.as_os_str().is_empty() {
@@ -204,54 +153,6 @@ impl Containers {
         );
         tracing::info!(id = %request.id, pid, "container created");
         Ok(pid)
-    }
-
-    /// Creates the container on a terminal made inside it; its master end is its only output
-    /// (stdout, as the kubelet logs a terminal) and, with stdin, its input.
-    fn create_on_terminal(
-        &self,
-        builder: ContainerBuilder,
-        request: &CreateRequest,
-    ) -> Result<(Container, Stdio), String> {
-        // Beside the libcontainer root: the pod's run directory keeps socket paths short.
-        let dir = self
-            .libcontainer_root
-            .parent()
-            .unwrap_or(&self.libcontainer_root);
-        let short = request.id.get(..12).unwrap_or(&request.id);
-        let socket = dir.join(format!("console-{short}.sock"));
-        let _ = std::fs::remove_file(&socket);
-        let listener = std::os::unix::net::UnixListener::bind(&socket)
-            .map_err(|e| format!("console socket {}: {e}", socket.display()))?;
-        let built = builder
-            .with_console_socket(Some(&socket))
-            .as_init(&request.bundle)
-            .with_systemd(false)
-            .with_detach(true)
-            .build();
-        let master = built
-            .map_err(|e| format!("create container {}: {e}", request.id))
-            .and_then(|container| {
-                console::receive(&listener, std::time::Duration::from_secs(10))
-                    .map(|master| (container, master))
-            });
-        let _ = std::fs::remove_file(&socket);
-        let (container, master) = master?;
-        set_nonblocking(&master)?;
-        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("dup the terminal: {e}"));
-        let stdin = if request.stdin {
-            Some(dup(&master)?)
-        } else {
-            None
-        };
-        Ok((
-            container,
-            Stdio {
-                outputs: vec![(Stream::Stdout, dup(&master)?)],
-                stdin,
-                terminal: Some(master),
-            },
-        ))
     }
 
     /// Starts a created container.

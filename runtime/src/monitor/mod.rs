@@ -11,6 +11,7 @@ pub mod logs;
 pub mod namespaces;
 pub mod protocol;
 mod signals;
+pub mod stdio;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
