@@ -5,7 +5,7 @@
 //! stream. Over WebSocket channels (`v4.channel.k8s.io`): see [`serve_websocket`].
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -287,22 +287,16 @@ pub(super) async fn serve_websocket<S>(
     }
 }
 
-/// Connects to 127.0.0.1:`port` in the network namespace pinned at `netns` (the host's when
-/// None). The socket is created on a dedicated thread that enters the namespace and then
-/// ends: a socket stays in the namespace it was created in, and no tokio worker ever changes
-/// its own.
+/// Connects to `port` on the loopback (127.0.0.1, then ::1 for servers that listen only there)
+/// in the network namespace pinned at `netns`, the host's when None. The socket is created on
+/// a dedicated thread that enters the namespace and then ends: a socket stays in the namespace
+/// it was created in, and no tokio worker ever changes its own.
 pub async fn dial(netns: Option<PathBuf>, port: u16) -> std::io::Result<TcpStream> {
-    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Some(netns) = netns else {
-        return tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(address))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))?;
-    };
     let (done, result) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("portforward-dial".into())
         .spawn(move || {
-            let _ = done.send(connect_in(&netns, address));
+            let _ = done.send(connect_in(netns.as_deref(), port));
         })?;
     let stream = result
         .await
@@ -311,12 +305,22 @@ pub async fn dial(netns: Option<PathBuf>, port: u16) -> std::io::Result<TcpStrea
     TcpStream::from_std(stream)
 }
 
-fn connect_in(netns: &Path, address: SocketAddr) -> std::io::Result<std::net::TcpStream> {
-    let namespace = std::fs::File::open(netns)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", netns.display())))?;
-    nix::sched::setns(namespace.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-        .map_err(|e| std::io::Error::other(format!("enter {}: {e}", netns.display())))?;
-    std::net::TcpStream::connect_timeout(&address, CONNECT_TIMEOUT)
+fn connect_in(netns: Option<&Path>, port: u16) -> std::io::Result<std::net::TcpStream> {
+    if let Some(netns) = netns {
+        let namespace = std::fs::File::open(netns)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", netns.display())))?;
+        nix::sched::setns(namespace.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| std::io::Error::other(format!("enter {}: {e}", netns.display())))?;
+    }
+    let v4 = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    match std::net::TcpStream::connect_timeout(&v4, CONNECT_TIMEOUT) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            let v6 = SocketAddr::from((Ipv6Addr::LOCALHOST, port));
+            // The IPv4 error says more when nothing listens on either.
+            std::net::TcpStream::connect_timeout(&v6, CONNECT_TIMEOUT).map_err(|_| e)
+        }
+        other => other,
+    }
 }
 
 #[cfg(test)]
