@@ -352,7 +352,9 @@ impl Containers {
         let serial = self.next_client;
         let held = self.get(id)?;
         if held.outputs.is_empty() {
-            return Err(format!("container {id} has no more output: it has exited"));
+            return Err(format!(
+                "container {id} has no more output: it has exited or closed its stdout and stderr"
+            ));
         }
         if stdin && held.stdin.is_none() {
             return Err(format!(

@@ -4,8 +4,8 @@
 //! `v5.channel.k8s.io` family) or SPDY/3.1, as the kubelet's streaming server does.
 //!
 //! - [`tokens`]: single-use, expiring tokens;
-//! - [`http`]: the HTTP/1.1 server and the upgrade negotiation;
-//! - [`websocket`], [`spdy_command`]: exec/attach sessions over each protocol;
+//! - `http`: the HTTP/1.1 server and the upgrade negotiation;
+//! - `websocket`, `spdy_command`: exec/attach sessions over each protocol;
 //! - [`portforward`]: port-forward over SPDY (plain, or tunneled through WebSocket by
 //!   `tunnel`) and dialing inside the pod's network namespace;
 //! - [`exec`]: the command run through `capstan exec-in`, on pipes or a terminal;

@@ -2,7 +2,7 @@
 //! forwarded connection the client opens an `error` and a `data` stream carrying the same
 //! `port` and `requestid` headers; the server connects to 127.0.0.1:port inside the pod's
 //! network namespace and relays the data stream, writing a failure as text on the error
-//! stream. Over WebSocket channels (`v4.channel.k8s.io`): see [`serve_websocket`].
+//! stream. Over WebSocket channels (`v4.channel.k8s.io`): see `serve_websocket`.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
