@@ -233,6 +233,9 @@ pub struct ExecInArgs {
     /// (the OCI console socket), instead of on this command's standard streams.
     #[arg(long, value_name = "SOCKET")]
     pub console_socket: Option<PathBuf>,
+    /// Write why the command could not be started to this file instead of standard error.
+    #[arg(long, value_name = "FILE")]
+    pub error_file: Option<PathBuf>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub argv: Vec<String>,

@@ -61,6 +61,7 @@ fn dispatch(command: Command) -> Result<ExitCode, CommandError> {
                     pid_file: args.pid_file,
                     stdin: args.stdin,
                     console_socket: args.console_socket,
+                    error_file: args.error_file,
                     argv: args.argv,
                 });
             std::process::exit(code);

@@ -325,6 +325,24 @@ async fn kubectl_exec_gets_streams_exit_codes_and_stdin_over_websocket_and_spdy(
             input.len()
         );
     }
+    // A command that cannot start is an error naming it, not an exit status of the shell's.
+    let output = f
+        .kubectl(
+            KUBECTL,
+            WEBSOCKET,
+            &["exec", "app", "-c", "shell", "--", "/no/such/binary"],
+            b"",
+        )
+        .await;
+    assert!(!output.status.success(), "{}", f.explain(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr)
+            .matches("/no/such/binary")
+            .count(),
+        1,
+        "said once, as the error: {}",
+        f.explain(&output)
+    );
     // A background process that keeps the output open does not keep the session.
     let started = Instant::now();
     let output = f

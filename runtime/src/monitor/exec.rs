@@ -29,17 +29,27 @@ pub struct ExecOptions {
     /// Run the command on a new terminal, created inside the container, whose master end
     /// libcontainer sends to this unix socket (the caller relays it).
     pub console_socket: Option<PathBuf>,
+    /// Where to write why the command could not be started, instead of standard error
+    /// (which, when streaming, is the command's own and goes to the client).
+    pub error_file: Option<PathBuf>,
     /// The command.
     pub argv: Vec<String>,
 }
 
 /// Runs the process with this process's stdout and stderr; returns the exit code to exit with
-/// (126 when it could not be started, as shells do).
+/// (126 when it could not be started, as shells do, saying why on stderr or in the error file).
 pub fn run(options: ExecOptions) -> i32 {
     match exec(&options) {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("capstan exec-in: {message}");
+            let message = format!("capstan exec-in: {message}");
+            let written = options
+                .error_file
+                .as_ref()
+                .is_some_and(|file| std::fs::write(file, &message).is_ok());
+            if !written {
+                eprintln!("{message}");
+            }
             126
         }
     }

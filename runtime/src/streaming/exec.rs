@@ -25,8 +25,6 @@ use crate::monitor::console;
 const TERMINAL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long output may go on after the command exited.
 const OUTPUT_GRACE: Duration = Duration::from_secs(2);
-/// What `exec-in` prints before it exits 126 when it could not start the command.
-const EXEC_IN_ERROR: &[u8] = b"capstan exec-in:";
 
 /// Runs the command to its end; the exit status or why it could not run.
 pub async fn run(target: ExecTarget, io: SessionIo) -> Outcome {
@@ -38,7 +36,13 @@ pub async fn run(target: ExecTarget, io: SessionIo) -> Outcome {
         run_on_pipes(&target, io, &pid_file).await
     };
     let _ = std::fs::remove_file(&pid_file);
+    let _ = std::fs::remove_file(error_file(&pid_file));
     outcome
+}
+
+/// Where `exec-in` says why it could not start the command.
+fn error_file(pid_file: &Path) -> std::path::PathBuf {
+    pid_file.with_extension("error")
 }
 
 fn exec_in(target: &ExecTarget, pid_file: &Path) -> Command {
@@ -51,6 +55,8 @@ fn exec_in(target: &ExecTarget, pid_file: &Path) -> Command {
         .arg(&target.container_id)
         .arg("--pid-file")
         .arg(pid_file)
+        .arg("--error-file")
+        .arg(error_file(pid_file))
         .kill_on_drop(true);
     command
 }
@@ -81,16 +87,15 @@ async fn kill(child: &mut Child, pid_file: &Path) {
     let _ = child.kill().await;
 }
 
-fn exit_outcome(status: std::io::Result<std::process::ExitStatus>, stderr_head: &[u8]) -> Outcome {
+/// The exit status, or why `exec-in` could not start the command (its error file).
+fn exit_outcome(status: std::io::Result<std::process::ExitStatus>, pid_file: &Path) -> Outcome {
     match status {
-        Ok(status) => {
-            let code = status.code().unwrap_or(128);
-            if code == 126 && stderr_head.starts_with(EXEC_IN_ERROR) {
-                Outcome::Failed(String::from_utf8_lossy(stderr_head).trim().to_string())
-            } else {
-                Outcome::Exited(code)
+        Ok(status) => match std::fs::read_to_string(error_file(pid_file)) {
+            Ok(message) if status.code() == Some(126) => {
+                Outcome::Failed(message.trim().to_string())
             }
-        }
+            _ => Outcome::Exited(status.code().unwrap_or(128)),
+        },
         Err(e) => Outcome::Failed(format!("wait for exec-in: {e}")),
     }
 }
@@ -122,15 +127,15 @@ async fn run_on_pipes(target: &ExecTarget, io: SessionIo, pid_file: &Path) -> Ou
         })),
         _ => None,
     };
-    let stdout = pump(child.stdout.take(), io.stdout, 0);
-    let stderr = pump(child.stderr.take(), io.stderr, 4096);
-    let output = async { tokio::join!(stdout, stderr).1 };
+    let stdout = pump(child.stdout.take(), io.stdout);
+    let stderr = pump(child.stderr.take(), io.stderr);
+    let output = async { tokio::join!(stdout, stderr) };
     let finished = tokio::select! {
         done = wait_with_output(&mut child, output) => Some(done),
         () = hung_up(io.hangup) => None,
     };
     let outcome = match finished {
-        Some((status, head)) => exit_outcome(status, &head.unwrap_or_default()),
+        Some((status, _)) => exit_outcome(status, pid_file),
         None => {
             kill(&mut child, pid_file).await;
             Outcome::Failed("the client went away".into())
@@ -163,25 +168,17 @@ async fn wait_with_output<O: std::future::Future>(
     }
 }
 
-/// Copies `from` to `to` (or drops it when the client does not read it); returns the first
-/// `keep` bytes seen.
-async fn pump<R: AsyncRead + Unpin>(
-    from: Option<R>,
-    to: Option<mpsc::Sender<Bytes>>,
-    keep: usize,
-) -> Vec<u8> {
-    let mut kept = Vec::new();
+/// Copies `from` to `to` (or drops it when the client does not read it).
+async fn pump<R: AsyncRead + Unpin>(from: Option<R>, to: Option<mpsc::Sender<Bytes>>) {
     let Some(mut from) = from else {
-        return kept;
+        return;
     };
     let mut to = to;
     let mut buffer = vec![0u8; 32 * 1024];
     loop {
         match from.read(&mut buffer).await {
-            Ok(0) | Err(_) => return kept,
+            Ok(0) | Err(_) => return,
             Ok(n) => {
-                let room = keep.saturating_sub(kept.len());
-                kept.extend_from_slice(&buffer[..n.min(room)]);
                 if let Some(sender) = &to
                     && sender
                         .send(Bytes::copy_from_slice(&buffer[..n]))
@@ -212,7 +209,7 @@ async fn run_on_terminal(target: &ExecTarget, io: SessionIo, pid_file: &Path, id
         .args(&target.cmd)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::null());
     let spawned = command.spawn();
     let mut child = match spawned {
         Ok(child) => child,
@@ -221,22 +218,16 @@ async fn run_on_terminal(target: &ExecTarget, io: SessionIo, pid_file: &Path, id
             return Outcome::Failed(format!("start exec-in: {e}"));
         }
     };
-    let mut errors = child.stderr.take();
     let master = tokio::select! {
         accepted = listener.accept() => match accepted {
             Ok((stream, _)) => receive_fd(stream).await,
             Err(e) => Err(format!("accept on the console socket: {e}")),
         },
         status = child.wait() => {
-            let mut message = Vec::new();
-            if let Some(errors) = errors.as_mut() {
-                let _ = errors.read_to_end(&mut message).await;
-            }
             let _ = std::fs::remove_file(&socket_path);
-            return match exit_outcome(status, &message) {
+            return match exit_outcome(status, pid_file) {
                 Outcome::Exited(code) => Outcome::Failed(format!(
-                    "exec-in exited with {code} before handing over the terminal: {}",
-                    String::from_utf8_lossy(&message).trim()
+                    "exec-in exited with {code} before handing over the terminal"
                 )),
                 other => other,
             };
@@ -258,7 +249,7 @@ async fn run_on_terminal(target: &ExecTarget, io: SessionIo, pid_file: &Path, id
         () = hung_up(io.hangup) => None,
     };
     let outcome = match finished {
-        Some(status) => exit_outcome(status, &[]),
+        Some(status) => exit_outcome(status, pid_file),
         None => {
             kill(&mut child, pid_file).await;
             Outcome::Failed("the client went away".into())
