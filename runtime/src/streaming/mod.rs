@@ -114,10 +114,23 @@ impl Target {
 
 /// Runs an exec or attach session to its end.
 async fn run_command(target: Target, io: SessionIo) -> Outcome {
+    let kind = target.kind();
     match target {
-        Target::Exec(exec) => exec::run(exec, io).await,
-        Target::Attach(target) => attach::run(target, io).await,
-        Target::PortForward(_) => Outcome::Failed("not a command".into()),
+        Target::Exec(exec) => {
+            tracing::info!(container = %exec.container_id, cmd = ?exec.cmd, tty = exec.streams.tty, "exec session started");
+            let container = exec.container_id.clone();
+            let outcome = exec::run(exec, io).await;
+            tracing::info!(%container, ?outcome, "exec session ended");
+            outcome
+        }
+        Target::Attach(target) => {
+            tracing::info!(container = %target.container_id, stdin = target.streams.stdin, "attach session started");
+            let container = target.container_id.clone();
+            let outcome = attach::run(target, io).await;
+            tracing::info!(%container, ?outcome, "attach session ended");
+            outcome
+        }
+        Target::PortForward(_) => Outcome::Failed(format!("{kind} is not a command")),
     }
 }
 

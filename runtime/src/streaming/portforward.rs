@@ -46,6 +46,7 @@ where
             return;
         }
     };
+    tracing::info!(sandbox = %target.sandbox_id, "port-forward session started");
     let writer = connection.writer();
     let mut pairs: HashMap<String, Pair> = HashMap::new();
     while let Some(stream) = connection.accept().await {
@@ -75,6 +76,7 @@ where
     }
     drop(writer);
     connection.close(Duration::from_secs(1)).await;
+    tracing::info!(sandbox = %target.sandbox_id, "port-forward session ended");
 }
 
 async fn forward(
@@ -87,6 +89,7 @@ async fn forward(
         .header("port")
         .and_then(|p| p.parse::<u16>().ok())
         .filter(|p| *p > 0);
+    tracing::debug!(sandbox = %target.sandbox_id, ?port, request = data.header("requestid"), "forwarding a connection");
     let result = match port {
         Some(port) => dial(target.netns.clone(), port).await.map_err(|e| {
             format!(
