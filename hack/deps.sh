@@ -52,4 +52,9 @@ if [ "$purpose" = test ]; then
   if ! command -v cargo-nextest >/dev/null; then
     cargo install --locked cargo-nextest
   fi
+  # Not a Debian package: the machine image's Cloud SDK `kubectl` package brings kubectl and
+  # the versioned clients (kubectl.1.27, ...) the streaming tests drive.
+  if ! command -v kubectl >/dev/null; then
+    echo "hack/deps.sh: warning: kubectl is missing; tests/cri_streaming.rs will fail" >&2
+  fi
 fi

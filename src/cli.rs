@@ -206,6 +206,13 @@ pub struct RuntimeArgs {
     /// Runtime configuration file (registry mirrors, insecure registries, CNI paths).
     #[arg(long = "runtime-config", value_name = "FILE")]
     pub runtime_config: Option<PathBuf>,
+
+    /// Address of the streaming server that Exec, Attach and PortForward URLs point at
+    /// (kubectl exec/attach/port-forward through an API server, crictl exec -i/attach). Port 0
+    /// picks a free port; keep it on loopback unless the API server reaches the node over the
+    /// network: the URLs carry single-use tokens but no authentication.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub streaming_address: std::net::SocketAddr,
 }
 
 /// Flags of `capstan control-plane` and `capstan server`.
@@ -312,6 +319,16 @@ pub struct ExecInArgs {
     /// Where to write the host pid of the started process.
     #[arg(long, value_name = "FILE")]
     pub pid_file: PathBuf,
+    /// Give the process this command's standard input (otherwise it reads EOF).
+    #[arg(long)]
+    pub stdin: bool,
+    /// Run the process on a new terminal whose master end is sent to this unix socket
+    /// (the OCI console socket), instead of on this command's standard streams.
+    #[arg(long, value_name = "SOCKET")]
+    pub console_socket: Option<PathBuf>,
+    /// Write why the command could not be started to this file instead of standard error.
+    #[arg(long, value_name = "FILE")]
+    pub error_file: Option<PathBuf>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub argv: Vec<String>,

@@ -60,6 +60,9 @@ fn dispatch(command: Command) -> Result<ExitCode, CommandError> {
                     root: args.root,
                     id: args.id,
                     pid_file: args.pid_file,
+                    stdin: args.stdin,
+                    console_socket: args.console_socket,
+                    error_file: args.error_file,
                     argv: args.argv,
                 });
             std::process::exit(code);
@@ -140,6 +143,7 @@ fn runtime_options(args: RuntimeArgs) -> capstan_runtime::server::RuntimeOptions
         endpoint: args.listen,
         state_dir: args.state_dir,
         config_file: args.runtime_config,
+        streaming_address: args.streaming_address,
     }
 }
 

@@ -49,6 +49,7 @@ async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String> {
                 endpoint: args.runtime.listen.clone(),
                 state_dir: args.runtime.state_dir.clone(),
                 config_file: args.runtime.runtime_config.clone(),
+                streaming_address: args.runtime.streaming_address,
             };
             let runtime =
                 capstan_runtime::server::Runtime::open(&options).map_err(|e| e.to_string())?;

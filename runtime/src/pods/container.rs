@@ -206,6 +206,9 @@ impl PodManager {
                 bundle,
                 log_path: container.log_path.clone(),
                 record_dir: dir.clone(),
+                stdin: container.config.stdin,
+                stdin_once: container.config.stdin_once,
+                tty: container.config.tty,
             }),
         )
         .await?;
