@@ -703,3 +703,236 @@ fn read_only_endpoints_and_the_pods_logs_exec_commands() {
         "{pod}"
     );
 }
+
+fn ready(pod: &Value) -> bool {
+    condition(pod, "Ready")
+}
+
+#[test]
+fn probes_drive_readiness_and_liveness_restarts() {
+    require_root();
+    let f = Fixture::start();
+    f.write_manifest(
+        "probed.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: probed}}\nspec:\n  containers:\n  - name: app\n    image: {}\n    command: [sh, -c, 'touch /tmp/alive; sleep 1000']\n    readinessProbe:\n      exec: {{command: [cat, /tmp/ready]}}\n      periodSeconds: 1\n    livenessProbe:\n      exec: {{command: [cat, /tmp/alive]}}\n      periodSeconds: 1\n      failureThreshold: 2\n      terminationGracePeriodSeconds: 1\n    startupProbe:\n      exec: {{command: [cat, /tmp/alive]}}\n      periodSeconds: 1\n",
+            f.image("shell")
+        ),
+    );
+    let pod = f.wait_pod("probed-node1", Duration::from_secs(60), |p| {
+        container(p, "app")["started"] == true
+    });
+    assert!(
+        !ready(&pod),
+        "not ready before its readiness probe passes: {pod}"
+    );
+    let address = format!("127.0.0.1:{}", f.port);
+    let endpoint = format!("unix://{}", f.node.socket().display());
+    let exec = |script: &str| {
+        let out = capstan(&[
+            "exec",
+            "probed-node1",
+            "--address",
+            &address,
+            "--runtime-endpoint",
+            &endpoint,
+            "--",
+            "sh",
+            "-c",
+            script,
+        ]);
+        assert!(out.status.success(), "{out:?}");
+    };
+    exec("touch /tmp/ready");
+    f.wait_pod("probed-node1", Duration::from_secs(10), ready);
+    exec("rm /tmp/ready");
+    let pod = f.wait_pod("probed-node1", Duration::from_secs(10), |p| !ready(p));
+    assert_eq!(pod["status"]["phase"], "Running");
+    assert_eq!(container(&pod, "app")["restartCount"], 0);
+    // Liveness fails twice in a row: the container is restarted (first restart at once).
+    exec("rm /tmp/alive");
+    // The probe-level grace period (1 s) applies, not the pod's 30 s: sh ignores SIGTERM.
+    let killed = Instant::now();
+    let pod = f.wait_pod("probed-node1", Duration::from_secs(15), |p| {
+        container(p, "app")["restartCount"] == 1
+    });
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert_eq!(
+        container(&pod, "app")["lastState"]["terminated"]["exitCode"],
+        137
+    );
+    let (code, metrics) = http_get(f.port, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("prober_probe_total{probe_type=\"Liveness\",result=\"failed\"}"),
+        "{metrics}"
+    );
+    let _ = pod;
+}
+
+#[test]
+fn volumes_env_and_hooks_reach_the_containers() {
+    require_root();
+    let f = Fixture::start();
+    let objects = f.dir.path().join("objects");
+    std::fs::create_dir_all(&objects).unwrap();
+    let host_dir = f.dir.path().join("host-data");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("from-host"), "host file\n").unwrap();
+    f.write_manifest(
+        "vols.yaml",
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: vols, labels: {{tier: backend}}}}
+spec:
+  terminationGracePeriodSeconds: 3
+  initContainers:
+  - name: init
+    image: {shell}
+    command: [sh, -c, 'echo from-init > /shared/note']
+    volumeMounts: [{{name: shared, mountPath: /shared}}]
+  containers:
+  - name: app
+    image: {shell}
+    env:
+    - {{name: POD_NAME, valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}}}
+    - {{name: POD_IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}
+    - {{name: GREETING, value: 'hello $(POD_NAME)'}}
+    command: [sh, -c, 'echo "$GREETING $POD_IP"; cat /shared/note /host/from-host /labels/labels; echo; trap "" TERM; while true; do sleep 1; done']
+    lifecycle:
+      preStop:
+        exec: {{command: [sh, -c, 'echo stopping > /host/prestop']}}
+    volumeMounts:
+    - {{name: shared, mountPath: /shared}}
+    - {{name: host, mountPath: /host}}
+    - {{name: info, mountPath: /labels}}
+    - {{name: mem, mountPath: /mem}}
+  volumes:
+  - {{name: shared, emptyDir: {{}}}}
+  - {{name: mem, emptyDir: {{medium: Memory, sizeLimit: 8Mi}}}}
+  - {{name: host, hostPath: {{path: {host}, type: Directory}}}}
+  - name: info
+    downwardAPI:
+      items: [{{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}]
+"#,
+            shell = f.image("shell"),
+            host = host_dir.display()
+        ),
+    );
+    let pod = f.wait_pod("vols-node1", Duration::from_secs(60), running_and_ready);
+    let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
+    let address = format!("127.0.0.1:{}", f.port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let log = loop {
+        let out = capstan(&["logs", "vols-node1", "--address", &address]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        if text.contains("tier") || Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(log.contains(&format!("hello vols-node1 {ip}")), "{log}");
+    assert!(
+        log.contains("from-init") && log.contains("host file"),
+        "{log}"
+    );
+    assert!(log.contains("tier=\"backend\""), "{log}");
+    // The Memory emptyDir is a tmpfs of the size asked for, below the pod's directory.
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    let pod_dir = f.dir.path().join("agent/pods").join(uid);
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let tmpfs = mounts
+        .lines()
+        .find(|l| {
+            l.contains(&pod_dir.display().to_string()) && l.contains("mem") && l.contains("tmpfs")
+        })
+        .unwrap_or_else(|| panic!("no tmpfs for the Memory volume:\n{mounts}"));
+    assert!(tmpfs.contains("size=8192k"), "{tmpfs}");
+
+    // preStop runs, then SIGTERM is ignored: the pod goes after its 3 s grace period.
+    let started = Instant::now();
+    std::fs::remove_file(f.manifests().join("vols.yaml")).unwrap();
+    f.wait_gone("vols-node1", Duration::from_secs(20));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2500) && took < Duration::from_secs(10),
+        "took {took:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host_dir.join("prestop")).unwrap(),
+        "stopping\n"
+    );
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mounts.contains(&pod_dir.display().to_string()),
+        "volume mounts left behind"
+    );
+    assert!(!pod_dir.exists());
+    assert!(
+        host_dir.join("from-host").exists(),
+        "hostPath contents are the host's"
+    );
+}
+
+#[test]
+fn a_bad_volume_is_reported_and_a_bad_manifest_disturbs_no_one() {
+    require_root();
+    let f = Fixture::start();
+    let shell = f.image("shell");
+    f.write_manifest(
+        "good.yaml",
+        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: good}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, image: {shell}, command: [sleep, '1000']}}\n"),
+    );
+    f.write_manifest(
+        "bad.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec:\n  containers:\n  - {name: app}\n",
+    );
+    f.write_manifest(
+        "nohost.yaml",
+        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: nohost}}\nspec:\n  containers:\n  - {{name: app, image: {shell}, command: [sleep, '1000']}}\n  volumes:\n  - {{name: data, hostPath: {{path: /nonexistent/capstan-test, type: Directory}}}}\n"),
+    );
+    let good = f.wait_pod("good-node1", Duration::from_secs(60), running_and_ready);
+    let nohost = f.wait_pod("nohost-node1", Duration::from_secs(30), |p| {
+        p["status"]["reason"] == "FailedMount"
+    });
+    let message = nohost["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.volumes[0].hostPath")
+            && message.contains("/nonexistent/capstan-test"),
+        "{message}"
+    );
+    assert_eq!(nohost["status"]["phase"], "Pending");
+    assert!(
+        f.pod("bad-node1").is_none(),
+        "an invalid manifest runs nothing"
+    );
+    let log = f.node.log();
+    assert!(
+        log.contains("bad.yaml") && log.contains("spec.containers[0].image"),
+        "the invalid manifest is reported with file and field:\n{}",
+        tail(&log, 30)
+    );
+    // Editing the good manifest recreates its pod under a new UID.
+    let uid = good["metadata"]["uid"].clone();
+    f.write_manifest(
+        "good.yaml",
+        &format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: good, labels: {{edited: 'yes'}}}}\nspec:\n  containers:\n  - {{name: app, image: {shell}, command: [sleep, '1000']}}\n"),
+    );
+    let edited = f.wait_pod("good-node1", Duration::from_secs(60), |p| {
+        p["metadata"]["uid"] != uid && running_and_ready(p)
+    });
+    assert_eq!(edited["metadata"]["labels"]["edited"], "yes");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        f.pods()
+            .iter()
+            .filter(|p| p["metadata"]["name"] == "good-node1")
+            .count(),
+        1
+    );
+}

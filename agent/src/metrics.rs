@@ -57,7 +57,6 @@ pub struct Metrics {
     pod_start: Mutex<Histogram>,
     operations: Mutex<BTreeMap<String, Histogram>>,
     operation_errors: Mutex<BTreeMap<String, u64>>,
-    probes: Mutex<BTreeMap<(String, String), u64>>,
 }
 
 impl Metrics {
@@ -80,20 +79,13 @@ impl Metrics {
         }
     }
 
-    /// One probe result (`kind`: liveness/readiness/startup; `result`: successful/failed/unknown).
-    pub fn count_probe(&self, kind: &str, result: &str) {
-        if let Ok(mut probes) = self.probes.lock() {
-            *probes
-                .entry((kind.to_string(), result.to_string()))
-                .or_default() += 1;
-        }
-    }
-
-    /// Renders everything, with the pod and container gauges the caller counted.
+    /// Renders everything, with the pod and container gauges the caller counted and the probe
+    /// counts `(kind, result, count)`.
     pub fn render(
         &self,
         pods_by_phase: &BTreeMap<String, u64>,
         containers_by_state: &BTreeMap<String, u64>,
+        probes: &[(&str, &str, u64)],
     ) -> String {
         let mut out = String::new();
         out.push_str("# HELP kubelet_running_pods Pods known to the agent, by phase.\n# TYPE kubelet_running_pods gauge\n");
@@ -137,13 +129,11 @@ impl Metrics {
         out.push_str(
             "# HELP prober_probe_total Probe results by kind.\n# TYPE prober_probe_total counter\n",
         );
-        if let Ok(probes) = self.probes.lock() {
-            for ((kind, result), n) in probes.iter() {
-                let _ = writeln!(
-                    out,
-                    "prober_probe_total{{probe_type=\"{kind}\",result=\"{result}\"}} {n}"
-                );
-            }
+        for (kind, result, n) in probes {
+            let _ = writeln!(
+                out,
+                "prober_probe_total{{probe_type=\"{kind}\",result=\"{result}\"}} {n}"
+            );
         }
         out
     }
@@ -160,7 +150,11 @@ mod tests {
         m.observe_pod_start(Duration::from_secs(3));
         m.observe_operation("run_pod_sandbox", Duration::from_millis(7), false);
         m.observe_operation("pull_image", Duration::from_millis(7), true);
-        let text = m.render(&BTreeMap::from([("Running".into(), 2)]), &BTreeMap::new());
+        let text = m.render(
+            &BTreeMap::from([("Running".into(), 2)]),
+            &BTreeMap::new(),
+            &[("Liveness", "failed", 3)],
+        );
         assert!(
             text.contains("kubelet_pod_start_duration_seconds_bucket{le=\"0.025\"} 0"),
             "{text}"
@@ -169,6 +163,7 @@ mod tests {
         assert!(text.contains("kubelet_pod_start_duration_seconds_bucket{le=\"5\"} 2"));
         assert!(text.contains("kubelet_pod_start_duration_seconds_count 2"));
         assert!(text.contains("kubelet_running_pods{phase=\"Running\"} 2"));
+        assert!(text.contains("prober_probe_total{probe_type=\"Liveness\",result=\"failed\"} 3"));
         assert!(
             text.contains(
                 "kubelet_runtime_operations_errors_total{operation_type=\"pull_image\"} 1"

@@ -136,11 +136,14 @@ fn metrics(ctx: &NodeContext) -> Reply {
             *states.entry(name.to_string()).or_default() += 1;
         }
     }
-    reply(
-        StatusCode::OK,
-        "text/plain; version=0.0.4",
-        ctx.metrics.render(&phases, &states),
-    )
+    reply(StatusCode::OK, "text/plain; version=0.0.4", {
+        let probes = ctx.probe_counters.snapshot();
+        let rows: Vec<(&str, &str, u64)> = probes
+            .iter()
+            .map(|(kind, result, n)| (kind_name(*kind), *result, *n))
+            .collect();
+        ctx.metrics.render(&phases, &states, &rows)
+    })
 }
 
 /// `/containerLogs/{namespace}/{pod}/{container}` with `tailLines`, `previous` and
@@ -226,6 +229,15 @@ fn read_cri_log(file: &Path, timestamps: bool, tail: Option<usize>) -> std::io::
         out.push('\n');
     }
     Ok(out)
+}
+
+/// The probe_type label value, as the kubelet spells it.
+fn kind_name(kind: crate::probes::ProbeKind) -> &'static str {
+    match kind {
+        crate::probes::ProbeKind::Startup => "Startup",
+        crate::probes::ProbeKind::Liveness => "Liveness",
+        crate::probes::ProbeKind::Readiness => "Readiness",
+    }
 }
 
 #[cfg(test)]

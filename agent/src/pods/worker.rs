@@ -199,8 +199,15 @@ impl PodWorker {
                 let config = match self.create_sandbox(&view).await {
                     Ok(config) => config,
                     Err(e) => {
-                        self.sandbox_error =
-                            Some(("FailedCreatePodSandBox".into(), e.message().to_string()));
+                        // A volume that cannot be prepared keeps its own reason (FailedMount).
+                        if self
+                            .sandbox_error
+                            .as_ref()
+                            .is_none_or(|(r, _)| r != "FailedMount")
+                        {
+                            self.sandbox_error =
+                                Some(("FailedCreatePodSandBox".into(), e.message().to_string()));
+                        }
                         self.publish(&view);
                         return Ok(Some(Instant::now() + Duration::from_secs(5)));
                     }
