@@ -26,6 +26,11 @@ struct Fixture {
 
 impl Fixture {
     fn start() -> Self {
+        Self::start_with_config(None)
+    }
+
+    /// Starts the node with a KubeletConfiguration (YAML text) when given.
+    fn start_with_config(kubelet_config: Option<&str>) -> Self {
         let registry = LocalRegistry::start().unwrap();
         let images = catalog().unwrap();
         for (name, image) in [("shell", &images.shell), ("web", &images.web)] {
@@ -42,7 +47,13 @@ impl Fixture {
             cni.toml()
         );
         let port = free_port();
-        let node = RuntimeProcess::start_node(dir.path(), &config, port, &[]);
+        let config_file = dir.path().join("kubelet.yaml");
+        let mut extra = Vec::new();
+        if let Some(text) = kubelet_config {
+            std::fs::write(&config_file, text).unwrap();
+            extra = vec!["--config", config_file.to_str().unwrap()];
+        }
+        let node = RuntimeProcess::start_node(dir.path(), &config, port, &extra);
         Fixture {
             registry,
             node,
@@ -935,4 +946,51 @@ fn a_bad_volume_is_reported_and_a_bad_manifest_disturbs_no_one() {
             .count(),
         1
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn image_gc_removes_unused_images_over_the_threshold_and_keeps_used_ones() {
+    require_root();
+    // Any real filesystem is fuller than 1 %: collection runs and frees all it may.
+    let f = Fixture::start_with_config(Some(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nimageGCHighThresholdPercent: 1\nimageGCLowThresholdPercent: 0\nimageMinimumGCAge: 0s\n",
+    ));
+    for (file, name, image) in [("a.yaml", "keep", "shell"), ("b.yaml", "drop", "web")] {
+        f.write_manifest(
+            file,
+            &format!(
+                "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: app, image: {}, command: [sleep, '1000']}}\n",
+                f.image(image)
+            ),
+        );
+    }
+    f.wait_pod("keep-node1", Duration::from_secs(60), running_and_ready);
+    f.wait_pod("drop-node1", Duration::from_secs(60), running_and_ready);
+    std::fs::remove_file(f.manifests().join("b.yaml")).unwrap();
+    f.wait_gone("drop-node1", Duration::from_secs(20));
+    let mut cri = f.node.client().await;
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let tags = loop {
+        let images = cri
+            .images
+            .list_images(capstan_proto::ListImagesRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .images;
+        let tags: Vec<String> = images.into_iter().flat_map(|i| i.repo_tags).collect();
+        if !tags.iter().any(|t| t.contains("/web:")) || Instant::now() > deadline {
+            break tags;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        !tags.iter().any(|t| t.contains("/web:")),
+        "the unused image is collected: {tags:?}"
+    );
+    assert!(
+        tags.iter().any(|t| t.contains("/shell:")),
+        "the used image stays: {tags:?}"
+    );
+    assert!(f.node.log().contains("removed unused image"));
 }

@@ -8,6 +8,7 @@ pub mod cri;
 pub mod downward;
 pub mod env;
 pub mod hooks;
+pub mod image_gc;
 pub mod metrics;
 pub mod names;
 pub mod node;

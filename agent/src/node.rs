@@ -156,6 +156,14 @@ pub async fn start(
         }
         None => None,
     };
+    tokio::spawn(crate::image_gc::run(
+        Arc::clone(&ctx),
+        crate::image_gc::ImageGcPolicy {
+            high_percent: config.image_gc_high_threshold_percent,
+            low_percent: config.image_gc_low_threshold_percent,
+            minimum_age: config.image_minimum_gc_age,
+        },
+    ));
     let workers = Arc::new(PodWorkers::new(ctx, allocatable));
     tokio::spawn(Arc::clone(&workers).follow_events());
     let applier = Arc::clone(&workers);

@@ -391,6 +391,20 @@ impl PodWorker {
         )
         .await?;
         tracing::info!(pod = %self.name(), attempt, "sandbox started");
+        // The sandbox before this one keeps the containers the status's lastState and restart
+        // count come from; older ones are garbage.
+        for old in view.sandboxes.iter().skip(1) {
+            let _ = self
+                .call(
+                    "remove_pod_sandbox",
+                    self.ctx.cri.runtime.remove_pod_sandbox(Request::new(
+                        RemovePodSandboxRequest {
+                            pod_sandbox_id: old.id.clone(),
+                        },
+                    )),
+                )
+                .await;
+        }
         Ok(config)
     }
 
