@@ -63,6 +63,14 @@ fn dispatch(command: Command) -> Result<ExitCode, CommandError> {
                 });
             std::process::exit(code);
         }
+        Command::OciBench(args) => {
+            use capstan_runtime::monitor::oci_bench;
+            std::process::exit(oci_bench::run(oci_bench::OciBenchOptions {
+                root: args.root,
+                bundle: args.bundle,
+                iterations: args.iterations,
+            }));
+        }
         Command::Monitor(args) => {
             let code = capstan_runtime::monitor::run(monitor_options(args));
             std::process::exit(code);

@@ -82,18 +82,12 @@ impl Containers {
             pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
         let (stderr_read, stderr_write) =
             pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-        let container = ContainerBuilder::new(request.id.clone(), SyscallType::default())
-            .with_executor(DefaultExecutor {})
-            .with_root_path(&self.libcontainer_root)
-            .map_err(|e| format!("libcontainer root: {e}"))?
-            .with_stdin(stdin_read)
-            .with_stdout(stdout_write)
-            .with_stderr(stderr_write)
-            .as_init(&request.bundle)
-            .with_systemd(false)
-            .with_detach(true)
-            .build()
-            .map_err(|e| format!("create container {}: {e}", request.id))?;
+        let container = create_init(
+            &self.libcontainer_root,
+            &request.id,
+            &request.bundle,
+            [stdin_read, stdout_write, stderr_write],
+        )?;
         // The container reads EOF on stdin: CRI stdin is not attached.
         drop(stdin_write);
         let pid = container.pid().map(|p| p.as_raw()).unwrap_or(-1);
@@ -303,6 +297,31 @@ impl Containers {
             .get_mut(id)
             .ok_or_else(|| format!("container {id} not found in this pod"))
     }
+}
+
+/// Creates container `id` from the OCI bundle at `bundle` with libcontainer, its state under
+/// `root` and `stdio` (stdin, stdout, stderr) as its standard streams; its process waits in
+/// libcontainer's init until started. The one place the monitor (and `capstan oci-bench`, which
+/// measures exactly this path) builds containers.
+pub fn create_init(
+    root: &Path,
+    id: &str,
+    bundle: &Path,
+    stdio: [OwnedFd; 3],
+) -> Result<Container, String> {
+    let [stdin, stdout, stderr] = stdio;
+    ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_executor(DefaultExecutor {})
+        .with_root_path(root)
+        .map_err(|e| format!("libcontainer root: {e}"))?
+        .with_stdin(stdin)
+        .with_stdout(stdout)
+        .with_stderr(stderr)
+        .as_init(bundle)
+        .with_systemd(false)
+        .with_detach(true)
+        .build()
+        .map_err(|e| format!("create container {id}: {e}"))
 }
 
 fn process_alive(pid: i32) -> bool {

@@ -7,6 +7,7 @@ pub mod containers;
 pub mod exec;
 pub mod logs;
 pub mod namespaces;
+pub mod oci_bench;
 pub mod protocol;
 mod signals;
 

@@ -102,6 +102,7 @@ impl PodManager {
         mut sandbox: SandboxRecord,
         host_ipc: bool,
     ) -> std::result::Result<SandboxRecord, (PodError, SandboxRecord)> {
+        let mut timer = super::StepTimer::new("RunPodSandbox", &sandbox.id);
         let fail = |e: PodError, s: &SandboxRecord| (e, s.clone());
         if let Err(e) = std::fs::create_dir_all(sandbox.state_dir.join("containers")) {
             return Err(fail(
@@ -132,6 +133,7 @@ impl PodManager {
             })
         })
         .await;
+        timer.step("monitor started");
         match started {
             Ok(Ok(pid)) => sandbox.monitor_pid = pid,
             Ok(Err(e)) => return Err(fail(e, &sandbox)),
@@ -148,6 +150,7 @@ impl PodManager {
                 Ok(result) => {
                     sandbox.network_attached = true;
                     sandbox.ips = pod_ips(&result, &attachment.ifname);
+                    timer.step("CNI ADD");
                 }
                 Err(e) => {
                     // Undo what the plugins may have done before failing.
@@ -159,6 +162,7 @@ impl PodManager {
         if let Err(e) = record::save(&sandbox.state_dir.join(SANDBOX_FILE), &sandbox) {
             return Err(fail(e, &sandbox));
         }
+        timer.step("record saved");
         Ok(sandbox)
     }
 
