@@ -158,6 +158,10 @@ pub struct MonitorArgs {
     /// Share the host's IPC namespace (hostIPC).
     #[arg(long)]
     pub host_ipc: bool,
+    /// Join the network namespace the runtime pinned at `<run dir>/ns/net` instead of creating
+    /// one.
+    #[arg(long, conflicts_with = "host_network")]
+    pub join_pinned_network: bool,
     /// Largest container log file, in bytes.
     #[arg(long, default_value_t = 10 << 20)]
     pub log_max_size: u64,

@@ -138,6 +138,7 @@ fn monitor_options(args: MonitorArgs) -> capstan_runtime::monitor::MonitorOption
             uts: !args.host_network,
         },
         hostname: args.hostname,
+        network_pinned: args.join_pinned_network,
         rotation: Rotation {
             max_size: args.log_max_size,
             max_files: args.log_max_files,

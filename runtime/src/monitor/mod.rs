@@ -47,6 +47,8 @@ pub struct MonitorOptions {
     pub namespaces: PodNamespaces,
     /// Hostname in the pod's UTS namespace.
     pub hostname: String,
+    /// The daemon created and pinned the pod's network namespace already: join it.
+    pub network_pinned: bool,
     /// Log limits for the pod's containers.
     pub rotation: Rotation,
 }
@@ -67,7 +69,12 @@ fn serve(options: &MonitorOptions) -> Result<(), String> {
     // Orphaned container processes must come to us, not to PID 1, so exits are seen at once.
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("become subreaper: {e}"))?;
     let ns_dir = options.run_dir.join(NS_DIR);
-    namespaces::create(options.namespaces, &options.hostname, &ns_dir)?;
+    namespaces::create(
+        options.namespaces,
+        &options.hostname,
+        &ns_dir,
+        options.network_pinned,
+    )?;
     let socket = options.run_dir.join(SOCKET_NAME);
     let _ = std::fs::remove_file(&socket);
     let listener =
