@@ -1,7 +1,8 @@
 //! OCI-level create + start + delete of one bundle (busybox `true`): libcontainer as Capstan's
 //! pod monitor drives it (in-process, through `capstan oci-bench`) against Debian's `runc` and
 //! `crun` command lines (one `create`, `start` and `delete` each, as containerd's shim runs them).
-//! Every container's cgroup lies below a cgroup the harness creates below its own.
+//! Every container's cgroup lies below a cgroup the harness creates below its own. The three
+//! take turns in rounds, so load from elsewhere on the machine does not favour one of them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -35,6 +36,14 @@ impl Cycles {
         (0..self.create.len())
             .map(|i| self.create[i] + self.start[i] + self.wait[i] + self.delete[i])
             .collect()
+    }
+
+    /// Appends `more`'s cycles but its first (a warm-up).
+    fn append_after_first(&mut self, more: Cycles) {
+        self.create.extend(more.create.into_iter().skip(1));
+        self.start.extend(more.start.into_iter().skip(1));
+        self.wait.extend(more.wait.into_iter().skip(1));
+        self.delete.extend(more.delete.into_iter().skip(1));
     }
 
     /// Reads the JSON line `capstan oci-bench` and the worker print (microseconds per phase).
@@ -111,42 +120,52 @@ pub fn run(
     cgroup.delegate_to_children();
     write_spec(&bundle, &format!("{}/oci-bench", cgroup.path()))?;
 
+    // The runtimes take turns in rounds, so a change of load on the machine during the run
+    // weighs on all three alike; each turn's first cycle (page faults of a fresh process,
+    // cold caches) is discarded for every runtime.
+    let rounds = ROUNDS.min(iterations.max(1));
+    let worker = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut sides: [Cycles; 3] = Default::default();
     tracing::info!(
         iterations,
-        "OCI create + start + delete: libcontainer (Capstan)"
+        rounds,
+        "OCI create + start + delete: libcontainer, runc, crun"
     );
-    let ours = Command::new(capstan)
-        .args(["--log-level", "warn", "oci-bench", "--root"])
-        .arg(work.join("state-capstan"))
-        .arg("--bundle")
-        .arg(&bundle)
-        .arg("--iterations")
-        .arg(iterations.to_string())
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("run {}: {e}", capstan.display()))?;
-    let ours = parse_output("capstan oci-bench", &ours)?;
-
-    let mut peers = Vec::new();
-    for runtime in ["runc", "crun"] {
-        tracing::info!(iterations, runtime, "OCI create + start + delete");
-        let worker = std::env::current_exe().map_err(|e| e.to_string())?;
-        let out = Command::new(worker)
-            .args(["oci-worker", "--runtime", runtime, "--root"])
-            .arg(work.join(format!("state-{runtime}")))
-            .arg("--bundle")
-            .arg(&bundle)
-            .arg("--iterations")
-            .arg(iterations.to_string())
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("run the {runtime} worker: {e}"))?;
-        peers.push(parse_output(runtime, &out)?);
+    for round in 0..rounds {
+        let cycles = iterations / rounds + usize::from(round < iterations % rounds);
+        if cycles == 0 {
+            continue;
+        }
+        let turn = (cycles + 1).to_string();
+        for (side, runtime) in sides.iter_mut().zip(["capstan", "runc", "crun"]) {
+            let mut command = if runtime == "capstan" {
+                let mut command = Command::new(capstan);
+                command.args(["--log-level", "error", "oci-bench"]);
+                command
+            } else {
+                let mut command = Command::new(&worker);
+                command.args(["oci-worker", "--runtime", runtime]);
+                command
+            };
+            let out = command
+                .arg("--root")
+                .arg(work.join(format!("state-{runtime}")))
+                .arg("--bundle")
+                .arg(&bundle)
+                .arg("--iterations")
+                .arg(&turn)
+                .stdin(Stdio::null())
+                .output()
+                .map_err(|e| format!("run the {runtime} cycles: {e}"))?;
+            side.append_after_first(parse_output(runtime, &out)?);
+        }
     }
-    let crun = peers.pop().unwrap_or_default();
-    let runc = peers.pop().unwrap_or_default();
+    let [ours, runc, crun] = sides;
     Ok((ours, runc, crun))
 }
+
+/// Turns each runtime gets (see [`run`]).
+const ROUNDS: usize = 10;
 
 fn parse_output(what: &str, out: &std::process::Output) -> Result<Cycles, String> {
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -89,8 +89,9 @@ fn oci_table(oci: &serde_json::Map<String, Value>) -> String {
     let iterations = oci.get("iterations").and_then(Value::as_u64).unwrap_or(0);
     let mut table = format!(
         "\nOCI create + start + wait + delete of one bundle (busybox `true`, new pid, net, ipc, \
-         uts, mount and cgroup namespaces), {iterations} cycles each: libcontainer in-process as \
-         Capstan's pod monitor runs it, against the runc and crun command lines\n\n\
+         uts, mount and cgroup namespaces), {iterations} cycles each, the runtimes taking turns: \
+         libcontainer in-process as Capstan's pod monitor runs it, against the runc and crun \
+         command lines\n\n\
          | metric | Capstan (libcontainer) | runc | crun | Capstan / runc | Capstan / crun |\n\
          |---|---:|---:|---:|---:|---:|\n"
     );
