@@ -5,7 +5,7 @@
 set -euo pipefail
 
 purpose=${1:-run}
-run_packages=(iproute2 busybox-static ca-certificates pkg-config protobuf-compiler libseccomp-dev)
+run_packages=(iproute2 busybox-static ca-certificates pkg-config protobuf-compiler libseccomp-dev curl python3)
 test_packages=(docker-registry skopeo apache2-utils containernetworking-plugins containerd runc crun)
 
 case "$purpose" in
@@ -51,5 +51,10 @@ if [ "$purpose" = test ]; then
   done
   if ! command -v cargo-nextest >/dev/null; then
     cargo install --locked cargo-nextest
+  fi
+  # Not a Debian package: the machine image's Cloud SDK `kubectl` package brings kubectl and
+  # the versioned clients (kubectl.1.27, ...) the streaming tests drive.
+  if ! command -v kubectl >/dev/null; then
+    echo "hack/deps.sh: warning: kubectl is missing; tests/cri_streaming.rs will fail" >&2
   fi
 fi

@@ -57,6 +57,67 @@ pub enum Command {
     /// Manage the runtime's local images without a registry.
     #[command(subcommand)]
     Images(ImagesCommand),
+    /// List the node's pods (from the node's read-only API).
+    Pods(PodsArgs),
+    /// Print a container's log (from the node's read-only API).
+    Logs(LogsArgs),
+    /// Run a command in a container of a pod on this node, to completion.
+    Exec(ExecArgs),
+}
+
+/// Flags of `capstan pods`.
+#[derive(Debug, Args)]
+pub struct PodsArgs {
+    /// The node's read-only API.
+    #[arg(long, value_name = "ADDR", default_value = capstan_agent::DEFAULT_READ_ONLY_ADDRESS)]
+    pub address: String,
+}
+
+/// Flags of `capstan logs`.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The pod.
+    pub pod: String,
+    /// The container (default: the pod's first).
+    #[arg(short, long)]
+    pub container: Option<String>,
+    /// The pod's namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// The log of the previous instance of the container.
+    #[arg(short, long)]
+    pub previous: bool,
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<usize>,
+    /// Prefix lines with their timestamps.
+    #[arg(long)]
+    pub timestamps: bool,
+    /// The node's read-only API.
+    #[arg(long, value_name = "ADDR", default_value = capstan_agent::DEFAULT_READ_ONLY_ADDRESS)]
+    pub address: String,
+}
+
+/// Flags of `capstan exec`.
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The pod.
+    pub pod: String,
+    /// The container (default: the pod's first).
+    #[arg(short, long)]
+    pub container: Option<String>,
+    /// The pod's namespace.
+    #[arg(short, long, default_value = "default")]
+    pub namespace: String,
+    /// The node's read-only API (to find the pod).
+    #[arg(long, value_name = "ADDR", default_value = capstan_agent::DEFAULT_READ_ONLY_ADDRESS)]
+    pub address: String,
+    /// The node's CRI endpoint (to run the command).
+    #[arg(long, value_name = "ENDPOINT", default_value = capstan_runtime::DEFAULT_ENDPOINT)]
+    pub runtime_endpoint: String,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
 }
 
 /// `capstan images ...`.
@@ -79,14 +140,17 @@ pub enum ImagesCommand {
     },
 }
 
-/// Flags of `capstan node`.
+/// Flags of `capstan node`. Flags given override the configuration file's fields; defaults
+/// are the file's, then the kubelet's.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
-    /// Directory of static pod manifests (YAML or JSON), watched for changes.
-    #[arg(long, value_name = "DIR", default_value = capstan_agent::DEFAULT_POD_MANIFEST_PATH)]
-    pub pod_manifest_path: PathBuf,
+    /// Directory of static pod manifests (YAML or JSON), watched for changes (`staticPodPath`;
+    /// default /etc/kubernetes/manifests). An empty value turns the file source off.
+    #[arg(long, value_name = "DIR")]
+    pub pod_manifest_path: Option<PathBuf>,
 
-    /// A KubeletConfiguration file (kubelet.config.k8s.io/v1beta1); flags override its fields.
+    /// A KubeletConfiguration file (kubelet.config.k8s.io/v1beta1, YAML or JSON); flags override
+    /// its fields.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -95,9 +159,38 @@ pub struct NodeArgs {
     #[arg(long, value_name = "ENDPOINT")]
     pub container_runtime_endpoint: Option<String>,
 
-    /// Address of the read-only kubelet endpoints (/healthz, /pods, /stats/summary, /metrics).
-    #[arg(long, value_name = "ADDR", default_value = capstan_agent::DEFAULT_READ_ONLY_ADDRESS)]
-    pub read_only_address: String,
+    /// Address of the read-only kubelet endpoints (/healthz, /pods, /stats/summary, /metrics,
+    /// /containerLogs); port 0 turns them off. Default: 127.0.0.1:10255.
+    #[arg(long, value_name = "ADDR")]
+    pub read_only_address: Option<std::net::SocketAddr>,
+
+    /// The node's name (static pods get it as a name suffix). Default: the host name.
+    #[arg(long, visible_alias = "hostname-override", value_name = "NAME")]
+    pub node_name: Option<String>,
+
+    /// Directory for per-pod data: volumes and termination messages.
+    /// Default: /var/lib/capstan/agent.
+    #[arg(long, value_name = "DIR")]
+    pub root_dir: Option<PathBuf>,
+
+    /// Directory of container logs (<namespace>_<pod>_<uid>/<container>/<restart>.log).
+    /// Default: /var/log/pods.
+    #[arg(long, value_name = "DIR")]
+    pub pod_logs_dir: Option<PathBuf>,
+
+    /// Directory of ConfigMap and Secret manifests that pods' volumes and env refer to
+    /// (standalone nodes have no API server to read them from).
+    #[arg(long, value_name = "DIR")]
+    pub object_manifest_path: Option<PathBuf>,
+
+    /// Cgroup (absolute path) below which kubepods/ is created. Default: the agent's own
+    /// cgroup, since the hierarchy root is rarely delegated to it.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup_root: Option<String>,
+
+    /// Most pods this node runs (`maxPods`; default 110).
+    #[arg(long, value_name = "N")]
+    pub max_pods: Option<u32>,
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,
@@ -117,6 +210,13 @@ pub struct RuntimeArgs {
     /// Runtime configuration file (registry mirrors, insecure registries, CNI paths).
     #[arg(long = "runtime-config", value_name = "FILE")]
     pub runtime_config: Option<PathBuf>,
+
+    /// Address of the streaming server that Exec, Attach and PortForward URLs point at
+    /// (kubectl exec/attach/port-forward through an API server, crictl exec -i/attach). Port 0
+    /// picks a free port; keep it on loopback unless the API server reaches the node over the
+    /// network: the URLs carry single-use tokens but no authentication.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    pub streaming_address: std::net::SocketAddr,
 }
 
 /// Flags of `capstan control-plane` and `capstan server`.
@@ -227,6 +327,16 @@ pub struct ExecInArgs {
     /// Where to write the host pid of the started process.
     #[arg(long, value_name = "FILE")]
     pub pid_file: PathBuf,
+    /// Give the process this command's standard input (otherwise it reads EOF).
+    #[arg(long)]
+    pub stdin: bool,
+    /// Run the process on a new terminal whose master end is sent to this unix socket
+    /// (the OCI console socket), instead of on this command's standard streams.
+    #[arg(long, value_name = "SOCKET")]
+    pub console_socket: Option<PathBuf>,
+    /// Write why the command could not be started to this file instead of standard error.
+    #[arg(long, value_name = "FILE")]
+    pub error_file: Option<PathBuf>,
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub argv: Vec<String>,

@@ -2,6 +2,7 @@
 
 mod cli;
 mod logging;
+mod node;
 
 use std::process::ExitCode;
 
@@ -59,6 +60,9 @@ fn dispatch(command: Command) -> Result<ExitCode, CommandError> {
                     root: args.root,
                     id: args.id,
                     pid_file: args.pid_file,
+                    stdin: args.stdin,
+                    console_socket: args.console_socket,
+                    error_file: args.error_file,
                     argv: args.argv,
                 });
             std::process::exit(code);
@@ -104,10 +108,32 @@ fn dispatch(command: Command) -> Result<ExitCode, CommandError> {
             .map(|()| ExitCode::SUCCESS)
             .map_err(|e| CommandError::Failed(format!("network peer: {e}")));
         }
-        Command::Node(_) => (
-            "node",
-            "the node agent (static pods, pod workers, probes) is still to be built",
-        ),
+        Command::Node(args) => {
+            node::run(args).map_err(CommandError::Failed)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Pods(args) => {
+            capstan_agent::commands::pods(&args.address, &mut std::io::stdout())
+                .map_err(CommandError::Failed)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Logs(args) => {
+            let request = capstan_agent::commands::LogsRequest {
+                namespace: args.namespace,
+                pod: args.pod,
+                container: args.container,
+                previous: args.previous,
+                tail: args.tail,
+                timestamps: args.timestamps,
+            };
+            capstan_agent::commands::logs(&args.address, &request, &mut std::io::stdout())
+                .map_err(CommandError::Failed)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Exec(args) => {
+            let code = node::exec(args).map_err(CommandError::Failed)?;
+            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+        }
         Command::Server(_) => (
             "server",
             "the control plane and the node agent are still to be built",
@@ -125,6 +151,7 @@ fn runtime_options(args: RuntimeArgs) -> capstan_runtime::server::RuntimeOptions
         endpoint: args.listen,
         state_dir: args.state_dir,
         config_file: args.runtime_config,
+        streaming_address: args.streaming_address,
     }
 }
 

@@ -37,10 +37,12 @@ fn every_subcommand_explains_its_flags_and_defaults() {
             "node",
             &[
                 "--pod-manifest-path",
-                "[default: /etc/kubernetes/manifests]",
+                "/etc/kubernetes/manifests",
                 "--container-runtime-endpoint",
                 "--config",
-                "[default: 127.0.0.1:10255]",
+                "--read-only-address",
+                "127.0.0.1:10255",
+                "--object-manifest-path",
                 "[default: unix:///run/capstan/capstan.sock]",
                 "[default: /var/lib/capstan]",
             ],
@@ -81,7 +83,7 @@ fn every_subcommand_explains_its_flags_and_defaults() {
 
 #[test]
 fn unbuilt_subcommands_fail_and_say_so() {
-    for subcommand in ["node", "server", "control-plane"] {
+    for subcommand in ["server", "control-plane"] {
         let out = capstan(&[subcommand]);
         assert_eq!(
             out.status.code(),
@@ -113,7 +115,7 @@ fn bad_flags_are_rejected_with_the_flag_named() {
 
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let out = capstan(&["--log-format", "json", "--log-level", "debug", "node"]);
+    let out = capstan(&["--log-format", "json", "--log-level", "debug", "server"]);
     let err = stderr(&out);
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with('{')).collect();
     assert!(!lines.is_empty(), "no JSON log line in: {err}");
@@ -124,4 +126,29 @@ fn json_logs_are_one_object_per_line() {
             "{line}"
         );
     }
+}
+
+#[test]
+fn an_invalid_kubelet_configuration_stops_the_node_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kubelet.yaml");
+    std::fs::write(
+        &config,
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nimageGCHighThresholdPercent: 85\nimageGCLowThresholdPercent: 90\n",
+    )
+    .unwrap();
+    let out = capstan(&["node", "--config", config.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("kubelet.yaml") && err.contains("imageGCLowThresholdPercent"),
+        "{err}"
+    );
+    let out = capstan(&["node", "--read-only-address", "nonsense"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--read-only-address"),
+        "{}",
+        stderr(&out)
+    );
 }

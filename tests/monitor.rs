@@ -157,6 +157,9 @@ fn monitor_runs_containers_in_pod_namespaces_and_cgroups_and_records_exits() {
         bundle: first,
         log_path: log.clone(),
         record_dir: records.join("c1"),
+        stdin: false,
+        stdin_once: false,
+        tty: false,
     }));
     assert!(
         matches!(reply, Reply::Created { pid } if pid > 0),
@@ -203,6 +206,9 @@ fn monitor_runs_containers_in_pod_namespaces_and_cgroups_and_records_exits() {
         bundle: second,
         log_path: PathBuf::new(),
         record_dir: records.join("c2"),
+        stdin: false,
+        stdin_once: false,
+        tty: false,
     }));
     monitor.call(Request::Start { id: "c2".into() });
     let Reply::Status { containers } = monitor.call(Request::Status) else {

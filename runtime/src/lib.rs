@@ -11,6 +11,7 @@ pub mod pods;
 pub mod server;
 pub mod service;
 pub mod spec;
+pub mod streaming;
 
 /// Where the runtime keeps state that must survive its own restart.
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/capstan";

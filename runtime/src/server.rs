@@ -16,6 +16,7 @@ use crate::monitor::logs::Rotation;
 use crate::network::PodNetwork;
 use crate::pods::{PodError, PodManager, PodSettings};
 use crate::service::{CriImageService, CriRuntimeService};
+use crate::streaming::StreamingServer;
 
 /// How the runtime is started.
 #[derive(Debug, Clone)]
@@ -26,6 +27,8 @@ pub struct RuntimeOptions {
     pub state_dir: PathBuf,
     /// The configuration file, if any.
     pub config_file: Option<PathBuf>,
+    /// Where the streaming server (Exec/Attach/PortForward URLs) listens; port 0 picks one.
+    pub streaming_address: std::net::SocketAddr,
 }
 
 /// Why the runtime could not start or stopped.
@@ -56,6 +59,14 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
+    /// The streaming server could not listen.
+    #[error("streaming server on {address}: {source}")]
+    Streaming {
+        /// The address asked for.
+        address: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// gRPC serving failed.
     #[error("serving CRI failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -72,6 +83,8 @@ pub struct Runtime {
     pub runtime_service: CriRuntimeService,
     /// Sandboxes and containers.
     pub pods: Arc<PodManager>,
+    /// The server behind Exec, Attach and PortForward URLs.
+    pub streaming: StreamingServer,
 }
 
 /// Pods whose request names no cgroup parent go below the runtime's own cgroup: nothing is
@@ -82,7 +95,8 @@ fn default_cgroup_parent() -> String {
 }
 
 impl Runtime {
-    /// Opens the runtime's state.
+    /// Opens the runtime's state and starts the streaming server (on the current tokio
+    /// runtime, which must exist).
     pub fn open(options: &RuntimeOptions) -> Result<Self, ServerError> {
         let config = match &options.config_file {
             Some(path) => RuntimeConfig::load(path)?,
@@ -112,11 +126,18 @@ impl Runtime {
         };
         let network = PodNetwork::new(config.cni.clone(), &options.state_dir.join("cni"));
         let pods = Arc::new(PodManager::open(settings, network, Arc::clone(&images))?);
+        let streaming = StreamingServer::start(options.streaming_address).map_err(|source| {
+            ServerError::Streaming {
+                address: options.streaming_address,
+                source,
+            }
+        })?;
         Ok(Runtime {
             image_service: CriImageService::new(Arc::clone(&images)),
-            runtime_service: CriRuntimeService::new(Arc::clone(&pods)),
+            runtime_service: CriRuntimeService::new(Arc::clone(&pods), streaming.clone()),
             images,
             pods,
+            streaming,
         })
     }
 }
@@ -135,10 +156,20 @@ pub async fn serve(
     options: RuntimeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let socket = socket_path(&options.endpoint)?;
     let runtime = Runtime::open(&options)?;
+    serve_runtime(&runtime, &options.endpoint, shutdown).await
+}
+
+/// Serves an opened runtime's CRI services on `endpoint` until `shutdown` completes, then
+/// removes the socket.
+pub async fn serve_runtime(
+    runtime: &Runtime,
+    endpoint: &str,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    let socket = socket_path(endpoint)?;
     let listener = bind(&socket).await?;
-    tracing::info!(socket = %socket.display(), state_dir = %options.state_dir.display(), "serving CRI v1");
+    tracing::info!(socket = %socket.display(), streaming = %runtime.streaming.address(), "serving CRI v1");
     let outcome = tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(runtime.runtime_service.clone()))
         .add_service(ImageServiceServer::new(runtime.image_service.clone()))
@@ -162,7 +193,8 @@ pub fn run(options: RuntimeOptions) -> Result<(), ServerError> {
     runtime.block_on(serve(options, shutdown_signal()))
 }
 
-async fn shutdown_signal() {
+/// Completes on the first SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

@@ -3,6 +3,7 @@
 //! network namespaces, mounts and cgroups that root tests create, removed even when a test
 //! panics.
 
+pub mod apiserver;
 pub mod cgroups;
 pub mod containerd;
 pub mod cri;

@@ -13,11 +13,60 @@ pub struct RuntimeProcess {
     child: Option<Child>,
     /// The directory holding socket, state, config and log.
     pub dir: PathBuf,
+    /// For `capstan node`: the cgroup below which kubepods/ was made, removed on drop.
+    pub cgroup_root: Option<String>,
+    command: Vec<String>,
 }
 
 impl RuntimeProcess {
     /// Starts the runtime with `config` (TOML) in `dir`.
     pub fn start(dir: &Path, config: &str) -> Self {
+        Self::start_command(dir, config, "runtime", &[])
+    }
+
+    /// Starts `capstan node` with `config` (runtime TOML) in `dir`: manifests in
+    /// `dir/manifests`, volumes in `dir/agent`, logs in `dir/logs`, its own cgroup root, the
+    /// read-only API on `read_only` (see [`free_port`]), node name `node1`.
+    pub fn start_node(dir: &Path, config: &str, read_only: u16, extra: &[&str]) -> Self {
+        let own = capstan_testkit::cgroups::own_path().unwrap_or_default();
+        let root = format!(
+            "{}/node-{}",
+            own.trim_end_matches('/'),
+            capstan_testkit::names::unique("", 6).trim_matches('-')
+        );
+        Self::start_node_full(dir, config, read_only, root, extra)
+    }
+
+    fn start_node_full(
+        dir: &Path,
+        config: &str,
+        read_only: u16,
+        root: String,
+        extra: &[&str],
+    ) -> Self {
+        std::fs::create_dir_all(dir.join("manifests")).unwrap();
+        let mut args: Vec<String> = vec![
+            "--pod-manifest-path".into(),
+            dir.join("manifests").display().to_string(),
+            "--root-dir".into(),
+            dir.join("agent").display().to_string(),
+            "--pod-logs-dir".into(),
+            dir.join("logs").display().to_string(),
+            "--read-only-address".into(),
+            format!("127.0.0.1:{read_only}"),
+            "--node-name".into(),
+            "node1".into(),
+            "--cgroup-root".into(),
+            root.clone(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut process = Self::start_command(dir, config, "node", &args);
+        process.cgroup_root = Some(root);
+        process
+    }
+
+    fn start_command(dir: &Path, config: &str, command: &str, extra: &[&str]) -> Self {
         let config_path = dir.join("runtime.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -25,22 +74,35 @@ impl RuntimeProcess {
             .append(true)
             .open(dir.join("runtime.log"))
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_capstan"))
-            .args(["--log-level", "debug", "runtime", "--listen"])
-            .arg(format!("unix://{}", Self::socket_in(dir).display()))
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--runtime-config")
-            .arg(&config_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start capstan runtime");
+        let mut args: Vec<String> = vec![
+            "--log-level".into(),
+            "debug".into(),
+            command.into(),
+            "--listen".into(),
+            format!("unix://{}", Self::socket_in(dir).display()),
+            "--state-dir".into(),
+            dir.join("state").display().to_string(),
+            "--runtime-config".into(),
+            config_path.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let child = spawn(&args, log);
         RuntimeProcess {
             child: Some(child),
             dir: dir.to_path_buf(),
+            cgroup_root: None,
+            command: args,
         }
+    }
+
+    /// Starts the same command again after [`Self::stop_with`] (e.g. after a SIGKILL).
+    pub fn respawn(&mut self) {
+        assert!(self.child.is_none(), "stop it first");
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(self.dir.join("runtime.log"))
+            .unwrap();
+        self.child = Some(spawn(&self.command, log));
     }
 
     fn socket_in(dir: &Path) -> PathBuf {
@@ -107,6 +169,7 @@ impl Drop for RuntimeProcess {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         if ids.is_empty() {
+            self.remove_cgroup_root();
             return;
         }
         let _ = Command::new("pkill")
@@ -133,7 +196,60 @@ impl Drop for RuntimeProcess {
                 );
             }
         }
+        self.remove_cgroup_root();
     }
+}
+
+impl RuntimeProcess {
+    fn remove_cgroup_root(&self) {
+        if let Some(root) = &self.cgroup_root {
+            for hierarchy in cgroup_hierarchies() {
+                let _ = capstan_testkit::cgroups::remove_tree(
+                    &hierarchy.join(root.trim_start_matches('/')),
+                );
+            }
+        }
+    }
+}
+
+/// A free loopback TCP port (bound and released: a small race the tests accept).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// GETs `path` from `127.0.0.1:port` over HTTP/1.0; returns the status code and body.
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    http_get_host("127.0.0.1", port, path)
+}
+
+/// GETs `path` from `host:port` over HTTP/1.0; returns the status code and body.
+pub fn http_get_host(host: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect((host, port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n")?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text)?;
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, body.to_string()))
+}
+
+fn spawn(args: &[String], log: std::fs::File) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start capstan")
 }
 
 fn cgroup_hierarchies() -> Vec<PathBuf> {

@@ -2,7 +2,9 @@
 //! process, their stdio pipes, and the exit records written when they end.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
 use libcontainer::container::Container;
@@ -10,12 +12,14 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::signal::Signal as LcSignal;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
-use nix::fcntl::{FcntlArg, OFlag, fcntl};
-use nix::unistd::pipe2;
+use nix::poll::PollFlags;
 use serde::{Deserialize, Serialize};
 
+use super::attach;
+use super::console;
 use super::logs::{LogWriter, Rotation, Stream};
-use super::protocol::{ContainerReport, CreateRequest};
+use super::protocol::{ContainerReport, CreateRequest, Reply};
+use super::stdio;
 
 /// How a container ended, as the monitor records it in `exit.json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -48,13 +52,39 @@ struct Held {
     cgroups_path: Option<PathBuf>,
     log: Option<LogWriter>,
     outputs: Vec<(Stream, OwnedFd)>,
+    /// The write end of the container's stdin, kept (non-blocking) when its config asked for
+    /// stdin, for attach clients.
+    stdin: Option<OwnedFd>,
+    /// Close stdin when the first attach client with stdin leaves.
+    stdin_once: bool,
+    /// Client input the pipe has not taken yet.
+    stdin_pending: Vec<u8>,
+    /// Close stdin once `stdin_pending` is written (stdin_once: the client is done).
+    close_stdin_when_written: bool,
+    /// Attached clients, by serial number.
+    clients: Vec<(u64, attach::Client)>,
+    /// The terminal's master end, for resizing, when the container runs on one.
+    terminal: Option<OwnedFd>,
 }
+
+/// What an attach-related descriptor in the poll set belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttachPoll {
+    /// An attached client of the container.
+    Client(String, u64),
+    /// The container's stdin pipe, which has input waiting.
+    Stdin(String),
+}
+
+/// Client input waiting for the pipe beyond which clients are not read (backpressure).
+const MAX_STDIN_PENDING: usize = 1 << 20;
 
 /// Every container of the pod.
 pub struct Containers {
     libcontainer_root: PathBuf,
     held: BTreeMap<String, Held>,
     rotation: Rotation,
+    next_client: u64,
 }
 
 impl Containers {
@@ -64,6 +94,7 @@ impl Containers {
             libcontainer_root: libcontainer_root.to_path_buf(),
             held: BTreeMap::new(),
             rotation,
+            next_client: 0,
         }
     }
 
@@ -75,26 +106,18 @@ impl Containers {
                 request.id
             ));
         }
-        // Pipes, never /dev/null: libcontainer reopens /dev/null read-only for stdio.
-        let (stdin_read, stdin_write) =
-            pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-        let (stdout_read, stdout_write) =
-            pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-        let (stderr_read, stderr_write) =
-            pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-        let container = create_init(
-            &self.libcontainer_root,
-            &request.id,
-            &request.bundle,
-            [stdin_read, stdout_write, stderr_write],
-        )?;
-        // The container reads EOF on stdin: CRI stdin is not attached.
-        drop(stdin_write);
+        let builder = builder(&self.libcontainer_root, &request.id)?;
+        let (container, stdio) = if request.tty {
+            // Beside the libcontainer root: the pod's run directory keeps socket paths short.
+            let dir = self
+                .libcontainer_root
+                .parent()
+                .unwrap_or(&self.libcontainer_root);
+            stdio::create_on_terminal(builder, &request, dir)?
+        } else {
+            stdio::create_on_pipes(builder, &request)?
+        };
         let pid = container.pid().map(|p| p.as_raw()).unwrap_or(-1);
-        for fd in [&stdout_read, &stderr_read] {
-            fcntl(fd.as_raw_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK))
-                .map_err(|e| format!("fcntl: {e}"))?;
-        }
         let log = if request.log_path.as_os_str().is_empty() {
             None
         } else {
@@ -116,7 +139,13 @@ impl Containers {
                 record_dir: request.record_dir,
                 cgroups_path,
                 log,
-                outputs: vec![(Stream::Stdout, stdout_read), (Stream::Stderr, stderr_read)],
+                outputs: stdio.outputs,
+                stdin: stdio.stdin,
+                terminal: stdio.terminal,
+                stdin_once: request.stdin_once,
+                stdin_pending: Vec::new(),
+                close_stdin_when_written: false,
+                clients: Vec::new(),
             },
         );
         tracing::info!(id = %request.id, pid, "container created");
@@ -243,12 +272,23 @@ impl Containers {
         };
         let mut buffer = [0u8; 64 * 1024];
         loop {
-            match nix::unistd::read(held.outputs[index].1.as_raw_fd(), &mut buffer) {
+            let read = match nix::unistd::read(held.outputs[index].1.as_raw_fd(), &mut buffer) {
+                // A terminal whose last user is gone says EIO: its end of output.
+                Err(nix::errno::Errno::EIO) => Ok(0),
+                other => other,
+            };
+            match read {
                 Ok(0) => {
                     if let Some(log) = held.log.as_mut() {
                         let _ = log.finish(stream);
                     }
                     held.outputs.remove(index);
+                    if held.outputs.is_empty() {
+                        // Nothing more to show: attach sessions end here.
+                        for (_, client) in std::mem::take(&mut held.clients) {
+                            client.finish();
+                        }
+                    }
                     return;
                 }
                 Ok(n) => {
@@ -257,6 +297,17 @@ impl Containers {
                     {
                         tracing::warn!(%id, error = %e, "log write failed");
                     }
+                    let kind = match stream {
+                        Stream::Stdout => attach::STDOUT,
+                        Stream::Stderr => attach::STDERR,
+                    };
+                    held.clients.retain_mut(|(serial, client)| {
+                        let kept = client.send(kind, &buffer[..n]);
+                        if !kept {
+                            tracing::info!(%id, client = *serial, "dropping a stalled or gone attach client");
+                        }
+                        kept
+                    });
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => return,
@@ -292,6 +343,106 @@ impl Containers {
             .any(|h| !matches!(h.phase, Phase::Exited(_)) && process_alive(h.pid))
     }
 
+    /// Attaches `stream` to container `id`: answers the request on it, then keeps it for
+    /// output (and stdin when `stdin`).
+    pub fn attach(&mut self, id: &str, stream: UnixStream, stdin: bool) -> Result<(), String> {
+        let serial = self.next_client;
+        let held = self.get(id)?;
+        if held.outputs.is_empty() {
+            return Err(format!(
+                "container {id} has no more output: it has exited or closed its stdout and stderr"
+            ));
+        }
+        if stdin && held.stdin.is_none() {
+            return Err(format!(
+                "container {id} has no stdin to attach to: its config did not ask for stdin, or stdin_once closed it"
+            ));
+        }
+        let mut ok = serde_json::to_vec(&Reply::Ok).map_err(|e| e.to_string())?;
+        ok.push(b'\n');
+        (&stream)
+            .write_all(&ok)
+            .map_err(|e| format!("answer attach: {e}"))?;
+        let client = attach::Client::new(stream, stdin).map_err(|e| format!("attach: {e}"))?;
+        held.clients.push((serial, client));
+        self.next_client += 1;
+        tracing::info!(%id, client = serial, stdin, "client attached");
+        Ok(())
+    }
+
+    /// The attach descriptors to poll: clients (readable; writable with a backlog) and stdin
+    /// pipes with input waiting.
+    pub fn attach_polls(&self) -> Vec<(AttachPoll, i32, PollFlags)> {
+        let mut polls = Vec::new();
+        for (id, held) in &self.held {
+            for (serial, client) in &held.clients {
+                let mut flags = PollFlags::empty();
+                if held.stdin_pending.len() < MAX_STDIN_PENDING {
+                    flags |= PollFlags::POLLIN;
+                }
+                if client.has_backlog() {
+                    flags |= PollFlags::POLLOUT;
+                }
+                polls.push((
+                    AttachPoll::Client(id.clone(), *serial),
+                    client.fd().as_raw_fd(),
+                    flags,
+                ));
+            }
+            if let Some(stdin) = &held.stdin
+                && !held.stdin_pending.is_empty()
+            {
+                polls.push((
+                    AttachPoll::Stdin(id.clone()),
+                    stdin.as_raw_fd(),
+                    PollFlags::POLLOUT,
+                ));
+            }
+        }
+        polls
+    }
+
+    /// Serves an attach descriptor poll found ready.
+    pub fn service_attach(&mut self, what: &AttachPoll) {
+        match what {
+            AttachPoll::Stdin(id) => {
+                if let Some(held) = self.held.get_mut(id) {
+                    feed_stdin(id, held);
+                }
+            }
+            AttachPoll::Client(id, serial) => {
+                let Some(held) = self.held.get_mut(id) else {
+                    return;
+                };
+                let Some(index) = held.clients.iter().position(|(s, _)| s == serial) else {
+                    return;
+                };
+                let client = &mut held.clients[index].1;
+                let input = client.read();
+                let flushed = client.flush();
+                let had_stdin = client.stdin;
+                if let (Some((width, height)), Some(terminal)) = (input.resize, &held.terminal)
+                    && let Err(e) = console::set_size(terminal.as_raw_fd(), width, height)
+                {
+                    tracing::debug!(%id, error = %e, "cannot resize the terminal");
+                }
+                if !input.stdin.is_empty() && held.stdin.is_some() {
+                    held.stdin_pending.extend_from_slice(&input.stdin);
+                    feed_stdin(id, held);
+                }
+                if (input.stdin_closed || input.gone) && had_stdin && held.stdin_once {
+                    tracing::info!(%id, "closing stdin: stdin_once and the first client is done");
+                    held.close_stdin_when_written = true;
+                    feed_stdin(id, held);
+                }
+                if input.gone || !flushed {
+                    held.clients.remove(index);
+                    tracing::info!(%id, client = *serial, "client detached");
+                }
+            }
+        }
+    }
+
     fn get(&mut self, id: &str) -> Result<&mut Held, String> {
         self.held
             .get_mut(id)
@@ -299,29 +450,40 @@ impl Containers {
     }
 }
 
-/// Creates container `id` from the OCI bundle at `bundle` with libcontainer, its state under
-/// `root` and `stdio` (stdin, stdout, stderr) as its standard streams; its process waits in
-/// libcontainer's init until started. The one place the monitor (and `capstan oci-bench`, which
-/// measures exactly this path) builds containers.
-pub fn create_init(
-    root: &Path,
-    id: &str,
-    bundle: &Path,
-    stdio: [OwnedFd; 3],
-) -> Result<Container, String> {
-    let [stdin, stdout, stderr] = stdio;
+/// The libcontainer builder every container of the monitor starts from (state under `root`).
+/// `capstan oci-bench` starts from it too, so it measures the monitor's own path.
+pub fn builder(root: &Path, id: &str) -> Result<ContainerBuilder, String> {
     ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_executor(DefaultExecutor {})
         .with_root_path(root)
-        .map_err(|e| format!("libcontainer root: {e}"))?
-        .with_stdin(stdin)
-        .with_stdout(stdout)
-        .with_stderr(stderr)
-        .as_init(bundle)
-        .with_systemd(false)
-        .with_detach(true)
-        .build()
-        .map_err(|e| format!("create container {id}: {e}"))
+        .map_err(|e| format!("libcontainer root: {e}"))
+}
+
+/// Writes what the stdin pipe takes now; a pipe whose reader is gone is closed.
+fn feed_stdin(id: &str, held: &mut Held) {
+    let Some(stdin) = &held.stdin else {
+        held.stdin_pending.clear();
+        return;
+    };
+    while !held.stdin_pending.is_empty() {
+        match nix::unistd::write(stdin, &held.stdin_pending) {
+            Ok(n) => {
+                held.stdin_pending.drain(..n);
+            }
+            Err(nix::errno::Errno::EAGAIN) => return,
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => {
+                tracing::info!(%id, error = %e, "container stdin closed");
+                held.stdin = None;
+                held.stdin_pending.clear();
+                return;
+            }
+        }
+    }
+    if held.close_stdin_when_written {
+        // The container reads EOF.
+        held.stdin = None;
+    }
 }
 
 fn process_alive(pid: i32) -> bool {

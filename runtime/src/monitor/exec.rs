@@ -6,12 +6,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 use libcontainer::workload::default::DefaultExecutor;
 use nix::fcntl::OFlag;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, pipe2};
+use oci_spec::runtime::Spec;
 
 /// What to run where.
 #[derive(Debug, Clone)]
@@ -22,17 +24,32 @@ pub struct ExecOptions {
     pub id: String,
     /// Where the exec'd process's host pid is written (so the caller can kill it on timeout).
     pub pid_file: PathBuf,
+    /// Pass this process's stdin to the command (otherwise it reads EOF at once).
+    pub stdin: bool,
+    /// Run the command on a new terminal, created inside the container, whose master end
+    /// libcontainer sends to this unix socket (the caller relays it).
+    pub console_socket: Option<PathBuf>,
+    /// Where to write why the command could not be started, instead of standard error
+    /// (which, when streaming, is the command's own and goes to the client).
+    pub error_file: Option<PathBuf>,
     /// The command.
     pub argv: Vec<String>,
 }
 
 /// Runs the process with this process's stdout and stderr; returns the exit code to exit with
-/// (126 when it could not be started, as shells do).
+/// (126 when it could not be started, as shells do, saying why on stderr or in the error file).
 pub fn run(options: ExecOptions) -> i32 {
     match exec(&options) {
         Ok(code) => code,
         Err(message) => {
-            eprintln!("capstan exec-in: {message}");
+            let message = format!("capstan exec-in: {message}");
+            let written = options
+                .error_file
+                .as_ref()
+                .is_some_and(|file| std::fs::write(file, &message).is_ok());
+            if !written {
+                eprintln!("{message}");
+            }
             126
         }
     }
@@ -44,18 +61,40 @@ fn exec(options: &ExecOptions) -> Result<i32, String> {
     }
     // The process ends up our grandchild; as subreaper we can wait for it.
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("become subreaper: {e}"))?;
-    // stdin must be a pipe, not /dev/null (libcontainer reopens that read-only); closing the
-    // write end gives the process EOF.
-    let (stdin_read, stdin_write) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-    let stdout = std::io::stdout().as_fd_owned()?;
-    let stderr = std::io::stderr().as_fd_owned()?;
-    let pid = ContainerBuilder::new(options.id.clone(), SyscallType::default())
+    let builder = ContainerBuilder::new(options.id.clone(), SyscallType::default())
         .with_executor(DefaultExecutor {})
         .with_root_path(&options.root)
         .map_err(|e| format!("libcontainer root {}: {e}", options.root.display()))?
         .with_pid_file(Some(&options.pid_file))
-        .map_err(|e| format!("pid file: {e}"))?
-        .with_stdin(stdin_read)
+        .map_err(|e| format!("pid file: {e}"))?;
+    if let Some(socket) = &options.console_socket {
+        // The terminal is made inside the container (its own devpts), so the process gets it
+        // as controlling terminal; only the process description can ask for one.
+        let process_file = options.pid_file.with_extension("process.json");
+        write_tty_process(options, &process_file)?;
+        let built = builder
+            .with_console_socket(Some(socket))
+            .as_tenant()
+            .with_process(Some(&process_file))
+            .with_detach(true)
+            .build();
+        let _ = std::fs::remove_file(&process_file);
+        let pid = built.map_err(|e| format!("exec in container {}: {e}", options.id))?;
+        return wait_for(pid);
+    }
+    // stdin must be a pipe, not /dev/null (libcontainer reopens that read-only); closing the
+    // write end gives the process EOF.
+    let (stdin_read, stdin_write) = pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let stdin = if options.stdin {
+        drop(stdin_read);
+        std::io::stdin().as_fd_owned()?
+    } else {
+        stdin_read
+    };
+    let stdout = std::io::stdout().as_fd_owned()?;
+    let stderr = std::io::stderr().as_fd_owned()?;
+    let pid = builder
+        .with_stdin(stdin)
         .with_stdout(stdout)
         .with_stderr(stderr)
         .as_tenant()
@@ -65,6 +104,28 @@ fn exec(options: &ExecOptions) -> Result<i32, String> {
         .map_err(|e| format!("exec in container {}: {e}", options.id))?;
     drop(stdin_write);
     wait_for(pid)
+}
+
+/// Writes the process description for a terminal exec: the container's own process (user,
+/// environment, working directory, capabilities) with our command and a terminal.
+fn write_tty_process(options: &ExecOptions, path: &std::path::Path) -> Result<(), String> {
+    let container = Container::load(options.root.join(&options.id))
+        .map_err(|e| format!("container {}: {e}", options.id))?;
+    let config = container.bundle().join("config.json");
+    let spec = Spec::load(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+    let mut process = spec
+        .process()
+        .clone()
+        .ok_or_else(|| format!("{} has no process", config.display()))?;
+    process.set_args(Some(options.argv.clone()));
+    process.set_terminal(Some(true));
+    let mut env = process.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    process.set_env(Some(env));
+    let data = serde_json::to_vec(&process).map_err(|e| format!("process: {e}"))?;
+    std::fs::write(path, data).map_err(|e| format!("write {}: {e}", path.display()))
 }
 
 fn wait_for(pid: Pid) -> Result<i32, String> {

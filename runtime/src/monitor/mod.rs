@@ -3,6 +3,8 @@
 //! writes their logs and records how they exit. The daemon talks to it over a unix socket and
 //! can die and come back without any container noticing.
 
+pub mod attach;
+pub mod console;
 pub mod containers;
 pub mod exec;
 pub mod logs;
@@ -11,6 +13,7 @@ pub mod namespaces;
 pub mod oci_bench;
 pub mod protocol;
 mod signals;
+pub mod stdio;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -22,7 +25,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
 
-use containers::Containers;
+use containers::{AttachPoll, Containers};
 use logs::{Rotation, Stream};
 use namespaces::PodNamespaces;
 use protocol::{Reply, Request};
@@ -106,6 +109,12 @@ fn serve(options: &MonitorOptions) -> Result<(), String> {
                 PollFlags::POLLIN,
             ));
         }
+        let attach_polls = containers.attach_polls();
+        for (_, raw, flags) in &attach_polls {
+            // SAFETY: as above: clients and stdin pipes are owned by `containers` and only
+            // dropped while serving, after the poll.
+            fds.push(PollFd::new(unsafe { BorrowedFd::borrow_raw(*raw) }, *flags));
+        }
         let timeout = if active_since_trim {
             PollTimeout::from(TRIM_AFTER_IDLE_MS)
         } else {
@@ -131,9 +140,18 @@ fn serve(options: &MonitorOptions) -> Result<(), String> {
             .filter(|(_, fd)| ready(fd))
             .map(|((id, stream, _), _)| (id.clone(), *stream))
             .collect();
+        let attach_ready: Vec<AttachPoll> = attach_polls
+            .iter()
+            .zip(&fds[2 + outputs.len()..])
+            .filter(|(_, fd)| ready(fd))
+            .map(|((what, _, _), _)| what.clone())
+            .collect();
         drop(fds);
         for (id, stream) in drains {
             containers.drain(&id, stream);
+        }
+        for what in &attach_ready {
+            containers.service_attach(what);
         }
         if signals_ready {
             for signal in signals.drain() {
@@ -203,6 +221,19 @@ fn handle(stream: UnixStream, containers: &mut Containers) -> Outcome {
         return Outcome::Done;
     }
     let request = serde_json::from_str::<Request>(&line);
+    if let Ok(Request::Attach { id, stdin }) = &request {
+        let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
+        let attached = stream
+            .try_clone()
+            .map_err(|e| format!("attach: {e}"))
+            .and_then(|kept| containers.attach(id, kept, *stdin));
+        if let Err(message) = attached {
+            let mut text = serde_json::to_vec(&Reply::Error { message }).unwrap_or_default();
+            text.push(b'\n');
+            let _ = (&stream).write_all(&text);
+        }
+        return Outcome::Done;
+    }
     if matches!(request, Ok(Request::Subscribe)) {
         let _ = stream.set_write_timeout(Some(Duration::from_secs(1)));
         let mut ok = serde_json::to_vec(&Reply::Ok).unwrap_or_default();
@@ -242,8 +273,8 @@ fn dispatch(request: Request, containers: &mut Containers) -> (Reply, bool) {
             containers: containers.reports(),
         }),
         Request::ReopenLog { id } => containers.reopen_log(&id).map(|()| Reply::Ok),
-        // Handled before dispatch: it keeps the connection.
-        Request::Subscribe => Ok(Reply::Ok),
+        // Handled before dispatch: they keep the connection.
+        Request::Subscribe | Request::Attach { .. } => Ok(Reply::Ok),
         Request::Shutdown => return (Reply::Ok, true),
     };
     let reply = outcome.unwrap_or_else(|message| Reply::Error { message });

@@ -1,14 +1,16 @@
 //! `capstan oci-bench` (hidden, for the benchmark harness): creates, starts, waits for and
 //! deletes one OCI bundle's container N times through exactly the libcontainer path the pod
-//! monitor uses ([`super::containers::create_init`]), in one process as the monitor does, and
+//! monitor uses (its builder and [`super::stdio::create_on_pipes`]), in one process as the
+//! monitor does, and
 //! prints the time of every phase as one JSON line on standard output.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use nix::fcntl::OFlag;
 use nix::sys::wait::{WaitStatus, waitpid};
-use nix::unistd::{Pid, pipe2};
+use nix::unistd::Pid;
+
+use super::protocol::CreateRequest;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -60,20 +62,18 @@ fn cycles(options: &OciBenchOptions) -> Result<Vec<Sample>, String> {
     for i in 0..options.iterations {
         let id = format!("oci-bench-{}-{i}", std::process::id());
         let began = Instant::now();
-        // As the monitor: pipes for stdio (libcontainer reopens /dev/null read-only).
-        let (stdin_read, stdin_write) =
-            pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-        let (stdout_read, stdout_write) =
-            pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-        let (stderr_read, stderr_write) =
-            pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-        let mut container = super::containers::create_init(
-            &options.root,
-            &id,
-            &options.bundle,
-            [stdin_read, stdout_write, stderr_write],
-        )?;
-        drop(stdin_write);
+        // As the monitor creates a container without a terminal or attached stdin.
+        let request = CreateRequest {
+            id: id.clone(),
+            bundle: options.bundle.clone(),
+            log_path: PathBuf::new(),
+            record_dir: options.root.join(&id),
+            stdin: false,
+            stdin_once: false,
+            tty: false,
+        };
+        let builder = super::containers::builder(&options.root, &id)?;
+        let (mut container, stdio) = super::stdio::create_on_pipes(builder, &request)?;
         let pid = container
             .pid()
             .ok_or_else(|| format!("container {id} has no pid"))?;
@@ -88,7 +88,7 @@ fn cycles(options: &OciBenchOptions) -> Result<Vec<Sample>, String> {
             .delete(true)
             .map_err(|e| format!("delete container {id}: {e}"))?;
         let deleted = Instant::now();
-        drop((stdout_read, stderr_read));
+        drop(stdio);
         samples.push(Sample {
             create: created - began,
             start: started - created,

@@ -44,6 +44,14 @@ pub enum Request {
     },
     /// Keep the connection and send an [`ExitEvent`] line whenever a container exits.
     Subscribe,
+    /// Keep the connection for a container's output and, with `stdin`, input: after the
+    /// reply line it carries [`super::attach`] frames.
+    Attach {
+        /// Container ID.
+        id: String,
+        /// The client sends stdin.
+        stdin: bool,
+    },
     /// Kill everything, release the pod's namespaces and exit.
     Shutdown,
 }
@@ -59,6 +67,15 @@ pub struct CreateRequest {
     pub log_path: PathBuf,
     /// Directory where the monitor records the exit (`exit.json`).
     pub record_dir: PathBuf,
+    /// Keep the container's stdin open for attach clients (CRI `stdin`).
+    #[serde(default)]
+    pub stdin: bool,
+    /// Close it when the first attach client leaves (CRI `stdin_once`).
+    #[serde(default)]
+    pub stdin_once: bool,
+    /// Run it on a terminal (CRI `tty`; the bundle's process asks for one too).
+    #[serde(default)]
+    pub tty: bool,
 }
 
 /// Sent to subscribers when a container exits.

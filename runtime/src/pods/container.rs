@@ -188,6 +188,7 @@ impl PodManager {
             pids_limit: None,
             hugepage_sizes: None,
             cgroup_v2: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+            min_oom_score_adj: oom_score_adj_floor(),
         };
         let spec = crate::spec::generate(&container.config, sandbox_config, &image_config, &inputs)
             .map_err(|e| PodError::Invalid(e.to_string()))?;
@@ -208,6 +209,9 @@ impl PodManager {
                 bundle,
                 log_path: container.log_path.clone(),
                 record_dir: dir.clone(),
+                stdin: container.config.stdin,
+                stdin_once: container.config.stdin_once,
+                tty: container.config.tty,
             }),
         )
         .await?;
@@ -604,4 +608,23 @@ fn write_pod_files(sandbox: &SandboxRecord) -> Result<PodFiles> {
         hosts: write("hosts", hosts)?,
         resolv_conf,
     })
+}
+
+/// Without CAP_SYS_RESOURCE a process cannot lower oom_score_adj below its own: containers then
+/// get at least the runtime's value instead of a start that fails with EPERM.
+fn oom_score_adj_floor() -> Option<i32> {
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())?;
+    if effective & (1 << CAP_SYS_RESOURCE) != 0 {
+        return None;
+    }
+    std::fs::read_to_string("/proc/self/oom_score_adj")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }

@@ -9,6 +9,7 @@ pub mod record;
 mod sandbox;
 mod spawn;
 mod stats;
+mod streaming;
 mod update;
 
 use std::collections::BTreeMap;

@@ -1,5 +1,5 @@
-//! CRI RuntimeService. Version, Status and RuntimeConfig answer now; the pod, container,
-//! streaming and stats RPCs answer Unimplemented naming what is missing, until they are built.
+//! CRI RuntimeService over the pod manager and the streaming server. RPCs not built yet answer
+//! Unimplemented naming what is missing.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -32,6 +32,7 @@ use tonic::{Request, Response, Status};
 
 use super::not_implemented;
 use crate::pods::PodManager;
+use crate::streaming::{StreamFlags, StreamingServer, Target};
 
 /// Runtime name reported by Version.
 pub const RUNTIME_NAME: &str = "capstan";
@@ -40,12 +41,13 @@ pub const RUNTIME_NAME: &str = "capstan";
 #[derive(Debug, Clone)]
 pub struct CriRuntimeService {
     pods: Arc<PodManager>,
+    streaming: StreamingServer,
 }
 
 impl CriRuntimeService {
-    /// The runtime service over `pods`.
-    pub fn new(pods: Arc<PodManager>) -> Self {
-        CriRuntimeService { pods }
+    /// The runtime service over `pods`, handing out URLs on `streaming`.
+    pub fn new(pods: Arc<PodManager>, streaming: StreamingServer) -> Self {
+        CriRuntimeService { pods, streaming }
     }
 }
 
@@ -349,31 +351,59 @@ impl RuntimeService for CriRuntimeService {
         }))
     }
 
-    async fn exec(&self, _request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
-        Err(not_implemented(
-            "Exec",
-            "the streaming server is not built yet",
-        ))
+    async fn exec(&self, request: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
+        let request = request.into_inner();
+        let streams = StreamFlags {
+            stdin: request.stdin,
+            stdout: request.stdout,
+            stderr: request.stderr,
+            tty: request.tty,
+        };
+        let target = self
+            .pods
+            .exec_target(&request.container_id, request.cmd, streams)
+            .await
+            .map_err(|e| e.status())?;
+        Ok(Response::new(ExecResponse {
+            url: self.streaming.url(Target::Exec(target)),
+        }))
     }
 
     async fn attach(
         &self,
-        _request: Request<AttachRequest>,
+        request: Request<AttachRequest>,
     ) -> Result<Response<AttachResponse>, Status> {
-        Err(not_implemented(
-            "Attach",
-            "the streaming server is not built yet",
-        ))
+        let request = request.into_inner();
+        let streams = StreamFlags {
+            stdin: request.stdin,
+            stdout: request.stdout,
+            stderr: request.stderr,
+            tty: request.tty,
+        };
+        let target = self
+            .pods
+            .attach_target(&request.container_id, streams)
+            .await
+            .map_err(|e| e.status())?;
+        Ok(Response::new(AttachResponse {
+            url: self.streaming.url(Target::Attach(target)),
+        }))
     }
 
     async fn port_forward(
         &self,
-        _request: Request<PortForwardRequest>,
+        request: Request<PortForwardRequest>,
     ) -> Result<Response<PortForwardResponse>, Status> {
-        Err(not_implemented(
-            "PortForward",
-            "the streaming server is not built yet",
-        ))
+        // The ports are named by the client on each stream, not here (as the kubelet).
+        let request = request.into_inner();
+        let target = self
+            .pods
+            .port_forward_target(&request.pod_sandbox_id)
+            .await
+            .map_err(|e| e.status())?;
+        Ok(Response::new(PortForwardResponse {
+            url: self.streaming.url(Target::PortForward(target)),
+        }))
     }
 
     async fn update_runtime_config(

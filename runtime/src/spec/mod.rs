@@ -66,6 +66,10 @@ pub struct SpecInputs {
     pub hugepage_sizes: Option<Vec<String>>,
     /// The host runs the unified cgroup v2 hierarchy: the container then gets a cgroup namespace.
     pub cgroup_v2: bool,
+    /// The lowest oom_score_adj the runtime can give (its own, when it lacks
+    /// CAP_SYS_RESOURCE): requests below it are raised to it, as containerd's
+    /// restrict_oom_score_adj does, instead of failing the container's start.
+    pub min_oom_score_adj: Option<i32>,
 }
 
 /// Paths of the pod's pinned namespace files (e.g. `/run/capstan/pods/<id>/ns/net`).
@@ -244,7 +248,9 @@ pub fn generate_with(
     // hostname "youki"); those are not ours, so what is not set above is cleared here and the
     // container inherits the monitor's rlimits as it would the shim's under containerd.
     process.set_rlimits(None);
-    process.set_oom_score_adj(resources::oom_score_adj(resources_in)?);
+    let oom_score_adj = resources::oom_score_adj(resources_in)?
+        .map(|adj| inputs.min_oom_score_adj.map_or(adj, |floor| adj.max(floor)));
+    process.set_oom_score_adj(oom_score_adj);
 
     let devs = devices::devices(config, sc.privileged, devices)?;
     let mut resources = resources::resources(resources_in, inputs)?;

@@ -197,6 +197,7 @@ mod tests {
     fn v2() -> SpecInputs {
         SpecInputs {
             cgroup_v2: true,
+            min_oom_score_adj: None,
             pids_limit: Some(1024),
             ..Default::default()
         }

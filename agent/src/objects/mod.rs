@@ -1,7 +1,11 @@
 //! ConfigMaps and Secrets that volumes and env refer to. Standalone, they come from manifests in
 //! a directory; under an API server, from its watch cache: both implement [`ObjectLookup`].
 
+mod dir;
+
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+
+pub use dir::ObjectDir;
 
 /// Finds ConfigMaps and Secrets by namespace and name.
 pub trait ObjectLookup: Send + Sync {

@@ -1,0 +1,269 @@
+//! Pods on this node: a worker per pod, the registry that starts and stops workers as the
+//! desired set changes, and the routing of runtime events to the workers they concern.
+
+pub mod backoff;
+pub mod container_config;
+pub mod context;
+pub mod labels;
+pub mod probing;
+pub mod sandbox_config;
+pub mod view;
+pub mod worker;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use capstan_proto::{GetEventsRequest, ListPodSandboxRequest, PodSandboxFilter};
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use tonic::Request;
+
+use crate::admission::{self, Allocatable};
+pub use context::{NodeContext, NodeSettings, PodRecord, PodStore};
+use view::PodView;
+use worker::{WorkerHandle, WorkerMessage};
+
+/// The pod workers, keyed by pod UID.
+pub struct PodWorkers {
+    ctx: Arc<NodeContext>,
+    allocatable: Allocatable,
+    workers: Arc<Mutex<HashMap<String, (Pod, WorkerHandle)>>>,
+    rejected: Mutex<HashMap<String, Pod>>,
+    orphans_swept: Mutex<bool>,
+}
+
+impl PodWorkers {
+    /// A registry with no pods yet.
+    pub fn new(ctx: Arc<NodeContext>, allocatable: Allocatable) -> Self {
+        PodWorkers {
+            ctx,
+            allocatable,
+            workers: Arc::default(),
+            rejected: Mutex::default(),
+            orphans_swept: Mutex::new(false),
+        }
+    }
+
+    /// The shared context.
+    pub fn context(&self) -> &Arc<NodeContext> {
+        &self.ctx
+    }
+
+    /// Makes the set of pods the node runs `desired` (keyed by UID): new pods are admitted and
+    /// get a worker, pods no longer desired are stopped. The first call also stops pods the
+    /// agent ran before a restart that no source wants any more.
+    ///
+    /// Until every source has reported (`sources_ready`), a pod missing from the set may only
+    /// not have been listed yet: nothing is stopped then.
+    pub async fn apply(&self, desired: &BTreeMap<String, Pod>, sources_ready: bool) {
+        let sweep = sources_ready
+            && self
+                .orphans_swept
+                .lock()
+                .map(|mut swept| !std::mem::replace(&mut *swept, true))
+                .unwrap_or(false);
+        if sweep {
+            self.stop_orphans(desired).await;
+        }
+        let Ok(mut workers) = self.workers.lock() else {
+            return;
+        };
+        for (uid, (_, handle)) in workers.iter() {
+            if sources_ready && !desired.contains_key(uid) {
+                handle.send(WorkerMessage::Terminate);
+            }
+        }
+        if let Ok(mut rejected) = self.rejected.lock() {
+            rejected.retain(|uid, _| {
+                let keep = desired.contains_key(uid);
+                if !keep {
+                    self.ctx.store.remove(uid);
+                }
+                keep
+            });
+        }
+        // Admit in a stable order (by creation in the source, here by name) so that which pod
+        // is rejected does not depend on hashing.
+        let mut new: Vec<(&String, &Pod)> = desired
+            .iter()
+            .filter(|(uid, _)| !workers.contains_key(*uid))
+            .filter(|(uid, _)| !self.rejected.lock().is_ok_and(|r| r.contains_key(*uid)))
+            .collect();
+        new.sort_by_key(|(_, pod)| pod.metadata.name.clone());
+        for (uid, pod) in new {
+            let running: Vec<&Pod> = workers
+                .iter()
+                .filter(|(uid, _)| desired.contains_key(*uid))
+                .map(|(_, (pod, _))| pod)
+                .collect();
+            if let Err(rejection) = admission::admit(pod, &running, self.allocatable) {
+                tracing::warn!(pod = ?pod.metadata.name, reason = %rejection.reason, message = %rejection.message, "pod rejected");
+                let inputs = crate::status::StatusInputs {
+                    rejected: Some((rejection.reason, rejection.message)),
+                    host_ips: self.ctx.settings.host_ips.clone(),
+                    ..Default::default()
+                };
+                let status = crate::status::pod_status(pod, &PodView::default(), &inputs);
+                self.ctx.store.set(
+                    uid,
+                    PodRecord {
+                        pod: pod.clone(),
+                        status,
+                        ready_after: None,
+                    },
+                );
+                if let Ok(mut rejected) = self.rejected.lock() {
+                    rejected.insert(uid.clone(), pod.clone());
+                }
+                continue;
+            }
+            let registry = Arc::clone(&self.workers);
+            let done_uid = uid.clone();
+            let handle = worker::spawn(Arc::clone(&self.ctx), pod.clone(), move || {
+                if let Ok(mut workers) = registry.lock() {
+                    workers.remove(&done_uid);
+                }
+            });
+            workers.insert(uid.clone(), (pod.clone(), handle));
+        }
+        let burstable: i64 = workers
+            .values()
+            .map(|(pod, _)| pod)
+            .filter(|pod| crate::resources::qos_class(pod) == crate::resources::QosClass::Burstable)
+            .map(|pod| crate::resources::pod_requests(pod).cpu_millis.unwrap_or(0))
+            .sum();
+        if let Err(e) = self.ctx.cgroups.size_burstable(burstable) {
+            tracing::debug!(error = %e, "burstable cgroup not resized");
+        }
+    }
+
+    /// Whether any worker is still running (pods stopping included).
+    pub fn busy(&self) -> bool {
+        self.workers.lock().map(|w| !w.is_empty()).unwrap_or(false)
+    }
+
+    /// Wakes the worker owning `container_id`, or every worker when the owner is unknown.
+    pub fn wake(&self, container_id: &str) {
+        let owner = self
+            .ctx
+            .container_owners
+            .lock()
+            .ok()
+            .and_then(|owners| owners.get(container_id).cloned());
+        let Ok(workers) = self.workers.lock() else {
+            return;
+        };
+        match owner.and_then(|uid| workers.get(&uid)) {
+            Some((_, handle)) => handle.send(WorkerMessage::Wake),
+            None => workers
+                .values()
+                .for_each(|(_, h)| h.send(WorkerMessage::Wake)),
+        }
+    }
+
+    /// Follows the runtime's container events and wakes the workers they concern, until the
+    /// stream ends (then it reconnects after a pause: a remote runtime may restart).
+    pub async fn follow_events(self: Arc<Self>) {
+        loop {
+            match self
+                .ctx
+                .cri
+                .runtime
+                .get_container_events(Request::new(GetEventsRequest {}))
+                .await
+            {
+                Ok(stream) => {
+                    let mut stream = stream.into_inner();
+                    while let Some(event) = stream.next().await {
+                        match event {
+                            Ok(event) => self.wake(&event.container_id),
+                            Err(e) => {
+                                tracing::debug!(error = %e.message(), "container event stream error");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e.message(), "cannot follow container events"),
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Stops sandboxes this agent made for pods that are no longer wanted.
+    async fn stop_orphans(&self, desired: &BTreeMap<String, Pod>) {
+        let listed = self
+            .ctx
+            .cri
+            .runtime
+            .list_pod_sandbox(Request::new(ListPodSandboxRequest {
+                filter: Some(PodSandboxFilter {
+                    label_selector: HashMap::from([(
+                        labels::MANAGED_BY.to_string(),
+                        labels::MANAGED_BY_AGENT.to_string(),
+                    )]),
+                    ..Default::default()
+                }),
+            }))
+            .await;
+        let Ok(listed) = listed else { return };
+        let mut orphans: BTreeMap<String, ()> = BTreeMap::new();
+        for sandbox in listed.into_inner().items {
+            let uid = sandbox
+                .labels
+                .get(labels::POD_UID)
+                .cloned()
+                .unwrap_or_default();
+            if !desired.contains_key(&uid) {
+                orphans.insert(uid, ());
+            }
+        }
+        for uid in orphans.into_keys() {
+            let ctx = Arc::clone(&self.ctx);
+            tracing::info!(uid = %uid, "stopping a pod no source wants any more");
+            tokio::spawn(async move {
+                let view = PodView::load(&ctx.cri, &uid).await.unwrap_or_default();
+                let grace = view
+                    .sandboxes
+                    .first()
+                    .and_then(|s| s.annotations.get(labels::GRACE_PERIOD))
+                    .and_then(|g| g.parse::<u64>().ok())
+                    .unwrap_or(30);
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(grace);
+                let running: Vec<&view::ContainerInfo> =
+                    view.containers.iter().filter(|c| c.running()).collect();
+                let timeout = deadline
+                    .saturating_duration_since(std::time::Instant::now())
+                    .as_secs() as i64;
+                futures::future::join_all(running.iter().map(|c| {
+                    ctx.cri.runtime.stop_container(Request::new(
+                        capstan_proto::StopContainerRequest {
+                            container_id: c.status.id.clone(),
+                            timeout,
+                        },
+                    ))
+                }))
+                .await;
+                worker::remove_sandboxes(&ctx, &view).await;
+                let pod_dir = ctx.pod_dir(&uid);
+                if let Err(e) = crate::volumes::teardown(&pod_dir) {
+                    tracing::warn!(dir = %pod_dir.display(), error = %e, "orphan pod directory not removed");
+                }
+                remove_orphan_cgroup(&ctx, &uid);
+            });
+        }
+    }
+}
+
+/// An orphan's pod object is gone, so its QoS class is unknown: try each class.
+fn remove_orphan_cgroup(ctx: &NodeContext, uid: &str) {
+    use crate::resources::QosClass;
+    for qos in [
+        QosClass::Guaranteed,
+        QosClass::Burstable,
+        QosClass::BestEffort,
+    ] {
+        let path = format!("{}/pod{uid}", ctx.cgroups.qos_path(qos));
+        let _ = ctx.cgroups.hierarchy().remove(&path);
+    }
+}

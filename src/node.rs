@@ -1,0 +1,105 @@
+//! `capstan node`: the built-in runtime (or a remote CRI endpoint) and the agent in one
+//! process. The built-in runtime is called in-process and also served on its socket, so crictl
+//! works against the node.
+
+use std::sync::Arc;
+
+use capstan_agent::config::{AgentConfig, Overrides};
+use capstan_agent::cri::{Cri, DynRuntimeService};
+use capstan_agent::objects::{NoObjects, ObjectDir, ObjectLookup};
+use capstan_agent::source::{FileSource, PodConfig};
+use tokio::sync::mpsc;
+
+use crate::cli::{ExecArgs, NodeArgs};
+
+/// Runs the node until SIGTERM or SIGINT. Pods keep running when the agent stops: a restart
+/// adopts them.
+pub fn run(args: NodeArgs) -> Result<(), String> {
+    let overrides = Overrides {
+        pod_manifest_path: args.pod_manifest_path.clone(),
+        node_name: args.node_name.clone(),
+        read_only_address: args.read_only_address,
+        root_dir: args.root_dir.clone(),
+        pod_logs_dir: args.pod_logs_dir.clone(),
+        cgroup_root: args.cgroup_root.clone(),
+        object_manifest_path: args.object_manifest_path.clone(),
+        max_pods: args.max_pods,
+        container_runtime_endpoint: args.container_runtime_endpoint.clone(),
+    };
+    // An invalid configuration stops the start before anything runs, naming the field.
+    let config =
+        AgentConfig::load(args.config.as_deref(), &overrides).map_err(|e| e.to_string())?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("start the async runtime: {e}"))?;
+    tokio.block_on(run_async(args, config))
+}
+
+async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String> {
+    let (cri, runtime) = match &config.container_runtime_endpoint {
+        Some(endpoint) => (
+            capstan_agent::cri::connect(endpoint)
+                .await
+                .map_err(|e| e.to_string())?,
+            None,
+        ),
+        None => {
+            let options = capstan_runtime::server::RuntimeOptions {
+                endpoint: args.runtime.listen.clone(),
+                state_dir: args.runtime.state_dir.clone(),
+                config_file: args.runtime.runtime_config.clone(),
+                streaming_address: args.runtime.streaming_address,
+            };
+            let runtime =
+                capstan_runtime::server::Runtime::open(&options).map_err(|e| e.to_string())?;
+            let service: Arc<DynRuntimeService> = Arc::new(runtime.runtime_service.clone());
+            let cri = Cri::new(service, Arc::new(runtime.image_service.clone()));
+            (cri, Some(runtime))
+        }
+    };
+    let objects: Arc<dyn ObjectLookup> = match &config.object_manifest_path {
+        Some(dir) => Arc::new(ObjectDir::new(dir.clone())),
+        None => Arc::new(NoObjects),
+    };
+    let (updates, receiver) = mpsc::channel(16);
+    let mut sources = Vec::new();
+    if let Some(file) = FileSource::from_config(&config) {
+        file.spawn(updates.clone());
+        sources.push(capstan_agent::source::SourceName::File);
+    }
+    drop(updates);
+    let desired = PodConfig::spawn(sources, receiver);
+    let _node = capstan_agent::node::start(&config, cri, objects, desired)
+        .await
+        .map_err(|e| e.to_string())?;
+    match runtime {
+        Some(runtime) => capstan_runtime::server::serve_runtime(
+            &runtime,
+            &args.runtime.listen,
+            capstan_runtime::server::shutdown_signal(),
+        )
+        .await
+        .map_err(|e| e.to_string()),
+        None => {
+            capstan_runtime::server::shutdown_signal().await;
+            Ok(())
+        }
+    }
+}
+
+/// `capstan exec`: runs the command through the node's CRI endpoint; returns its exit code.
+pub fn exec(args: ExecArgs) -> Result<i32, String> {
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("start the async runtime: {e}"))?;
+    tokio.block_on(capstan_agent::commands::exec(
+        &args.runtime_endpoint,
+        &args.address,
+        &args.namespace,
+        &args.pod,
+        args.container.as_deref(),
+        args.command,
+    ))
+}
