@@ -48,6 +48,10 @@ pub enum Command {
     /// Runs a command inside a container of a pod (internal: ExecSync's helper).
     #[command(hide = true)]
     ExecIn(ExecInArgs),
+    /// Times create + start + wait + delete of an OCI bundle through the monitor's libcontainer
+    /// path (internal: the benchmark harness's OCI rows).
+    #[command(hide = true)]
+    OciBench(OciBenchArgs),
     /// Manage this host's pod network by hand (e.g. overlay peers).
     Network(NetworkArgs),
     /// Manage the runtime's local images without a registry.
@@ -254,6 +258,10 @@ pub struct MonitorArgs {
     /// Share the host's IPC namespace (hostIPC).
     #[arg(long)]
     pub host_ipc: bool,
+    /// Join the network namespace the runtime pinned at `<run dir>/ns/net` instead of creating
+    /// one.
+    #[arg(long, conflicts_with = "host_network")]
+    pub join_pinned_network: bool,
     /// Largest container log file, in bytes.
     #[arg(long, default_value_t = 10 << 20)]
     pub log_max_size: u64,
@@ -332,4 +340,18 @@ pub struct ExecInArgs {
     /// The command and its arguments.
     #[arg(last = true, required = true)]
     pub argv: Vec<String>,
+}
+
+/// Flags of the internal `capstan oci-bench`.
+#[derive(Debug, Args)]
+pub struct OciBenchArgs {
+    /// libcontainer's state directory.
+    #[arg(long, value_name = "DIR")]
+    pub root: PathBuf,
+    /// The OCI bundle; its process should exit by itself (e.g. `true`).
+    #[arg(long, value_name = "DIR")]
+    pub bundle: PathBuf,
+    /// Create + start + wait + delete cycles.
+    #[arg(long, default_value_t = 100)]
+    pub iterations: usize,
 }

@@ -67,6 +67,14 @@ fn dispatch(command: Command) -> Result<ExitCode, CommandError> {
                 });
             std::process::exit(code);
         }
+        Command::OciBench(args) => {
+            use capstan_runtime::monitor::oci_bench;
+            std::process::exit(oci_bench::run(oci_bench::OciBenchOptions {
+                root: args.root,
+                bundle: args.bundle,
+                iterations: args.iterations,
+            }));
+        }
         Command::Monitor(args) => {
             let code = capstan_runtime::monitor::run(monitor_options(args));
             std::process::exit(code);
@@ -157,6 +165,7 @@ fn monitor_options(args: MonitorArgs) -> capstan_runtime::monitor::MonitorOption
             uts: !args.host_network,
         },
         hostname: args.hostname,
+        network_pinned: args.join_pinned_network,
         rotation: Rotation {
             max_size: args.log_max_size,
             max_files: args.log_max_files,

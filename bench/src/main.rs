@@ -5,6 +5,7 @@
 //! release build (`hack/bench` does both).
 
 mod measure;
+mod oci;
 mod peers;
 mod report;
 
@@ -13,7 +14,7 @@ use std::process::Command;
 
 use capstan_testkit::images::{ManifestFormat, catalog};
 use capstan_testkit::registry::LocalRegistry;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::json;
 
 use crate::peers::{CapstanDaemon, Network, Peer};
@@ -45,16 +46,48 @@ struct Args {
     /// Network namespaces per side for the CNI rows.
     #[arg(long, default_value_t = 100)]
     cni_pods: usize,
+    /// `--log-level` of the Capstan daemon (its log is `runtime.log` in the work directory);
+    /// `capstan_runtime=debug,warn` logs the time of every pod start step.
+    #[arg(long, default_value = "warn")]
+    capstan_log_level: String,
+    /// Keep the work directory (logs, state) instead of removing it at the end.
+    #[arg(long)]
+    keep_work: bool,
+    /// OCI create + start + delete cycles per runtime (libcontainer, runc, crun); 0 skips them.
+    #[arg(long, default_value_t = 100)]
+    oci_iterations: usize,
     /// Where bench.json and bench.md are written.
     #[arg(long, default_value = "bench-results")]
     out: PathBuf,
+    #[command(subcommand)]
+    internal: Option<Internal>,
+}
+
+/// Helpers the harness runs as child processes of its own.
+#[derive(Debug, Subcommand)]
+enum Internal {
+    /// Times one OCI runtime command line's create, start and delete cycles (one JSON line).
+    #[command(hide = true)]
+    OciWorker {
+        /// `runc` or `crun`.
+        #[arg(long)]
+        runtime: String,
+        /// The runtime's state directory.
+        #[arg(long)]
+        root: PathBuf,
+        /// The OCI bundle.
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Cycles.
+        #[arg(long)]
+        iterations: usize,
+    },
 }
 
 /// The reference plugins' directory.
 const REFERENCE_PLUGINS: &str = "/usr/lib/cni";
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+fn main() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -62,7 +95,24 @@ async fn main() {
                 .unwrap_or_else(|_| "capstan_bench=info".into()),
         )
         .init();
-    if let Err(e) = run(Args::parse()).await {
+    let mut args = Args::parse();
+    // The worker runs before any async runtime exists: it unshares its mount namespace, which a
+    // multi-threaded process cannot.
+    let outcome = match args.internal.take() {
+        Some(Internal::OciWorker {
+            runtime,
+            root,
+            bundle,
+            iterations,
+        }) => oci::worker(&runtime, &root, &bundle, iterations),
+        None => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| format!("async runtime: {e}"))
+            .and_then(|runtime| runtime.block_on(run(args))),
+    };
+    if let Err(e) = outcome {
         tracing::error!("{e}");
         std::process::exit(1);
     }
@@ -113,7 +163,14 @@ async fn run(args: Args) -> Result<(), String> {
         tracing::info!(peer = label, "starting");
         let peer = match label {
             "capstan" => Peer::Capstan(
-                CapstanDaemon::start(&capstan, &dir.join("r"), &network, &registry.host()).await?,
+                CapstanDaemon::start(
+                    &capstan,
+                    &dir.join("r"),
+                    &network,
+                    &registry.host(),
+                    &args.capstan_log_level,
+                )
+                .await?,
             ),
             _ => Peer::containerd(&dir.join("r"), &network, &registry.host(), &image).await?,
         };
@@ -128,12 +185,30 @@ async fn run(args: Args) -> Result<(), String> {
         Some(binary) => Some(cni_rows(binary, args.cni_pods)?),
         None => None,
     };
+    let oci = if args.oci_iterations > 0 {
+        let capstan = capstan.clone();
+        let dir = work.path().join("oci");
+        let iterations = args.oci_iterations;
+        let (ours, runc, crun) =
+            tokio::task::spawn_blocking(move || oci::run(&capstan, &dir, iterations))
+                .await
+                .map_err(|e| format!("OCI task: {e}"))??;
+        Some(json!({
+            "iterations": iterations,
+            "capstan_libcontainer": ours.to_json(),
+            "runc": runc.to_json(),
+            "crun": crun.to_json(),
+        }))
+    } else {
+        None
+    };
     let json = json!({
         "pods": args.pods,
         "plugins": format!("{:?}", args.plugins).to_lowercase(),
         "capstan": sides[0].to_json(args.pods),
         "containerd_runc": sides[1].to_json(args.pods),
         "cni": cni.as_ref().map(|c| json!({"ours": c.0, "reference": c.1})),
+        "oci": oci,
     });
     let markdown = report::markdown(&json);
     std::fs::create_dir_all(&args.out).map_err(|e| e.to_string())?;
@@ -141,6 +216,10 @@ async fn run(args: Args) -> Result<(), String> {
     std::fs::write(args.out.join("bench.json"), pretty).map_err(|e| e.to_string())?;
     std::fs::write(args.out.join("bench.md"), &markdown).map_err(|e| e.to_string())?;
     println!("{markdown}");
+    if args.keep_work {
+        let kept = work.keep();
+        tracing::info!(dir = %kept.display(), "work directory kept");
+    }
     Ok(())
 }
 

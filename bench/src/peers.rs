@@ -137,6 +137,7 @@ impl CapstanDaemon {
         dir: &Path,
         network: &Network,
         registry: &str,
+        log_level: &str,
     ) -> Result<Self, String> {
         let err = |what: &str| {
             let what = what.to_string();
@@ -158,7 +159,7 @@ impl CapstanDaemon {
         .map_err(|e| format!("write {}: {e}", config.display()))?;
         let log = std::fs::File::create(dir.join("runtime.log")).map_err(|e| e.to_string())?;
         let child = Command::new(binary)
-            .args(["--log-level", "warn", "runtime", "--listen"])
+            .args(["--log-level", log_level, "runtime", "--listen"])
             .arg(format!("unix://{}", dir.join("run/capstan.sock").display()))
             .arg("--state-dir")
             .arg(dir.join("state"))

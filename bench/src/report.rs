@@ -78,6 +78,52 @@ pub fn markdown(results: &Value) -> String {
             ));
         }
     }
+    if let Some(oci) = results["oci"].as_object() {
+        table.push_str(&oci_table(oci));
+    }
+    table
+}
+
+/// The OCI rows: libcontainer as the pod monitor drives it against the runc and crun CLIs.
+fn oci_table(oci: &serde_json::Map<String, Value>) -> String {
+    let iterations = oci.get("iterations").and_then(Value::as_u64).unwrap_or(0);
+    let mut table = format!(
+        "\nOCI create + start + wait + delete of one bundle (busybox `true`, new pid, net, ipc, \
+         uts, mount and cgroup namespaces), {iterations} cycles each, the runtimes taking turns: \
+         libcontainer in-process as Capstan's pod monitor runs it, against the runc and crun \
+         command lines\n\n\
+         | metric | Capstan (libcontainer) | runc | crun | Capstan / runc | Capstan / crun |\n\
+         |---|---:|---:|---:|---:|---:|\n"
+    );
+    let side = |name: &str| oci.get(name).cloned().unwrap_or(Value::Null);
+    let (ours, runc, crun) = (side("capstan_libcontainer"), side("runc"), side("crun"));
+    let phases = [
+        ("total", "create + start + wait + delete"),
+        ("create", "create"),
+        ("start", "start"),
+        ("wait", "wait for exit"),
+        ("delete", "delete"),
+    ];
+    for (key, title) in phases {
+        let percentiles: &[&str] = if key == "total" {
+            &["p50", "p90", "p99"]
+        } else {
+            &["p50"]
+        };
+        for p in percentiles {
+            let field = format!("{p}_ms");
+            let (a, b, c) = (
+                number(&ours[key][&field]),
+                number(&runc[key][&field]),
+                number(&crun[key][&field]),
+            );
+            table.push_str(&format!(
+                "| OCI {title}: {p} | {a:.2} ms | {b:.2} ms | {c:.2} ms | {} | {} |\n",
+                ratio(a, b),
+                ratio(a, c)
+            ));
+        }
+    }
     table
 }
 
@@ -122,5 +168,24 @@ mod tests {
             "{table}"
         );
         assert!(!table.contains("CNI ADD"));
+        assert!(!table.contains("OCI"));
+    }
+
+    #[test]
+    fn oci_rows_compare_with_runc_and_crun() {
+        let cycle = |ms: f64| {
+            let d = json!({"p50_ms": ms, "p90_ms": ms, "p99_ms": ms, "max_ms": ms});
+            json!({"total": d, "create": d, "start": d, "wait": d, "delete": d})
+        };
+        let results = json!({"pods": 1, "plugins": "capstan", "capstan": {}, "containerd_runc": {},
+                             "cni": null, "oci": {"iterations": 3, "capstan_libcontainer": cycle(10.0),
+                             "runc": cycle(40.0), "crun": cycle(20.0)}});
+        let table = markdown(&results);
+        assert!(
+            table.contains(
+                "| OCI create + start + wait + delete: p99 | 10.00 ms | 40.00 ms | 20.00 ms | 0.25 | 0.50 |"
+            ),
+            "{table}"
+        );
     }
 }

@@ -106,10 +106,7 @@ impl Containers {
                 request.id
             ));
         }
-        let builder = ContainerBuilder::new(request.id.clone(), SyscallType::default())
-            .with_executor(DefaultExecutor {})
-            .with_root_path(&self.libcontainer_root)
-            .map_err(|e| format!("libcontainer root: {e}"))?;
+        let builder = builder(&self.libcontainer_root, &request.id)?;
         let (container, stdio) = if request.tty {
             // Beside the libcontainer root: the pod's run directory keeps socket paths short.
             let dir = self
@@ -451,6 +448,15 @@ impl Containers {
             .get_mut(id)
             .ok_or_else(|| format!("container {id} not found in this pod"))
     }
+}
+
+/// The libcontainer builder every container of the monitor starts from (state under `root`).
+/// `capstan oci-bench` starts from it too, so it measures the monitor's own path.
+pub fn builder(root: &Path, id: &str) -> Result<ContainerBuilder, String> {
+    ContainerBuilder::new(id.to_string(), SyscallType::default())
+        .with_executor(DefaultExecutor {})
+        .with_root_path(root)
+        .map_err(|e| format!("libcontainer root: {e}"))
 }
 
 /// Writes what the stdin pipe takes now; a pipe whose reader is gone is closed.

@@ -8,7 +8,9 @@ pub mod console;
 pub mod containers;
 pub mod exec;
 pub mod logs;
+pub mod memory;
 pub mod namespaces;
+pub mod oci_bench;
 pub mod protocol;
 mod signals;
 pub mod stdio;
@@ -34,6 +36,10 @@ pub const SOCKET_NAME: &str = "monitor.sock";
 pub const NS_DIR: &str = "ns";
 /// What the monitor prints on standard output once it serves.
 pub const READY_LINE: &str = "ready";
+/// How long the monitor must have been quiet before it gives back memory it does not need
+/// ([`memory::trim`]): long enough that a pod's start (sandbox, create, start calls in a row)
+/// never pays for pages faulted back in between its steps.
+const TRIM_AFTER_IDLE_MS: u16 = 1000;
 
 /// How a monitor is started (the daemon passes these as flags).
 #[derive(Debug, Clone)]
@@ -44,6 +50,8 @@ pub struct MonitorOptions {
     pub namespaces: PodNamespaces,
     /// Hostname in the pod's UTS namespace.
     pub hostname: String,
+    /// The daemon created and pinned the pod's network namespace already: join it.
+    pub network_pinned: bool,
     /// Log limits for the pod's containers.
     pub rotation: Rotation,
 }
@@ -64,7 +72,12 @@ fn serve(options: &MonitorOptions) -> Result<(), String> {
     // Orphaned container processes must come to us, not to PID 1, so exits are seen at once.
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("become subreaper: {e}"))?;
     let ns_dir = options.run_dir.join(NS_DIR);
-    namespaces::create(options.namespaces, &options.hostname, &ns_dir)?;
+    namespaces::create(
+        options.namespaces,
+        &options.hostname,
+        &ns_dir,
+        options.network_pinned,
+    )?;
     let socket = options.run_dir.join(SOCKET_NAME);
     let _ = std::fs::remove_file(&socket);
     let listener =
@@ -80,6 +93,8 @@ fn serve(options: &MonitorOptions) -> Result<(), String> {
 
     let mut subscribers: Vec<UnixStream> = Vec::new();
     let mut shutting_down = false;
+    // Start-up touched far more than the idle loop needs.
+    let mut active_since_trim = true;
     while !shutting_down {
         let outputs = containers.outputs();
         let mut fds = vec![
@@ -100,8 +115,20 @@ fn serve(options: &MonitorOptions) -> Result<(), String> {
             // dropped while serving, after the poll.
             fds.push(PollFd::new(unsafe { BorrowedFd::borrow_raw(*raw) }, *flags));
         }
-        match poll(&mut fds, PollTimeout::NONE) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+        let timeout = if active_since_trim {
+            PollTimeout::from(TRIM_AFTER_IDLE_MS)
+        } else {
+            PollTimeout::NONE
+        };
+        match poll(&mut fds, timeout) {
+            Ok(0) => {
+                drop(fds);
+                // Not logged: formatting a line would fault back much of what was released.
+                memory::trim();
+                active_since_trim = false;
+                continue;
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => active_since_trim = true,
             Err(e) => return Err(format!("poll: {e}")),
         }
         let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());

@@ -42,9 +42,23 @@ pub fn pin_path(ns_dir: &Path, kind: &str) -> PathBuf {
 }
 
 /// Unshares the wanted namespaces (the calling process must be single-threaded), sets the
-/// hostname and pins them under `ns_dir`.
-pub fn create(wanted: PodNamespaces, hostname: &str, ns_dir: &Path) -> Result<(), String> {
-    let kinds = wanted.kinds();
+/// hostname and pins them under `ns_dir`. With `network_pinned` the pod's network namespace
+/// already exists, pinned under `ns_dir` by [`create_network`]: the process joins it instead.
+pub fn create(
+    wanted: PodNamespaces,
+    hostname: &str,
+    ns_dir: &Path,
+    network_pinned: bool,
+) -> Result<(), String> {
+    let mut kinds = wanted.kinds();
+    if wanted.network && network_pinned {
+        let pin = pin_path(ns_dir, "net");
+        let netns = std::fs::File::open(&pin)
+            .map_err(|e| format!("open the pod network namespace {}: {e}", pin.display()))?;
+        nix::sched::setns(&netns, CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("join the pod network namespace {}: {e}", pin.display()))?;
+        kinds.retain(|(kind, _)| *kind != "net");
+    }
     let flags = kinds
         .iter()
         .fold(CloneFlags::empty(), |all, (_, flag)| all | *flag);
@@ -57,27 +71,54 @@ pub fn create(wanted: PodNamespaces, hostname: &str, ns_dir: &Path) -> Result<()
     }
     std::fs::create_dir_all(ns_dir).map_err(|e| format!("create {}: {e}", ns_dir.display()))?;
     for (kind, _) in kinds {
-        let pin = pin_path(ns_dir, kind);
-        OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&pin)
-            .map_err(|e| format!("create {}: {e}", pin.display()))?;
-        let source = format!("/proc/self/ns/{kind}");
-        mount(
-            Some(source.as_str()),
-            &pin,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| format!("pin {source} on {}: {e}", pin.display()))?;
+        pin(ns_dir, kind)?;
     }
-    if wanted.network {
+    if wanted.network && !network_pinned {
         loopback_up().map_err(|e| format!("bring lo up: {e}"))?;
     }
     Ok(())
+}
+
+/// Creates a network namespace with `lo` up and pins it under `ns_dir`, from a short-lived
+/// thread of the calling (multi-threaded) process: the namespace is the thread's alone, and the
+/// thread ends instead of switching back, so no other work can ever run inside it. The daemon
+/// does this so that CNI ADD can run while the pod's monitor is still starting; the monitor
+/// then joins the pinned namespace ([`create`] with `network_pinned`).
+pub fn create_network(ns_dir: &Path) -> Result<(), String> {
+    std::fs::create_dir_all(ns_dir).map_err(|e| format!("create {}: {e}", ns_dir.display()))?;
+    let ns_dir = ns_dir.to_path_buf();
+    std::thread::Builder::new()
+        .name("pod-netns".into())
+        .spawn(move || {
+            unshare(CloneFlags::CLONE_NEWNET)
+                .map_err(|e| format!("unshare a network namespace: {e}"))?;
+            pin(&ns_dir, "net")?;
+            loopback_up().map_err(|e| format!("bring lo up: {e}"))
+        })
+        .map_err(|e| format!("start the namespace thread: {e}"))?
+        .join()
+        .unwrap_or_else(|_| Err("the namespace thread panicked".into()))
+}
+
+/// Bind-mounts the calling thread's namespace `kind` on its pin file under `ns_dir`.
+fn pin(ns_dir: &Path, kind: &str) -> Result<(), String> {
+    let pin = pin_path(ns_dir, kind);
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&pin)
+        .map_err(|e| format!("create {}: {e}", pin.display()))?;
+    // thread-self, not self: the daemon pins from one thread of many.
+    let source = format!("/proc/thread-self/ns/{kind}");
+    mount(
+        Some(source.as_str()),
+        &pin,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| format!("pin {source} on {}: {e}", pin.display()))
 }
 
 /// Unpins every namespace under `ns_dir` and removes the files; missing ones are fine.

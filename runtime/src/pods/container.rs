@@ -152,6 +152,7 @@ impl PodManager {
         container: &ContainerRecord,
         image: &crate::images::ImageRecord,
     ) -> Result<()> {
+        let mut timer = super::StepTimer::new("CreateContainer", &container.id);
         let dir = &container.state_dir;
         let rootfs = dir.join("rootfs");
         for sub in ["rootfs", "upper", "work", "bundle"] {
@@ -161,6 +162,7 @@ impl PodManager {
         }
         let layers = self.images.layer_dirs(image)?;
         mount_rootfs(&layers, dir)?;
+        timer.step("rootfs mounted");
         let image_config = self.images.config(image)?;
         let pod_files = write_pod_files(sandbox)?;
         let options = namespace_options(&sandbox.config);
@@ -199,6 +201,7 @@ impl PodManager {
             std::fs::create_dir_all(log_dir)
                 .map_err(|e| PodError::Internal(format!("create {}: {e}", log_dir.display())))?;
         }
+        timer.step("spec written");
         call_monitor(
             &sandbox.run_dir,
             Request::Create(CreateRequest {
@@ -212,7 +215,10 @@ impl PodManager {
             }),
         )
         .await?;
-        record::save(&dir.join(CONTAINER_FILE), container)
+        timer.step("monitor created it");
+        let saved = record::save(&dir.join(CONTAINER_FILE), container);
+        timer.step("record saved");
+        saved
     }
 
     /// StartContainer.
@@ -226,6 +232,7 @@ impl PodManager {
             )));
         }
         let sandbox = find_sandbox(&state.sandboxes, &container.sandbox_id)?.clone();
+        let mut timer = super::StepTimer::new("StartContainer", &container.id);
         // Taken before the start: a short-lived container may finish before the call returns.
         let started_at = record::now_nanos();
         call_monitor(
@@ -235,9 +242,11 @@ impl PodManager {
             },
         )
         .await?;
+        timer.step("monitor started it");
         let mut started = container;
         started.started_at = started_at;
         record::save(&started.state_dir.join(CONTAINER_FILE), &started)?;
+        timer.step("record saved");
         tracing::info!(id = %started.id, "container started");
         self.emit(&started.id, ContainerEventType::ContainerStartedEvent);
         state.containers.insert(started.id.clone(), started);

@@ -32,6 +32,38 @@ use std::sync::Arc;
 /// How long a monitor call may take (container creation included).
 const MONITOR_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Times the steps of one CRI call and logs each at debug level (`capstan_runtime=debug`), so
+/// where a pod's start goes can be read from the daemon's log without a profiler.
+pub(crate) struct StepTimer {
+    call: &'static str,
+    id: String,
+    last: std::time::Instant,
+}
+
+impl StepTimer {
+    /// Starts timing `call` for object `id`.
+    pub(crate) fn new(call: &'static str, id: &str) -> Self {
+        StepTimer {
+            call,
+            id: id.to_string(),
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// Logs how long `step` took since the previous step (or the start).
+    pub(crate) fn step(&mut self, step: &'static str) {
+        let now = std::time::Instant::now();
+        tracing::debug!(
+            call = self.call,
+            id = %self.id,
+            step,
+            ms = (now - self.last).as_secs_f64() * 1000.0,
+            "step done"
+        );
+        self.last = now;
+    }
+}
+
 /// Where pods live and how they are run.
 #[derive(Debug, Clone)]
 pub struct PodSettings {

@@ -102,6 +102,7 @@ impl PodManager {
         mut sandbox: SandboxRecord,
         host_ipc: bool,
     ) -> std::result::Result<SandboxRecord, (PodError, SandboxRecord)> {
+        let mut timer = super::StepTimer::new("RunPodSandbox", &sandbox.id);
         let fail = |e: PodError, s: &SandboxRecord| (e, s.clone());
         if let Err(e) = std::fs::create_dir_all(sandbox.state_dir.join("containers")) {
             return Err(fail(
@@ -115,12 +116,30 @@ impl PodManager {
         } else {
             sandbox.config.hostname.clone()
         };
+        // The pod's network namespace is made here rather than by the monitor, so that CNI ADD
+        // (the slowest step) runs while the monitor process is still starting.
+        let network_pinned = sandbox.own_network;
+        if network_pinned {
+            let ns_dir = sandbox.run_dir.join(crate::monitor::NS_DIR);
+            let created = tokio::task::spawn_blocking(move || {
+                crate::monitor::namespaces::create_network(&ns_dir)
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("namespace task: {e}")));
+            if let Err(e) = created {
+                return Err(fail(
+                    PodError::Internal(format!("pod network namespace: {e}")),
+                    &sandbox,
+                ));
+            }
+            timer.step("network namespace created");
+        }
         let binary = self.settings.monitor_binary.clone();
         let run_dir = sandbox.run_dir.clone();
         let log_file = sandbox.state_dir.join("monitor.log");
         let host_network = !sandbox.own_network;
         let rotation = self.settings.rotation;
-        let started = tokio::task::spawn_blocking(move || {
+        let monitor = tokio::task::spawn_blocking(move || {
             start_monitor(&MonitorSpawn {
                 binary: &binary,
                 run_dir: &run_dir,
@@ -128,37 +147,46 @@ impl PodManager {
                 hostname: &hostname,
                 host_network,
                 host_ipc,
+                join_pinned_network: network_pinned,
                 rotation,
             })
-        })
-        .await;
+        });
+        let attachment = attachment_of(&sandbox);
+        let network = async {
+            if network_pinned {
+                Some(self.network.add(&attachment).await)
+            } else {
+                None
+            }
+        };
+        let (started, attached) = tokio::join!(monitor, network);
+        timer.step("monitor started and CNI ADD");
+        let mut failure = None;
+        match attached {
+            Some(Ok(result)) => {
+                sandbox.network_attached = true;
+                sandbox.ips = pod_ips(&result, &attachment.ifname);
+            }
+            Some(Err(e)) => {
+                // Undo what the plugins may have done before failing.
+                sandbox.network_attached = true;
+                failure = Some(PodError::from(e));
+            }
+            None => {}
+        }
+        // A monitor that did not start is the first cause to report.
         match started {
             Ok(Ok(pid)) => sandbox.monitor_pid = pid,
-            Ok(Err(e)) => return Err(fail(e, &sandbox)),
-            Err(e) => {
-                return Err(fail(
-                    PodError::Monitor(format!("monitor start task: {e}")),
-                    &sandbox,
-                ));
-            }
+            Ok(Err(e)) => failure = Some(e),
+            Err(e) => failure = Some(PodError::Monitor(format!("monitor start task: {e}"))),
         }
-        if sandbox.own_network {
-            let attachment = attachment_of(&sandbox);
-            match self.network.add(&attachment).await {
-                Ok(result) => {
-                    sandbox.network_attached = true;
-                    sandbox.ips = pod_ips(&result, &attachment.ifname);
-                }
-                Err(e) => {
-                    // Undo what the plugins may have done before failing.
-                    sandbox.network_attached = true;
-                    return Err(fail(e.into(), &sandbox));
-                }
-            }
+        if let Some(e) = failure {
+            return Err(fail(e, &sandbox));
         }
         if let Err(e) = record::save(&sandbox.state_dir.join(SANDBOX_FILE), &sandbox) {
             return Err(fail(e, &sandbox));
         }
+        timer.step("record saved");
         Ok(sandbox)
     }
 
