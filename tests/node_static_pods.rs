@@ -994,3 +994,88 @@ async fn image_gc_removes_unused_images_over_the_threshold_and_keeps_used_ones()
     );
     assert!(f.node.log().contains("removed unused image"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_drives_containerd_through_its_cri_endpoint() {
+    use capstan_testkit::containerd::{ContainerdOptions, ContainerdProcess};
+    require_root();
+    let registry = LocalRegistry::start().unwrap();
+    let images = catalog().unwrap();
+    for (name, image) in [("pause", &images.pause), ("web", &images.web)] {
+        registry
+            .client()
+            .push_image(name, "1", image, ManifestFormat::Oci)
+            .unwrap();
+    }
+    let image = |name: &str| format!("{}/{name}:1", registry.host());
+    let dir = tempfile::tempdir().unwrap();
+    let cni = CniSetup::new(dir.path(), None);
+    let containerd = ContainerdProcess::start(
+        &dir.path().join("containerd"),
+        ContainerdOptions {
+            sandbox_image: image("pause"),
+            insecure_registry: Some(registry.host()),
+            cni_bin_dir: cni.bin_dir.clone(),
+            cni_conf_dir: cni.conf_dir.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let endpoint = format!("unix://{}", containerd.socket().display());
+    let port = free_port();
+    let node = RuntimeProcess::start_node(
+        dir.path(),
+        &cni.toml(),
+        port,
+        &["--container-runtime-endpoint", &endpoint],
+    );
+    std::fs::write(
+        dir.path().join("manifests/web.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: web}}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - {{name: web, image: {}}}\n",
+            image("web")
+        ),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let pod = loop {
+        let found = http_get(port, "/pods")
+            .ok()
+            .and_then(|(_, body)| serde_json::from_str::<Value>(&body).ok())
+            .and_then(|list| {
+                list["items"]
+                    .as_array()
+                    .and_then(|items| items.first().cloned())
+            });
+        if let Some(pod) = found.filter(running_and_ready) {
+            break pod;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not Ready through containerd:\nnode:\n{}\ncontainerd:\n{}",
+            tail(&node.log(), 40),
+            tail(&containerd.log(), 20)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let web = container(&pod, "web");
+    assert!(
+        web["containerID"]
+            .as_str()
+            .unwrap()
+            .starts_with("containerd://"),
+        "{web}"
+    );
+    let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
+    assert_eq!(http_get_host(&ip, WEB_PORT, "/").unwrap().1, WEB_PAGE);
+    std::fs::remove_file(dir.path().join("manifests/web.yaml")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(port, "/pods").is_ok_and(|(_, body)| body.contains("web-node1")) {
+        assert!(
+            Instant::now() < deadline,
+            "pod not removed through containerd"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(node);
+}
