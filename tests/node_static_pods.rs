@@ -1079,3 +1079,62 @@ async fn the_agent_drives_containerd_through_its_cri_endpoint() {
     }
     drop(node);
 }
+
+#[test]
+fn sidecars_start_before_and_stop_after_the_app_containers() {
+    require_root();
+    let f = Fixture::start();
+    let host_dir = f.dir.path().join("order");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    f.write_manifest(
+        "sidecar.yaml",
+        &format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: sidecar}}
+spec:
+  terminationGracePeriodSeconds: 5
+  initContainers:
+  - name: proxy
+    image: {shell}
+    restartPolicy: Always
+    command: [sh, -c, 'trap "exit 0" TERM; while true; do sleep 0.1; done']
+    lifecycle: {{preStop: {{exec: {{command: [sh, -c, 'echo proxy >> /order/log']}}}}}}
+    volumeMounts: [{{name: order, mountPath: /order}}]
+  - name: setup
+    image: {shell}
+    command: [sh, -c, 'true']
+  containers:
+  - name: app
+    image: {shell}
+    command: [sh, -c, 'trap "exit 0" TERM; while true; do sleep 0.1; done']
+    lifecycle: {{preStop: {{exec: {{command: [sh, -c, 'echo app >> /order/log']}}}}}}
+    volumeMounts: [{{name: order, mountPath: /order}}]
+  volumes:
+  - {{name: order, hostPath: {{path: {host}}}}}
+"#,
+            shell = f.image("shell"),
+            host = host_dir.display()
+        ),
+    );
+    let pod = f.wait_pod("sidecar-node1", Duration::from_secs(60), running_and_ready);
+    let inits = pod["status"]["initContainerStatuses"].as_array().unwrap();
+    let proxy = inits.iter().find(|c| c["name"] == "proxy").unwrap();
+    let setup = inits.iter().find(|c| c["name"] == "setup").unwrap();
+    assert!(
+        proxy["state"]["running"].is_object(),
+        "the sidecar keeps running: {proxy}"
+    );
+    assert_eq!(setup["state"]["terminated"]["reason"], "Completed");
+    let proxy_started = proxy["state"]["running"]["startedAt"].as_str().unwrap();
+    let setup_started = setup["state"]["terminated"]["startedAt"].as_str().unwrap();
+    let app_started = container(&pod, "app")["state"]["running"]["startedAt"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(proxy_started <= setup_started && setup_started <= app_started.as_str());
+    std::fs::remove_file(f.manifests().join("sidecar.yaml")).unwrap();
+    f.wait_gone("sidecar-node1", Duration::from_secs(20));
+    let order = std::fs::read_to_string(host_dir.join("log")).unwrap();
+    assert_eq!(order, "app\nproxy\n", "the sidecar stops after the app");
+}
