@@ -187,7 +187,7 @@ fn a_static_web_pod_runs_serves_and_goes_with_its_file() {
     f.write_manifest(
         "web.yaml",
         &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels: {{app: web}}\nspec:\n  terminationGracePeriodSeconds: 5\n  containers:\n  - name: web\n    image: {}\n    ports: [{{containerPort: 8080}}]\n    resources:\n      requests: {{cpu: 100m, memory: 32Mi}}\n      limits: {{cpu: 200m, memory: 64Mi}}\n",
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: web\n  labels: {{app: web}}\nspec:\n  terminationGracePeriodSeconds: 5\n  containers:\n  - name: web\n    image: {}\n    ports: [{{name: http, containerPort: 8080}}]\n    readinessProbe: {{httpGet: {{path: /, port: http}}, periodSeconds: 1}}\n    livenessProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}\n    resources:\n      requests: {{cpu: 100m, memory: 32Mi}}\n      limits: {{cpu: 200m, memory: 64Mi}}\n",
             f.image("web")
         ),
     );
@@ -204,6 +204,17 @@ fn a_static_web_pod_runs_serves_and_goes_with_its_file() {
             .starts_with("capstan://")
     );
     let ip = pod["status"]["podIP"].as_str().expect("pod IP").to_string();
+    // Ready came from the httpGet readiness probe (by port name); the tcpSocket liveness probe
+    // passes too.
+    let (_, metrics) = http_get(f.port, "/metrics").unwrap();
+    assert!(
+        !metrics.contains("prober_probe_total{probe_type=\"Readiness\",result=\"successful\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("prober_probe_total{probe_type=\"Liveness\",result=\"failed\"} 0"),
+        "{metrics}"
+    );
     let (code, body) = http_get_host(&ip, WEB_PORT, "/").unwrap();
     assert_eq!((code, body.as_str()), (200, WEB_PAGE));
 
