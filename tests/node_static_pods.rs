@@ -1149,3 +1149,26 @@ spec:
     let order = std::fs::read_to_string(host_dir.join("log")).unwrap();
     assert_eq!(order, "app\nproxy\n", "the sidecar stops after the app");
 }
+
+#[test]
+fn a_host_port_reaches_the_pod_without_netfilter() {
+    require_root();
+    let f = Fixture::start();
+    let host_port = free_port();
+    f.write_manifest(
+        "hp.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: hp}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: web\n    image: {}\n    ports: [{{containerPort: 8080, hostPort: {host_port}}}]\n",
+            f.image("web")
+        ),
+    );
+    f.wait_pod("hp-node1", Duration::from_secs(60), running_and_ready);
+    let (code, body) = http_get(host_port, "/").unwrap();
+    assert_eq!((code, body.as_str()), (200, WEB_PAGE));
+    std::fs::remove_file(f.manifests().join("hp.yaml")).unwrap();
+    f.wait_gone("hp-node1", Duration::from_secs(20));
+    assert!(
+        http_get(host_port, "/").is_err(),
+        "the host port is released with the pod"
+    );
+}

@@ -3,6 +3,8 @@
 //! stdin, chains results, caches the ADD result for DEL, and reports plugin errors with their
 //! code and message. Third-party plugins work the same as Capstan's own.
 
+pub mod host_ports;
+
 use std::path::{Path, PathBuf};
 
 use capstan_cni::config::ConfList;

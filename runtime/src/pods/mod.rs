@@ -89,6 +89,8 @@ pub struct PodManager {
     events: tokio::sync::broadcast::Sender<ContainerEventResponse>,
     /// The last CPU sample per container or pod, for the usage rate between two stats calls.
     cpu_samples: std::sync::Mutex<std::collections::HashMap<String, (i64, u64)>>,
+    /// hostPort relays of the ready sandboxes.
+    host_ports: crate::network::host_ports::HostPorts,
 }
 
 #[derive(Debug, Default)]
@@ -141,6 +143,13 @@ impl PodManager {
         for sandbox in state.sandboxes.values() {
             watch_exits(&sandbox.run_dir, events.clone());
         }
+        let host_ports = crate::network::host_ports::HostPorts::default();
+        for sandbox in state.sandboxes.values().filter(|s| s.ready) {
+            // Relays live in the daemon: an adopted pod gets its host ports back.
+            if let Err(e) = sandbox::open_host_ports(&host_ports, sandbox) {
+                tracing::warn!(id = %sandbox.id, error = %e, "host ports of an adopted pod not served");
+            }
+        }
         Ok(PodManager {
             settings,
             network,
@@ -148,6 +157,7 @@ impl PodManager {
             state: Mutex::new(state),
             events,
             cpu_samples: std::sync::Mutex::new(std::collections::HashMap::new()),
+            host_ports,
         })
     }
 

@@ -64,6 +64,8 @@ impl PodManager {
                 metadata.name, metadata.namespace, metadata.uid, metadata.attempt, existing.id
             )));
         }
+        crate::network::host_ports::validate(&config.port_mappings)
+            .map_err(|e| PodError::Invalid(format!("config.{e}")))?;
         state.reserved.insert(reservation.clone());
         drop(state);
         let id = record::new_id();
@@ -83,6 +85,13 @@ impl PodManager {
         let outcome = self.bring_up(sandbox, host_ipc).await;
         let mut state = self.state.lock().await;
         state.reserved.remove(&reservation);
+        let outcome =
+            outcome.and_then(
+                |sandbox| match open_host_ports(&self.host_ports, &sandbox) {
+                    Ok(()) => Ok(sandbox),
+                    Err(e) => Err((PodError::Invalid(format!("config.{e}")), sandbox)),
+                },
+            );
         match outcome {
             Ok(sandbox) => {
                 tracing::info!(%id, pod = %metadata.name, namespace = %metadata.namespace, ips = ?sandbox.ips, "sandbox running");
@@ -203,6 +212,7 @@ impl PodManager {
                 .await?;
         }
         let mut sandbox = sandbox;
+        self.host_ports.close(id);
         if sandbox.network_attached {
             self.network.del(&attachment_of(&sandbox)).await?;
             sandbox.network_attached = false;
@@ -419,4 +429,23 @@ pub(super) fn sandbox_cgroup_parent(config: &PodSandboxConfig) -> Option<String>
                 format!("/{p}")
             }
         })
+}
+
+/// Serves the sandbox's host ports (pods on the host's network have none to relay).
+pub(super) fn open_host_ports(
+    ports: &crate::network::host_ports::HostPorts,
+    sandbox: &SandboxRecord,
+) -> std::result::Result<(), crate::network::host_ports::PortMappingError> {
+    let mappings = &sandbox.config.port_mappings;
+    if !sandbox.own_network || mappings.iter().all(|m| m.host_port == 0) {
+        return Ok(());
+    }
+    let Some(ip) = sandbox.ips.first().and_then(|ip| ip.parse().ok()) else {
+        return Err(crate::network::host_ports::PortMappingError {
+            index: 0,
+            field: "host_port",
+            reason: "the pod has no IP address to relay to".into(),
+        });
+    };
+    ports.open(&sandbox.id, ip, mappings)
 }
