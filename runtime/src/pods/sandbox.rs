@@ -85,13 +85,13 @@ impl PodManager {
         let outcome = self.bring_up(sandbox, host_ipc).await;
         let mut state = self.state.lock().await;
         state.reserved.remove(&reservation);
-        let outcome =
-            outcome.and_then(
-                |sandbox| match open_host_ports(&self.host_ports, &sandbox) {
-                    Ok(()) => Ok(sandbox),
-                    Err(e) => Err((PodError::Invalid(format!("config.{e}")), sandbox)),
-                },
-            );
+        let outcome = match outcome {
+            Ok(sandbox) => match open_host_ports(&self.host_ports, &sandbox) {
+                Ok(()) => Ok(sandbox),
+                Err(e) => Err((PodError::Invalid(format!("config.{e}")), sandbox)),
+            },
+            Err(failed) => Err(failed),
+        };
         match outcome {
             Ok(sandbox) => {
                 tracing::info!(%id, pod = %metadata.name, namespace = %metadata.namespace, ips = ?sandbox.ips, "sandbox running");
