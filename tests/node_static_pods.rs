@@ -1172,3 +1172,57 @@ fn a_host_port_reaches_the_pod_without_netfilter() {
         "the host port is released with the pod"
     );
 }
+
+#[test]
+fn memory_qos_sets_memory_min_and_high_on_cgroup_v2() {
+    require_root();
+    let f = Fixture::start_with_config(Some(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nfeatureGates: {MemoryQoS: true}\nmemoryThrottlingFactor: 0.5\n",
+    ));
+    f.write_manifest(
+        "mq.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: mq}}\nspec:\n  containers:\n  - name: app\n    image: {}\n    command: [sleep, '1000']\n    resources: {{requests: {{memory: 32Mi}}, limits: {{memory: 64Mi}}}}\n",
+            f.image("shell")
+        ),
+    );
+    let pod = f.wait_pod("mq-node1", Duration::from_secs(90), running_and_ready);
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    let id = container(&pod, "app")["containerID"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("capstan://")
+        .to_string();
+    let root = f.node.cgroup_root.clone().unwrap();
+    let pod_cgroup = format!("{root}/kubepods/burstable/pod{uid}");
+    let container_cgroup = format!("{pod_cgroup}/{id}");
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        let read = |cgroup: &str, file: &str| {
+            std::fs::read_to_string(cgroup_dir("memory", cgroup).join(file))
+                .unwrap_or_else(|e| panic!("{cgroup}/{file}: {e}"))
+                .trim()
+                .to_string()
+        };
+        assert_eq!(read(&pod_cgroup, "memory.min"), (32u64 << 20).to_string());
+        assert_eq!(
+            read(&container_cgroup, "memory.min"),
+            (32u64 << 20).to_string()
+        );
+        // 32Mi + 0.5 × (64Mi − 32Mi) = 48Mi.
+        assert_eq!(
+            read(&container_cgroup, "memory.high"),
+            (48u64 << 20).to_string()
+        );
+        assert_eq!(
+            read(&container_cgroup, "memory.max"),
+            (64u64 << 20).to_string()
+        );
+    } else {
+        assert!(
+            f.node.log().contains("MemoryQoS needs cgroup v2"),
+            "{}",
+            tail(&f.node.log(), 20)
+        );
+        assert!(cgroup_dir("memory", &container_cgroup).exists());
+    }
+}

@@ -92,6 +92,12 @@ pub async fn start(
         .map_err(|e| NodeError::Runtime(e.message().to_string()))?
         .into_inner();
     let hierarchy = Hierarchy::detect();
+    let hierarchy_is_v2 = hierarchy.driver() == capstan_cgroups::Driver::V2;
+    if config.memory_qos && !hierarchy_is_v2 {
+        tracing::warn!(
+            "MemoryQoS needs cgroup v2; this host has v1 controllers, so it is not applied"
+        );
+    }
     let cgroup_root = config
         .cgroup_root
         .clone()
@@ -134,6 +140,12 @@ pub async fn start(
             resolv_conf: config.resolv_conf.clone(),
             cluster_domain: config.cluster_domain.clone(),
             resync: config.sync_frequency,
+            memory_qos: (config.memory_qos && hierarchy_is_v2).then_some(
+                crate::resources::MemoryQos {
+                    throttling_factor: config.memory_throttling_factor,
+                    allocatable_memory: allocatable.memory,
+                },
+            ),
         },
         objects,
         store: Default::default(),

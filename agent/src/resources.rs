@@ -282,6 +282,38 @@ pub fn container_resources(
     }
 }
 
+/// Memory QoS (cgroup v2): what a container's memory.min and memory.high become.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MemoryQos {
+    /// memory.high sits this far from the request towards the limit (`memoryThrottlingFactor`).
+    pub throttling_factor: f64,
+    /// Stands in for the limit of a container without one.
+    pub allocatable_memory: i64,
+}
+
+const PAGE_SIZE: i64 = 4096;
+
+/// The cgroup v2 files Memory QoS sets for a container: memory.min = its memory request, and
+/// memory.high = request + factor × (limit − request), rounded down to a page, as the kubelet
+/// computes them. Guaranteed containers (request = limit) get no memory.high.
+pub fn memory_qos_files(container: &Container, qos: MemoryQos) -> Vec<(String, String)> {
+    let (requests, limits) = container_requests_limits(container);
+    let request = requests.memory.unwrap_or(0);
+    let mut files = Vec::new();
+    if request > 0 {
+        files.push(("memory.min".to_string(), request.to_string()));
+    }
+    let limit = limits.memory.unwrap_or(qos.allocatable_memory);
+    if limit > 0 && request < limit {
+        let high = request as f64 + qos.throttling_factor * (limit - request) as f64;
+        let high = (high as i64 / PAGE_SIZE) * PAGE_SIZE;
+        if high > request {
+            files.push(("memory.high".to_string(), high.to_string()));
+        }
+    }
+    files
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,6 +383,43 @@ mod tests {
         let r = pod_requests(&p);
         assert_eq!(r.cpu_millis, Some(2000));
         assert_eq!(r.memory, Some(1 << 30));
+    }
+
+    #[test]
+    fn memory_qos_follows_the_kubelets_formula() {
+        let p = pod(
+            "spec: {containers: [{name: a, image: x, resources: {requests: {memory: 100Mi}, limits: {memory: 200Mi}}}]}",
+        );
+        let c = &p.spec.as_ref().unwrap().containers[0];
+        let qos = MemoryQos {
+            throttling_factor: 0.9,
+            allocatable_memory: 1 << 30,
+        };
+        let files = memory_qos_files(c, qos);
+        assert_eq!(
+            files[0],
+            ("memory.min".to_string(), (100i64 << 20).to_string())
+        );
+        // 100Mi + 0.9 × 100Mi = 190Mi, a whole number of pages.
+        assert_eq!(
+            files[1],
+            ("memory.high".to_string(), (190i64 << 20).to_string())
+        );
+        let guaranteed = pod(
+            "spec: {containers: [{name: a, image: x, resources: {limits: {memory: 64Mi, cpu: 1}}}]}",
+        );
+        let files = memory_qos_files(&guaranteed.spec.as_ref().unwrap().containers[0], qos);
+        assert_eq!(
+            files,
+            vec![("memory.min".to_string(), (64i64 << 20).to_string())]
+        );
+        let best = pod("spec: {containers: [{name: a, image: x}]}");
+        let files = memory_qos_files(&best.spec.as_ref().unwrap().containers[0], qos);
+        assert_eq!(files[0].0, "memory.high", "limit defaults to allocatable");
+        assert_eq!(
+            files[0].1,
+            ((((1i64 << 30) as f64 * 0.9) as i64 / 4096) * 4096).to_string()
+        );
     }
 
     #[test]

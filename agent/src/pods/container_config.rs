@@ -31,13 +31,15 @@ pub struct ResolvedContainer {
     pub mounts: Vec<Mount>,
 }
 
-/// Builds the CreateContainer config for `container` of `pod`.
+/// Builds the CreateContainer config for `container` of `pod`; `memory_qos` (cgroup v2 only)
+/// adds memory.min and memory.high.
 pub fn container_config(
     pod: &Pod,
     container: &Container,
     attempt: u32,
     resolved: ResolvedContainer,
     node_memory: i64,
+    memory_qos: Option<resources::MemoryQos>,
 ) -> ContainerConfig {
     let spec = pod.spec.clone().unwrap_or_default();
     let pod_security = spec.security_context.clone().unwrap_or_default();
@@ -107,7 +109,14 @@ pub fn container_config(
         stdin_once: container.stdin_once.unwrap_or(false),
         tty: container.tty.unwrap_or(false),
         linux: Some(LinuxContainerConfig {
-            resources: Some(resources::container_resources(pod, container, node_memory)),
+            resources: Some({
+                let mut r = resources::container_resources(pod, container, node_memory);
+                if let Some(qos) = memory_qos {
+                    r.unified
+                        .extend(resources::memory_qos_files(container, qos));
+                }
+                r
+            }),
             security_context: Some(LinuxContainerSecurityContext {
                 capabilities: Some(Capability {
                     add_capabilities: capabilities.add.unwrap_or_default(),

@@ -32,6 +32,8 @@ pub struct NodeSettings {
     pub resolv_conf: Option<PathBuf>,
     /// The cluster's DNS domain, for pods' /etc/hosts and search paths.
     pub cluster_domain: Option<String>,
+    /// Memory QoS, when enabled and the host has cgroup v2.
+    pub memory_qos: Option<crate::resources::MemoryQos>,
     /// How often a worker resyncs without events.
     pub resync: std::time::Duration,
 }

@@ -738,7 +738,14 @@ async fn launch(ctx: &NodeContext, pod: &Pod, start: Start<'_>) -> Result<(), Wa
                 message,
             }
         })?;
-    let config = container_config(pod, container, attempt, resolved, ctx.settings.node_memory);
+    let config = container_config(
+        pod,
+        container,
+        attempt,
+        resolved,
+        ctx.settings.node_memory,
+        ctx.settings.memory_qos,
+    );
     let created = timed(
         ctx,
         "create_container",
