@@ -234,7 +234,8 @@ impl PodWorkers {
                     view.containers.iter().filter(|c| c.running()).collect();
                 let timeout = deadline
                     .saturating_duration_since(std::time::Instant::now())
-                    .as_secs() as i64;
+                    .as_millis()
+                    .div_ceil(1000) as i64;
                 futures::future::join_all(running.iter().map(|c| {
                     ctx.cri.runtime.stop_container(Request::new(
                         capstan_proto::StopContainerRequest {

@@ -941,7 +941,12 @@ async fn stop_container(
             tracing::warn!(container = %container.name, reason = e.reason(), error = %e.message, "preStop hook failed");
         }
     }
-    let timeout = deadline.saturating_duration_since(Instant::now()).as_secs() as i64;
+    // Whole seconds rounded up, as the kubelet does (it truncates the time already spent):
+    // rounding down would cut the grace period short by up to a second.
+    let timeout = deadline
+        .saturating_duration_since(Instant::now())
+        .as_millis()
+        .div_ceil(1000) as i64;
     if let Err(e) = timed(
         ctx,
         "stop_container",
