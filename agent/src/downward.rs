@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::resources::parse_quantity;
+use crate::resources::{milli_value, whole_value};
 
 /// What the kubelet knows about a pod beyond its spec: its addresses once the sandbox has them,
 /// and the node's allocatable resources, which stand in for a container limit that is unset.
@@ -204,8 +204,14 @@ pub fn resource_value(
     let limits = resources.and_then(|r| r.limits.as_ref());
     let requests = resources.and_then(|r| r.requests.as_ref());
     let is_cpu = name == "cpu";
-    let scale = if is_cpu { 1000.0 } else { 1.0 };
-    let parse = |q: &Quantity| parse_quantity(&q.0, scale).unwrap_or(0) as i128;
+    let value = |text: &str| {
+        if is_cpu {
+            milli_value(text)
+        } else {
+            whole_value(text)
+        }
+    };
+    let parse = |q: &Quantity| value(&q.0).unwrap_or(0) as i128;
     let allocatable = match name {
         "cpu" => Some(info.node_allocatable_cpu_millis),
         "memory" => Some(info.node_allocatable_memory_bytes),
@@ -228,7 +234,7 @@ pub fn resource_value(
     let divisor_value: i128 = if divisor_text.is_empty() {
         if is_cpu { 1000 } else { 1 }
     } else {
-        match parse_quantity(divisor_text, scale) {
+        match value(divisor_text) {
             Some(v) if v > 0 => v as i128,
             // A literal zero means "unset", as the API server defaults it.
             Some(_) if divisor_text.trim_start_matches('0').is_empty() => {

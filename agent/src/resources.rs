@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use capstan_cgroups::Limits;
 use capstan_proto::LinuxContainerResources;
 use k8s_openapi::api::core::v1::{Container, Pod};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
+
+use crate::config::quantity::Quantity;
 
 /// The CFS period the kubelet uses for every quota.
 pub const CFS_PERIOD_US: u64 = 100_000;
@@ -35,53 +37,26 @@ impl QosClass {
     }
 }
 
-/// Parses a Kubernetes quantity ("100m", "1.5", "1Gi", "500M", "1e3") scaled by `scale`
-/// (1000 for milli-units, 1 for plain), rounding up as the API server does for fractions.
-pub fn parse_quantity(text: &str, scale: f64) -> Option<i64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
-        .unwrap_or(text.len());
-    let (number, suffix) = text.split_at(split);
-    let (number, exponent) = match number.find(['e', 'E']) {
-        Some(i) if suffix.is_empty() => (&number[..i], number[i + 1..].parse::<i32>().ok()?),
-        _ => (number, 0),
-    };
-    let value: f64 = number.parse().ok()?;
-    let multiplier = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        _ => return None,
-    };
-    let scaled = value * multiplier * 10f64.powi(exponent) * scale;
-    if !scaled.is_finite() || scaled < 0.0 {
-        return None;
-    }
-    Some(scaled.ceil() as i64)
+/// A non-negative quantity ("100m", "1.5", "1Gi", "500M", "1e3") in milli-units.
+pub fn milli_value(text: &str) -> Option<i64> {
+    let q = Quantity::parse(text).ok().filter(|q| !q.is_negative())?;
+    Some(q.milli_value())
+}
+
+/// A non-negative quantity in whole units, a fraction rounded up as the API server does.
+pub fn whole_value(text: &str) -> Option<i64> {
+    let q = Quantity::parse(text).ok().filter(|q| !q.is_negative())?;
+    Some(q.value())
 }
 
 /// CPU of a quantity in millicores.
-pub fn cpu_millis(q: &Quantity) -> i64 {
-    parse_quantity(&q.0, 1000.0).unwrap_or(0)
+pub fn cpu_millis(q: &ApiQuantity) -> i64 {
+    milli_value(&q.0).unwrap_or(0)
 }
 
 /// Bytes of a quantity.
-pub fn bytes(q: &Quantity) -> i64 {
-    parse_quantity(&q.0, 1.0).unwrap_or(0)
+pub fn bytes(q: &ApiQuantity) -> i64 {
+    whole_value(&q.0).unwrap_or(0)
 }
 
 /// cpu and memory of one requests or limits map.
@@ -94,7 +69,7 @@ pub struct CpuMemory {
 }
 
 impl CpuMemory {
-    fn from_map(map: Option<&BTreeMap<String, Quantity>>) -> Self {
+    fn from_map(map: Option<&BTreeMap<String, ApiQuantity>>) -> Self {
         CpuMemory {
             cpu_millis: map.and_then(|m| m.get("cpu")).map(cpu_millis),
             memory: map.and_then(|m| m.get("memory")).map(bytes),
@@ -324,15 +299,15 @@ mod tests {
 
     #[test]
     fn quantities_parse_like_the_api_server() {
-        assert_eq!(parse_quantity("100m", 1000.0), Some(100));
-        assert_eq!(parse_quantity("1.5", 1000.0), Some(1500));
-        assert_eq!(parse_quantity("2", 1000.0), Some(2000));
-        assert_eq!(parse_quantity("1Gi", 1.0), Some(1 << 30));
-        assert_eq!(parse_quantity("500M", 1.0), Some(500_000_000));
-        assert_eq!(parse_quantity("1e3", 1.0), Some(1000));
-        assert_eq!(parse_quantity("64Ki", 1.0), Some(65536));
-        assert_eq!(parse_quantity("1x", 1.0), None);
-        assert_eq!(parse_quantity("-1", 1.0), None);
+        assert_eq!(milli_value("100m"), Some(100));
+        assert_eq!(milli_value("1.5"), Some(1500));
+        assert_eq!(milli_value("2"), Some(2000));
+        assert_eq!(whole_value("1Gi"), Some(1 << 30));
+        assert_eq!(whole_value("500M"), Some(500_000_000));
+        assert_eq!(whole_value("1e3"), Some(1000));
+        assert_eq!(whole_value("64Ki"), Some(65536));
+        assert_eq!(whole_value("1x"), None);
+        assert_eq!(whole_value("-1"), None);
     }
 
     #[test]
