@@ -122,6 +122,40 @@ fn secret_entries(secret: &Secret) -> Vec<(String, String)> {
         .collect()
 }
 
+/// One key of a ConfigMap or Secret an env var refers to.
+struct KeySource<'a> {
+    kind: &'static str,
+    namespace: &'a str,
+    name: &'a str,
+    key: &'a str,
+    optional: bool,
+}
+
+impl KeySource<'_> {
+    /// The value, given what was found (None: no such object; Some(None): no such key). A
+    /// missing optional source gives None, a missing required one an error naming `field`.
+    fn value(
+        &self,
+        found: Option<Option<String>>,
+        field: String,
+    ) -> Result<Option<String>, EnvError> {
+        let (namespace, name) = (self.namespace, self.name);
+        let reason = match found {
+            Some(Some(value)) => return Ok(Some(value)),
+            _ if self.optional => return Ok(None),
+            None => format!(
+                "{} \"{namespace}/{name}\" not found",
+                self.kind.to_lowercase()
+            ),
+            Some(None) => format!(
+                "couldn't find key {} in {} {namespace}/{name}",
+                self.key, self.kind
+            ),
+        };
+        Err(EnvError { field, reason })
+    }
+}
+
 /// Builds `container`'s environment, command and args.
 pub fn container_env(
     pod: &Pod,
@@ -205,54 +239,34 @@ pub fn container_env(
                             err(format!("{field}.valueFrom.resourceFieldRef"), e.to_string())
                         })?
                 } else if let Some(r) = &from.config_map_key_ref {
-                    let optional = r.optional == Some(true);
-                    let field = format!("{field}.valueFrom.configMapKeyRef");
-                    let Some(cm) = objects.config_map(namespace, &r.name) else {
-                        if optional {
-                            continue;
-                        }
-                        return Err(err(
-                            field,
-                            format!("configmap \"{namespace}/{}\" not found", r.name),
-                        ));
+                    let found = objects
+                        .config_map(namespace, &r.name)
+                        .map(|cm| cm.data.as_ref().and_then(|d| d.get(&r.key)).cloned());
+                    let source = KeySource {
+                        kind: "ConfigMap",
+                        namespace,
+                        name: &r.name,
+                        key: &r.key,
+                        optional: r.optional == Some(true),
                     };
-                    match cm.data.as_ref().and_then(|d| d.get(&r.key)) {
-                        Some(v) => v.clone(),
-                        None if optional => continue,
-                        None => {
-                            return Err(err(
-                                field,
-                                format!(
-                                    "couldn't find key {} in ConfigMap {namespace}/{}",
-                                    r.key, r.name
-                                ),
-                            ));
-                        }
+                    match source.value(found, format!("{field}.valueFrom.configMapKeyRef"))? {
+                        Some(v) => v,
+                        None => continue,
                     }
                 } else if let Some(r) = &from.secret_key_ref {
-                    let optional = r.optional == Some(true);
-                    let field = format!("{field}.valueFrom.secretKeyRef");
-                    let Some(secret) = objects.secret(namespace, &r.name) else {
-                        if optional {
-                            continue;
-                        }
-                        return Err(err(
-                            field,
-                            format!("secret \"{namespace}/{}\" not found", r.name),
-                        ));
+                    let found = objects
+                        .secret(namespace, &r.name)
+                        .map(|secret| secret_value(&secret, &r.key));
+                    let source = KeySource {
+                        kind: "Secret",
+                        namespace,
+                        name: &r.name,
+                        key: &r.key,
+                        optional: r.optional == Some(true),
                     };
-                    match secret_value(&secret, &r.key) {
+                    match source.value(found, format!("{field}.valueFrom.secretKeyRef"))? {
                         Some(v) => v,
-                        None if optional => continue,
-                        None => {
-                            return Err(err(
-                                field,
-                                format!(
-                                    "couldn't find key {} in Secret {namespace}/{}",
-                                    r.key, r.name
-                                ),
-                            ));
-                        }
+                        None => continue,
                     }
                 } else {
                     return Err(err(
