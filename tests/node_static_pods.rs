@@ -224,8 +224,14 @@ fn a_static_web_pod_runs_serves_and_goes_with_its_file() {
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    assert!(probe_count(&metrics, "Readiness", "successful") > 0, "{metrics}");
-    assert!(probe_count(&metrics, "Liveness", "successful") > 0, "{metrics}");
+    assert!(
+        probe_count(&metrics, "Readiness", "successful") > 0,
+        "{metrics}"
+    );
+    assert!(
+        probe_count(&metrics, "Liveness", "successful") > 0,
+        "{metrics}"
+    );
     let (code, body) = http_get_host(&ip, WEB_PORT, "/").unwrap();
     assert_eq!((code, body.as_str()), (200, WEB_PAGE));
 
