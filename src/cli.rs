@@ -258,6 +258,9 @@ pub struct MonitorArgs {
     /// Share the host's IPC namespace (hostIPC).
     #[arg(long)]
     pub host_ipc: bool,
+    /// Give the pod a PID namespace its containers share (shareProcessNamespace).
+    #[arg(long)]
+    pub share_pid: bool,
     /// Join the network namespace the runtime pinned at `<run dir>/ns/net` instead of creating
     /// one.
     #[arg(long, conflicts_with = "host_network")]

@@ -163,6 +163,7 @@ fn monitor_options(args: MonitorArgs) -> capstan_runtime::monitor::MonitorOption
             network: !args.host_network,
             ipc: !args.host_ipc,
             uts: !args.host_network,
+            pid: args.share_pid,
         },
         hostname: args.hostname,
         network_pinned: args.join_pinned_network,

@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 
 use capstan_proto::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
-    CreateContainerRequest, ExecSyncRequest, ImageSpec, ListContainersRequest, PodSandboxConfig,
-    PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StopContainerRequest,
+    CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxContainerConfig,
+    LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    ListContainersRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
+    PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest,
+    RunPodSandboxRequest, StopContainerRequest,
 };
 use capstan_testkit::cri::CriClient;
 use capstan_testkit::images::{ManifestFormat, WEB_PAGE, catalog};
@@ -372,5 +374,210 @@ async fn containers_run_share_the_pod_network_and_report_how_they_ended() {
             || capstan_testkit::cgroups::driver() == capstan_testkit::cgroups::Driver::V2,
         "pod cgroup left: {}",
         pod_cgroup.display()
+    );
+}
+
+fn pod_config(name: &str, pid: Option<NamespaceMode>) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            namespace: "default".into(),
+            uid: format!("uid-{name}"),
+            attempt: 0,
+        }),
+        linux: pid.map(|pid| LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Pod as i32,
+                    pid: pid as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn with_pid(mut config: ContainerConfig, pid: NamespaceMode, target_id: &str) -> ContainerConfig {
+    config.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            namespace_options: Some(NamespaceOption {
+                network: NamespaceMode::Pod as i32,
+                pid: pid as i32,
+                ipc: NamespaceMode::Pod as i32,
+                target_id: target_id.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    config
+}
+
+/// Every process's command line in `container`'s view of /proc, joined by spaces, and `pid 1`'s.
+async fn processes_seen(cri: &mut CriClient, container: &str) -> (Vec<String>, String) {
+    let script = "for p in /proc/[0-9]*; do echo \"$(tr '\\0' ' ' < $p/cmdline)\"; done; echo; tr '\\0' ' ' < /proc/1/cmdline";
+    let out = cri
+        .runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: container.into(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (all, first) = text.rsplit_once("\n\n").unwrap_or((&text, ""));
+    (
+        all.lines().map(|l| l.trim().to_string()).collect(),
+        first.trim().to_string(),
+    )
+}
+
+fn host_processes_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shared_and_targeted_process_namespaces_show_the_right_processes() {
+    require_root();
+    let registry = LocalRegistry::start().unwrap();
+    let images = catalog().unwrap();
+    registry
+        .client()
+        .push_image("shell", "1", &images.shell, ManifestFormat::Oci)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cni = CniSetup::new(dir.path(), None);
+    let config = format!(
+        "[registry]\ninsecure = [\"{}\"]\n{}",
+        registry.host(),
+        cni.toml()
+    );
+    let runtime = RuntimeProcess::start(dir.path(), &config);
+    let mut cri = runtime.client().await;
+    let shell = format!("{}/shell:1", registry.host());
+    cri.images
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: shell.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let sleeper = |name: &str, seconds: &str| {
+        container(
+            name,
+            &shell,
+            &["sh", "-c", &format!("exec sleep {seconds}")],
+            &[],
+        )
+    };
+
+    // shareProcessNamespace: each container sees the other's processes, and PID 1 is the pod's
+    // own init, not a container's.
+    let shared = common::run_pod(&mut cri, pod_config("shared", Some(NamespaceMode::Pod)))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", runtime.log()));
+    run(&mut cri, &shared, sleeper("one", "3217")).await;
+    let two = run(&mut cri, &shared, sleeper("two", "3218")).await;
+    let (seen, pid1) = processes_seen(&mut cri, &two).await;
+    assert!(seen.contains(&"sleep 3217".to_string()), "{seen:?}");
+    assert!(seen.contains(&"sleep 3218".to_string()), "{seen:?}");
+    assert!(!pid1.starts_with("sleep"), "PID 1 is a container: {pid1}");
+
+    // Without it each container has its own; a TARGET container joins its target's.
+    let private = common::run_pod(
+        &mut cri,
+        pod_config("private", Some(NamespaceMode::Container)),
+    )
+    .await
+    .unwrap();
+    let target = run(&mut cri, &private, sleeper("target", "4321")).await;
+    let other = run(&mut cri, &private, sleeper("other", "4322")).await;
+    let (seen, pid1) = processes_seen(&mut cri, &other).await;
+    assert!(!seen.iter().any(|p| p.contains("4321")), "{seen:?}");
+    assert_eq!(pid1, "sleep 4322");
+    let debug = run(
+        &mut cri,
+        &private,
+        with_pid(sleeper("debug", "4323"), NamespaceMode::Target, &target),
+    )
+    .await;
+    let (seen, pid1) = processes_seen(&mut cri, &debug).await;
+    assert_eq!(pid1, "sleep 4321", "{seen:?}");
+    assert!(seen.contains(&"sleep 4323".to_string()), "{seen:?}");
+
+    // Bad requests name the field.
+    let create = |config: ContainerConfig| CreateContainerRequest {
+        pod_sandbox_id: private.clone(),
+        config: Some(config),
+        sandbox_config: None,
+    };
+    let error = cri
+        .runtime
+        .create_container(create(with_pid(
+            sleeper("ghost-target", "1"),
+            NamespaceMode::Target,
+            "no-such-container",
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::NotFound, "{}", error.message());
+    assert!(error.message().contains("target_id"), "{}", error.message());
+    let error = cri
+        .runtime
+        .create_container(create(with_pid(
+            sleeper("wants-pod", "1"),
+            NamespaceMode::Pod,
+            "",
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument, "{}", error.message());
+    assert!(
+        error.message().contains("namespace_options.pid"),
+        "{}",
+        error.message()
+    );
+
+    // Removal ends the pod's init with its namespace, and unpins it.
+    for pod in [shared, private] {
+        cri.runtime
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}\n{}", runtime.log()));
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let run_dir = dir.path().display().to_string();
+    while !host_processes_mentioning(&run_dir).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let left: Vec<String> = host_processes_mentioning(&run_dir)
+        .into_iter()
+        .filter(|c| c.contains("monitor"))
+        .collect();
+    assert!(left.is_empty(), "monitor processes left: {left:?}");
+    assert!(host_processes_mentioning("sleep 321").is_empty());
+    assert!(
+        mounted_under(dir.path()).is_empty(),
+        "mounts left: {:?}",
+        mounted_under(dir.path())
     );
 }

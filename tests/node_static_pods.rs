@@ -1167,27 +1167,74 @@ spec:
     assert_eq!(order, "app\nproxy\n", "the sidecar stops after the app");
 }
 
+/// Serves UDP on `port` inside the network namespace of process `pid`, answering each datagram
+/// with `pod:` and its text. The test images have no UDP server, so the test plays the pod's.
+fn serve_udp_in_netns_of(pid: u32, port: u16) {
+    let netns = std::fs::File::open(format!("/proc/{pid}/ns/net")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The thread stays in the pod's namespace; it ends with the test process.
+    std::thread::spawn(move || {
+        nix::sched::setns(&netns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let socket = std::net::UdpSocket::bind(("0.0.0.0", port)).unwrap();
+        tx.send(()).unwrap();
+        let mut buf = [0u8; 256];
+        while let Ok((len, from)) = socket.recv_from(&mut buf) {
+            let mut answer = b"pod:".to_vec();
+            answer.extend_from_slice(&buf[..len]);
+            let _ = socket.send_to(&answer, from);
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(5)).unwrap();
+}
+
+/// Sends `text` to the host's `port` over UDP; the answer, if one comes within a second.
+fn udp_ask(port: u16, text: &str) -> Option<String> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    socket.send_to(text.as_bytes(), ("127.0.0.1", port)).ok()?;
+    let mut buf = [0u8; 256];
+    let len = socket.recv(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..len]).to_string())
+}
+
 #[test]
 fn a_host_port_reaches_the_pod_without_netfilter() {
     require_root();
     let f = Fixture::start();
     let host_port = free_port();
+    let udp_host_port = free_port();
     f.write_manifest(
         "hp.yaml",
         &format!(
-            "apiVersion: v1\nkind: Pod\nmetadata: {{name: hp}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: web\n    image: {}\n    ports: [{{containerPort: 8080, hostPort: {host_port}}}]\n",
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: hp}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: web\n    image: {}\n    ports:\n    - {{containerPort: 8080, hostPort: {host_port}}}\n    - {{containerPort: 5353, hostPort: {udp_host_port}, protocol: UDP}}\n",
             f.image("web")
         ),
     );
-    f.wait_pod("hp-node1", Duration::from_secs(60), running_and_ready);
+    let pod = f.wait_pod("hp-node1", Duration::from_secs(60), running_and_ready);
     let (code, body) = http_get(host_port, "/").unwrap();
     assert_eq!((code, body.as_str()), (200, WEB_PAGE));
+
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    let root = f.node.cgroup_root.clone().unwrap();
+    let pod_cgroup = format!("{root}/kubepods/besteffort/pod{uid}");
+    let web_pid = *processes_below("memory", &pod_cgroup)
+        .first()
+        .expect("the web container's process");
+    serve_udp_in_netns_of(web_pid, 5353);
+    // The first datagram may race the pod's socket; a client retries, as UDP clients do.
+    let answer = (0..5).find_map(|_| udp_ask(udp_host_port, "ping"));
+    assert_eq!(answer.as_deref(), Some("pod:ping"), "{}", f.node.log());
+
     std::fs::remove_file(f.manifests().join("hp.yaml")).unwrap();
     f.wait_gone("hp-node1", Duration::from_secs(20));
     assert!(
         http_get(host_port, "/").is_err(),
         "the host port is released with the pod"
     );
+    std::net::UdpSocket::bind(("0.0.0.0", udp_host_port))
+        .expect("the UDP host port is released with the pod");
 }
 
 #[test]

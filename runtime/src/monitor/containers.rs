@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::attach;
 use super::console;
+use super::error_text::describe;
 use super::logs::{LogWriter, Rotation, Stream};
 use super::protocol::{ContainerReport, CreateRequest, Reply};
 use super::stdio;
@@ -160,7 +161,7 @@ impl Containers {
         }
         held.container
             .start()
-            .map_err(|e| format!("start container {id}: {e}"))?;
+            .map_err(|e| format!("start container {id}: {}", describe(&e)))?;
         held.phase = Phase::Running;
         tracing::info!(%id, "container started");
         Ok(())
@@ -178,7 +179,7 @@ impl Containers {
             Ok(()) => Ok(()),
             // It died between our last reap and this signal.
             Err(_) if !process_alive(held.pid) => Ok(()),
-            Err(e) => Err(format!("kill container {id}: {e}")),
+            Err(e) => Err(format!("kill container {id}: {}", describe(&e))),
         }
     }
 
@@ -194,7 +195,7 @@ impl Containers {
         }
         held.container
             .delete(true)
-            .map_err(|e| format!("delete container {id}: {e}"))
+            .map_err(|e| format!("delete container {id}: {}", describe(&e)))
     }
 
     /// Reports every container.
@@ -456,7 +457,7 @@ pub fn builder(root: &Path, id: &str) -> Result<ContainerBuilder, String> {
     ContainerBuilder::new(id.to_string(), SyscallType::default())
         .with_executor(DefaultExecutor {})
         .with_root_path(root)
-        .map_err(|e| format!("libcontainer root: {e}"))
+        .map_err(|e| format!("libcontainer root: {}", describe(&e)))
 }
 
 /// Writes what the stdin pipe takes now; a pipe whose reader is gone is closed.

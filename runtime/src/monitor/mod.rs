@@ -6,6 +6,7 @@
 pub mod attach;
 pub mod console;
 pub mod containers;
+pub mod error_text;
 pub mod exec;
 pub mod logs;
 pub mod memory;
@@ -72,7 +73,7 @@ fn serve(options: &MonitorOptions) -> Result<(), String> {
     // Orphaned container processes must come to us, not to PID 1, so exits are seen at once.
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("become subreaper: {e}"))?;
     let ns_dir = options.run_dir.join(NS_DIR);
-    namespaces::create(
+    let pid_init = namespaces::create(
         options.namespaces,
         &options.hostname,
         &ns_dir,
@@ -175,7 +176,7 @@ fn serve(options: &MonitorOptions) -> Result<(), String> {
             }
         }
     }
-    shutdown(&mut containers, &ns_dir, &socket)
+    shutdown(&mut containers, pid_init, &ns_dir, &socket)
 }
 
 /// Tells the daemon we serve, then lets go of stdout so the daemon's pipe closes.
@@ -302,7 +303,12 @@ fn reap(containers: &mut Containers) -> Vec<protocol::ExitEvent> {
     }
 }
 
-fn shutdown(containers: &mut Containers, ns_dir: &Path, socket: &Path) -> Result<(), String> {
+fn shutdown(
+    containers: &mut Containers,
+    pid_init: Option<Pid>,
+    ns_dir: &Path,
+    socket: &Path,
+) -> Result<(), String> {
     containers.kill_all();
     for _ in 0..250 {
         let _ = reap(containers);
@@ -310,6 +316,11 @@ fn shutdown(containers: &mut Containers, ns_dir: &Path, socket: &Path) -> Result
             break;
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some(init) = pid_init {
+        // Ends the pod's PID namespace, and with it anything the containers left in it.
+        let _ = nix::sys::signal::kill(init, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(init, None);
     }
     containers.delete_all();
     let _ = std::fs::remove_file(socket);

@@ -1,6 +1,7 @@
 //! The pod's namespaces: the monitor moves itself into new network, IPC and UTS namespaces and
 //! pins each with a bind mount, so containers and CNI can join them by path and they outlive
-//! any one process.
+//! any one process. A pod that shares its process namespace also gets a PID namespace, held by
+//! a forked init process (its PID 1) that reaps what the pod's processes orphan.
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -8,6 +9,10 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::{Signal, kill};
+use nix::sys::wait::waitpid;
+use nix::unistd::{ForkResult, Pid, fork};
+use std::os::fd::{AsRawFd, RawFd};
 
 /// Which namespaces the pod gets of its own (the rest are the host's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +23,8 @@ pub struct PodNamespaces {
     pub ipc: bool,
     /// A UTS namespace; only with `network`, as the kubelet does.
     pub uts: bool,
+    /// A PID namespace shared by the pod's containers (shareProcessNamespace).
+    pub pid: bool,
 }
 
 impl PodNamespaces {
@@ -36,7 +43,7 @@ impl PodNamespaces {
     }
 }
 
-/// Where namespace `kind` (`net`, `ipc`, `uts`) of a pod is pinned.
+/// Where namespace `kind` (`net`, `ipc`, `uts`, `pid`) of a pod is pinned.
 pub fn pin_path(ns_dir: &Path, kind: &str) -> PathBuf {
     ns_dir.join(kind)
 }
@@ -44,12 +51,13 @@ pub fn pin_path(ns_dir: &Path, kind: &str) -> PathBuf {
 /// Unshares the wanted namespaces (the calling process must be single-threaded), sets the
 /// hostname and pins them under `ns_dir`. With `network_pinned` the pod's network namespace
 /// already exists, pinned under `ns_dir` by [`create_network`]: the process joins it instead.
+/// Returns the PID namespace's init process when the pod has one.
 pub fn create(
     wanted: PodNamespaces,
     hostname: &str,
     ns_dir: &Path,
     network_pinned: bool,
-) -> Result<(), String> {
+) -> Result<Option<Pid>, String> {
     let mut kinds = wanted.kinds();
     if wanted.network && network_pinned {
         let pin = pin_path(ns_dir, "net");
@@ -76,7 +84,91 @@ pub fn create(
     if wanted.network && !network_pinned {
         loopback_up().map_err(|e| format!("bring lo up: {e}"))?;
     }
-    Ok(())
+    if wanted.pid {
+        return create_pid(ns_dir).map(Some);
+    }
+    Ok(None)
+}
+
+/// Makes the pod's PID namespace: unsharing it only affects children, so a forked child becomes
+/// its PID 1 and the namespace lives as long as that child. Its `/proc/<pid>/ns/pid` is pinned
+/// for containers to join.
+fn create_pid(ns_dir: &Path) -> Result<Pid, String> {
+    let own = std::fs::File::open("/proc/self/ns/pid")
+        .map_err(|e| format!("open our own PID namespace: {e}"))?;
+    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare a PID namespace: {e}"))?;
+    // Opened before the fork: the child must not allocate (the parent could hold any lock).
+    let null = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| format!("open /dev/null: {e}"))?;
+    // SAFETY: the monitor is single-threaded here, and the child only makes raw system calls
+    // (no allocation, no locks) before it loops forever or exits.
+    match unsafe { fork() }.map_err(|e| format!("fork the pod's PID 1: {e}"))? {
+        ForkResult::Child => pid_init(null.as_raw_fd()),
+        ForkResult::Parent { child } => {
+            drop(null);
+            // Later children (libcontainer's processes, execs) must stay in our namespace: were
+            // they born in the pod's, their orphans would go to the pod's PID 1 instead of to
+            // us, and we would never see the containers exit. Containers join the pod's
+            // namespace by its pin, as they join the others.
+            if let Err(e) = nix::sched::setns(&own, CloneFlags::CLONE_NEWPID) {
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err(format!("return to our own PID namespace: {e}"));
+            }
+            let source = format!("/proc/{child}/ns/pid");
+            let pin = pin_path(ns_dir, "pid");
+            let pinned = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&pin)
+                .map_err(|e| format!("create {}: {e}", pin.display()))
+                .and_then(|_| {
+                    mount(
+                        Some(source.as_str()),
+                        &pin,
+                        None::<&str>,
+                        MsFlags::MS_BIND,
+                        None::<&str>,
+                    )
+                    .map_err(|e| format!("pin {source} on {}: {e}", pin.display()))
+                });
+            if let Err(e) = pinned {
+                let _ = kill(child, Signal::SIGKILL);
+                let _ = waitpid(child, None);
+                return Err(e);
+            }
+            Ok(child)
+        }
+    }
+}
+
+/// PID 1 of a pod's PID namespace: dies with the monitor, lets go of the monitor's standard
+/// streams (the daemon waits for their end), and reaps every process the pod orphans.
+fn pid_init(null: RawFd) -> ! {
+    use nix::libc;
+    // SAFETY: plain system calls on values owned by this process; no memory is shared with the
+    // parent any more (fork copied it) and nothing here allocates.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        libc::dup2(null, 0);
+        libc::dup2(null, 1);
+        libc::dup2(null, 2);
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::sigprocmask(libc::SIG_BLOCK, &all, std::ptr::null_mut());
+        let mut chld: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut chld);
+        libc::sigaddset(&mut chld, libc::SIGCHLD);
+        loop {
+            let mut signal = 0;
+            libc::sigwait(&chld, &mut signal);
+            while libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) > 0 {}
+        }
+    }
 }
 
 /// Creates a network namespace with `lo` up and pins it under `ns_dir`, from a short-lived
@@ -123,7 +215,7 @@ fn pin(ns_dir: &Path, kind: &str) -> Result<(), String> {
 
 /// Unpins every namespace under `ns_dir` and removes the files; missing ones are fine.
 pub fn release(ns_dir: &Path) -> Result<(), String> {
-    for kind in ["net", "ipc", "uts"] {
+    for kind in ["net", "ipc", "uts", "pid"] {
         let pin = pin_path(ns_dir, kind);
         match umount2(&pin, MntFlags::MNT_DETACH) {
             Ok(()) | Err(Errno::EINVAL) | Err(Errno::ENOENT) => {}
@@ -144,7 +236,6 @@ pub fn release(ns_dir: &Path) -> Result<(), String> {
 fn loopback_up() -> Result<(), Errno> {
     use nix::libc;
     use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
-    use std::os::fd::AsRawFd;
 
     let sock = socket(
         AddressFamily::Inet,

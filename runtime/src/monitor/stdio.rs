@@ -10,6 +10,7 @@ use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::unistd::pipe2;
 
 use super::console;
+use super::error_text::describe;
 use super::logs::Stream;
 use super::protocol::CreateRequest;
 
@@ -40,7 +41,7 @@ pub fn create_on_pipes(
         .with_systemd(false)
         .with_detach(true)
         .build()
-        .map_err(|e| format!("create container {}: {e}", request.id))?;
+        .map_err(|e| format!("create container {}: {}", request.id, describe(&e)))?;
     // Without stdin in its config the container reads EOF; with it, the pipe stays open
     // for attach clients (and the container waits for input as under a kubelet).
     let stdin = if request.stdin {
@@ -92,7 +93,7 @@ pub fn create_on_terminal(
         .with_detach(true)
         .build();
     let master = built
-        .map_err(|e| format!("create container {}: {e}", request.id))
+        .map_err(|e| format!("create container {}: {}", request.id, describe(&e)))
         .and_then(|container| {
             console::receive(&listener, std::time::Duration::from_secs(10))
                 .map(|master| (container, master))

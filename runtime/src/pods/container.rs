@@ -175,7 +175,7 @@ impl PodManager {
                 ipc: (options.ipc != capstan_proto::NamespaceMode::Node as i32)
                     .then(|| ns_dir.join("ipc")),
                 uts: sandbox.own_network.then(|| ns_dir.join("uts")),
-                pid: None,
+                pid: pid_namespace(sandbox, &container.config)?,
             },
             etc_passwd: std::fs::read_to_string(rootfs.join("etc/passwd")).ok(),
             etc_group: std::fs::read_to_string(rootfs.join("etc/group")).ok(),
@@ -627,4 +627,39 @@ fn oom_score_adj_floor() -> Option<i32> {
         .trim()
         .parse()
         .ok()
+}
+
+/// The PID namespace a container joins: its TARGET container's (ephemeral debug containers),
+/// else the pod's when the pod shares one; `None` gives it its own.
+fn pid_namespace(sandbox: &SandboxRecord, config: &ContainerConfig) -> Result<Option<PathBuf>> {
+    const FIELD: &str = "config.linux.security_context.namespace_options";
+    let options = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref());
+    if let Some(options) = options.filter(|o| o.pid == capstan_proto::NamespaceMode::Target as i32)
+    {
+        if options.target_id.is_empty() {
+            return Err(PodError::Invalid(format!(
+                "{FIELD}.target_id is required when pid is TARGET"
+            )));
+        }
+        let state = sandbox
+            .run_dir
+            .join("libcontainer")
+            .join(&options.target_id);
+        let pid = libcontainer::container::Container::load(state)
+            .ok()
+            .and_then(|c| c.pid())
+            .ok_or_else(|| {
+                PodError::NotFound(format!(
+                    "{FIELD}.target_id: {} is not a running container of pod sandbox {}",
+                    options.target_id, sandbox.id
+                ))
+            })?;
+        return Ok(Some(PathBuf::from(format!("/proc/{pid}/ns/pid"))));
+    }
+    Ok(super::sandbox::shares_pid(&sandbox.config)
+        .then(|| sandbox.run_dir.join(crate::monitor::NS_DIR).join("pid")))
 }

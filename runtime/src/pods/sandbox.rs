@@ -147,6 +147,7 @@ impl PodManager {
         let run_dir = sandbox.run_dir.clone();
         let log_file = sandbox.state_dir.join("monitor.log");
         let host_network = !sandbox.own_network;
+        let share_pid = shares_pid(&sandbox.config);
         let rotation = self.settings.rotation;
         let monitor = tokio::task::spawn_blocking(move || {
             start_monitor(&MonitorSpawn {
@@ -156,6 +157,7 @@ impl PodManager {
                 hostname: &hostname,
                 host_network,
                 host_ipc,
+                share_pid,
                 join_pinned_network: network_pinned,
                 rotation,
             })
@@ -386,6 +388,18 @@ pub(super) fn namespace_options(config: &PodSandboxConfig) -> NamespaceOption {
         .and_then(|l| l.security_context.as_ref())
         .and_then(|s| s.namespace_options.clone())
         .unwrap_or_default()
+}
+
+/// Whether the pod's containers share one PID namespace: the options say `pid: POD`. Absent
+/// options mean a PID namespace per container, which is what the kubelet asks for unless
+/// `shareProcessNamespace` is set.
+pub(super) fn shares_pid(config: &PodSandboxConfig) -> bool {
+    config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.as_ref())
+        .is_some_and(|o| o.pid == NamespaceMode::Pod as i32)
 }
 
 fn attachment_of(sandbox: &SandboxRecord) -> Attachment {

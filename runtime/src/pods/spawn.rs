@@ -29,6 +29,8 @@ pub struct MonitorSpawn<'a> {
     pub host_network: bool,
     /// hostIPC.
     pub host_ipc: bool,
+    /// The pod's containers share one PID namespace.
+    pub share_pid: bool,
     /// The pod's network namespace is already pinned in the run directory: join it.
     pub join_pinned_network: bool,
     /// Container log limits.
@@ -60,6 +62,9 @@ pub fn start_monitor(spawn: &MonitorSpawn<'_>) -> Result<u32> {
     }
     if spawn.host_ipc {
         command.arg("--host-ipc");
+    }
+    if spawn.share_pid {
+        command.arg("--share-pid");
     }
     if spawn.join_pinned_network {
         command.arg("--join-pinned-network");

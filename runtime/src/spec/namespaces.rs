@@ -55,7 +55,10 @@ pub(super) fn namespaces(
         NamespaceMode::Pod | NamespaceMode::Target => {
             let path = paths.pid.clone().ok_or_else(|| SpecError::Input {
                 input: "namespace_paths.pid",
-                reason: format!("{pid_field} asks for a shared PID namespace but none was given"),
+                reason: format!(
+                    "{pid_field} asks for the pod's PID namespace, but the pod sandbox was not \
+                     created with linux.security_context.namespace_options.pid = POD"
+                ),
             })?;
             entries.push(ns(LinuxNamespaceType::Pid, Some(path))?);
         }

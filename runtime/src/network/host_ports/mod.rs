@@ -1,5 +1,9 @@
 //! hostPort mappings without netfilter: a userspace relay listens on each mapped host port and
-//! relays every TCP connection to the pod's address and container port.
+//! relays TCP connections ([`tcp`]) and UDP datagrams ([`udp`]) to the pod's address and
+//! container port. As with any userspace proxy the pod sees the host as the peer.
+
+mod tcp;
+mod udp;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -32,10 +36,16 @@ pub fn validate(mappings: &[PortMapping]) -> Result<(), PortMappingError> {
             // The kubelet passes container ports without a host port too: nothing to serve.
             continue;
         }
-        if m.protocol != Protocol::Tcp as i32 {
+        if m.protocol == Protocol::Sctp as i32 {
             return Err(error(
                 "protocol",
-                "only TCP host ports are forwarded (UDP and SCTP are not supported yet)".into(),
+                "SCTP host ports are not implemented (TCP and UDP are)".into(),
+            ));
+        }
+        if Protocol::try_from(m.protocol).is_err() {
+            return Err(error(
+                "protocol",
+                format!("{} is not a protocol", m.protocol),
             ));
         }
         if !(1..=65535).contains(&m.host_port) {
@@ -83,19 +93,26 @@ impl HostPorts {
                 .parse()
                 .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
             let address = SocketAddr::new(host_ip, m.host_port as u16);
-            let listener = std::net::TcpListener::bind(address)
-                .and_then(|l| l.set_nonblocking(true).map(|()| l))
-                .and_then(tokio::net::TcpListener::from_std)
-                .map_err(|e| PortMappingError {
-                    index,
-                    field: "host_port",
-                    reason: format!("cannot listen on {address}: {e}"),
-                })?;
-            listeners.push((listener, SocketAddr::new(pod_ip, m.container_port as u16)));
+            let target = SocketAddr::new(pod_ip, m.container_port as u16);
+            let listener = if m.protocol == Protocol::Udp as i32 {
+                udp::listen(address).map(|socket| Listener::Udp(socket, target))
+            } else {
+                tcp::listen(address).map(|listener| Listener::Tcp(listener, target))
+            };
+            listeners.push(listener.map_err(|e| PortMappingError {
+                index,
+                field: "host_port",
+                reason: format!("cannot listen on {address}: {e}"),
+            })?);
         }
+        // Spawned only once every port is bound, so a failure leaves nothing listening.
         let handles: Vec<AbortHandle> = listeners
             .into_iter()
-            .map(|(listener, target)| tokio::spawn(relay(listener, target)).abort_handle())
+            .map(|listener| match listener {
+                Listener::Tcp(listener, target) => tokio::spawn(tcp::relay(listener, target)),
+                Listener::Udp(socket, target) => tokio::spawn(udp::relay(socket, target)),
+            })
+            .map(|task| task.abort_handle())
             .collect();
         if let Ok(mut relays) = self.relays.lock()
             && let Some(old) = relays.insert(sandbox_id.to_string(), handles)
@@ -110,28 +127,17 @@ impl HostPorts {
         if let Ok(mut relays) = self.relays.lock()
             && let Some(handles) = relays.remove(sandbox_id)
         {
-            // Aborting drops the listeners (the ports are free again) and the connections.
+            // Aborting drops the listeners and UDP sessions (the ports are free again); TCP
+            // connections already relayed end when either side closes.
             handles.iter().for_each(AbortHandle::abort);
         }
     }
 }
 
-async fn relay(listener: tokio::net::TcpListener, target: SocketAddr) {
-    loop {
-        let Ok((mut client, peer)) = listener.accept().await else {
-            continue;
-        };
-        tokio::spawn(async move {
-            match tokio::net::TcpStream::connect(target).await {
-                Ok(mut pod) => {
-                    let _ = tokio::io::copy_bidirectional(&mut client, &mut pod).await;
-                }
-                Err(e) => {
-                    tracing::debug!(%peer, %target, error = %e, "hostPort relay: pod unreachable")
-                }
-            }
-        });
-    }
+/// A bound host port and where its traffic goes.
+enum Listener {
+    Tcp(tokio::net::TcpListener, SocketAddr),
+    Udp(tokio::net::UdpSocket, SocketAddr),
 }
 
 #[cfg(test)]
@@ -151,16 +157,18 @@ mod tests {
     fn validation_names_the_field() {
         assert_eq!(validate(&[mapping(Protocol::Tcp, 8080, 80)]), Ok(()));
         assert_eq!(
-            validate(&[mapping(Protocol::Udp, 0, 53)]),
+            validate(&[mapping(Protocol::Sctp, 0, 53)]),
             Ok(()),
             "no host port, nothing to do"
         );
         let e = validate(&[
             mapping(Protocol::Tcp, 80, 80),
             mapping(Protocol::Udp, 53, 53),
+            mapping(Protocol::Sctp, 54, 54),
         ])
         .unwrap_err();
-        assert_eq!((e.index, e.field), (1, "protocol"));
+        assert_eq!((e.index, e.field), (2, "protocol"));
+        assert!(e.reason.contains("SCTP"), "{e}");
         let e = validate(&[mapping(Protocol::Tcp, 70000, 80)]).unwrap_err();
         assert_eq!(
             e.to_string(),
