@@ -413,7 +413,7 @@ fn sample_value(
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn pod_sandbox_metrics_cover_cpu_memory_and_network_of_running_pods() {
+async fn cgroup_and_network_metrics_of_running_pods_are_listed() {
     require_root();
     let fixture = fixture();
     let runtime = RuntimeProcess::start(fixture.dir.path(), &fixture.config);
