@@ -5,7 +5,7 @@ mod cgroup_stats;
 mod container;
 pub mod error;
 mod exec;
-pub mod metrics;
+pub(crate) mod metrics;
 mod net_dev;
 pub mod record;
 mod sandbox;
