@@ -1,5 +1,5 @@
 //! Container events, log reopening, and containers that keep running and logging while the
-//! runtime is SIGKILLed and restarted.
+//! runtime is SIGKILLed and restarted, and the stats and cAdvisor-style metrics of running pods.
 
 mod common;
 
@@ -386,6 +386,183 @@ async fn stats_report_cgroup_cpu_memory_and_the_writable_layer() {
         })
         .await
         .unwrap();
+}
+
+async fn sandbox_metrics(cri: &mut CriClient) -> Vec<capstan_proto::PodSandboxMetrics> {
+    cri.runtime
+        .list_pod_sandbox_metrics(capstan_proto::ListPodSandboxMetricsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_metrics
+}
+
+/// The value of the sample of family `name` whose last label is `last_label` (any when `None`).
+fn sample_value(
+    metrics: &[capstan_proto::Metric],
+    name: &str,
+    last_label: Option<&str>,
+) -> Option<u64> {
+    metrics
+        .iter()
+        .find(|m| {
+            m.name == name
+                && last_label.is_none_or(|l| m.label_values.last().map(String::as_str) == Some(l))
+        })
+        .and_then(|m| m.value.map(|v| v.value))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cgroup_and_network_metrics_of_running_pods_are_listed() {
+    require_root();
+    let fixture = fixture();
+    let runtime = RuntimeProcess::start(fixture.dir.path(), &fixture.config);
+    let mut cri = runtime.client().await;
+    let descriptors = cri
+        .runtime
+        .list_metric_descriptors(capstan_proto::ListMetricDescriptorsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .descriptors;
+    for name in [
+        "container_cpu_usage_seconds_total",
+        "container_memory_working_set_bytes",
+        "container_network_receive_bytes_total",
+        "container_fs_usage_bytes",
+    ] {
+        assert!(
+            descriptors.iter().any(|d| d.name == name),
+            "{name} is not described"
+        );
+    }
+    assert!(descriptors.iter().all(|d| !d.help.is_empty()));
+
+    let pod = pod_with_image(&mut cri, &fixture, "metered").await;
+    // Two busy loops burn CPU seconds fast enough to see the whole-second counter move; 24 MiB in
+    // a tmpfs is charged to the container's memory cgroup and cannot be reclaimed.
+    const ALLOCATED: u64 = 24 << 20;
+    let script = "dd if=/dev/zero of=/dev/shm/fill bs=1M count=24 2>/dev/null; \
+        (while :; do :; done) & (while :; do :; done) & echo ready; wait";
+    let id = start(&mut cri, &pod, &fixture.image, "burner", script).await;
+    let log = status(&mut cri, &id).await.log_path;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("ready")
+    {
+        assert!(Instant::now() < deadline, "the container never got ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A connection to a closed port is a SYN in and a RST out on the pod's eth0.
+    let ip = common::sandbox_status(&mut cri, &pod)
+        .await
+        .unwrap()
+        .network
+        .unwrap()
+        .ip;
+    let address = std::net::SocketAddr::new(ip.parse().unwrap(), 9);
+    let _ = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1));
+
+    // Waits for a first whole CPU second, then for the counter to move past it.
+    let cpu_of = |pods: &[capstan_proto::PodSandboxMetrics]| {
+        let ours = pods.iter().find(|p| p.pod_sandbox_id == pod)?;
+        let container = ours
+            .container_metrics
+            .iter()
+            .find(|c| c.container_id == id)?;
+        sample_value(
+            &container.metrics,
+            "container_cpu_usage_seconds_total",
+            None,
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        let pods = sandbox_metrics(&mut cri).await;
+        match cpu_of(&pods) {
+            Some(cpu) if cpu > 0 => break cpu,
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "no CPU second in {pods:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let pods = loop {
+        let later = sandbox_metrics(&mut cri).await;
+        if cpu_of(&later).is_some_and(|cpu| cpu > first) {
+            break later;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "CPU usage stuck at {first} s: {later:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    let ours = pods.iter().find(|p| p.pod_sandbox_id == pod).unwrap();
+    assert_eq!(ours.container_metrics.len(), 1);
+    let container = &ours.container_metrics[0].metrics;
+    let working_set = sample_value(container, "container_memory_working_set_bytes", None).unwrap();
+    assert!(
+        working_set > ALLOCATED,
+        "working set {working_set} does not cover the {ALLOCATED} bytes in /dev/shm"
+    );
+    let processes = sample_value(container, "container_processes", None).unwrap();
+    assert!(
+        processes >= 3,
+        "{processes} processes: the shell and two loops"
+    );
+    let rx = sample_value(
+        &ours.metrics,
+        "container_network_receive_bytes_total",
+        Some("eth0"),
+    );
+    let tx = sample_value(
+        &ours.metrics,
+        "container_network_transmit_bytes_total",
+        Some("eth0"),
+    );
+    assert!(rx.is_some_and(|b| b > 0), "eth0 received {rx:?} bytes");
+    assert!(tx.is_some_and(|b| b > 0), "eth0 sent {tx:?} bytes");
+
+    // The listing and the samples agree both ways, and every sample has a value per label key.
+    let samples: Vec<&capstan_proto::Metric> =
+        ours.metrics.iter().chain(container.iter()).collect();
+    for descriptor in &descriptors {
+        assert!(
+            samples.iter().any(|m| m.name == descriptor.name),
+            "{} is described but has no sample",
+            descriptor.name
+        );
+    }
+    for sample in &samples {
+        let descriptor = descriptors
+            .iter()
+            .find(|d| d.name == sample.name)
+            .unwrap_or_else(|| panic!("{} is not described", sample.name));
+        assert_eq!(descriptor.label_keys.len(), sample.label_values.len());
+    }
+    let cpu_sample = container
+        .iter()
+        .find(|m| m.name == "container_cpu_usage_seconds_total")
+        .unwrap();
+    assert_eq!(
+        &cpu_sample.label_values[..2],
+        ["burner".to_string(), id.clone()],
+        "container and id labels"
+    );
+
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+    let after = sandbox_metrics(&mut cri).await;
+    assert!(
+        after.iter().all(|p| p.pod_sandbox_id != pod),
+        "a removed pod is still listed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -5,6 +5,8 @@ mod cgroup_stats;
 mod container;
 pub mod error;
 mod exec;
+pub(crate) mod metrics;
+mod net_dev;
 pub mod record;
 mod sandbox;
 mod spawn;

@@ -11,6 +11,7 @@ use super::PodManager;
 use super::cgroup_stats::{self, CgroupUsage};
 use super::container::find_container_in;
 use super::error::Result;
+use super::net_dev;
 use super::record::{ContainerRecord, SandboxRecord, now_nanos};
 use super::sandbox::{find_sandbox, sandbox_cgroup_parent};
 
@@ -168,43 +169,24 @@ impl PodManager {
     }
 }
 
-/// The pod's interfaces, read from the monitor's view of its network namespace
-/// (`/proc/<monitor>/net/dev`); none for host-network pods or a gone monitor.
+/// The pod's interfaces as the stats RPCs report them.
 fn network_usage(sandbox: &SandboxRecord, timestamp: i64) -> Option<NetworkUsage> {
-    if !sandbox.own_network || sandbox.monitor_pid == 0 {
-        return None;
-    }
-    let text = std::fs::read_to_string(format!("/proc/{}/net/dev", sandbox.monitor_pid)).ok()?;
-    let interfaces = parse_net_dev(&text);
+    let interfaces: Vec<NetworkInterfaceUsage> = net_dev::read(sandbox)?
+        .into_iter()
+        .map(|i| NetworkInterfaceUsage {
+            name: i.name,
+            rx_bytes: value(Some(i.rx_bytes)),
+            rx_errors: value(Some(i.rx_errors)),
+            tx_bytes: value(Some(i.tx_bytes)),
+            tx_errors: value(Some(i.tx_errors)),
+        })
+        .collect();
     let default_interface = interfaces.iter().find(|i| i.name == "eth0").cloned();
     Some(NetworkUsage {
         timestamp,
         default_interface,
         interfaces,
     })
-}
-
-/// Parses /proc/net/dev: per interface, receive bytes/errors are columns 1 and 3, transmit
-/// bytes/errors columns 9 and 11; loopback is left out, as the kubelet does.
-fn parse_net_dev(text: &str) -> Vec<NetworkInterfaceUsage> {
-    text.lines()
-        .skip(2)
-        .filter_map(|line| {
-            let (name, counters) = line.split_once(':')?;
-            let name = name.trim();
-            let numbers: Vec<u64> = counters
-                .split_whitespace()
-                .filter_map(|n| n.parse().ok())
-                .collect();
-            (name != "lo" && numbers.len() >= 16).then(|| NetworkInterfaceUsage {
-                name: name.to_string(),
-                rx_bytes: value(Some(numbers[0])),
-                rx_errors: value(Some(numbers[2])),
-                tx_bytes: value(Some(numbers[8])),
-                tx_errors: value(Some(numbers[10])),
-            })
-        })
-        .collect()
 }
 
 impl PodManager {
@@ -240,26 +222,5 @@ fn memory(timestamp: i64, usage: &CgroupUsage) -> MemoryUsage {
         rss_bytes: value(usage.rss_bytes),
         page_faults: None,
         major_page_faults: None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_net_dev;
-
-    #[test]
-    fn net_dev_counters_are_read_per_interface_without_loopback() {
-        let text = "Inter-|   Receive                                                |  Transmit\n \
- face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    \
- lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0\n  \
-eth0:    5000      40    2    0    0     0          0         0     7000      50    3    0    0     0       0          0\n";
-        let parsed = parse_net_dev(text);
-        assert_eq!(parsed.len(), 1);
-        let eth0 = &parsed[0];
-        assert_eq!(eth0.name, "eth0");
-        assert_eq!(eth0.rx_bytes.as_ref().map(|v| v.value), Some(5000));
-        assert_eq!(eth0.rx_errors.as_ref().map(|v| v.value), Some(2));
-        assert_eq!(eth0.tx_bytes.as_ref().map(|v| v.value), Some(7000));
-        assert_eq!(eth0.tx_errors.as_ref().map(|v| v.value), Some(3));
     }
 }

@@ -430,19 +430,16 @@ impl RuntimeService for CriRuntimeService {
         &self,
         _request: Request<ListMetricDescriptorsRequest>,
     ) -> Result<Response<ListMetricDescriptorsResponse>, Status> {
-        Err(not_implemented(
-            "ListMetricDescriptors",
-            "metrics is not built yet",
-        ))
+        Ok(Response::new(ListMetricDescriptorsResponse {
+            descriptors: crate::pods::metrics::descriptors(),
+        }))
     }
 
     async fn list_pod_sandbox_metrics(
         &self,
         _request: Request<ListPodSandboxMetricsRequest>,
     ) -> Result<Response<ListPodSandboxMetricsResponse>, Status> {
-        Err(not_implemented(
-            "ListPodSandboxMetrics",
-            "metrics is not built yet",
-        ))
+        let pod_metrics = self.pods.list_sandbox_metrics().await;
+        Ok(Response::new(ListPodSandboxMetricsResponse { pod_metrics }))
     }
 }
