@@ -1,6 +1,7 @@
 //! Pod sandboxes and their containers: the pod monitor per pod, CNI networking, records that
 //! survive restarts.
 
+mod adopt;
 mod cgroup_stats;
 mod container;
 pub mod error;
@@ -113,8 +114,9 @@ impl State {
 }
 
 impl PodManager {
-    /// Opens the pod state, adopting every sandbox and container a previous run left.
-    pub fn open(
+    /// Opens the pod state, adopting every sandbox and container a previous run left, then
+    /// checks the adopted pods' networks and collects the network's garbage.
+    pub async fn open(
         settings: PodSettings,
         network: PodNetwork,
         images: Arc<ImageManager>,
@@ -150,7 +152,7 @@ impl PodManager {
                 tracing::warn!(id = %sandbox.id, error = %e, "host ports of an adopted pod not served");
             }
         }
-        Ok(PodManager {
+        let manager = PodManager {
             settings,
             network,
             images,
@@ -158,7 +160,10 @@ impl PodManager {
             events,
             cpu_samples: std::sync::Mutex::new(std::collections::HashMap::new()),
             host_ports,
-        })
+        };
+        manager.check_adopted_networks().await;
+        manager.collect_network_garbage().await;
+        Ok(manager)
     }
 
     /// Container lifecycle events from now on (CRI GetContainerEvents).

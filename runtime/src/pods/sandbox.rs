@@ -388,7 +388,7 @@ pub(super) fn namespace_options(config: &PodSandboxConfig) -> NamespaceOption {
         .unwrap_or_default()
 }
 
-fn attachment_of(sandbox: &SandboxRecord) -> Attachment {
+pub(super) fn attachment_of(sandbox: &SandboxRecord) -> Attachment {
     let metadata = sandbox.config.metadata.clone().unwrap_or_default();
     Attachment {
         container_id: sandbox.id.clone(),
