@@ -285,7 +285,13 @@ impl PodNetwork {
                 }
             }
         });
-        futures::future::try_join_all(checks).await.map(|_| ())
+        // All asked at once (a cold cache costs one exec's time, not one per plugin), but the
+        // first failure in list order is the one reported, so the message is stable.
+        futures::future::join_all(checks)
+            .await
+            .into_iter()
+            .collect::<Result<Vec<()>, _>>()
+            .map(|_| ())
     }
 
     /// Runs ADD through the chain and caches the final result; returns it.
