@@ -180,7 +180,7 @@ mod tests {
         let config = RuntimeConfig::parse("[cni]\nconf_template = \"/etc/t.conflist\"\n").unwrap();
         assert_eq!(
             config.cni.conf_template.as_deref(),
-            Some(Path::new("/etc/t.conflist"))
+            Some(std::path::Path::new("/etc/t.conflist"))
         );
         assert!(RuntimeConfig::default().cni.conf_template.is_none());
     }

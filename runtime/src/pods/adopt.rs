@@ -1,6 +1,7 @@
 //! The network side of adopting pods after a restart: CNI CHECK of each running sandbox (a
 //! failure is reported, not repaired: the kubelet decides what to do with the pod), then CNI
-//! GC with every sandbox the runtime knows, which releases what a crash left attached.
+//! GC with every sandbox the runtime knows, which releases what a crash left attached, and a
+//! first readiness check.
 
 use std::time::Duration;
 
@@ -72,5 +73,14 @@ impl PodManager {
             plugins_gc = report.plugins_skipped.as_deref().unwrap_or("ran"),
             "CNI GC done"
         );
+    }
+
+    /// Logs whether the network is ready. Asking also fills the plugins' VERSION cache, so the
+    /// first pod does not pay for it.
+    pub(super) async fn log_network_readiness(&self) {
+        match self.network.ready().await {
+            Ok(()) => tracing::info!("pod network ready"),
+            Err(e) => tracing::warn!(error = %e, "pod network not ready"),
+        }
     }
 }

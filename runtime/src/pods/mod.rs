@@ -115,7 +115,8 @@ impl State {
 
 impl PodManager {
     /// Opens the pod state, adopting every sandbox and container a previous run left, then
-    /// checks the adopted pods' networks and collects the network's garbage.
+    /// checks the adopted pods' networks, collects the network's garbage and reports whether
+    /// the network is ready.
     pub async fn open(
         settings: PodSettings,
         network: PodNetwork,
@@ -163,6 +164,7 @@ impl PodManager {
         };
         manager.check_adopted_networks().await;
         manager.collect_network_garbage().await;
+        manager.log_network_readiness().await;
         Ok(manager)
     }
 
