@@ -51,8 +51,9 @@ async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String> {
                 config_file: args.runtime.runtime_config.clone(),
                 streaming_address: args.runtime.streaming_address,
             };
-            let runtime =
-                capstan_runtime::server::Runtime::open(&options).map_err(|e| e.to_string())?;
+            let runtime = capstan_runtime::server::Runtime::open(&options)
+                .await
+                .map_err(|e| e.to_string())?;
             let service: Arc<DynRuntimeService> = Arc::new(runtime.runtime_service.clone());
             let cri = Cri::new(service, Arc::new(runtime.image_service.clone()));
             (cri, Some(runtime))

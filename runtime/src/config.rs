@@ -1,4 +1,4 @@
-//! The runtime's configuration file (TOML): registries, mirrors, credentials.
+//! The runtime's configuration file (TOML): registries, mirrors, credentials, CNI.
 //!
 //! ```toml
 //! [registry]
@@ -7,6 +7,11 @@
 //!
 //! [registry.mirrors."registry.k8s.io"]
 //! endpoints = ["http://127.0.0.1:5000"]  # tried in order, then the registry itself
+//!
+//! [cni]
+//! conf_dir = "/etc/cni/net.d"
+//! bin_dirs = ["/opt/cni/bin"]
+//! conf_template = "/etc/capstan/cni.conflist"  # rendered on UpdateRuntimeConfig's pod CIDR
 //! ```
 
 use std::collections::BTreeMap;
@@ -168,5 +173,15 @@ mod tests {
             err.contains("registry.mirrors.\"docker.io\".endpoints"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn cni_conf_template_is_optional() {
+        let config = RuntimeConfig::parse("[cni]\nconf_template = \"/etc/t.conflist\"\n").unwrap();
+        assert_eq!(
+            config.cni.conf_template.as_deref(),
+            Some(std::path::Path::new("/etc/t.conflist"))
+        );
+        assert!(RuntimeConfig::default().cni.conf_template.is_none());
     }
 }

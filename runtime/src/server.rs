@@ -95,9 +95,9 @@ fn default_cgroup_parent() -> String {
 }
 
 impl Runtime {
-    /// Opens the runtime's state and starts the streaming server (on the current tokio
-    /// runtime, which must exist).
-    pub fn open(options: &RuntimeOptions) -> Result<Self, ServerError> {
+    /// Opens the runtime's state (CNI CHECK of adopted pods and CNI GC included, so that no
+    /// request races them) and starts the streaming server.
+    pub async fn open(options: &RuntimeOptions) -> Result<Self, ServerError> {
         let config = match &options.config_file {
             Some(path) => RuntimeConfig::load(path)?,
             None => RuntimeConfig::default(),
@@ -125,7 +125,7 @@ impl Runtime {
             default_cgroup_parent: default_cgroup_parent(),
         };
         let network = PodNetwork::new(config.cni.clone(), &options.state_dir.join("cni"));
-        let pods = Arc::new(PodManager::open(settings, network, Arc::clone(&images))?);
+        let pods = Arc::new(PodManager::open(settings, network, Arc::clone(&images)).await?);
         let streaming = StreamingServer::start(options.streaming_address).map_err(|source| {
             ServerError::Streaming {
                 address: options.streaming_address,
@@ -156,7 +156,7 @@ pub async fn serve(
     options: RuntimeOptions,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    let runtime = Runtime::open(&options)?;
+    let runtime = Runtime::open(&options).await?;
     serve_runtime(&runtime, &options.endpoint, shutdown).await
 }
 

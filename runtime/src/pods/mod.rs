@@ -1,6 +1,7 @@
 //! Pod sandboxes and their containers: the pod monitor per pod, CNI networking, records that
 //! survive restarts.
 
+mod adopt;
 mod cgroup_stats;
 mod container;
 pub mod error;
@@ -115,8 +116,10 @@ impl State {
 }
 
 impl PodManager {
-    /// Opens the pod state, adopting every sandbox and container a previous run left.
-    pub fn open(
+    /// Opens the pod state, adopting every sandbox and container a previous run left, then
+    /// checks the adopted pods' networks, collects the network's garbage and reports whether
+    /// the network is ready.
+    pub async fn open(
         settings: PodSettings,
         network: PodNetwork,
         images: Arc<ImageManager>,
@@ -152,7 +155,7 @@ impl PodManager {
                 tracing::warn!(id = %sandbox.id, error = %e, "host ports of an adopted pod not served");
             }
         }
-        Ok(PodManager {
+        let manager = PodManager {
             settings,
             network,
             images,
@@ -160,7 +163,11 @@ impl PodManager {
             events,
             cpu_samples: std::sync::Mutex::new(std::collections::HashMap::new()),
             host_ports,
-        })
+        };
+        manager.check_adopted_networks().await;
+        manager.collect_network_garbage().await;
+        manager.log_network_readiness().await;
+        Ok(manager)
     }
 
     /// Container lifecycle events from now on (CRI GetContainerEvents).

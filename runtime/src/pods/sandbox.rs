@@ -402,7 +402,7 @@ pub(super) fn shares_pid(config: &PodSandboxConfig) -> bool {
         .is_some_and(|o| o.pid == NamespaceMode::Pod as i32)
 }
 
-fn attachment_of(sandbox: &SandboxRecord) -> Attachment {
+pub(super) fn attachment_of(sandbox: &SandboxRecord) -> Attachment {
     let metadata = sandbox.config.metadata.clone().unwrap_or_default();
     Attachment {
         container_id: sandbox.id.clone(),

@@ -31,6 +31,7 @@ use futures::Stream;
 use tonic::{Request, Response, Status};
 
 use super::not_implemented;
+use crate::network::{NetworkError, PodCidrUpdate};
 use crate::pods::PodManager;
 use crate::streaming::{StreamFlags, StreamingServer, Target};
 
@@ -48,6 +49,16 @@ impl CriRuntimeService {
     /// The runtime service over `pods`, handing out URLs on `streaming`.
     pub fn new(pods: Arc<PodManager>, streaming: StreamingServer) -> Self {
         CriRuntimeService { pods, streaming }
+    }
+}
+
+/// The gRPC status of a network error met outside a pod operation.
+fn network_status(error: &NetworkError) -> Status {
+    let message = error.to_string();
+    match error {
+        NetworkError::InvalidCidr { .. } => Status::invalid_argument(message),
+        NetworkError::Template { .. } => Status::failed_precondition(message),
+        _ => Status::internal(message),
     }
 }
 
@@ -81,10 +92,11 @@ impl RuntimeService for CriRuntimeService {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
-        // The runtime is ready once it serves; the network when a CNI config and its plugins exist.
+        // The runtime is ready once it serves; the network when a CNI config loads, its
+        // plugins speak its version and (spec 1.1) their STATUS succeeds.
         let conditions = vec![
             condition("RuntimeReady", true, "", ""),
-            match self.pods.network().ready() {
+            match self.pods.network().ready().await {
                 Ok(()) => condition("NetworkReady", true, "", ""),
                 Err(e) => condition(
                     "NetworkReady",
@@ -408,12 +420,29 @@ impl RuntimeService for CriRuntimeService {
 
     async fn update_runtime_config(
         &self,
-        _request: Request<UpdateRuntimeConfigRequest>,
+        request: Request<UpdateRuntimeConfigRequest>,
     ) -> Result<Response<UpdateRuntimeConfigResponse>, Status> {
-        Err(not_implemented(
-            "UpdateRuntimeConfig",
-            "pod networking is not built yet",
-        ))
+        let pod_cidr = request
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        match self.pods.network().update_pod_cidr(&pod_cidr) {
+            Ok(PodCidrUpdate::Unchanged) => {}
+            Ok(PodCidrUpdate::Recorded) => tracing::info!(
+                %pod_cidr,
+                "pod CIDR recorded; no [cni] conf_template is configured, so no network config is written"
+            ),
+            Ok(PodCidrUpdate::Rendered(file)) => {
+                tracing::info!(%pod_cidr, file = %file.display(), "network config rendered from conf_template")
+            }
+            Err(e) => {
+                tracing::warn!(%pod_cidr, error = %e, "UpdateRuntimeConfig refused");
+                return Err(network_status(&e));
+            }
+        }
+        Ok(Response::new(UpdateRuntimeConfigResponse {}))
     }
 
     async fn checkpoint_container(
