@@ -6,6 +6,7 @@ mod common;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
 use capstan_proto::{
@@ -497,6 +498,48 @@ async fn shared_and_targeted_process_namespaces_show_the_right_processes() {
     let two = run(&mut cri, &shared, sleeper("two", "3218")).await;
     let (seen, pid1) = processes_seen(&mut cri, &two).await;
     assert!(seen.contains(&"sleep 3217".to_string()), "{seen:?}");
+    // crictl inspect / inspectp: the verbose info has the host pid, the OCI spec and the
+    // namespace paths.
+    let info = cri
+        .runtime
+        .container_status(ContainerStatusRequest {
+            container_id: two.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let pid = info["pid"].as_u64().expect("pid");
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&cmdline), "sleep\u{0}3218\u{0}");
+    assert_eq!(info["sandboxID"], shared.as_str());
+    assert_eq!(
+        info["runtimeSpec"]["process"]["args"],
+        serde_json::json!(["sh", "-c", "exec sleep 3218"])
+    );
+    let info = cri
+        .runtime
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: shared.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let pid_ns = info["pidNamespacePath"].as_str().expect("pidNamespacePath");
+    let pinned = std::fs::metadata(pid_ns).unwrap();
+    let joined = std::fs::metadata(format!("/proc/{pid}/ns/pid")).unwrap();
+    assert_eq!(
+        (pinned.dev(), pinned.ino()),
+        (joined.dev(), joined.ino()),
+        "the container is in the pinned pod PID namespace"
+    );
+    assert!(info["cniResult"]["ips"].is_array(), "{info}");
+    assert_eq!(info["config"]["metadata"]["name"], "shared");
     assert!(seen.contains(&"sleep 3218".to_string()), "{seen:?}");
     assert!(!pid1.starts_with("sleep"), "PID 1 is a container: {pid1}");
 

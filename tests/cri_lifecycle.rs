@@ -636,6 +636,21 @@ async fn cgroup_limits_of_a_running_container_can_be_updated() {
             );
         }
     }
+    // ContainerStatus reports the limits in force (the kubelet's in-place resize reads them).
+    let reported = common::container_status(&mut cri, &id)
+        .await
+        .resources
+        .and_then(|r| r.linux)
+        .expect("status.resources.linux");
+    assert_eq!(
+        (
+            reported.memory_limit_in_bytes,
+            reported.cpu_quota,
+            reported.cpu_period,
+            reported.cpu_shares
+        ),
+        (96 << 20, 50_000, 100_000, 512)
+    );
     let error = cri
         .runtime
         .update_container_resources(capstan_proto::UpdateContainerResourcesRequest {

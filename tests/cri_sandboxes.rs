@@ -66,7 +66,7 @@ async fn sandbox_lifecycle_networks_the_pod_and_leaves_nothing_behind() {
 
     let status = cri
         .runtime
-        .status(StatusRequest::default())
+        .status(StatusRequest { verbose: true })
         .await
         .unwrap()
         .into_inner();
@@ -78,6 +78,13 @@ async fn sandbox_lifecycle_networks_the_pod_and_leaves_nothing_behind() {
         .find(|c| c.r#type == "NetworkReady")
         .unwrap();
     assert!(network.status, "network not ready: {}", network.message);
+    // crictl info: the network config in force and how loading it went.
+    assert_eq!(status.info["lastCNILoadStatus"], "OK");
+    let cni_config: serde_json::Value = serde_json::from_str(&status.info["cniconfig"]).unwrap();
+    assert_eq!(
+        cni_config["list"]["plugins"][0]["bridge"],
+        cni.bridge.as_str()
+    );
 
     let id = run_pod(&mut cri, pod("web"))
         .await

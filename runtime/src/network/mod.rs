@@ -354,6 +354,11 @@ impl PodNetwork {
         Ok(())
     }
 
+    /// The cached ADD result of `attachment` (the last plugin's output), if it was added.
+    pub fn cached_result(&self, attachment: &Attachment) -> Option<Value> {
+        cache::find(&self.cache_dir, attachment).map(|(_, entry)| entry.result)
+    }
+
     /// Runs CHECK through the chain with the cached ADD result as prevResult, when the list
     /// the pod was added with allows it (cniVersion 0.4.0 or later, no `disableCheck`).
     pub async fn check(&self, attachment: &Attachment) -> Result<CheckOutcome, NetworkError> {

@@ -415,8 +415,57 @@ impl PodManager {
             annotations: container.config.annotations.clone(),
             mounts: container.config.mounts.clone(),
             log_path: container.log_path.display().to_string(),
+            resources: container
+                .config
+                .linux
+                .as_ref()
+                .and_then(|l| l.resources.clone())
+                .map(|linux| capstan_proto::ContainerResources {
+                    linux: Some(linux),
+                    ..Default::default()
+                }),
             ..Default::default()
         })
+    }
+
+    /// ContainerStatus' verbose `info`: what crictl inspect shows beside the status (the
+    /// container's host pid, its OCI spec, the request's config), as JSON.
+    pub async fn container_info(&self, id: &str) -> Result<serde_json::Value> {
+        let (container, run_dir) = {
+            let state = self.state.lock().await;
+            let container = find_container(&state, id)?.clone();
+            let run_dir = find_sandbox(&state.sandboxes, &container.sandbox_id)
+                .map(|s| s.run_dir.clone())
+                .ok();
+            (container, run_dir)
+        };
+        let running = container.started_at != 0 && !has_exited(&container);
+        let pid = run_dir
+            .filter(|_| running)
+            .and_then(|dir| {
+                libcontainer::container::Container::load(
+                    dir.join("libcontainer").join(&container.id),
+                )
+                .ok()
+            })
+            .and_then(|c| c.pid())
+            .map_or(0, |pid| pid.as_raw());
+        let spec_path = container.state_dir.join("bundle/config.json");
+        let runtime_spec = std::fs::read(&spec_path)
+            .ok()
+            .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+            .unwrap_or(serde_json::Value::Null);
+        Ok(serde_json::json!({
+            "sandboxID": container.sandbox_id,
+            "pid": pid,
+            "removing": false,
+            "snapshotter": "overlayfs",
+            "rootfs": container.state_dir.join("rootfs"),
+            "cgroupsPath": container.cgroups_path,
+            "runtimeType": "capstan",
+            "config": container.config,
+            "runtimeSpec": runtime_spec,
+        }))
     }
 
     /// ListContainers.

@@ -319,6 +319,28 @@ impl PodManager {
         })
     }
 
+    /// PodSandboxStatus' verbose `info`: what crictl inspectp shows beside the status (the
+    /// monitor's pid, namespace paths, the request's config, the CNI result), as JSON.
+    pub async fn sandbox_info(&self, id: &str) -> Result<serde_json::Value> {
+        let sandbox = {
+            let state = self.state.lock().await;
+            find_sandbox(&state.sandboxes, id)?.clone()
+        };
+        let ns_dir = sandbox.run_dir.join(crate::monitor::NS_DIR);
+        let namespace =
+            |kind: &str, present: bool| present.then(|| ns_dir.join(kind).display().to_string());
+        let cni_result = self.network().cached_result(&attachment_of(&sandbox));
+        Ok(serde_json::json!({
+            "pid": if sandbox.ready { sandbox.monitor_pid } else { 0 },
+            "netNamespacePath": namespace("net", sandbox.own_network),
+            "pidNamespacePath": namespace("pid", shares_pid(&sandbox.config)),
+            "runDir": sandbox.run_dir,
+            "runtimeType": "capstan",
+            "config": sandbox.config,
+            "cniResult": cni_result,
+        }))
+    }
+
     /// The sandboxes matching `filter`.
     pub async fn list_sandboxes(&self, filter: Option<PodSandboxFilter>) -> Vec<PodSandbox> {
         let state = self.state.lock().await;

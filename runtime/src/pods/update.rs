@@ -56,8 +56,46 @@ impl PodManager {
                 PodError::Internal(format!("write {value:?} to {}: {e}", file.display()))
             })?;
         }
+        // Recorded, so ContainerStatus reports what is in force, also after a restart.
+        let mut state = self.state.lock().await;
+        if let Some(record) = state.containers.get_mut(&container.id) {
+            let linux = record.config.linux.get_or_insert_with(Default::default);
+            merge(
+                linux.resources.get_or_insert_with(Default::default),
+                resources,
+            );
+            super::record::save(
+                &record.state_dir.join(super::record::CONTAINER_FILE),
+                record,
+            )?;
+        }
         tracing::info!(id = %container.id, "container resources updated");
         Ok(())
+    }
+}
+
+/// Copies the fields an update sets (the non-zero ones, as applied) into `current`.
+fn merge(current: &mut LinuxContainerResources, update: &LinuxContainerResources) {
+    if update.cpu_period > 0 {
+        current.cpu_period = update.cpu_period;
+    }
+    if update.cpu_quota != 0 {
+        current.cpu_quota = update.cpu_quota;
+    }
+    if update.cpu_shares > 0 {
+        current.cpu_shares = update.cpu_shares;
+    }
+    if update.memory_limit_in_bytes > 0 {
+        current.memory_limit_in_bytes = update.memory_limit_in_bytes;
+    }
+    if !update.cpuset_cpus.is_empty() {
+        current.cpuset_cpus = update.cpuset_cpus.clone();
+    }
+    if !update.cpuset_mems.is_empty() {
+        current.cpuset_mems = update.cpuset_mems.clone();
+    }
+    for (key, value) in &update.unified {
+        current.unified.insert(key.clone(), value.clone());
     }
 }
 

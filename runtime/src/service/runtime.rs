@@ -90,13 +90,28 @@ impl RuntimeService for CriRuntimeService {
 
     async fn status(
         &self,
-        _request: Request<StatusRequest>,
+        request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         // The runtime is ready once it serves; the network when a CNI config loads, its
         // plugins speak its version and (spec 1.1) their STATUS succeeds.
+        let network = self.pods.network().ready().await;
+        let mut info = HashMap::new();
+        if request.into_inner().verbose {
+            // What crictl info shows: the network config in force and how loading it went.
+            let load_status = match &network {
+                Ok(()) => "OK".to_string(),
+                Err(e) => e.to_string(),
+            };
+            let config = match self.pods.network().load() {
+                Ok((path, list)) => serde_json::json!({ "file": path, "list": list }),
+                Err(_) => serde_json::Value::Null,
+            };
+            info.insert("lastCNILoadStatus".to_string(), load_status);
+            info.insert("cniconfig".to_string(), config.to_string());
+        }
         let conditions = vec![
             condition("RuntimeReady", true, "", ""),
-            match self.pods.network().ready().await {
+            match network {
                 Ok(()) => condition("NetworkReady", true, "", ""),
                 Err(e) => condition(
                     "NetworkReady",
@@ -108,7 +123,7 @@ impl RuntimeService for CriRuntimeService {
         ];
         Ok(Response::new(StatusResponse {
             status: Some(RuntimeStatus { conditions }),
-            info: HashMap::new(),
+            info,
             ..Default::default()
         }))
     }
@@ -165,14 +180,22 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<PodSandboxStatusRequest>,
     ) -> Result<Response<PodSandboxStatusResponse>, Status> {
-        let id = request.into_inner().pod_sandbox_id;
+        let request = request.into_inner();
+        let id = request.pod_sandbox_id;
         let status = self
             .pods
             .sandbox_status(&id)
             .await
             .map_err(|e| e.status())?;
+        let info = if request.verbose {
+            let info = self.pods.sandbox_info(&id).await.map_err(|e| e.status())?;
+            HashMap::from([("info".to_string(), info.to_string())])
+        } else {
+            HashMap::new()
+        };
         Ok(Response::new(PodSandboxStatusResponse {
             status: Some(status),
+            info,
             ..Default::default()
         }))
     }
@@ -249,15 +272,26 @@ impl RuntimeService for CriRuntimeService {
         &self,
         request: Request<ContainerStatusRequest>,
     ) -> Result<Response<ContainerStatusResponse>, Status> {
-        let id = request.into_inner().container_id;
+        let request = request.into_inner();
+        let id = request.container_id;
         let status = self
             .pods
             .container_status(&id)
             .await
             .map_err(|e| e.status())?;
+        let info = if request.verbose {
+            let info = self
+                .pods
+                .container_info(&id)
+                .await
+                .map_err(|e| e.status())?;
+            HashMap::from([("info".to_string(), info.to_string())])
+        } else {
+            HashMap::new()
+        };
         Ok(Response::new(ContainerStatusResponse {
             status: Some(status),
-            ..Default::default()
+            info,
         }))
     }
 
