@@ -1290,3 +1290,40 @@ fn memory_qos_sets_memory_min_and_high_on_cgroup_v2() {
         assert!(cgroup_dir("memory", &container_cgroup).exists());
     }
 }
+
+#[test]
+fn containers_of_a_pod_sharing_its_process_namespace_see_each_other() {
+    require_root();
+    let f = Fixture::start();
+    let shell = f.image("shell");
+    let script: String = [
+        r#"list() { for p in /proc/[0-9]*; do echo "$(tr '\0' ' ' < $p/cmdline)"; done; }"#,
+        "until list | grep -q '^sleep 3333'; do sleep 0.2; done",
+        "list",
+        "exec sleep 3334",
+    ]
+    .iter()
+    .map(|line| format!("      {line}\n"))
+    .collect();
+    f.write_manifest(
+        "share.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: share}}\nspec:\n  shareProcessNamespace: true\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: a\n    image: {shell}\n    command: [sleep, '3333']\n  - name: b\n    image: {shell}\n    command:\n    - sh\n    - -c\n    - |\n{script}"
+        ),
+    );
+    f.wait_pod("share-node1", Duration::from_secs(60), running_and_ready);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let logs = loop {
+        let (_, logs) = http_get(f.port, "/containerLogs/default/share-node1/b").unwrap();
+        if logs.contains("sleep 3333") || Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(
+        logs.contains("sleep 3333"),
+        "b does not see a's process:\n{logs}"
+    );
+    std::fs::remove_file(f.manifests().join("share.yaml")).unwrap();
+    f.wait_gone("share-node1", Duration::from_secs(20));
+}
