@@ -11,11 +11,11 @@ use std::time::{Duration, Instant};
 
 use capstan_proto::{
     ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest,
-    CreateContainerRequest, ExecSyncRequest, ImageSpec, LinuxContainerConfig,
+    CreateContainerRequest, ExecSyncRequest, ImageFsInfoRequest, ImageSpec, LinuxContainerConfig,
     LinuxContainerSecurityContext, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    ListContainersRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
-    PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest,
-    RunPodSandboxRequest, StopContainerRequest,
+    ListContainersRequest, ListImagesRequest, NamespaceMode, NamespaceOption, PodSandboxConfig,
+    PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest,
+    RemoveImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StopContainerRequest,
 };
 use capstan_testkit::cri::CriClient;
 use capstan_testkit::images::{ManifestFormat, WEB_PAGE, catalog};
@@ -623,4 +623,129 @@ async fn shared_and_targeted_process_namespaces_show_the_right_processes() {
         "mounts left: {:?}",
         mounted_under(dir.path())
     );
+}
+
+fn snapshot_count(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir.join("state/images/snapshots"))
+        .map(|entries| entries.flatten().count())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_removed_image_keeps_its_containers_layers_until_they_go() {
+    require_root();
+    let registry = LocalRegistry::start().unwrap();
+    let images = catalog().unwrap();
+    registry
+        .client()
+        .push_image("shell", "1", &images.shell, ManifestFormat::Oci)
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cni = CniSetup::new(dir.path(), None);
+    let config = format!(
+        "[registry]\ninsecure = [\"{}\"]\n{}",
+        registry.host(),
+        cni.toml()
+    );
+    let runtime = RuntimeProcess::start(dir.path(), &config);
+    let mut cri = runtime.client().await;
+    let shell = format!("{}/shell:1", registry.host());
+    cri.images
+        .pull_image(PullImageRequest {
+            image: Some(ImageSpec {
+                image: shell.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let layers = snapshot_count(dir.path());
+    assert!(layers > 0);
+    let pod = common::run_pod(&mut cri, pod_config("keeper", None))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", runtime.log()));
+    let id = run(
+        &mut cri,
+        &pod,
+        container("keeper", &shell, &["sleep", "600"], &[]),
+    )
+    .await;
+    // 2 MiB in the writable layer shows in ImageFsInfo's container filesystem.
+    let out = cri
+        .runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: ["dd", "if=/dev/zero", "of=/big", "bs=1024", "count=2048"]
+                .map(String::from)
+                .to_vec(),
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+    let fs = cri
+        .images
+        .image_fs_info(ImageFsInfoRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let writable = fs.container_filesystems[0]
+        .used_bytes
+        .as_ref()
+        .unwrap()
+        .value;
+    assert!(writable >= 2 << 20, "container filesystem used {writable}");
+    let image_fs = fs.image_filesystems[0].used_bytes.as_ref().unwrap().value;
+    assert_ne!(
+        fs.container_filesystems[0].fs_id, fs.image_filesystems[0].fs_id,
+        "the writable layers are reported apart from the images ({image_fs} bytes)"
+    );
+
+    // crictl rmi while the container runs: the image goes, its layers stay for the container.
+    cri.images
+        .remove_image(RemoveImageRequest {
+            image: Some(ImageSpec {
+                image: shell.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap();
+    let listed = cri
+        .images
+        .list_images(ListImagesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert!(listed.is_empty(), "{listed:?}");
+    assert_eq!(snapshot_count(dir.path()), layers);
+    let out = cri
+        .runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: ["sh", "-c", "cat /bin/busybox | wc -c"]
+                .map(String::from)
+                .to_vec(),
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(out.exit_code, 0, "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Once the container goes, so do the layers.
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while snapshot_count(dir.path()) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(snapshot_count(dir.path()), 0, "{}", runtime.log());
 }

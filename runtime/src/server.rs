@@ -133,7 +133,7 @@ impl Runtime {
             }
         })?;
         Ok(Runtime {
-            image_service: CriImageService::new(Arc::clone(&images)),
+            image_service: CriImageService::new(Arc::clone(&images), Arc::clone(&pods)),
             runtime_service: CriRuntimeService::new(Arc::clone(&pods), streaming.clone()),
             images,
             pods,

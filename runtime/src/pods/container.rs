@@ -2,6 +2,7 @@
 //! and start by the pod's monitor, stop with a grace period, removal that leaves nothing.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use capstan_proto::{
@@ -116,6 +117,7 @@ impl PodManager {
             log_path,
             state_dir,
             cgroups_path: String::new(),
+            layers: image.layers.iter().map(|l| l.diff_id.clone()).collect(),
         };
         let cgroup_parent = sandbox_cgroup_parent(&sandbox.config)
             .unwrap_or_else(|| self.default_pod_cgroup(&sandbox.id));
@@ -348,6 +350,16 @@ impl PodManager {
         state.containers.remove(id);
         if let Ok(mut samples) = self.cpu_samples.lock() {
             samples.remove(id);
+        }
+        if self.images.resolve(&container.image_id).is_none() {
+            // Its image was removed while it existed: the layers only it kept can go now.
+            let in_use = self.in_use_layers(state);
+            let images = Arc::clone(&self.images);
+            tokio::spawn(async move {
+                if let Err(e) = images.collect_garbage(&in_use).await {
+                    tracing::warn!(error = %e, "image garbage collection failed");
+                }
+            });
         }
         self.emit(id, ContainerEventType::ContainerDeletedEvent);
         tracing::info!(%id, "container removed");

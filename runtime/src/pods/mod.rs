@@ -191,15 +191,55 @@ impl PodManager {
         &self.network
     }
 
-    /// Diff IDs of the image layers containers use, which image GC must keep.
+    /// Diff IDs of the image layers containers use, which image GC must keep. Records from
+    /// before containers kept their layers fall back to their image's.
     pub async fn snapshots_in_use(&self) -> std::collections::HashSet<String> {
         let state = self.state.lock().await;
+        self.in_use_layers(&state)
+    }
+
+    fn in_use_layers(&self, state: &State) -> std::collections::HashSet<String> {
         state
             .containers
             .values()
-            .filter_map(|c| self.images.resolve(&c.image_id))
-            .flat_map(|image| image.layers.into_iter().map(|l| l.diff_id))
+            .flat_map(|c| {
+                if c.layers.is_empty() {
+                    self.images
+                        .resolve(&c.image_id)
+                        .map(|image| image.layers.into_iter().map(|l| l.diff_id).collect())
+                        .unwrap_or_default()
+                } else {
+                    c.layers.clone()
+                }
+            })
             .collect()
+    }
+
+    /// Disk used by every container's writable layer, and where they live (ImageFsInfo's
+    /// container filesystem).
+    pub async fn writable_layers_usage(&self) -> (PathBuf, crate::images::usage::FsUsage) {
+        let uppers: Vec<PathBuf> = {
+            let state = self.state.lock().await;
+            state
+                .containers
+                .values()
+                .map(|c| c.state_dir.join("upper"))
+                .collect()
+        };
+        let total = tokio::task::spawn_blocking(move || {
+            uppers
+                .iter()
+                .map(|upper| crate::images::usage::measure(upper))
+                .fold(crate::images::usage::FsUsage::default(), |sum, one| {
+                    crate::images::usage::FsUsage {
+                        bytes: sum.bytes + one.bytes,
+                        inodes: sum.inodes + one.inodes,
+                    }
+                })
+        })
+        .await
+        .unwrap_or_default();
+        (self.settings.state_root.clone(), total)
     }
 }
 

@@ -63,6 +63,10 @@ pub struct ContainerRecord {
     /// The container's cgroup (absolute within the hierarchy).
     #[serde(default)]
     pub cgroups_path: String,
+    /// Diff IDs of the image layers its rootfs is made of: they must outlive the image's
+    /// removal while the container exists.
+    #[serde(default)]
+    pub layers: Vec<String>,
 }
 
 /// Writes a record atomically.

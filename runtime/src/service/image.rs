@@ -1,6 +1,6 @@
 //! CRI ImageService on the image manager.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -14,18 +14,22 @@ use capstan_proto::{
 use tonic::{Request, Response, Status};
 
 use super::{image_status_of, required_image};
+use crate::images::usage::FsUsage;
 use crate::images::{Credentials, ImageManager, ImageRecord};
+use crate::pods::PodManager;
 
 /// CRI ImageService.
 #[derive(Debug, Clone)]
 pub struct CriImageService {
     images: Arc<ImageManager>,
+    pods: Arc<PodManager>,
 }
 
 impl CriImageService {
-    /// Serves `images`.
-    pub fn new(images: Arc<ImageManager>) -> Self {
-        CriImageService { images }
+    /// Serves `images`; `pods` says which layers containers still use and how much their
+    /// writable layers take.
+    pub fn new(images: Arc<ImageManager>, pods: Arc<PodManager>) -> Self {
+        CriImageService { images, pods }
     }
 }
 
@@ -104,8 +108,11 @@ impl ImageService for CriImageService {
         request: Request<RemoveImageRequest>,
     ) -> Result<Response<RemoveImageResponse>, Status> {
         let image = required_image(request.get_ref().image.as_ref(), "image.image")?;
+        // As with containerd, an image may go while containers made from it exist; the layers
+        // their root filesystems stand on stay until the last of them is removed.
+        let in_use = self.pods.snapshots_in_use().await;
         self.images
-            .remove(&image, &HashSet::new())
+            .remove(&image, &in_use)
             .await
             .map_err(|e| image_status_of(&e))?;
         Ok(Response::new(RemoveImageResponse {}))
@@ -120,19 +127,20 @@ impl ImageService for CriImageService {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as i64)
             .unwrap_or_default();
-        let filesystem = FilesystemUsage {
+        let filesystem = |mountpoint: &std::path::Path, usage: FsUsage| FilesystemUsage {
             timestamp,
             fs_id: Some(FilesystemIdentifier {
-                mountpoint: self.images.root().display().to_string(),
+                mountpoint: mountpoint.display().to_string(),
             }),
             used_bytes: Some(UInt64Value { value: usage.bytes }),
             inodes_used: Some(UInt64Value {
                 value: usage.inodes,
             }),
         };
+        let (containers_root, writable) = self.pods.writable_layers_usage().await;
         Ok(Response::new(ImageFsInfoResponse {
-            image_filesystems: vec![filesystem.clone()],
-            container_filesystems: vec![filesystem],
+            image_filesystems: vec![filesystem(self.images.root(), usage)],
+            container_filesystems: vec![filesystem(&containers_root, writable)],
         }))
     }
 }
