@@ -491,13 +491,46 @@ async fn shared_and_targeted_process_namespaces_show_the_right_processes() {
 
     // shareProcessNamespace: each container sees the other's processes, and PID 1 is the pod's
     // own init, not a container's.
-    let shared = common::run_pod(&mut cri, pod_config("shared", Some(NamespaceMode::Pod)))
+    // A sysctl that is not namespaced is refused at RunPodSandbox, naming it; a namespaced one
+    // reaches the pod's containers.
+    let mut bad = pod_config("bad-sysctl", Some(NamespaceMode::Pod));
+    if let Some(linux) = bad.linux.as_mut() {
+        linux.sysctls = HashMap::from([("vm.swappiness".to_string(), "10".to_string())]);
+    }
+    let error = common::run_pod(&mut cri, bad).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument, "{}", error.message());
+    assert!(
+        error.message().contains("vm.swappiness"),
+        "{}",
+        error.message()
+    );
+    let mut shared_config = pod_config("shared", Some(NamespaceMode::Pod));
+    if let Some(linux) = shared_config.linux.as_mut() {
+        linux.sysctls = HashMap::from([(
+            "net.ipv4.ip_unprivileged_port_start".to_string(),
+            "81".to_string(),
+        )]);
+    }
+    let shared = common::run_pod(&mut cri, shared_config)
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", runtime.log()));
     run(&mut cri, &shared, sleeper("one", "3217")).await;
     let two = run(&mut cri, &shared, sleeper("two", "3218")).await;
     let (seen, pid1) = processes_seen(&mut cri, &two).await;
     assert!(seen.contains(&"sleep 3217".to_string()), "{seen:?}");
+    let sysctl = cri
+        .runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: two.clone(),
+            cmd: ["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]
+                .map(String::from)
+                .to_vec(),
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(String::from_utf8_lossy(&sysctl.stdout).trim(), "81");
     // crictl inspect / inspectp: the verbose info has the host pid, the OCI spec and the
     // namespace paths.
     let info = cri
@@ -594,6 +627,24 @@ async fn shared_and_targeted_process_namespaces_show_the_right_processes() {
     assert_eq!(error.code(), Code::InvalidArgument, "{}", error.message());
     assert!(
         error.message().contains("namespace_options.pid"),
+        "{}",
+        error.message()
+    );
+    let mut missing_mount = sleeper("missing-mount", "1");
+    missing_mount.mounts = vec![capstan_proto::Mount {
+        container_path: "/data".into(),
+        host_path: dir.path().join("not-there").display().to_string(),
+        ..Default::default()
+    }];
+    let error = cri
+        .runtime
+        .create_container(create(missing_mount))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument, "{}", error.message());
+    assert!(
+        error.message().contains("config.mounts[0].host_path")
+            && error.message().contains("not-there"),
         "{}",
         error.message()
     );

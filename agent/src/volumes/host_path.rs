@@ -13,8 +13,18 @@ pub fn check(path: &Path, kind: &str) -> Result<(), String> {
     let not = |what: &str| format!("{shown} is not {what} (type {kind})");
     let stat = || fs::metadata(path);
     match kind {
-        // No type: nothing is checked, as for the kubelet.
-        "" => Ok(()),
+        // No type: nothing is checked, as for the kubelet; a missing path becomes a directory,
+        // which is what containerd and CRI-O make of it under a kubelet.
+        "" => {
+            if fs::symlink_metadata(path).is_err() {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o755)
+                    .create(path)
+                    .map_err(|e| format!("cannot create directory {shown}: {e}"))?;
+            }
+            Ok(())
+        }
         "DirectoryOrCreate" => {
             if fs::symlink_metadata(path).is_err() {
                 fs::DirBuilder::new()
@@ -101,7 +111,14 @@ mod tests {
         let null = Path::new("/dev/null");
         let absent = tmp.path().join("absent");
 
-        assert!(check(&absent, "").is_ok());
+        let untyped = tmp.path().join("untyped");
+        assert!(check(&untyped, "").is_ok());
+        assert!(
+            untyped.is_dir(),
+            "an untyped missing path becomes a directory"
+        );
+        assert!(check(&file, "").is_ok(), "an untyped file is left as it is");
+        assert!(file.is_file());
         assert!(check(&dir, "Directory").is_ok());
         assert_eq!(
             check(&file, "Directory").unwrap_err(),

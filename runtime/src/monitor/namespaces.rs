@@ -176,16 +176,23 @@ fn pid_init(null: RawFd) -> ! {
 /// thread ends instead of switching back, so no other work can ever run inside it. The daemon
 /// does this so that CNI ADD can run while the pod's monitor is still starting; the monitor
 /// then joins the pinned namespace ([`create`] with `network_pinned`).
-pub fn create_network(ns_dir: &Path) -> Result<(), String> {
+pub fn create_network(ns_dir: &Path, sysctls: &[(PathBuf, String)]) -> Result<(), String> {
     std::fs::create_dir_all(ns_dir).map_err(|e| format!("create {}: {e}", ns_dir.display()))?;
     let ns_dir = ns_dir.to_path_buf();
+    let sysctls = sysctls.to_vec();
     std::thread::Builder::new()
         .name("pod-netns".into())
         .spawn(move || {
             unshare(CloneFlags::CLONE_NEWNET)
                 .map_err(|e| format!("unshare a network namespace: {e}"))?;
             pin(&ns_dir, "net")?;
-            loopback_up().map_err(|e| format!("bring lo up: {e}"))
+            loopback_up().map_err(|e| format!("bring lo up: {e}"))?;
+            // /proc/sys/net resolves against the writing thread's namespace: this one.
+            for (file, value) in &sysctls {
+                std::fs::write(file, value)
+                    .map_err(|e| format!("set sysctl {} to {value:?}: {e}", file.display()))?;
+            }
+            Ok(())
         })
         .map_err(|e| format!("start the namespace thread: {e}"))?
         .join()

@@ -45,6 +45,7 @@ impl PodManager {
         if image_name.is_empty() {
             return Err(PodError::Invalid("config.image.image is required".into()));
         }
+        check_mount_sources(&config)?;
         let mut state = self.state.lock().await;
         let sandbox = find_sandbox(&state.sandboxes, sandbox_id)?.clone();
         if !sandbox.ready {
@@ -723,4 +724,27 @@ fn pid_namespace(sandbox: &SandboxRecord, config: &ContainerConfig) -> Result<Op
     }
     Ok(super::sandbox::shares_pid(&sandbox.config)
         .then(|| sandbox.run_dir.join(crate::monitor::NS_DIR).join("pid")))
+}
+
+/// Refuses a mount whose host path does not exist before anything is made for the container:
+/// libcontainer would only fail at start, with no field to name.
+fn check_mount_sources(config: &ContainerConfig) -> Result<()> {
+    for (index, mount) in config.mounts.iter().enumerate() {
+        if mount.image.as_ref().is_some_and(|i| !i.image.is_empty()) {
+            // An image volume: the spec names what is wrong with it.
+            continue;
+        }
+        if mount.host_path.is_empty() {
+            return Err(PodError::Invalid(format!(
+                "config.mounts[{index}].host_path is required"
+            )));
+        }
+        if let Err(e) = std::fs::metadata(&mount.host_path) {
+            return Err(PodError::Invalid(format!(
+                "config.mounts[{index}].host_path: {}: {e}",
+                mount.host_path
+            )));
+        }
+    }
+    Ok(())
 }

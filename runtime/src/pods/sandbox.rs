@@ -34,6 +34,7 @@ impl PodManager {
                 )));
             }
         }
+        crate::spec::check_sandbox(&config).map_err(|e| PodError::Invalid(e.to_string()))?;
         let options = namespace_options(&config);
         let own_network = options.network != NamespaceMode::Node as i32;
         let host_ipc = options.ipc == NamespaceMode::Node as i32;
@@ -130,8 +131,9 @@ impl PodManager {
         let network_pinned = sandbox.own_network;
         if network_pinned {
             let ns_dir = sandbox.run_dir.join(crate::monitor::NS_DIR);
+            let sysctls = crate::spec::pod_network_sysctls(&sandbox.config);
             let created = tokio::task::spawn_blocking(move || {
-                crate::monitor::namespaces::create_network(&ns_dir)
+                crate::monitor::namespaces::create_network(&ns_dir, &sysctls)
             })
             .await
             .unwrap_or_else(|e| Err(format!("namespace task: {e}")));

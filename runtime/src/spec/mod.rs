@@ -170,6 +170,34 @@ impl SpecError {
     }
 }
 
+/// Checks what RunPodSandbox can know of the specs to come, so a pod that could never run a
+/// container is refused at once, naming the field: its sysctls.
+pub fn check_sandbox(sandbox: &PodSandboxConfig) -> Result<(), SpecError> {
+    namespaces::check_pod_sysctls(sandbox)
+}
+
+/// The sandbox's `net.*` sysctls as files under /proc/sys and their values, for the runtime to
+/// write inside the pod's network namespace when it makes it. [`check_sandbox`] validates them.
+pub fn pod_network_sysctls(sandbox: &PodSandboxConfig) -> Vec<(PathBuf, String)> {
+    let Some(linux) = &sandbox.linux else {
+        return Vec::new();
+    };
+    linux
+        .sysctls
+        .iter()
+        .filter(|(name, _)| name.starts_with("net.") || name.starts_with("net/"))
+        .map(|(name, value)| {
+            // With `/` as the separator a `.` belongs to a component (`eth0.100`).
+            let relative = if name.contains('/') {
+                name.clone()
+            } else {
+                name.replace('.', "/")
+            };
+            (PathBuf::from("/proc/sys").join(relative), value.clone())
+        })
+        .collect()
+}
+
 /// Generates the OCI spec for `config` in `sandbox`, looking host devices up on this host.
 pub fn generate(
     config: &ContainerConfig,
@@ -221,7 +249,11 @@ pub fn generate_with(
         inputs.hostname.clone()
     };
     let namespaces = namespaces::namespaces(sc, pod_sc, &inputs.namespace_paths, inputs.cgroup_v2)?;
-    let sysctls = namespaces::sysctls(sandbox, &namespaces)?;
+    let mut sysctls = namespaces::sysctls(sandbox, &namespaces)?;
+    // net.* ones belong to the pod's network namespace and are set once when it is made
+    // ([`pod_network_sysctls`]); libcontainer would also refuse them here, taking the monitor's
+    // namespace, which is the pod's, for the host's.
+    sysctls.retain(|name, _| !name.starts_with("net."));
 
     let argv = process::argv(config, image_config)?;
     let env = process::env(config, image_config, &hostname)?;

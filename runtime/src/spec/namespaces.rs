@@ -117,6 +117,26 @@ fn ns(typ: LinuxNamespaceType, path: Option<PathBuf>) -> Result<LinuxNamespace, 
     })
 }
 
+/// [`sysctls`] with the namespaces the sandbox's options give it.
+pub(super) fn check_pod_sysctls(sandbox: &PodSandboxConfig) -> Result<(), SpecError> {
+    const FIELD: &str = "PodSandboxConfig.linux.security_context.namespace_options";
+    let options = sandbox
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default();
+    let host_network = mode(options.network, &format!("{FIELD}.network"))? == NamespaceMode::Node;
+    let host_ipc = mode(options.ipc, &format!("{FIELD}.ipc"))? == NamespaceMode::Node;
+    let ns = Namespaces {
+        entries: Vec::new(),
+        host_network,
+        host_ipc,
+        has_uts: !host_network,
+    };
+    sysctls(sandbox, &ns).map(|_| ())
+}
+
 /// The sandbox's sysctls, checked the way kubelet does: only namespaced ones, and only in a
 /// namespace the pod owns (writing `net.*` in the host's network namespace would change the
 /// node).
