@@ -48,6 +48,7 @@ pub(super) async fn relay(socket: UdpSocket, target: SocketAddr) {
             Ok(received) => received,
             Err(e) => {
                 tracing::debug!(error = %e, "hostPort UDP relay: receive failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
