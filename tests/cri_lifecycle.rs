@@ -676,3 +676,119 @@ async fn cgroup_limits_of_a_running_container_can_be_updated() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn container_logs_rotate_at_the_configured_size_and_count() {
+    require_root();
+    let fixture = fixture();
+    let config = format!(
+        "{}\n[logs]\nmax_size = 4096\nmax_files = 3\n",
+        fixture.config
+    );
+    let runtime = RuntimeProcess::start(fixture.dir.path(), &config);
+    let mut cri = runtime.client().await;
+    let pod = pod_with_image(&mut cri, &fixture, "rotating").await;
+    // ~40 KiB of numbered lines in bursts, so the file is sampled while it is being written.
+    let chatty = start(
+        &mut cri,
+        &pod,
+        &fixture.image,
+        "chatty",
+        "i=0; while [ $i -lt 400 ]; do \
+           echo \"line $i padding-padding-padding-padding-padding-padding-padding-padding\"; \
+           i=$((i+1)); if [ $((i % 25)) -eq 0 ]; then sleep 0.05; fi; \
+         done; echo last-line",
+    )
+    .await;
+    let log = std::path::PathBuf::from(status(&mut cri, &chatty).await.log_path);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut samples = 0;
+    loop {
+        if let Ok(meta) = std::fs::metadata(&log) {
+            samples += 1;
+            assert!(
+                meta.len() <= 4096,
+                "the live log grew to {} bytes, over logs.max_size",
+                meta.len()
+            );
+        }
+        if status(&mut cri, &chatty).await.state == ContainerState::ContainerExited as i32 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the container did not finish");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(samples > 10, "only {samples} samples taken while writing");
+
+    let dir = log.parent().unwrap();
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("chatty.log"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["chatty.log", "chatty.log.1", "chatty.log.2"],
+        "max_files = 3 keeps the live file and two rotated ones"
+    );
+    let live = std::fs::read_to_string(&log).unwrap();
+    assert!(std::fs::metadata(&log).unwrap().len() <= 4096);
+    assert!(
+        live.lines()
+            .last()
+            .is_some_and(|l| l.ends_with(" stdout F last-line")),
+        "the newest output is in the live file:\n{live}"
+    );
+    let number = |text: &str| {
+        text.lines()
+            .filter_map(|l| {
+                l.split(" line ")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<u32>()
+                    .ok()
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    let rotated = std::fs::read_to_string(dir.join("chatty.log.1")).unwrap();
+    let older = std::fs::read_to_string(dir.join("chatty.log.2")).unwrap();
+    assert!(
+        number(&older) < number(&rotated) && number(&rotated) <= 399,
+        "rotated files are numbered newest first"
+    );
+    assert!(
+        !rotated.contains(" line 0 "),
+        "the oldest lines were dropped with the files beyond max_files"
+    );
+
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+    assert!(capstan_testkit::mounts::mounted_under(fixture.dir.path()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_existing_socket_directory_is_made_private() {
+    require_root();
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let runtime = RuntimeProcess::start(dir.path(), "");
+    let _cri = runtime.client().await;
+    let mode = std::fs::metadata(&run).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(
+        mode,
+        0o700,
+        "the socket directory keeps mode {mode:o}:\n{}",
+        runtime.log()
+    );
+}
