@@ -152,6 +152,7 @@ fn runtime_options(args: RuntimeArgs) -> capstan_runtime::server::RuntimeOptions
         state_dir: args.state_dir,
         config_file: args.runtime_config,
         streaming_address: args.streaming_address,
+        log_rotation: None,
     }
 }
 

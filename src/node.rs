@@ -50,6 +50,7 @@ async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String> {
                 state_dir: args.runtime.state_dir.clone(),
                 config_file: args.runtime.runtime_config.clone(),
                 streaming_address: args.runtime.streaming_address,
+                log_rotation: Some(log_rotation(&config)?),
             };
             let runtime = capstan_runtime::server::Runtime::open(&options)
                 .await
@@ -87,6 +88,29 @@ async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String> {
             Ok(())
         }
     }
+}
+
+/// The container log limits of the KubeletConfiguration (containerLogMaxSize,
+/// containerLogMaxFiles), which the in-process runtime's pod monitors enforce as they write:
+/// the kubelet would rotate the logs itself, here the runtime does it for it.
+fn log_rotation(config: &AgentConfig) -> Result<capstan_runtime::monitor::logs::Rotation, String> {
+    // Validation already keeps both at or above their minimums; a negative size cannot pass.
+    let max_size = u64::try_from(config.container_log_max_size).map_err(|_| {
+        format!(
+            "containerLogMaxSize: {} bytes must not be negative",
+            config.container_log_max_size
+        )
+    })?;
+    let max_files = usize::try_from(config.container_log_max_files).map_err(|_| {
+        format!(
+            "containerLogMaxFiles: {} is too large",
+            config.container_log_max_files
+        )
+    })?;
+    Ok(capstan_runtime::monitor::logs::Rotation {
+        max_size,
+        max_files,
+    })
 }
 
 /// `capstan exec`: runs the command through the node's CRI endpoint; returns its exit code.

@@ -676,3 +676,244 @@ async fn cgroup_limits_of_a_running_container_can_be_updated() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn container_logs_rotate_at_the_configured_size_and_count() {
+    require_root();
+    let fixture = fixture();
+    let config = format!(
+        "{}\n[logs]\nmax_size = 4096\nmax_files = 3\n",
+        fixture.config
+    );
+    let runtime = RuntimeProcess::start(fixture.dir.path(), &config);
+    let mut cri = runtime.client().await;
+    let pod = pod_with_image(&mut cri, &fixture, "rotating").await;
+    // ~40 KiB of numbered lines in bursts, so the file is sampled while it is being written.
+    let chatty = start(
+        &mut cri,
+        &pod,
+        &fixture.image,
+        "chatty",
+        "i=0; while [ $i -lt 400 ]; do \
+           echo \"line $i padding-padding-padding-padding-padding-padding-padding-padding\"; \
+           i=$((i+1)); if [ $((i % 25)) -eq 0 ]; then sleep 0.05; fi; \
+         done; echo last-line",
+    )
+    .await;
+    let log = std::path::PathBuf::from(status(&mut cri, &chatty).await.log_path);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut samples = 0;
+    loop {
+        if let Ok(meta) = std::fs::metadata(&log) {
+            samples += 1;
+            assert!(
+                meta.len() <= 4096,
+                "the live log grew to {} bytes, over logs.max_size",
+                meta.len()
+            );
+        }
+        if status(&mut cri, &chatty).await.state == ContainerState::ContainerExited as i32 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the container did not finish");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(samples > 10, "only {samples} samples taken while writing");
+
+    let dir = log.parent().unwrap();
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("chatty.log"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        ["chatty.log", "chatty.log.1", "chatty.log.2"],
+        "max_files = 3 keeps the live file and two rotated ones"
+    );
+    let live = std::fs::read_to_string(&log).unwrap();
+    assert!(std::fs::metadata(&log).unwrap().len() <= 4096);
+    assert!(
+        live.lines()
+            .last()
+            .is_some_and(|l| l.ends_with(" stdout F last-line")),
+        "the newest output is in the live file:\n{live}"
+    );
+    let number = |text: &str| {
+        text.lines()
+            .filter_map(|l| {
+                l.split(" line ")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<u32>()
+                    .ok()
+            })
+            .max()
+            .unwrap_or(0)
+    };
+    let rotated = std::fs::read_to_string(dir.join("chatty.log.1")).unwrap();
+    let older = std::fs::read_to_string(dir.join("chatty.log.2")).unwrap();
+    assert!(
+        number(&older) < number(&rotated) && number(&rotated) <= 399,
+        "rotated files are numbered newest first"
+    );
+    assert!(
+        !rotated.contains(" line 0 "),
+        "the oldest lines were dropped with the files beyond max_files"
+    );
+
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+    assert!(capstan_testkit::mounts::mounted_under(fixture.dir.path()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_existing_socket_directory_is_made_private() {
+    require_root();
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let runtime = RuntimeProcess::start(dir.path(), "");
+    let _cri = runtime.client().await;
+    let mode = std::fs::metadata(&run).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(
+        mode,
+        0o700,
+        "the socket directory keeps mode {mode:o}:\n{}",
+        runtime.log()
+    );
+}
+
+/// The directories of cgroup `path` (absolute in its hierarchy): one on v2, one per v1
+/// controller hierarchy.
+fn cgroup_dirs_of(path: &str) -> Vec<std::path::PathBuf> {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        return vec![root.join(path.trim_start_matches('/'))];
+    }
+    std::fs::read_to_string("/proc/self/mounts")
+        .unwrap()
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() > 3 && fields[2] == "cgroup" && !fields[3].contains("name="))
+                .then(|| std::path::Path::new(fields[1]).join(path.trim_start_matches('/')))
+        })
+        .collect()
+}
+
+/// Makes cgroup `path` in every hierarchy (its parent must exist), ready to take processes.
+fn make_cgroup(path: &str) {
+    for dir in cgroup_dirs_of(path) {
+        std::fs::create_dir_all(&dir).unwrap();
+        // A new v1 cpuset is empty, and an empty cpuset takes no process.
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let parent = dir.parent().unwrap().join(file);
+            if let Ok(value) = std::fs::read_to_string(&parent)
+                && std::fs::read_to_string(dir.join(file)).is_ok_and(|v| v.trim().is_empty())
+            {
+                std::fs::write(dir.join(file), value.trim()).unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_sweeps_orphan_pod_state_and_control_groups_but_keeps_live_pods() {
+    require_root();
+    let fixture = fixture();
+    let mut runtime = RuntimeProcess::start(fixture.dir.path(), &fixture.config);
+    let mut cri = runtime.client().await;
+    let live = pod_with_image(&mut cri, &fixture, "live").await;
+    let sleeper = start(&mut cri, &live, &fixture.image, "sleeper", "sleep 1000").await;
+    drop(cri);
+    runtime.stop_with("KILL");
+
+    // What a crash between creating a sandbox's directories and saving its record leaves: a
+    // state directory with a mounted rootfs below it, and a pod cgroup with a container cgroup
+    // still holding a process.
+    let orphan_id = "0badc0de".repeat(8);
+    let orphan_dir = fixture.dir.path().join("state/pods").join(&orphan_id);
+    let rootfs = orphan_dir
+        .join("containers")
+        .join("f".repeat(64))
+        .join("rootfs");
+    std::fs::create_dir_all(&rootfs).unwrap();
+    std::fs::write(orphan_dir.join("monitor.log"), "started\n").unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &rootfs,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=64k"),
+    )
+    .unwrap();
+    std::fs::write(rootfs.join("file"), "debris").unwrap();
+    let own = capstan_testkit::cgroups::own_path().unwrap();
+    let pods_parent = format!("{}/capstan-pods", own.trim_end_matches('/'));
+    let orphan_pod = format!("{pods_parent}/pod-{}", &orphan_id[..12]);
+    let orphan_container = format!("{orphan_pod}/{}", "e".repeat(64));
+    make_cgroup(&orphan_pod);
+    make_cgroup(&orphan_container);
+    let mut stray = std::process::Command::new("sleep")
+        .arg("1000")
+        .spawn()
+        .unwrap();
+    for dir in cgroup_dirs_of(&orphan_container) {
+        std::fs::write(dir.join("cgroup.procs"), stray.id().to_string()).unwrap();
+    }
+    let live_pod_cgroup = format!("{pods_parent}/pod-{}", &live[..12]);
+    let live_cgroups = cgroup_dirs_of(&live_pod_cgroup);
+    assert!(live_cgroups.iter().all(|d| d.exists()), "{live_cgroups:?}");
+
+    runtime.respawn();
+    let mut cri = runtime.client().await;
+    let log = runtime.log();
+    assert!(
+        !orphan_dir.exists(),
+        "the orphan state directory was not swept:\n{log}"
+    );
+    assert!(capstan_testkit::mounts::mounted_under(&orphan_dir).is_empty());
+    for dir in cgroup_dirs_of(&orphan_pod) {
+        assert!(!dir.exists(), "{} was not swept:\n{log}", dir.display());
+    }
+    let exit = stray.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&exit),
+        Some(9),
+        "the process left in the orphan cgroup must be killed"
+    );
+    assert!(
+        log.contains("swept a pod state directory without a sandbox record")
+            && log.contains(&orphan_id),
+        "the state directory sweep must be logged:\n{log}"
+    );
+    assert!(
+        log.contains("swept a cgroup without a record") && log.contains(&orphan_pod),
+        "the cgroup sweep must be logged:\n{log}"
+    );
+
+    // The live pod is untouched: its state, its cgroup, its running container.
+    assert!(fixture.dir.path().join("state/pods").join(&live).is_dir());
+    assert!(live_cgroups.iter().all(|d| d.exists()), "{live_cgroups:?}");
+    assert_eq!(
+        status(&mut cri, &sleeper).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: live,
+        })
+        .await
+        .unwrap();
+    assert!(capstan_testkit::mounts::mounted_under(fixture.dir.path()).is_empty());
+}

@@ -1327,3 +1327,79 @@ fn containers_of_a_pod_sharing_its_process_namespace_see_each_other() {
     std::fs::remove_file(f.manifests().join("share.yaml")).unwrap();
     f.wait_gone("share-node1", Duration::from_secs(20));
 }
+
+/// Every file below `dir`, recursively.
+fn files_below(dir: &Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                files_below(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
+
+#[test]
+fn container_log_max_size_and_files_of_the_kubelet_config_rotate_pod_logs() {
+    require_root();
+    let f = Fixture::start_with_config(Some(
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncontainerLogMaxSize: 2Ki\ncontainerLogMaxFiles: 2\n",
+    ));
+    f.write_manifest(
+        "chatty.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: chatty}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {}\n    command: [sh, -c, 'i=0; while [ $i -lt 300 ]; do echo \"line $i padding-padding-padding-padding\"; i=$((i+1)); done; echo last-line; sleep 1000']\n",
+            f.image("shell")
+        ),
+    );
+    f.wait_pod("chatty-node1", Duration::from_secs(60), running_and_ready);
+    let logs_dir = f.dir.path().join("logs");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let files = loop {
+        let files: Vec<_> = files_below(&logs_dir)
+            .into_iter()
+            .filter(|p| p.display().to_string().contains("chatty"))
+            .collect();
+        let done = files
+            .iter()
+            .any(|p| std::fs::read_to_string(p).is_ok_and(|text| text.contains(" F last-line")));
+        if done || Instant::now() > deadline {
+            break files;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut names: Vec<String> = files
+        .iter()
+        .filter_map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        ["0.log", "0.log.1"],
+        "containerLogMaxFiles: 2 keeps the live file and one rotated file: {files:?}\n{}",
+        tail(&f.node.log(), 30)
+    );
+    for file in &files {
+        let size = std::fs::metadata(file).unwrap().len();
+        assert!(
+            size <= 2048,
+            "{} has {size} bytes, over containerLogMaxSize",
+            file.display()
+        );
+    }
+    let live = files.iter().find(|p| p.ends_with("0.log")).unwrap();
+    assert!(
+        std::fs::read_to_string(live)
+            .unwrap()
+            .contains(" F last-line")
+    );
+    std::fs::remove_file(f.manifests().join("chatty.yaml")).unwrap();
+    f.wait_gone("chatty-node1", Duration::from_secs(20));
+}

@@ -29,6 +29,10 @@ pub struct RuntimeOptions {
     pub config_file: Option<PathBuf>,
     /// Where the streaming server (Exec/Attach/PortForward URLs) listens; port 0 picks one.
     pub streaming_address: std::net::SocketAddr,
+    /// Container log limits that take precedence over the file's `[logs]`: `capstan node`
+    /// passes the KubeletConfiguration's containerLogMaxSize/containerLogMaxFiles, since there
+    /// the runtime's monitors rotate what the kubelet would.
+    pub log_rotation: Option<Rotation>,
 }
 
 /// Why the runtime could not start or stopped.
@@ -102,6 +106,25 @@ impl Runtime {
             Some(path) => RuntimeConfig::load(path)?,
             None => RuntimeConfig::default(),
         };
+        let rotation = match options.log_rotation {
+            Some(rotation) => {
+                if config.logs.is_set() && config.logs.rotation() != rotation {
+                    tracing::warn!(
+                        file = ?config.logs.rotation(),
+                        used = ?rotation,
+                        "the runtime config's [logs] is overridden by the node's \
+                         containerLogMaxSize/containerLogMaxFiles"
+                    );
+                }
+                rotation
+            }
+            None => config.logs.rotation(),
+        };
+        tracing::info!(
+            max_size = rotation.max_size,
+            max_files = rotation.max_files,
+            "container log rotation"
+        );
         let images = Arc::new(ImageManager::open(
             &options.state_dir.join("images"),
             config.registry,
@@ -121,7 +144,7 @@ impl Runtime {
             run_root,
             state_root: options.state_dir.join("pods"),
             monitor_binary,
-            rotation: Rotation::default(),
+            rotation,
             default_cgroup_parent: default_cgroup_parent(),
         };
         let network = PodNetwork::new(config.cni.clone(), &options.state_dir.join("cni"));
@@ -209,24 +232,47 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Creates `dir` with mode 0700 unless it exists (an existing directory is left as it is: it
-/// may be shared, like /run).
+/// Makes `dir` (created if missing) mode 0700, whatever mode an existing one had: the socket
+/// and pod state in it are for root alone. A shared system directory (`/`, `/run`, `/tmp`, ...)
+/// is never narrowed, since other services live in it; a socket placed directly in one only
+/// gets a warning.
 fn private_dir(dir: &Path) -> Result<(), ServerError> {
-    if dir.exists() {
-        return Ok(());
-    }
     let io = |what: &'static str| {
         let path = dir.to_path_buf();
         move |source| ServerError::Io { what, path, source }
     };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(io("create socket directory"))?;
-    // The umask may have narrowed or widened it.
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(io("create socket directory"))?;
+    }
+    // Judged on the resolved path: `/var/run` is `/run` under another name.
+    let resolved = std::fs::canonicalize(dir).map_err(io("resolve socket directory"))?;
+    if is_shared_system_dir(&resolved) {
+        tracing::warn!(
+            dir = %dir.display(),
+            "the CRI socket sits directly in a shared system directory, which is left as it is;              choose a directory of its own (e.g. /run/capstan) so only root can reach the socket"
+        );
+        return Ok(());
+    }
+    // Always, not only on creation: an existing directory may have been made wider (by a
+    // packaging step, or a umask) and the socket's only protection is this directory.
+    std::fs::set_permissions(&resolved, std::fs::Permissions::from_mode(0o700))
         .map_err(io("restrict socket directory"))
+}
+
+/// Directories other services share, whose mode the runtime must not change: the root, any
+/// top-level directory (`/run`, `/tmp`, `/var`, ...) and the well-known shared ones below `/var`
+/// and `/dev`.
+fn is_shared_system_dir(dir: &Path) -> bool {
+    const SHARED: &[&str] = &["/var/run", "/var/tmp", "/var/lib", "/var/log", "/dev/shm"];
+    let depth = dir
+        .components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .count();
+    depth <= 1 || SHARED.iter().any(|shared| dir == Path::new(shared))
 }
 
 async fn bind(socket: &Path) -> Result<UnixListener, ServerError> {
@@ -245,4 +291,20 @@ async fn bind(socket: &Path) -> Result<UnixListener, ServerError> {
         std::fs::remove_file(socket).map_err(io("remove stale socket", socket))?;
     }
     UnixListener::bind(socket).map_err(io("listen on", socket))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_shared_system_dir;
+    use std::path::Path;
+
+    #[test]
+    fn shared_system_directories_are_recognised() {
+        for shared in ["/", "/run", "/tmp", "/var", "/var/run", "/dev/shm"] {
+            assert!(is_shared_system_dir(Path::new(shared)), "{shared}");
+        }
+        for own in ["/run/capstan", "/var/run/capstan", "/tmp/x/run"] {
+            assert!(!is_shared_system_dir(Path::new(own)), "{own}");
+        }
+    }
 }

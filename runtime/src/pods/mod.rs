@@ -13,6 +13,7 @@ mod sandbox;
 mod spawn;
 mod stats;
 mod streaming;
+mod sweep;
 mod update;
 
 use std::collections::BTreeMap;
@@ -143,7 +144,7 @@ impl PodManager {
             containers = state.containers.len(),
             "adopted pods"
         );
-        sweep(&settings, &mut state);
+        sweep::sweep(&settings, &mut state);
         let (events, _) = tokio::sync::broadcast::channel(1024);
         for sandbox in state.sandboxes.values() {
             watch_exits(&sandbox.run_dir, events.clone());
@@ -182,8 +183,7 @@ impl PodManager {
 
     /// The cgroup of a pod whose request named no parent: below the runtime's default parent.
     fn default_pod_cgroup(&self, sandbox_id: &str) -> String {
-        let short = sandbox_id.get(..12).unwrap_or(sandbox_id);
-        format!("{}/pod-{short}", self.settings.default_cgroup_parent)
+        pod_cgroup(&self.settings.default_cgroup_parent, sandbox_id)
     }
 
     /// The network in use.
@@ -243,47 +243,10 @@ impl PodManager {
     }
 }
 
-/// Removes what a crash between two steps can leave: pod run directories and container
-/// directories with no record (their namespace pins and rootfs mounts included), and marks
-/// sandboxes whose monitor is gone as not ready. Logs everything it removes.
-fn sweep(settings: &PodSettings, state: &mut State) {
-    if let Ok(entries) = std::fs::read_dir(&settings.run_root) {
-        for entry in entries.flatten() {
-            let dir = entry.path();
-            if state.sandboxes.values().any(|s| s.run_dir == dir) {
-                continue;
-            }
-            let _ = crate::monitor::namespaces::release(&dir.join(crate::monitor::NS_DIR));
-            match std::fs::remove_dir_all(&dir) {
-                Ok(()) => {
-                    tracing::info!(dir = %dir.display(), "swept a pod run directory without a record")
-                }
-                Err(e) => {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot sweep a pod run directory")
-                }
-            }
-        }
-    }
-    for sandbox in state.sandboxes.values_mut() {
-        if let Ok(entries) = std::fs::read_dir(sandbox.state_dir.join("containers")) {
-            for entry in entries.flatten() {
-                let id = entry.file_name().to_string_lossy().into_owned();
-                if state.containers.contains_key(&id) {
-                    continue;
-                }
-                let dir = entry.path();
-                let _ = nix::mount::umount2(&dir.join("rootfs"), nix::mount::MntFlags::MNT_DETACH);
-                if std::fs::remove_dir_all(&dir).is_ok() {
-                    tracing::info!(dir = %dir.display(), "swept a container directory without a record");
-                }
-            }
-        }
-        let socket = sandbox.run_dir.join(crate::monitor::SOCKET_NAME);
-        if sandbox.ready && std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            tracing::warn!(id = %sandbox.id, "the pod monitor is gone: sandbox marked not ready");
-            sandbox.ready = false;
-        }
-    }
+/// The cgroup of pod `sandbox_id` below `parent`: `pod-` and the ID's first 12 characters.
+fn pod_cgroup(parent: &str, sandbox_id: &str) -> String {
+    let short = sandbox_id.get(..12).unwrap_or(sandbox_id);
+    format!("{parent}/pod-{short}")
 }
 
 fn event(container_id: &str, kind: ContainerEventType) -> ContainerEventResponse {

@@ -1,4 +1,4 @@
-//! The runtime's configuration file (TOML): registries, mirrors, credentials, CNI.
+//! The runtime's configuration file (TOML): registries, mirrors, credentials, CNI, log limits.
 //!
 //! ```toml
 //! [registry]
@@ -12,7 +12,15 @@
 //! conf_dir = "/etc/cni/net.d"
 //! bin_dirs = ["/opt/cni/bin"]
 //! conf_template = "/etc/capstan/cni.conflist"  # rendered on UpdateRuntimeConfig's pod CIDR
+//!
+//! [logs]
+//! max_size = "10Mi"  # bytes or a quantity; the live log file never grows beyond it
+//! max_files = 5      # the live file included; at least 2
 //! ```
+
+mod logs;
+
+pub use logs::{ByteSize, LogsConfig, parse_quantity};
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -29,6 +37,9 @@ pub struct RuntimeConfig {
     /// Pod networking.
     #[serde(default)]
     pub cni: crate::network::CniConfig,
+    /// Container log rotation.
+    #[serde(default)]
+    pub logs: LogsConfig,
 }
 
 /// How registries are reached.
@@ -91,6 +102,7 @@ impl RuntimeConfig {
     /// Parses and validates configuration text.
     pub fn parse(text: &str) -> Result<Self, String> {
         let config: RuntimeConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.logs.validate()?;
         for (host, mirror) in &config.registry.mirrors {
             for endpoint in &mirror.endpoints {
                 let scheme_ok = endpoint.starts_with("http://") || endpoint.starts_with("https://");
@@ -173,6 +185,28 @@ mod tests {
             err.contains("registry.mirrors.\"docker.io\".endpoints"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn log_limits_take_bytes_or_quantities_and_are_validated() {
+        let config = RuntimeConfig::parse("[logs]\nmax_size = \"4Ki\"\nmax_files = 3\n").unwrap();
+        assert_eq!(config.logs.rotation().max_size, 4096);
+        assert_eq!(config.logs.rotation().max_files, 3);
+        let config = RuntimeConfig::parse("[logs]\nmax_size = 4096\n").unwrap();
+        assert_eq!(config.logs.rotation().max_size, 4096);
+        assert_eq!(config.logs.rotation().max_files, 5, "default kept");
+        assert_eq!(
+            RuntimeConfig::default().logs.rotation(),
+            crate::monitor::logs::Rotation::default()
+        );
+        let err = RuntimeConfig::parse("[logs]\nmax_files = 1\n").unwrap_err();
+        assert!(err.contains("logs.max_files"), "{err}");
+        let err = RuntimeConfig::parse("[logs]\nmax_size = 100\n").unwrap_err();
+        assert!(err.contains("logs.max_size"), "{err}");
+        let err = RuntimeConfig::parse("[logs]\nmax_size = \"10MB\"\n").unwrap_err();
+        assert!(err.contains("logs.max_size"), "{err}");
+        let err = RuntimeConfig::parse("[logs]\nmax_size = -1\n").unwrap_err();
+        assert!(err.contains("logs.max_size"), "{err}");
     }
 
     #[test]
