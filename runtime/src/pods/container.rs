@@ -192,6 +192,7 @@ impl PodManager {
         };
         let spec = crate::spec::generate(&container.config, sandbox_config, &image_config, &inputs)
             .map_err(|e| PodError::Invalid(e.to_string()))?;
+        check_mount_sources(&container.config)?;
         let bundle = dir.join("bundle");
         spec.save(bundle.join("config.json"))
             .map_err(|e| PodError::Internal(format!("write OCI spec: {e}")))?;
@@ -511,6 +512,30 @@ impl PodManager {
             })
             .collect()
     }
+}
+
+/// CRI: when a mount's host path does not exist the runtime reports it. Checked here, before
+/// the monitor is asked: libcontainer would only say that it could not prepare the rootfs.
+fn check_mount_sources(config: &ContainerConfig) -> Result<()> {
+    for (i, m) in config.mounts.iter().enumerate() {
+        // Follows symlinks, as the bind mount will: a dangling link is missing too.
+        match std::fs::metadata(&m.host_path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(PodError::Invalid(format!(
+                    "mounts[{i}].host_path: {:?} does not exist",
+                    m.host_path
+                )));
+            }
+            Err(e) => {
+                return Err(PodError::Internal(format!(
+                    "mounts[{i}].host_path: {:?}: {e}",
+                    m.host_path
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn container_state(container: &ContainerRecord) -> ContainerState {
