@@ -203,9 +203,10 @@ impl PodManager {
     }
 }
 
-/// Removes what a crash between two steps can leave: pod run directories and container
-/// directories with no record (their namespace pins and rootfs mounts included), and marks
-/// sandboxes whose monitor is gone as not ready. Logs everything it removes.
+/// Removes what a crash between two steps can leave: pod run and state directories and
+/// container directories with no record (their monitor, namespace pins and rootfs mounts
+/// included), and marks sandboxes whose monitor is gone as not ready. Logs everything it
+/// removes.
 fn sweep(settings: &PodSettings, state: &mut State) {
     if let Ok(entries) = std::fs::read_dir(&settings.run_root) {
         for entry in entries.flatten() {
@@ -213,6 +214,7 @@ fn sweep(settings: &PodSettings, state: &mut State) {
             if state.sandboxes.values().any(|s| s.run_dir == dir) {
                 continue;
             }
+            stop_unrecorded_monitor(&dir);
             let _ = crate::monitor::namespaces::release(&dir.join(crate::monitor::NS_DIR));
             match std::fs::remove_dir_all(&dir) {
                 Ok(()) => {
@@ -220,6 +222,23 @@ fn sweep(settings: &PodSettings, state: &mut State) {
                 }
                 Err(e) => {
                     tracing::warn!(dir = %dir.display(), error = %e, "cannot sweep a pod run directory")
+                }
+            }
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(&settings.state_root) {
+        for entry in entries.flatten() {
+            let dir = entry.path();
+            if state.sandboxes.values().any(|s| s.state_dir == dir) {
+                continue;
+            }
+            // No container can be made in a sandbox without a record: nothing is mounted here.
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {
+                    tracing::info!(dir = %dir.display(), "swept a pod state directory without a record")
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot sweep a pod state directory")
                 }
             }
         }
@@ -243,6 +262,32 @@ fn sweep(settings: &PodSettings, state: &mut State) {
             tracing::warn!(id = %sandbox.id, "the pod monitor is gone: sandbox marked not ready");
             sandbox.ready = false;
         }
+    }
+}
+
+/// Stops the monitor serving in `run_dir`, a pod the daemon died creating before it saved the
+/// record: the monitor was started in a session of its own and outlives the daemon. A monitor
+/// that had not yet announced itself exits on its own when the announcement finds no reader.
+fn stop_unrecorded_monitor(run_dir: &Path) {
+    let socket = run_dir.join(crate::monitor::SOCKET_NAME);
+    if !socket.exists() {
+        return;
+    }
+    match protocol::call(&socket, &Request::Shutdown, MONITOR_TIMEOUT) {
+        Ok(_) => {
+            tracing::info!(dir = %run_dir.display(), "stopped the monitor of a pod without a record")
+        }
+        Err(e) => {
+            tracing::warn!(dir = %run_dir.display(), error = %e, "cannot stop the monitor of a pod without a record");
+            return;
+        }
+    }
+    // It releases its namespaces and removes its socket last.
+    for _ in 0..250 {
+        if !socket.exists() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
