@@ -144,6 +144,7 @@ impl PodManager {
             "adopted pods"
         );
         sweep(&settings, &mut state);
+        record_unrecorded_starts(&mut state);
         let (events, _) = tokio::sync::broadcast::channel(1024);
         for sandbox in state.sandboxes.values() {
             watch_exits(&sandbox.run_dir, events.clone());
@@ -261,6 +262,42 @@ fn sweep(settings: &PodSettings, state: &mut State) {
         if sandbox.ready && std::os::unix::net::UnixStream::connect(&socket).is_err() {
             tracing::warn!(id = %sandbox.id, "the pod monitor is gone: sandbox marked not ready");
             sandbox.ready = false;
+        }
+    }
+}
+
+/// Marks as started the containers the daemon died starting: the monitor started them after
+/// their record was saved as created, and the start was not recorded. Without this they would
+/// be listed as created while they run. The start time is that of the adoption.
+fn record_unrecorded_starts(state: &mut State) {
+    let State {
+        sandboxes,
+        containers,
+        ..
+    } = state;
+    for container in containers
+        .values_mut()
+        .filter(|c| c.started_at == 0 && !container::has_exited(c))
+    {
+        let Some(sandbox) = sandboxes.get(&container.sandbox_id) else {
+            continue;
+        };
+        let runs = libcontainer::container::Container::load(
+            sandbox.run_dir.join("libcontainer").join(&container.id),
+        )
+        .is_ok_and(|c| c.status() == libcontainer::container::ContainerStatus::Running);
+        if !runs {
+            continue;
+        }
+        container.started_at = record::now_nanos();
+        let path = container.state_dir.join(CONTAINER_FILE);
+        match record::save(&path, container) {
+            Ok(()) => {
+                tracing::info!(id = %container.id, "adopted a container started while the daemon died")
+            }
+            Err(e) => {
+                tracing::warn!(id = %container.id, error = %e, "cannot record the start of an adopted container")
+            }
         }
     }
 }
