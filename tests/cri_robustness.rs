@@ -875,6 +875,31 @@ async fn check_consistent(
             );
         }
     }
+    // And the other way round: every container process on the host (they all run
+    // `sleep 4711`) belongs to a container listed as running.
+    let running = containers
+        .iter()
+        .filter(|c| c.state == ContainerState::ContainerRunning as i32)
+        .count();
+    let sleeping = || {
+        host_processes_mentioning("sleep 4711")
+            .iter()
+            .filter(|c| c.starts_with("sleep"))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sleeping() != running && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        sleeping(),
+        running,
+        "{context}: container processes on the host vs containers listed as running: {:?}",
+        containers
+            .iter()
+            .map(|c| (&c.id[..12], c.state))
+            .collect::<Vec<_>>()
+    );
     (sandboxes, containers)
 }
 
