@@ -541,8 +541,15 @@ async fn a_failed_create_container_leaves_nothing_behind() {
     ];
     for (config, field) in failures {
         let name = config.metadata.as_ref().unwrap().name.clone();
+        let mounted = || runtime.log().matches("\"rootfs mounted\"").count();
+        let mounted_before = mounted();
         let error = create(&mut cri, &pod, config.clone()).await.unwrap_err();
         assert_eq!(error.code(), Code::InvalidArgument, "{name}: {error:?}");
+        assert_eq!(
+            mounted(),
+            mounted_before + 1,
+            "{name}: the failure is to come after the rootfs overlay was mounted"
+        );
         assert!(
             error.message().contains(field),
             "{name}: {}",
