@@ -121,6 +121,11 @@ impl RuntimeProcess {
             .unwrap_or_else(|e| panic!("{e}\nruntime log:\n{}", self.log()))
     }
 
+    /// The runtime's process ID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The runtime's log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("runtime.log")).unwrap_or_default()

@@ -739,11 +739,25 @@ fn check_mount_sources(config: &ContainerConfig) -> Result<()> {
                 "config.mounts[{index}].host_path is required"
             )));
         }
-        if let Err(e) = std::fs::metadata(&mount.host_path) {
-            return Err(PodError::Invalid(format!(
-                "config.mounts[{index}].host_path: {}: {e}",
-                mount.host_path
-            )));
+        if !mount.host_path.starts_with('/') {
+            // Relative: the spec names that.
+            continue;
+        }
+        // Follows symlinks, as the bind mount will: a dangling link is missing too.
+        match std::fs::metadata(&mount.host_path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(PodError::Invalid(format!(
+                    "config.mounts[{index}].host_path: {:?} does not exist",
+                    mount.host_path
+                )));
+            }
+            Err(e) => {
+                return Err(PodError::Internal(format!(
+                    "config.mounts[{index}].host_path: {:?}: {e}",
+                    mount.host_path
+                )));
+            }
         }
     }
     Ok(())

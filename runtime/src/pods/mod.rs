@@ -145,6 +145,7 @@ impl PodManager {
             "adopted pods"
         );
         sweep::sweep(&settings, &mut state);
+        record_unrecorded_starts(&mut state);
         let (events, _) = tokio::sync::broadcast::channel(1024);
         for sandbox in state.sandboxes.values() {
             watch_exits(&sandbox.run_dir, events.clone());
@@ -247,6 +248,42 @@ impl PodManager {
 fn pod_cgroup(parent: &str, sandbox_id: &str) -> String {
     let short = sandbox_id.get(..12).unwrap_or(sandbox_id);
     format!("{parent}/pod-{short}")
+}
+
+/// Marks as started the containers the daemon died starting: the monitor started them after
+/// their record was saved as created, and the start was not recorded. Without this they would
+/// be listed as created while they run. The start time is that of the adoption.
+fn record_unrecorded_starts(state: &mut State) {
+    let State {
+        sandboxes,
+        containers,
+        ..
+    } = state;
+    for container in containers
+        .values_mut()
+        .filter(|c| c.started_at == 0 && !container::has_exited(c))
+    {
+        let Some(sandbox) = sandboxes.get(&container.sandbox_id) else {
+            continue;
+        };
+        let runs = libcontainer::container::Container::load(
+            sandbox.run_dir.join("libcontainer").join(&container.id),
+        )
+        .is_ok_and(|c| c.status() == libcontainer::container::ContainerStatus::Running);
+        if !runs {
+            continue;
+        }
+        container.started_at = record::now_nanos();
+        let path = container.state_dir.join(CONTAINER_FILE);
+        match record::save(&path, container) {
+            Ok(()) => {
+                tracing::info!(id = %container.id, "adopted a container started while the daemon died")
+            }
+            Err(e) => {
+                tracing::warn!(id = %container.id, error = %e, "cannot record the start of an adopted container")
+            }
+        }
+    }
 }
 
 fn event(container_id: &str, kind: ContainerEventType) -> ContainerEventResponse {

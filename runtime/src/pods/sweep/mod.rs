@@ -42,8 +42,39 @@ fn sweep_run_dirs(settings: &PodSettings, state: &State) {
         if state.sandboxes.values().any(|s| s.run_dir == dir) {
             continue;
         }
+        stop_unrecorded_monitor(&dir);
         let _ = crate::monitor::namespaces::release(&dir.join(crate::monitor::NS_DIR));
         remove_dir(&dir, "swept a pod run directory without a record");
+    }
+}
+
+/// Stops the monitor serving in `run_dir`, a pod the daemon died creating before it saved the
+/// record: the monitor was started in a session of its own and outlives the daemon. A monitor
+/// that had not yet announced itself exits on its own when the announcement finds no reader.
+fn stop_unrecorded_monitor(run_dir: &Path) {
+    let socket = run_dir.join(crate::monitor::SOCKET_NAME);
+    if !socket.exists() {
+        return;
+    }
+    match crate::monitor::protocol::call(
+        &socket,
+        &crate::monitor::protocol::Request::Shutdown,
+        super::MONITOR_TIMEOUT,
+    ) {
+        Ok(_) => {
+            tracing::info!(dir = %run_dir.display(), "stopped the monitor of a pod without a record")
+        }
+        Err(e) => {
+            tracing::warn!(dir = %run_dir.display(), error = %e, "cannot stop the monitor of a pod without a record");
+            return;
+        }
+    }
+    // It releases its namespaces and removes its socket last.
+    for _ in 0..250 {
+        if !socket.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
