@@ -1127,3 +1127,154 @@ async fn sigkill_while_pods_start_leaves_a_consistent_state() {
         "pod run directories left: {run_dirs:?}"
     );
 }
+
+/// Runs `script` in `container` with ExecSync; its stdout, and whether it exited 0.
+async fn sh(cri: &mut CriClient, container: &str, script: &str) -> (String, bool) {
+    let out = cri
+        .runtime
+        .exec_sync(ExecSyncRequest {
+            container_id: container.into(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        out.exit_code == 0,
+    )
+}
+
+/// The value of `key` in /proc/self/status as a process of `container` sees it.
+async fn proc_status(cri: &mut CriClient, container: &str, key: &str) -> String {
+    let (out, _) = sh(cri, container, &format!("grep '^{key}:' /proc/self/status")).await;
+    out.split_once(':')
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn security_settings_and_dns_are_what_the_kernel_enforces() {
+    require_root();
+    let fx = fixture().await;
+    let (mut cri, image, runtime) = (fx.cri.clone(), &fx.image, &fx.runtime);
+    let mut config = pod("secure", &[]);
+    config.dns_config = Some(capstan_proto::DnsConfig {
+        servers: vec!["10.0.0.10".into()],
+        searches: vec!["svc.cluster.local".into()],
+        options: vec!["ndots:5".into()],
+    });
+    let pod = common::run_pod(&mut cri, config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", runtime.log()));
+
+    let plain = common::create_and_start(
+        &mut cri,
+        &pod,
+        container("plain", image, "exec sleep 600", &[]),
+    )
+    .await;
+    let locked = common::create_and_start(
+        &mut cri,
+        &pod,
+        with_security(
+            container("locked", image, "exec sleep 600", &[]),
+            LinuxContainerSecurityContext {
+                capabilities: Some(capstan_proto::Capability {
+                    drop_capabilities: vec!["ALL".into()],
+                    add_capabilities: vec!["NET_ADMIN".into()],
+                    ..Default::default()
+                }),
+                readonly_rootfs: true,
+                no_new_privs: true,
+                seccomp: Some(SecurityProfile {
+                    profile_type: ProfileType::RuntimeDefault as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+
+    let mut nonroot_config = with_security(
+        container("nonroot", image, "exec sleep 600", &[]),
+        LinuxContainerSecurityContext {
+            run_as_user: Some(capstan_proto::Int64Value { value: 1234 }),
+            ..Default::default()
+        },
+    );
+    nonroot_config.working_dir = "/tmp".into();
+    let nonroot = common::create_and_start(&mut cri, &pod, nonroot_config).await;
+    // An exec runs as the container's user, in its working directory.
+    assert_eq!(sh(&mut cri, &nonroot, "id -u; pwd").await.0, "1234\n/tmp\n");
+
+    // The container's own process, by its host pid from the verbose status.
+    let info = cri
+        .runtime
+        .container_status(capstan_proto::ContainerStatusRequest {
+            container_id: locked.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    let host_status =
+        std::fs::read_to_string(format!("/proc/{}/status", info["pid"])).unwrap_or_default();
+    assert!(
+        host_status.lines().any(|l| l == "Seccomp:\t2"),
+        "the container's process has no seccomp filter:\n{host_status}"
+    );
+    // Seccomp mode 2 is a filter; 0 none (CRI's default is unconfined). Exec'd processes get
+    // the container's settings too.
+    assert_eq!(proc_status(&mut cri, &locked, "Seccomp").await, "2");
+    assert_eq!(proc_status(&mut cri, &plain, "Seccomp").await, "0");
+    assert_eq!(proc_status(&mut cri, &locked, "NoNewPrivs").await, "1");
+    assert_eq!(proc_status(&mut cri, &plain, "NoNewPrivs").await, "0");
+    // Only CAP_NET_ADMIN (bit 12) is left; the default set has CAP_CHOWN (bit 0) and more.
+    assert_eq!(
+        proc_status(&mut cri, &locked, "CapEff").await,
+        format!("{:016x}", 1u64 << 12)
+    );
+    let plain_caps =
+        u64::from_str_radix(&proc_status(&mut cri, &plain, "CapEff").await, 16).expect("CapEff");
+    assert!(
+        plain_caps & 1 == 1 && plain_caps & (1 << 21) == 0,
+        "default capabilities: CHOWN, not SYS_ADMIN: {plain_caps:x}"
+    );
+    // A read-only root filesystem refuses writes; /tmp-less images included.
+    assert!(!sh(&mut cri, &locked, "touch /written").await.1);
+    assert!(sh(&mut cri, &plain, "touch /written").await.1);
+    // Masked /proc paths read as empty, read-only ones refuse writes.
+    assert!(!std::fs::read("/proc/timer_list").unwrap().is_empty());
+    assert_eq!(
+        sh(&mut cri, &plain, "wc -c < /proc/timer_list")
+            .await
+            .0
+            .trim(),
+        "0"
+    );
+    assert!(
+        !sh(&mut cri, &plain, "echo 1 > /proc/sys/kernel/sysrq")
+            .await
+            .1
+    );
+    // DNSConfig becomes the container's resolv.conf.
+    let (resolv, _) = sh(&mut cri, &plain, "cat /etc/resolv.conf").await;
+    for line in [
+        "nameserver 10.0.0.10",
+        "search svc.cluster.local",
+        "options ndots:5",
+    ] {
+        assert!(resolv.lines().any(|l| l == line), "{line:?} in\n{resolv}");
+    }
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+}

@@ -9,11 +9,13 @@ use std::time::Duration;
 use libcontainer::container::Container;
 use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
-use libcontainer::workload::default::DefaultExecutor;
 use nix::fcntl::OFlag;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, pipe2};
 use oci_spec::runtime::Spec;
+
+use super::confined::ConfinedExecutor;
+use super::error_text::describe;
 
 /// What to run where.
 #[derive(Debug, Clone)]
@@ -61,17 +63,19 @@ fn exec(options: &ExecOptions) -> Result<i32, String> {
     }
     // The process ends up our grandchild; as subreaper we can wait for it.
     nix::sys::prctl::set_child_subreaper(true).map_err(|e| format!("become subreaper: {e}"))?;
+    let spec = container_spec(options)?;
+    let process_file = options.pid_file.with_extension("process.json");
+    write_process(&spec, options, &process_file)?;
+    let seccomp = spec.linux().as_ref().and_then(|l| l.seccomp().clone());
     let builder = ContainerBuilder::new(options.id.clone(), SyscallType::default())
-        .with_executor(DefaultExecutor {})
+        .with_executor(ConfinedExecutor { seccomp })
         .with_root_path(&options.root)
         .map_err(|e| format!("libcontainer root {}: {e}", options.root.display()))?
         .with_pid_file(Some(&options.pid_file))
         .map_err(|e| format!("pid file: {e}"))?;
     if let Some(socket) = &options.console_socket {
         // The terminal is made inside the container (its own devpts), so the process gets it
-        // as controlling terminal; only the process description can ask for one.
-        let process_file = options.pid_file.with_extension("process.json");
-        write_tty_process(options, &process_file)?;
+        // as controlling terminal.
         let built = builder
             .with_console_socket(Some(socket))
             .as_tenant()
@@ -79,7 +83,8 @@ fn exec(options: &ExecOptions) -> Result<i32, String> {
             .with_detach(true)
             .build();
         let _ = std::fs::remove_file(&process_file);
-        let pid = built.map_err(|e| format!("exec in container {}: {e}", options.id))?;
+        let pid =
+            built.map_err(|e| format!("exec in container {}: {}", options.id, describe(&e)))?;
         return wait_for(pid);
     }
     // stdin must be a pipe, not /dev/null (libcontainer reopens that read-only); closing the
@@ -93,37 +98,47 @@ fn exec(options: &ExecOptions) -> Result<i32, String> {
     };
     let stdout = std::io::stdout().as_fd_owned()?;
     let stderr = std::io::stderr().as_fd_owned()?;
-    let pid = builder
+    let built = builder
         .with_stdin(stdin)
         .with_stdout(stdout)
         .with_stderr(stderr)
         .as_tenant()
-        .with_container_args(options.argv.clone())
+        .with_process(Some(&process_file))
         .with_detach(true)
-        .build()
-        .map_err(|e| format!("exec in container {}: {e}", options.id))?;
+        .build();
+    let _ = std::fs::remove_file(&process_file);
+    let pid = built.map_err(|e| format!("exec in container {}: {}", options.id, describe(&e)))?;
     drop(stdin_write);
     wait_for(pid)
 }
 
-/// Writes the process description for a terminal exec: the container's own process (user,
-/// environment, working directory, capabilities) with our command and a terminal.
-fn write_tty_process(options: &ExecOptions, path: &std::path::Path) -> Result<(), String> {
+/// The container's OCI spec, as it was created.
+fn container_spec(options: &ExecOptions) -> Result<Spec, String> {
     let container = Container::load(options.root.join(&options.id))
-        .map_err(|e| format!("container {}: {e}", options.id))?;
+        .map_err(|e| format!("container {}: {}", options.id, describe(&e)))?;
     let config = container.bundle().join("config.json");
-    let spec = Spec::load(&config).map_err(|e| format!("{}: {e}", config.display()))?;
+    Spec::load(&config).map_err(|e| format!("{}: {e}", config.display()))
+}
+
+/// Writes the exec'd process's description: the container's own process (user, groups,
+/// environment, working directory, capabilities, no_new_privs, rlimits) with our command, on a
+/// terminal when one is asked for. Without it libcontainer's tenant would run the command as
+/// root in `/`, whatever user the container runs as.
+fn write_process(spec: &Spec, options: &ExecOptions, path: &std::path::Path) -> Result<(), String> {
     let mut process = spec
         .process()
         .clone()
-        .ok_or_else(|| format!("{} has no process", config.display()))?;
+        .ok_or_else(|| format!("container {}: its spec has no process", options.id))?;
     process.set_args(Some(options.argv.clone()));
-    process.set_terminal(Some(true));
-    let mut env = process.env().clone().unwrap_or_default();
-    if !env.iter().any(|e| e.starts_with("TERM=")) {
-        env.push("TERM=xterm".into());
+    let terminal = options.console_socket.is_some();
+    process.set_terminal(Some(terminal));
+    if terminal {
+        let mut env = process.env().clone().unwrap_or_default();
+        if !env.iter().any(|e| e.starts_with("TERM=")) {
+            env.push("TERM=xterm".into());
+        }
+        process.set_env(Some(env));
     }
-    process.set_env(Some(env));
     let data = serde_json::to_vec(&process).map_err(|e| format!("process: {e}"))?;
     std::fs::write(path, data).map_err(|e| format!("write {}: {e}", path.display()))
 }

@@ -4,6 +4,7 @@
 //! can die and come back without any container noticing.
 
 pub mod attach;
+pub mod confined;
 pub mod console;
 pub mod containers;
 pub mod error_text;
