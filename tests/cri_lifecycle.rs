@@ -118,12 +118,16 @@ async fn events_follow_a_container_from_creation_to_deletion() {
 
     let id = start(&mut cri, &pod, &fixture.image, "short", "sleep 0.3; exit 4").await;
     let mut seen = Vec::new();
+    let mut stopped_event = None;
     let deadline = Instant::now() + Duration::from_secs(20);
     while seen.len() < 3 && Instant::now() < deadline {
         let next = tokio::time::timeout(Duration::from_secs(10), events.next()).await;
         let Ok(Some(Ok(event))) = next else { break };
         if event.container_id == id {
             seen.push(event.container_event_type);
+            if event.container_event_type == ContainerEventType::ContainerStoppedEvent as i32 {
+                stopped_event = Some(event);
+            }
         }
     }
     assert_eq!(
@@ -136,6 +140,27 @@ async fn events_follow_a_container_from_creation_to_deletion() {
         "the exit must be pushed, not found by polling"
     );
     assert_eq!(status(&mut cri, &id).await.exit_code, 4);
+    // Events carry the pod's status and its containers', as the kubelet's evented PLEG reads.
+    let stopped_event = stopped_event.expect("a stopped event");
+    let sandbox = stopped_event
+        .pod_sandbox_status
+        .expect("pod_sandbox_status");
+    assert_eq!(
+        (sandbox.id.as_str(), sandbox.state),
+        (
+            pod.as_str(),
+            capstan_proto::PodSandboxState::SandboxReady as i32
+        )
+    );
+    let mine = stopped_event
+        .containers_statuses
+        .iter()
+        .find(|c| c.id == id)
+        .expect("the container's status in its event");
+    assert_eq!(
+        (mine.state, mine.exit_code),
+        (capstan_proto::ContainerState::ContainerExited as i32, 4)
+    );
     cri.runtime
         .remove_container(RemoveContainerRequest {
             container_id: id.clone(),

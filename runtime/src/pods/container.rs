@@ -136,7 +136,7 @@ impl PodManager {
                     .await
                     .containers
                     .insert(id.clone(), container);
-                self.emit(&id, ContainerEventType::ContainerCreatedEvent);
+                self.emit(&id, &sandbox.id, ContainerEventType::ContainerCreatedEvent);
                 Ok(id)
             }
             Err(error) => {
@@ -251,7 +251,11 @@ impl PodManager {
         record::save(&started.state_dir.join(CONTAINER_FILE), &started)?;
         timer.step("record saved");
         tracing::info!(id = %started.id, "container started");
-        self.emit(&started.id, ContainerEventType::ContainerStartedEvent);
+        self.emit(
+            &started.id,
+            &started.sandbox_id,
+            ContainerEventType::ContainerStartedEvent,
+        );
         state.containers.insert(started.id.clone(), started);
         Ok(())
     }
@@ -362,7 +366,11 @@ impl PodManager {
                 }
             });
         }
-        self.emit(id, ContainerEventType::ContainerDeletedEvent);
+        self.emit(
+            id,
+            &container.sandbox_id,
+            ContainerEventType::ContainerDeletedEvent,
+        );
         tracing::info!(%id, "container removed");
         Ok(())
     }
@@ -391,56 +399,62 @@ impl PodManager {
     /// ContainerStatus.
     pub async fn container_status(&self, id: &str) -> Result<ContainerStatus> {
         let state = self.state.lock().await;
-        let container = find_container(&state, id)?;
-        let exit = exit_record(container);
-        let (state_value, finished_at, exit_code, reason) = match &exit {
-            Some(exit) => (
-                ContainerState::ContainerExited,
-                exit.finished_at,
-                exit.exit_code,
-                if exit.oom_killed {
-                    "OOMKilled"
-                } else if exit.exit_code == 0 {
-                    "Completed"
-                } else {
-                    "Error"
-                },
-            ),
-            None if container.started_at != 0 => (ContainerState::ContainerRunning, 0, 0, ""),
-            None => (ContainerState::ContainerCreated, 0, 0, ""),
-        };
-        Ok(ContainerStatus {
-            id: container.id.clone(),
-            metadata: container.config.metadata.clone(),
-            state: state_value as i32,
-            created_at: container.created_at,
-            started_at: container.started_at,
-            finished_at,
-            exit_code,
-            image: Some(ImageSpec {
-                image: container.image_name.clone(),
+        find_container(&state, id).map(status_of)
+    }
+}
+
+/// The CRI status of `container`, from its record and exit record.
+pub(super) fn status_of(container: &ContainerRecord) -> ContainerStatus {
+    let exit = exit_record(container);
+    let (state_value, finished_at, exit_code, reason) = match &exit {
+        Some(exit) => (
+            ContainerState::ContainerExited,
+            exit.finished_at,
+            exit.exit_code,
+            if exit.oom_killed {
+                "OOMKilled"
+            } else if exit.exit_code == 0 {
+                "Completed"
+            } else {
+                "Error"
+            },
+        ),
+        None if container.started_at != 0 => (ContainerState::ContainerRunning, 0, 0, ""),
+        None => (ContainerState::ContainerCreated, 0, 0, ""),
+    };
+    ContainerStatus {
+        id: container.id.clone(),
+        metadata: container.config.metadata.clone(),
+        state: state_value as i32,
+        created_at: container.created_at,
+        started_at: container.started_at,
+        finished_at,
+        exit_code,
+        image: Some(ImageSpec {
+            image: container.image_name.clone(),
+            ..Default::default()
+        }),
+        image_ref: container.image_id.clone(),
+        image_id: container.image_id.clone(),
+        reason: reason.to_string(),
+        labels: container.config.labels.clone(),
+        annotations: container.config.annotations.clone(),
+        mounts: container.config.mounts.clone(),
+        log_path: container.log_path.display().to_string(),
+        resources: container
+            .config
+            .linux
+            .as_ref()
+            .and_then(|l| l.resources.clone())
+            .map(|linux| capstan_proto::ContainerResources {
+                linux: Some(linux),
                 ..Default::default()
             }),
-            image_ref: container.image_id.clone(),
-            image_id: container.image_id.clone(),
-            reason: reason.to_string(),
-            labels: container.config.labels.clone(),
-            annotations: container.config.annotations.clone(),
-            mounts: container.config.mounts.clone(),
-            log_path: container.log_path.display().to_string(),
-            resources: container
-                .config
-                .linux
-                .as_ref()
-                .and_then(|l| l.resources.clone())
-                .map(|linux| capstan_proto::ContainerResources {
-                    linux: Some(linux),
-                    ..Default::default()
-                }),
-            ..Default::default()
-        })
+        ..Default::default()
     }
+}
 
+impl PodManager {
     /// ContainerStatus' verbose `info`: what crictl inspect shows beside the status (the
     /// container's host pid, its OCI spec, the request's config), as JSON.
     pub async fn container_info(&self, id: &str) -> Result<serde_json::Value> {

@@ -148,7 +148,7 @@ impl PodManager {
         record_unrecorded_starts(&mut state);
         let (events, _) = tokio::sync::broadcast::channel(1024);
         for sandbox in state.sandboxes.values() {
-            watch_exits(&sandbox.run_dir, events.clone());
+            watch_exits(&sandbox.run_dir, &sandbox.id, events.clone());
         }
         let host_ports = crate::network::host_ports::HostPorts::default();
         for sandbox in state.sandboxes.values().filter(|s| s.ready) {
@@ -177,9 +177,29 @@ impl PodManager {
         self.events.subscribe()
     }
 
-    fn emit(&self, container_id: &str, kind: ContainerEventType) {
+    fn emit(&self, container_id: &str, sandbox_id: &str, kind: ContainerEventType) {
         // No subscriber is not an error.
-        let _ = self.events.send(event(container_id, kind));
+        let _ = self.events.send(event(container_id, sandbox_id, kind));
+    }
+
+    /// `event` with the current status of its pod and of the pod's containers, as the kubelet's
+    /// evented PLEG reads them. Events carry their sandbox's ID from the start; a pod gone by
+    /// now leaves the event as it was.
+    pub async fn with_statuses(&self, mut event: ContainerEventResponse) -> ContainerEventResponse {
+        let Some(sandbox_id) = event.pod_sandbox_status.as_ref().map(|s| s.id.clone()) else {
+            return event;
+        };
+        let state = self.state.lock().await;
+        if let Some(sandbox) = state.sandboxes.get(&sandbox_id) {
+            event.pod_sandbox_status = Some(sandbox::sandbox_status_of(sandbox));
+            event.containers_statuses = state
+                .containers
+                .values()
+                .filter(|c| c.sandbox_id == sandbox_id)
+                .map(container::status_of)
+                .collect();
+        }
+        event
     }
 
     /// The cgroup of a pod whose request named no parent: below the runtime's default parent.
@@ -286,18 +306,28 @@ fn record_unrecorded_starts(state: &mut State) {
     }
 }
 
-fn event(container_id: &str, kind: ContainerEventType) -> ContainerEventResponse {
+fn event(container_id: &str, sandbox_id: &str, kind: ContainerEventType) -> ContainerEventResponse {
     ContainerEventResponse {
         container_id: container_id.to_string(),
         container_event_type: kind as i32,
         created_at: record::now_nanos(),
-        ..Default::default()
+        // Only the ID until [`PodManager::with_statuses`] fills the rest.
+        pod_sandbox_status: Some(capstan_proto::PodSandboxStatus {
+            id: sandbox_id.to_string(),
+            ..Default::default()
+        }),
+        containers_statuses: Vec::new(),
     }
 }
 
 /// Follows a pod monitor's exit events on a thread of its own (the monitor protocol is
 /// blocking) until the monitor goes away.
-fn watch_exits(run_dir: &Path, events: tokio::sync::broadcast::Sender<ContainerEventResponse>) {
+fn watch_exits(
+    run_dir: &Path,
+    sandbox_id: &str,
+    events: tokio::sync::broadcast::Sender<ContainerEventResponse>,
+) {
+    let sandbox_id = sandbox_id.to_string();
     use std::io::{BufRead, BufReader, Write};
     let socket = run_dir.join(crate::monitor::SOCKET_NAME);
     std::thread::spawn(move || {
@@ -315,7 +345,11 @@ fn watch_exits(run_dir: &Path, events: tokio::sync::broadcast::Sender<ContainerE
             let Ok(line) = line else { return };
             if let Ok(exit) = serde_json::from_str::<protocol::ExitEvent>(&line) {
                 tracing::debug!(id = %exit.id, code = exit.exit_code, "container exit event");
-                let _ = events.send(event(&exit.id, ContainerEventType::ContainerStoppedEvent));
+                let _ = events.send(event(
+                    &exit.id,
+                    &sandbox_id,
+                    ContainerEventType::ContainerStoppedEvent,
+                ));
             }
         }
     });

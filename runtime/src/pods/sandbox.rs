@@ -96,7 +96,7 @@ impl PodManager {
         match outcome {
             Ok(sandbox) => {
                 tracing::info!(%id, pod = %metadata.name, namespace = %metadata.namespace, ips = ?sandbox.ips, "sandbox running");
-                super::watch_exits(&sandbox.run_dir, self.events.clone());
+                super::watch_exits(&sandbox.run_dir, &sandbox.id, self.events.clone());
                 state.sandboxes.insert(id.clone(), sandbox);
                 Ok(id)
             }
@@ -294,31 +294,7 @@ impl PodManager {
     /// The sandbox's status.
     pub async fn sandbox_status(&self, id: &str) -> Result<PodSandboxStatus> {
         let state = self.state.lock().await;
-        let sandbox = find_sandbox(&state.sandboxes, id)?;
-        let options = namespace_options(&sandbox.config);
-        Ok(PodSandboxStatus {
-            id: sandbox.id.clone(),
-            metadata: sandbox.config.metadata.clone(),
-            state: sandbox_state(sandbox) as i32,
-            created_at: sandbox.created_at,
-            network: Some(PodSandboxNetworkStatus {
-                ip: sandbox.ips.first().cloned().unwrap_or_default(),
-                additional_ips: sandbox
-                    .ips
-                    .iter()
-                    .skip(1)
-                    .map(|ip| PodIp { ip: ip.clone() })
-                    .collect(),
-            }),
-            linux: Some(LinuxPodSandboxStatus {
-                namespaces: Some(Namespace {
-                    options: Some(options),
-                }),
-            }),
-            labels: sandbox.config.labels.clone(),
-            annotations: sandbox.config.annotations.clone(),
-            runtime_handler: String::new(),
-        })
+        find_sandbox(&state.sandboxes, id).map(sandbox_status_of)
     }
 
     /// PodSandboxStatus' verbose `info`: what crictl inspectp shows beside the status (the
@@ -486,4 +462,32 @@ pub(super) fn open_host_ports(
         });
     };
     ports.open(&sandbox.id, ip, mappings)
+}
+
+/// The CRI status of `sandbox`, from its record.
+pub(super) fn sandbox_status_of(sandbox: &SandboxRecord) -> PodSandboxStatus {
+    let options = namespace_options(&sandbox.config);
+    PodSandboxStatus {
+        id: sandbox.id.clone(),
+        metadata: sandbox.config.metadata.clone(),
+        state: sandbox_state(sandbox) as i32,
+        created_at: sandbox.created_at,
+        network: Some(PodSandboxNetworkStatus {
+            ip: sandbox.ips.first().cloned().unwrap_or_default(),
+            additional_ips: sandbox
+                .ips
+                .iter()
+                .skip(1)
+                .map(|ip| PodIp { ip: ip.clone() })
+                .collect(),
+        }),
+        linux: Some(LinuxPodSandboxStatus {
+            namespaces: Some(Namespace {
+                options: Some(options),
+            }),
+        }),
+        labels: sandbox.config.labels.clone(),
+        annotations: sandbox.config.annotations.clone(),
+        runtime_handler: String::new(),
+    }
 }

@@ -315,9 +315,14 @@ impl RuntimeService for CriRuntimeService {
         _request: Request<GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
         use tokio_stream::StreamExt;
+        let pods = Arc::clone(&self.pods);
         let events = tokio_stream::wrappers::BroadcastStream::new(self.pods.subscribe())
             // A subscriber too slow to keep up misses events; the kubelet's relist covers them.
-            .filter_map(|event| event.ok().map(Ok));
+            .filter_map(|event| event.ok())
+            .then(move |event| {
+                let pods = Arc::clone(&pods);
+                async move { Ok(pods.with_statuses(event).await) }
+            });
         Ok(Response::new(Box::pin(events)))
     }
 
