@@ -304,6 +304,14 @@ impl PodNetwork {
             ms = started.elapsed().as_secs_f64() * 1000.0,
             "CNI plugin versions checked"
         );
+        // Recorded before the chain runs, with no result yet: if the runtime dies half-way
+        // through ADD, no sandbox record names the attachment, and this entry is what lets the
+        // start-up GC run DEL for it (whatever the list's version) so no address leaks.
+        let path = cache::path(&self.cache_dir, &list.name, attachment);
+        cache::write(
+            &path,
+            &cache::Entry::new(attachment, list.clone(), Value::Null),
+        )?;
         let mut previous: Option<Value> = None;
         for index in 0..list.plugins.len() {
             let config = plugin_config(&list, index, previous.as_ref())?;
@@ -311,7 +319,6 @@ impl PodNetwork {
             previous = Some(output);
         }
         let result_value = previous.unwrap_or_else(|| json!({ "cniVersion": list.cni_version }));
-        let path = cache::path(&self.cache_dir, &list.name, attachment);
         let result = CniResult::from_value(&result_value).map_err(|e| NetworkError::Plugin {
             plugin: "(chain)".into(),
             command: "ADD".into(),
@@ -347,6 +354,8 @@ impl PodNetwork {
         prev_result: Option<&Value>,
         attachment: &Attachment,
     ) -> Result<(), NetworkError> {
+        // An entry written before ADD finished has no result to pass on.
+        let prev_result = prev_result.filter(|result| !result.is_null());
         for index in (0..list.plugins.len()).rev() {
             let config = plugin_config(list, index, prev_result)?;
             self.run("DEL", &config, Some(attachment)).await?;
@@ -356,7 +365,9 @@ impl PodNetwork {
 
     /// The cached ADD result of `attachment` (the last plugin's output), if it was added.
     pub fn cached_result(&self, attachment: &Attachment) -> Option<Value> {
-        cache::find(&self.cache_dir, attachment).map(|(_, entry)| entry.result)
+        cache::find(&self.cache_dir, attachment)
+            .map(|(_, entry)| entry.result)
+            .filter(|result| !result.is_null())
     }
 
     /// Runs CHECK through the chain with the cached ADD result as prevResult, when the list
@@ -366,6 +377,9 @@ impl PodNetwork {
             return Ok(CheckOutcome::Skipped("no cached ADD result".into()));
         };
         let list = &entry.config;
+        if entry.result.is_null() {
+            return Ok(CheckOutcome::Skipped("ADD did not finish".into()));
+        }
         if !versions::has(&list.cni_version, CHECK_SINCE) {
             return Ok(CheckOutcome::Skipped(format!(
                 "cniVersion {} predates CHECK",
