@@ -15,6 +15,7 @@ use capstan_testkit::images::{
 use capstan_testkit::mounts::TempMount;
 use capstan_testkit::registry::LocalRegistry;
 use capstan_testkit::require_root;
+use capstan_testkit::token::TokenService;
 use tempfile::TempDir;
 
 fn insecure(registry: &LocalRegistry) -> RegistryConfig {
@@ -258,6 +259,49 @@ async fn basic_auth_is_refused_without_credentials_and_used_with_them() {
         .await
         .expect("pull with credentials");
     assert_eq!(id, config_digest(&images.shell));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bearer_tokens_are_fetched_from_the_realm_with_the_credentials() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = TokenService::start(dir.path(), "puller", "s3cret").unwrap();
+    let registry = LocalRegistry::start_with_token_auth(&tokens).unwrap();
+    let images = catalog().unwrap();
+    registry
+        .client()
+        .with_bearer_token(&tokens.mint("repository:private:push,pull").unwrap())
+        .push_image("private", "1", &images.shell, ManifestFormat::Oci)
+        .unwrap_or_else(|e| panic!("push with a token: {e}\n{}", registry.log()));
+    let (_state, manager) = open(insecure(&registry));
+    let name = format!("{}/private:1", registry.host());
+
+    // Without credentials the token service refuses, and so the pull is unauthorised.
+    let refused = manager.pull(&name, None).await.unwrap_err();
+    assert!(
+        matches!(*refused, ImageError::Unauthorized { .. }),
+        "{refused}"
+    );
+    assert_eq!(tokens.issued(), 0);
+    let wrong = Credentials {
+        username: "puller".into(),
+        password: "wrong".into(),
+        ..Default::default()
+    };
+    assert!(manager.pull(&name, Some(wrong)).await.is_err());
+    assert!(manager.list().is_empty());
+
+    let right = Credentials {
+        username: "puller".into(),
+        password: "s3cret".into(),
+        ..Default::default()
+    };
+    let id = manager
+        .pull(&name, Some(right))
+        .await
+        .unwrap_or_else(|e| panic!("pull with a token: {e}\n{}", registry.log()));
+    assert_eq!(id, config_digest(&images.shell));
+    assert!(tokens.issued() >= 1, "the token came from the realm");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -70,6 +70,12 @@ impl Client {
         self
     }
 
+    /// The same client, sending `token` as a Bearer token with every request.
+    pub fn with_bearer_token(mut self, token: &str) -> Self {
+        self.authorization = Some(format!("Bearer {token}"));
+        self
+    }
+
     fn request(&self, method: &str, url: &str) -> ureq::Request {
         let request = self.agent.request(method, url);
         match &self.authorization {

@@ -15,6 +15,7 @@ pub mod mounts;
 pub mod names;
 pub mod netns;
 pub mod registry;
+pub mod token;
 
 pub use error::{Error, Result};
 

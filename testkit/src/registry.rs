@@ -26,18 +26,39 @@ pub struct LocalRegistry {
     credentials: Option<(String, String)>,
 }
 
+/// How a registry authenticates its clients.
+#[derive(Debug, Clone)]
+enum Auth {
+    /// Anyone may pull and push.
+    None,
+    /// Basic credentials (htpasswd).
+    Basic(String, String),
+    /// Bearer tokens from a token service at `realm`, signed by the key of `certificate`.
+    Token { realm: String, certificate: PathBuf },
+}
+
 impl LocalRegistry {
     /// Starts a registry and waits until it answers `/v2/`.
     pub fn start() -> Result<Self> {
-        Self::start_with(None)
+        Self::start_with(Auth::None)
     }
 
     /// Starts a registry that demands Basic auth (htpasswd, bcrypt) for everything.
     pub fn start_with_basic_auth(user: &str, password: &str) -> Result<Self> {
-        Self::start_with(Some((user.to_string(), password.to_string())))
+        Self::start_with(Auth::Basic(user.to_string(), password.to_string()))
     }
 
-    fn start_with(credentials: Option<(String, String)>) -> Result<Self> {
+    /// Starts a registry that demands Bearer tokens from `tokens` for everything (the
+    /// registry token protocol). Its [`client`](Self::client) sends no credentials: give it
+    /// a token with [`Client::with_bearer_token`](crate::distribution::Client::with_bearer_token).
+    pub fn start_with_token_auth(tokens: &crate::token::TokenService) -> Result<Self> {
+        Self::start_with(Auth::Token {
+            realm: tokens.realm(),
+            certificate: tokens.certificate().to_path_buf(),
+        })
+    }
+
+    fn start_with(auth: Auth) -> Result<Self> {
         if !Path::new(REGISTRY_BINARY).exists() {
             return Err(Error::Command(format!(
                 "{REGISTRY_BINARY} is missing: install Debian's docker-registry (hack/test.sh does)"
@@ -47,7 +68,7 @@ impl LocalRegistry {
         // try a few.
         let mut last_error = None;
         for _ in 0..3 {
-            match Self::start_once(credentials.clone()) {
+            match Self::start_once(auth.clone()) {
                 Ok(registry) => return Ok(registry),
                 Err(e) => last_error = Some(e),
             }
@@ -55,20 +76,31 @@ impl LocalRegistry {
         Err(last_error.unwrap_or_else(|| Error::Registry("did not start".into())))
     }
 
-    fn start_once(credentials: Option<(String, String)>) -> Result<Self> {
+    fn start_once(auth: Auth) -> Result<Self> {
         let addr = free_loopback_port()?;
         let dir = tempfile::Builder::new()
             .prefix("capstan-registry-")
             .tempdir()
             .map_err(Error::io("create a temp dir in", std::env::temp_dir()))?;
         let mut yaml = config_yaml(addr, &dir.path().join("data"));
-        if let Some((user, password)) = &credentials {
-            let htpasswd = dir.path().join("htpasswd");
-            write_htpasswd(&htpasswd, user, password)?;
-            yaml.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: capstan-test\n    path: {}\n",
-                htpasswd.display()
-            ));
+        let mut credentials = None;
+        match &auth {
+            Auth::None => {}
+            Auth::Basic(user, password) => {
+                let htpasswd = dir.path().join("htpasswd");
+                write_htpasswd(&htpasswd, user, password)?;
+                yaml.push_str(&format!(
+                    "auth:\n  htpasswd:\n    realm: capstan-test\n    path: {}\n",
+                    htpasswd.display()
+                ));
+                credentials = Some((user.clone(), password.clone()));
+            }
+            Auth::Token { realm, certificate } => yaml.push_str(&format!(
+                "auth:\n  token:\n    realm: {realm}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                crate::token::SERVICE,
+                crate::token::ISSUER,
+                certificate.display()
+            )),
         }
         let config = dir.path().join("config.yml");
         std::fs::write(&config, yaml).map_err(Error::io("write", &config))?;
