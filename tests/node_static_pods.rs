@@ -428,6 +428,7 @@ fn a_sigkilled_node_adopts_its_pods_without_restarting_them() {
     let id = container(&before, "web")["containerID"].clone();
     let uid = before["metadata"]["uid"].clone();
     let ip = before["status"]["podIP"].as_str().unwrap().to_string();
+    assert_eq!(page_once_listening(&ip), WEB_PAGE);
     f.node.stop_with("KILL");
     // Still serving with no agent at all.
     assert_eq!(http_get_host(&ip, WEB_PORT, "/").unwrap().1, WEB_PAGE);
@@ -443,6 +444,19 @@ fn a_sigkilled_node_adopts_its_pods_without_restarting_them() {
     );
     assert_eq!(web["restartCount"], 0);
     assert_eq!(http_get_host(&ip, WEB_PORT, "/").unwrap().1, WEB_PAGE);
+}
+
+/// The web pod's page at `ip`. A pod without a readiness probe is Ready once its container has
+/// started, which can be before httpd listens: connections are retried for a while.
+fn page_once_listening(ip: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match http_get_host(ip, WEB_PORT, "/") {
+            Ok((_, body)) => return body,
+            Err(e) if Instant::now() > deadline => panic!("{ip}:{WEB_PORT} never served: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
 }
 
 /// Processes in `cgroup` or any cgroup below it.
@@ -1095,7 +1109,7 @@ async fn the_agent_drives_containerd_through_its_cri_endpoint() {
         "{web}"
     );
     let ip = pod["status"]["podIP"].as_str().unwrap().to_string();
-    assert_eq!(http_get_host(&ip, WEB_PORT, "/").unwrap().1, WEB_PAGE);
+    assert_eq!(page_once_listening(&ip), WEB_PAGE);
     std::fs::remove_file(dir.path().join("manifests/web.yaml")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while http_get(port, "/pods").is_ok_and(|(_, body)| body.contains("web-node1")) {
