@@ -1227,8 +1227,16 @@ fn a_host_port_reaches_the_pod_without_netfilter() {
         ),
     );
     let pod = f.wait_pod("hp-node1", Duration::from_secs(60), running_and_ready);
-    let (code, body) = http_get(host_port, "/").unwrap();
-    assert_eq!((code, body.as_str()), (200, WEB_PAGE));
+    // Ready without a probe: httpd may not listen yet, so the relayed request is retried.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        match http_get(host_port, "/") {
+            Ok((200, body)) => break body,
+            _ if Instant::now() > deadline => panic!("the host port never served the page"),
+            _ => std::thread::sleep(Duration::from_millis(50)),
+        }
+    };
+    assert_eq!(page, WEB_PAGE);
 
     let uid = pod["metadata"]["uid"].as_str().unwrap();
     let root = f.node.cgroup_root.clone().unwrap();
