@@ -471,17 +471,7 @@ fn with_pid(mut config: ContainerConfig, pid: NamespaceMode, target_id: &str) ->
 /// Every process's command line in `container`'s view of /proc, joined by spaces, and `pid 1`'s.
 async fn processes_seen(cri: &mut CriClient, container: &str) -> (Vec<String>, String) {
     let script = "for p in /proc/[0-9]*; do echo \"$(tr '\\0' ' ' < $p/cmdline)\"; done; echo; tr '\\0' ' ' < /proc/1/cmdline";
-    let out = cri
-        .runtime
-        .exec_sync(ExecSyncRequest {
-            container_id: container.into(),
-            cmd: vec!["sh".into(), "-c".into(), script.into()],
-            timeout: 10,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (text, _) = common::exec_sh(cri, container, script).await;
     let (all, first) = text.rsplit_once("\n\n").unwrap_or((&text, ""));
     (
         all.lines().map(|l| l.trim().to_string()).collect(),
@@ -544,19 +534,13 @@ async fn shared_and_targeted_process_namespaces_show_the_right_processes() {
     let two = run(&mut cri, &shared, sleeper("two", "3218")).await;
     let (seen, pid1) = processes_seen(&mut cri, &two).await;
     assert!(seen.contains(&"sleep 3217".to_string()), "{seen:?}");
-    let sysctl = cri
-        .runtime
-        .exec_sync(ExecSyncRequest {
-            container_id: two.clone(),
-            cmd: ["cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start"]
-                .map(String::from)
-                .to_vec(),
-            timeout: 10,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(String::from_utf8_lossy(&sysctl.stdout).trim(), "81");
+    let (sysctl, _) = common::exec_sh(
+        &mut cri,
+        &two,
+        "cat /proc/sys/net/ipv4/ip_unprivileged_port_start",
+    )
+    .await;
+    assert_eq!(sysctl.trim(), "81");
     // crictl inspect / inspectp: the verbose info has the host pid, the OCI spec and the
     // namespace paths.
     let info = cri

@@ -24,7 +24,7 @@ use capstan_testkit::images::{ManifestFormat, catalog};
 use capstan_testkit::mounts::mounted_under;
 use capstan_testkit::registry::LocalRegistry;
 use capstan_testkit::require_root;
-use common::{CniSetup, RuntimeProcess, container_status as status};
+use common::{CniSetup, RuntimeProcess, container_status as status, exec_sh as sh};
 use tonic::Code;
 
 /// A registry with the shell image, CNI, and a runtime that has pulled the image.
@@ -1121,24 +1121,6 @@ async fn sigkill_while_pods_start_leaves_a_consistent_state() {
         run_dirs.is_empty(),
         "pod run directories left: {run_dirs:?}"
     );
-}
-
-/// Runs `script` in `container` with ExecSync; its stdout, and whether it exited 0.
-async fn sh(cri: &mut CriClient, container: &str, script: &str) -> (String, bool) {
-    let out = cri
-        .runtime
-        .exec_sync(ExecSyncRequest {
-            container_id: container.into(),
-            cmd: vec!["sh".into(), "-c".into(), script.into()],
-            timeout: 10,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    (
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        out.exit_code == 0,
-    )
 }
 
 /// The value of `key` in /proc/self/status as a process of `container` sees it.

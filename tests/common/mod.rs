@@ -427,3 +427,21 @@ pub async fn create_and_start(
         .unwrap_or_else(|e| panic!("start: {e}"));
     id
 }
+
+/// Runs `script` in `container` with ExecSync; its stdout, and whether it exited 0.
+pub async fn exec_sh(cri: &mut CriClient, container: &str, script: &str) -> (String, bool) {
+    let out = cri
+        .runtime
+        .exec_sync(capstan_proto::ExecSyncRequest {
+            container_id: container.into(),
+            cmd: vec!["sh".into(), "-c".into(), script.into()],
+            timeout: 10,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    (
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        out.exit_code == 0,
+    )
+}

@@ -118,25 +118,7 @@ fn create_pid(ns_dir: &Path) -> Result<Pid, String> {
                 let _ = waitpid(child, None);
                 return Err(format!("return to our own PID namespace: {e}"));
             }
-            let source = format!("/proc/{child}/ns/pid");
-            let pin = pin_path(ns_dir, "pid");
-            let pinned = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&pin)
-                .map_err(|e| format!("create {}: {e}", pin.display()))
-                .and_then(|_| {
-                    mount(
-                        Some(source.as_str()),
-                        &pin,
-                        None::<&str>,
-                        MsFlags::MS_BIND,
-                        None::<&str>,
-                    )
-                    .map_err(|e| format!("pin {source} on {}: {e}", pin.display()))
-                });
-            if let Err(e) = pinned {
+            if let Err(e) = pin_from(&format!("/proc/{child}/ns/pid"), ns_dir, "pid") {
                 let _ = kill(child, Signal::SIGKILL);
                 let _ = waitpid(child, None);
                 return Err(e);
@@ -201,6 +183,12 @@ pub fn create_network(ns_dir: &Path, sysctls: &[(PathBuf, String)]) -> Result<()
 
 /// Bind-mounts the calling thread's namespace `kind` on its pin file under `ns_dir`.
 fn pin(ns_dir: &Path, kind: &str) -> Result<(), String> {
+    // thread-self, not self: the daemon pins from one thread of many.
+    pin_from(&format!("/proc/thread-self/ns/{kind}"), ns_dir, kind)
+}
+
+/// Bind-mounts the namespace file `source` on the pin file of `kind` under `ns_dir`.
+fn pin_from(source: &str, ns_dir: &Path, kind: &str) -> Result<(), String> {
     let pin = pin_path(ns_dir, kind);
     OpenOptions::new()
         .write(true)
@@ -208,10 +196,8 @@ fn pin(ns_dir: &Path, kind: &str) -> Result<(), String> {
         .truncate(false)
         .open(&pin)
         .map_err(|e| format!("create {}: {e}", pin.display()))?;
-    // thread-self, not self: the daemon pins from one thread of many.
-    let source = format!("/proc/thread-self/ns/{kind}");
     mount(
-        Some(source.as_str()),
+        Some(source),
         &pin,
         None::<&str>,
         MsFlags::MS_BIND,
