@@ -17,6 +17,9 @@ echo "== doc tests"
 cargo test --workspace --doc --locked --quiet
 echo "== cgroup v2 lane: the cgroup tests again, in a QEMU guest with pure cgroup v2"
 hack/cgroup-check
+# Installs QEMU and fills the kernel cache first, so that a host that cannot be prepared says so
+# once instead of failing every self-test.
+hack/vm-test --prepare
 hack/vm-test-selftest
 hack/vm-test -t 1800 --cargo-test --workspace --locked -- cgroup
 echo "== tests"
