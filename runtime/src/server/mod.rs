@@ -1,5 +1,7 @@
 //! The CRI server: both services on a unix socket whose directory only root can enter.
 
+mod authority;
+
 use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -196,11 +198,20 @@ pub async fn serve_runtime(
     let outcome = tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(runtime.runtime_service.clone()))
         .add_service(ImageServiceServer::new(runtime.image_service.clone()))
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(lenient_connections(listener), shutdown)
         .await;
     let _ = std::fs::remove_file(&socket);
     tracing::info!("CRI server stopped");
     Ok(outcome?)
+}
+
+/// The socket's connections, each behind the layer that lets any `:authority` through.
+fn lenient_connections(
+    listener: UnixListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<authority::LenientAuthority<tokio::net::UnixStream>>>
+{
+    use tokio_stream::StreamExt;
+    UnixListenerStream::new(listener).map(|accepted| accepted.map(authority::LenientAuthority::new))
 }
 
 /// Runs the runtime in the foreground until SIGINT or SIGTERM.
