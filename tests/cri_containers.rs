@@ -787,3 +787,52 @@ async fn a_removed_image_keeps_its_containers_layers_until_they_go() {
     }
     assert_eq!(snapshot_count(dir.path()), 0, "{}", runtime.log());
 }
+
+/// critest names its pods `create-PodSandbox-for-container-<uuid>` and the like and sends no
+/// hostname: the pod gets the host's hostname (as with containerd), never a failed
+/// sethostname. A requested hostname the kernel cannot take is refused naming the field.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pod_without_a_hostname_gets_the_hosts_even_when_its_name_is_long() {
+    require_root();
+    let fx = ShellRuntime::start().await;
+    let mut cri = fx.runtime.client().await;
+    let long_name = format!(
+        "create-PodSandbox-for-container-{}",
+        "401c845f-5f2a-4a1b-9c3d-0e6f7a8b9c0d-with-a-tail"
+    );
+    assert!(long_name.len() > 64);
+    let mut config = pod_config(&long_name, None);
+    config.hostname = String::new();
+    let pod = common::run_pod(&mut cri, config)
+        .await
+        .unwrap_or_else(|e| panic!("RunPodSandbox: {e}\n{}", fx.runtime.log()));
+    let id = common::create_and_start(
+        &mut cri,
+        &pod,
+        container("sleeper", &fx.shell, &["sleep", "600"], &[]),
+    )
+    .await;
+    let host = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    let (seen, ok) = common::exec_sh(
+        &mut cri,
+        &id,
+        "hostname; cat /etc/hostname; echo \"$HOSTNAME\"",
+    )
+    .await;
+    assert!(ok, "{seen}");
+    assert_eq!(seen.lines().collect::<Vec<_>>(), [&host, &host, &host]);
+
+    let mut too_long = pod_config("too-long", None);
+    too_long.hostname = "h".repeat(65);
+    let error = common::run_pod(&mut cri, too_long).await.unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument, "{error}");
+    assert!(error.message().contains("config.hostname"), "{error}");
+    let pods = cri
+        .runtime
+        .list_pod_sandbox(capstan_proto::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1, "the refused pod left a sandbox: {pods:?}");
+}

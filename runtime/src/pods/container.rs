@@ -642,12 +642,8 @@ struct PodFiles {
 }
 
 fn write_pod_files(sandbox: &SandboxRecord) -> Result<PodFiles> {
-    let metadata = sandbox.config.metadata.clone().unwrap_or_default();
-    let hostname = if sandbox.config.hostname.is_empty() {
-        metadata.name
-    } else {
-        sandbox.config.hostname.clone()
-    };
+    // RunPodSandbox filled it in when the request had none.
+    let hostname = &sandbox.config.hostname;
     let write = |name: &str, text: String| -> Result<PathBuf> {
         let path = sandbox.state_dir.join(name);
         if !path.exists() {

@@ -35,6 +35,8 @@ impl PodManager {
             }
         }
         crate::spec::check_sandbox(&config).map_err(|e| PodError::Invalid(e.to_string()))?;
+        let mut config = config;
+        config.hostname = pod_hostname(&config.hostname)?;
         let options = namespace_options(&config);
         let own_network = options.network != NamespaceMode::Node as i32;
         let host_ipc = options.ipc == NamespaceMode::Node as i32;
@@ -120,12 +122,7 @@ impl PodManager {
                 &sandbox,
             ));
         }
-        let metadata = sandbox.config.metadata.clone().unwrap_or_default();
-        let hostname = if sandbox.config.hostname.is_empty() {
-            metadata.name.clone()
-        } else {
-            sandbox.config.hostname.clone()
-        };
+        let hostname = sandbox.config.hostname.clone();
         // The pod's network namespace is made here rather than by the monitor, so that CNI ADD
         // (the slowest step) runs while the monitor process is still starting.
         let network_pinned = sandbox.own_network;
@@ -490,4 +487,29 @@ pub(super) fn sandbox_status_of(sandbox: &SandboxRecord) -> PodSandboxStatus {
         annotations: sandbox.config.annotations.clone(),
         runtime_handler: String::new(),
     }
+}
+
+/// The kernel's limit on a hostname (HOST_NAME_MAX).
+const HOSTNAME_MAX: usize = 64;
+
+/// The pod's hostname: the request's, or the host's when it names none, as containerd does
+/// (critest's and other generated pod names are often longer than a hostname may be, so the pod
+/// name is no fallback). A requested one the kernel would refuse is an invalid request.
+fn pod_hostname(requested: &str) -> Result<String> {
+    if requested.is_empty() {
+        return nix::unistd::gethostname()
+            .map_err(|e| PodError::Internal(format!("read the host's hostname: {e}")))
+            .map(|name| name.to_string_lossy().into_owned());
+    }
+    if requested.len() > HOSTNAME_MAX {
+        return Err(PodError::Invalid(format!(
+            "config.hostname: Invalid value: {requested:?}: must be no more than {HOSTNAME_MAX} bytes"
+        )));
+    }
+    if requested.contains('\0') {
+        return Err(PodError::Invalid(
+            "config.hostname: Invalid value: must not contain a NUL byte".into(),
+        ));
+    }
+    Ok(requested.to_string())
 }
