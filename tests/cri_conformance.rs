@@ -33,10 +33,6 @@ fn pod(name: &str, linux: LinuxPodSandboxConfig) -> PodSandboxConfig {
             attempt: 0,
         }),
         linux: Some(linux),
-        log_directory: std::env::temp_dir()
-            .join(format!("capstan-critest-logs-{name}"))
-            .display()
-            .to_string(),
         ..Default::default()
     }
 }
@@ -65,7 +61,6 @@ fn container(name: &str, image: &str, sc: LinuxContainerSecurityContext) -> Cont
             ..Default::default()
         }),
         command: vec!["sleep".into(), "600".into()],
-        log_path: format!("{name}/0.log"),
         linux: Some(LinuxContainerConfig {
             security_context: Some(sc),
             ..Default::default()
@@ -328,6 +323,19 @@ async fn privileged_containers_and_all_capabilities_run() {
     .await;
     let (_, _, code) = exec(&mut cri, &unprivileged, &["brctl", "addbr", "foobar"]).await;
     assert_ne!(code, 0, "brctl addbr worked without privileges");
+    if capstan_testkit::cgroups::driver() == capstan_testkit::cgroups::Driver::V1 {
+        // v1 (no cgroup namespace): the container sees its own cgroup, read-only, not the
+        // hierarchy's root with every other cgroup of the host below it.
+        let script = "grep ' /sys/fs/cgroup/memory ' /proc/self/mounts; \
+                      find /sys/fs/cgroup/memory/ -mindepth 1 -type d | wc -l; \
+                      test -f /sys/fs/cgroup/memory/memory.limit_in_bytes && echo has-files";
+        let (out, stderr, _) = exec(&mut cri, &unprivileged, &["sh", "-c", script]).await;
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 3, "{out}{stderr}");
+        let options = lines[0].split_whitespace().nth(3).unwrap_or("");
+        assert!(options.split(',').any(|o| o == "ro"), "{}", lines[0]);
+        assert_eq!((lines[1], lines[2]), ("0", "has-files"), "{out}");
+    }
     let all = run(
         &mut cri,
         runtime,

@@ -20,6 +20,22 @@ use crate::monitor::protocol::{CreateRequest, Request};
 use crate::spec::{NamespacePaths, SpecInputs};
 use capstan_cgroups::{Driver, controllers};
 
+/// The v1 controllers libcontainer 0.7 creates a container's cgroup in when mounted.
+const LIBCONTAINER_V1_CONTROLLERS: &[&str] = &[
+    "blkio",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "freezer",
+    "hugetlb",
+    "memory",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "pids",
+];
+
 /// How long a stopped container may take to die after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(10);
 
@@ -181,10 +197,15 @@ impl PodManager {
         let cgroup_controllers = controllers::available(driver, &cgroup_parent);
         let cgroup_v1_hierarchies = match driver {
             Driver::V2 => Vec::new(),
-            // Named ones (name=systemd) hold no cgroup of the container's.
+            // Only hierarchies libcontainer makes the container's cgroup in: named ones
+            // (name=systemd) and controllers it does not know (misc, rdma) hold none.
             Driver::V1 => controllers::v1_mounts()
                 .into_iter()
-                .filter(|m| !m.controllers.is_empty())
+                .filter(|m| {
+                    m.controllers
+                        .iter()
+                        .any(|c| LIBCONTAINER_V1_CONTROLLERS.contains(&c.as_str()))
+                })
                 .map(|m| m.mount_point)
                 .collect(),
         };
