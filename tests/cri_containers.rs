@@ -378,55 +378,6 @@ async fn containers_run_share_the_pod_network_and_report_how_they_ended() {
     );
 }
 
-/// A runtime with CNI that has pulled the shell image from a local registry. Fields drop in
-/// order: the runtime (and its pods) before the bridge, the directory and the registry.
-struct ShellRuntime {
-    runtime: RuntimeProcess,
-    _cni: CniSetup,
-    dir: tempfile::TempDir,
-    _registry: LocalRegistry,
-    shell: String,
-}
-
-impl ShellRuntime {
-    async fn start() -> Self {
-        let registry = LocalRegistry::start().unwrap();
-        registry
-            .client()
-            .push_image("shell", "1", &catalog().unwrap().shell, ManifestFormat::Oci)
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let cni = CniSetup::new(dir.path(), None);
-        let config = format!(
-            "[registry]\ninsecure = [\"{}\"]\n{}",
-            registry.host(),
-            cni.toml()
-        );
-        let runtime = RuntimeProcess::start(dir.path(), &config);
-        let shell = format!("{}/shell:1", registry.host());
-        runtime
-            .client()
-            .await
-            .images
-            .pull_image(PullImageRequest {
-                image: Some(ImageSpec {
-                    image: shell.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        ShellRuntime {
-            runtime,
-            _cni: cni,
-            dir,
-            _registry: registry,
-            shell,
-        }
-    }
-}
-
 fn pod_config(name: &str, pid: Option<NamespaceMode>) -> PodSandboxConfig {
     PodSandboxConfig {
         metadata: Some(PodSandboxMetadata {
@@ -493,7 +444,7 @@ fn host_processes_mentioning(needle: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread")]
 async fn shared_and_targeted_process_namespaces_show_the_right_processes() {
     require_root();
-    let fx = ShellRuntime::start().await;
+    let fx = common::ShellRuntime::start().await;
     let (dir, runtime, shell) = (&fx.dir, &fx.runtime, fx.shell.clone());
     let mut cri = runtime.client().await;
     let sleeper = |name: &str, seconds: &str| {
@@ -695,7 +646,7 @@ fn snapshot_count(dir: &std::path::Path) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_removed_image_keeps_its_containers_layers_until_they_go() {
     require_root();
-    let fx = ShellRuntime::start().await;
+    let fx = common::ShellRuntime::start().await;
     let (dir, runtime, shell) = (&fx.dir, &fx.runtime, fx.shell.clone());
     let mut cri = runtime.client().await;
     let layers = snapshot_count(dir.path());

@@ -160,6 +160,7 @@ fn monitor_runs_containers_in_pod_namespaces_and_cgroups_and_records_exits() {
         stdin: false,
         stdin_once: false,
         tty: false,
+        propagation: Vec::new(),
     }));
     assert!(
         matches!(reply, Reply::Created { pid } if pid > 0),
@@ -209,6 +210,7 @@ fn monitor_runs_containers_in_pod_namespaces_and_cgroups_and_records_exits() {
         stdin: false,
         stdin_once: false,
         tty: false,
+        propagation: Vec::new(),
     }));
     monitor.call(Request::Start { id: "c2".into() });
     let Reply::Status { containers } = monitor.call(Request::Status) else {

@@ -2,6 +2,7 @@
 //! (a unified v2 hierarchy, or v1 hierarchies as on hybrid hosts), the process's own cgroup, and
 //! the create / set / remove of the pod cgroups the kubelet's layout calls for.
 
+pub mod controllers;
 mod convert;
 mod tree;
 

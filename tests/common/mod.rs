@@ -445,3 +445,61 @@ pub async fn exec_sh(cri: &mut CriClient, container: &str, script: &str) -> (Str
         out.exit_code == 0,
     )
 }
+
+/// A runtime with CNI that has pulled the shell image from a local registry. Fields drop in
+/// order: the runtime (and its pods) before the bridge, the directory and the registry.
+pub struct ShellRuntime {
+    /// The runtime.
+    pub runtime: RuntimeProcess,
+    _cni: CniSetup,
+    /// Its directory.
+    pub dir: tempfile::TempDir,
+    _registry: capstan_testkit::registry::LocalRegistry,
+    /// The pulled shell image's reference.
+    pub shell: String,
+}
+
+impl ShellRuntime {
+    /// Starts it.
+    pub async fn start() -> Self {
+        let registry = capstan_testkit::registry::LocalRegistry::start().unwrap();
+        registry
+            .client()
+            .push_image(
+                "shell",
+                "1",
+                &capstan_testkit::images::catalog().unwrap().shell,
+                capstan_testkit::images::ManifestFormat::Oci,
+            )
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cni = CniSetup::new(dir.path(), None);
+        let config = format!(
+            "[registry]\ninsecure = [\"{}\"]\n{}",
+            registry.host(),
+            cni.toml()
+        );
+        let runtime = RuntimeProcess::start(dir.path(), &config);
+        let shell = format!("{}/shell:1", registry.host());
+        runtime
+            .client()
+            .await
+            .images
+            .pull_image(capstan_proto::PullImageRequest {
+                image: Some(capstan_proto::ImageSpec {
+                    image: shell.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        ShellRuntime {
+            runtime,
+            _cni: cni,
+            dir,
+            _registry: registry,
+            shell,
+        }
+    }
+}

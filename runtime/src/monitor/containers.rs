@@ -118,7 +118,15 @@ impl Containers {
         } else {
             stdio::create_on_pipes(builder, &request)?
         };
+        let mut container = container;
         let pid = container.pid().map(|p| p.as_raw()).unwrap_or(-1);
+        if let Err(e) = super::propagation::apply(pid, &request.propagation) {
+            // Never leave a container whose volumes propagate other than asked.
+            if let Err(d) = container.delete(true) {
+                tracing::warn!(id = %request.id, error = %describe(&d), "cannot delete the container");
+            }
+            return Err(format!("container {}: mount propagation: {e}", request.id));
+        }
         let log = if request.log_path.as_os_str().is_empty() {
             None
         } else {

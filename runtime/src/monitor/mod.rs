@@ -13,6 +13,7 @@ pub mod logs;
 pub mod memory;
 pub mod namespaces;
 pub mod oci_bench;
+pub mod propagation;
 pub mod protocol;
 mod signals;
 pub mod stdio;

@@ -71,6 +71,7 @@ fn cycles(options: &OciBenchOptions) -> Result<Vec<Sample>, String> {
             stdin: false,
             stdin_once: false,
             tty: false,
+            propagation: Vec::new(),
         };
         let builder = super::containers::builder(&options.root, &id)?;
         let (mut container, stdio) = super::stdio::create_on_pipes(builder, &request)?;

@@ -76,6 +76,10 @@ pub struct CreateRequest {
     /// Run it on a terminal (CRI `tty`; the bundle's process asks for one too).
     #[serde(default)]
     pub tty: bool,
+    /// Bind mounts whose propagation the monitor sets once libcontainer has made them
+    /// (container path, `rprivate` or `rslave`); see [`super::propagation`].
+    #[serde(default)]
+    pub propagation: Vec<(PathBuf, String)>,
 }
 
 /// Sent to subscribers when a container exits.

@@ -41,7 +41,17 @@ pub fn create_on_pipes(
         .with_systemd(false)
         .with_detach(true)
         .build()
-        .map_err(|e| format!("create container {}: {}", request.id, describe(&e)))?;
+        .map_err(|e| {
+            let mut text = format!("create container {}: {}", request.id, describe(&e));
+            // libcontainer's init sends its parent a bare "failed syscall"; the call and the
+            // errno are only in what it logged on the container's stderr before dying.
+            if let Some(cause) = init_error(&stderr_read) {
+                text.push_str(" (");
+                text.push_str(&cause);
+                text.push(')');
+            }
+            text
+        })?;
     // Without stdin in its config the container reads EOF; with it, the pipe stays open
     // for attach clients (and the container waits for input as under a kubelet).
     let stdin = if request.stdin {
@@ -61,6 +71,47 @@ pub fn create_on_pipes(
             terminal: None,
         },
     ))
+}
+
+/// The first error libcontainer's init logged on the container's stderr (`stderr`, whose
+/// write ends are all closed once the init is gone), without colours or timestamps.
+fn init_error(stderr: &OwnedFd) -> Option<String> {
+    set_nonblocking(stderr).ok()?;
+    let mut bytes = Vec::new();
+    let mut buffer = [0u8; 16 * 1024];
+    // Bounded: a pipe holds 64 KiB unless resized, and this runs only on failure.
+    while bytes.len() < 256 * 1024 {
+        match nix::unistd::read(stderr.as_raw_fd(), &mut buffer) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => bytes.extend_from_slice(&buffer[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    text.lines()
+        .map(strip_ansi)
+        .find(|line| line.contains("ERROR"))
+        .map(|line| match line.split_once("ERROR") {
+            Some((_, rest)) => rest.trim().to_string(),
+            None => line,
+        })
+}
+
+/// `line` without terminal colour sequences (ESC [ ... m).
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Makes reads and writes on `fd` return EAGAIN instead of waiting.
@@ -115,4 +166,24 @@ pub fn create_on_terminal(
             terminal: Some(master),
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_inits_first_error_line_is_found_without_colours() {
+        let (read, write) = pipe2(OFlag::O_CLOEXEC).unwrap();
+        let log = "\u{1b}[2m2026-01-01T00:00:00Z\u{1b}[0m \u{1b}[34mDEBUG\u{1b}[0m mounting\n\
+                   \u{1b}[2m2026-01-01T00:00:00Z\u{1b}[0m \u{1b}[31mERROR\u{1b}[0m \
+                   \u{1b}[2mlibcontainer::process::init\u{1b}[0m\u{1b}[2m:\u{1b}[0m failed to drop capabilities \
+                   \u{1b}[3merr\u{1b}[0m\u{1b}[2m=\u{1b}[0mEPERM\n";
+        nix::unistd::write(&write, log.as_bytes()).unwrap();
+        drop(write);
+        assert_eq!(
+            init_error(&read).as_deref(),
+            Some("libcontainer::process::init: failed to drop capabilities err=EPERM")
+        );
+    }
 }

@@ -18,6 +18,23 @@ use super::{PodManager, State, call_monitor};
 use crate::monitor::containers::{EXIT_RECORD, ExitRecord};
 use crate::monitor::protocol::{CreateRequest, Request};
 use crate::spec::{NamespacePaths, SpecInputs};
+use capstan_cgroups::{Driver, controllers};
+
+/// The v1 controllers libcontainer 0.7 creates a container's cgroup in when mounted.
+const LIBCONTAINER_V1_CONTROLLERS: &[&str] = &[
+    "blkio",
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "freezer",
+    "hugetlb",
+    "memory",
+    "net_cls",
+    "net_prio",
+    "perf_event",
+    "pids",
+];
 
 /// How long a stopped container may take to die after SIGKILL.
 const KILL_WAIT: Duration = Duration::from_secs(10);
@@ -156,6 +173,8 @@ impl PodManager {
         image: &crate::images::ImageRecord,
     ) -> Result<()> {
         let mut timer = super::StepTimer::new("CreateContainer", &container.id);
+        // Before anything is made: a source that cannot propagate as asked is the host's state.
+        let propagation = super::propagation::check(&container.config)?;
         let dir = &container.state_dir;
         let rootfs = dir.join("rootfs");
         for sub in ["rootfs", "upper", "work", "bundle"] {
@@ -170,6 +189,26 @@ impl PodManager {
         let pod_files = write_pod_files(sandbox)?;
         let options = namespace_options(&sandbox.config);
         let ns_dir = sandbox.run_dir.join(crate::monitor::NS_DIR);
+        let driver = Driver::detect();
+        let cgroup_parent = Path::new(&container.cgroups_path)
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let cgroup_controllers = controllers::available(driver, &cgroup_parent);
+        let cgroup_v1_hierarchies = match driver {
+            Driver::V2 => Vec::new(),
+            // Only hierarchies libcontainer makes the container's cgroup in: named ones
+            // (name=systemd) and controllers it does not know (misc, rdma) hold none.
+            Driver::V1 => controllers::v1_mounts()
+                .into_iter()
+                .filter(|m| {
+                    m.controllers
+                        .iter()
+                        .any(|c| LIBCONTAINER_V1_CONTROLLERS.contains(&c.as_str()))
+                })
+                .map(|m| m.mount_point)
+                .collect(),
+        };
         let inputs = SpecInputs {
             rootfs: rootfs.clone(),
             cgroups_path: PathBuf::from(&container.cgroups_path),
@@ -190,9 +229,13 @@ impl PodManager {
             seccomp_default: false,
             pids_limit: None,
             hugepage_sizes: None,
-            cgroup_v2: Path::new("/sys/fs/cgroup/cgroup.controllers").exists(),
+            cgroup_v2: driver == Driver::V2,
+            cgroup_controllers: Some(cgroup_controllers),
+            cgroup_v1_hierarchies,
+            runtime_capabilities: runtime_capabilities(),
             min_oom_score_adj: oom_score_adj_floor(),
         };
+        log_skipped_controllers(&container.config, &inputs);
         let spec = crate::spec::generate(&container.config, sandbox_config, &image_config, &inputs)
             .map_err(|e| PodError::Invalid(e.to_string()))?;
         let bundle = dir.join("bundle");
@@ -215,6 +258,7 @@ impl PodManager {
                 stdin: container.config.stdin,
                 stdin_once: container.config.stdin_once,
                 tty: container.config.tty,
+                propagation,
             }),
         )
         .await?;
@@ -680,6 +724,46 @@ fn write_pod_files(sandbox: &SandboxRecord) -> Result<PodFiles> {
         hosts: write("hosts", hosts)?,
         resolv_conf,
     })
+}
+
+/// The runtime's own effective capabilities, which bound what any container can get.
+fn runtime_capabilities() -> Option<oci_spec::runtime::Capabilities> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())?;
+    Some(crate::spec::capabilities_from_mask(effective))
+}
+
+/// Logs, once per controller for the runtime's life, a controller whose limits a request asked
+/// for but the host cannot apply, so they are skipped (as runc skips them).
+fn log_skipped_controllers(config: &ContainerConfig, inputs: &SpecInputs) {
+    static LOGGED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let Some(available) = &inputs.cgroup_controllers else {
+        return;
+    };
+    let resources = config.linux.as_ref().and_then(|l| l.resources.as_ref());
+    let used = crate::spec::controllers_used(resources, inputs);
+    let Ok(mut logged) = LOGGED.lock() else {
+        return;
+    };
+    for controller in used {
+        if !available.contains(controller) && logged.insert(controller.to_string()) {
+            let why = if inputs.cgroup_v2 {
+                "not enabled in the cgroup subtree"
+            } else {
+                "no cgroup v1 hierarchy mounted for it"
+            };
+            tracing::warn!(
+                controller,
+                reason = why,
+                "cgroup controller unavailable: its limits in linux.resources are skipped, as runc \
+                 skips them (logged once)"
+            );
+        }
+    }
 }
 
 /// Without CAP_SYS_RESOURCE a process cannot lower oom_score_adj below its own: containers then

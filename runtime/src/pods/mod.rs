@@ -8,6 +8,7 @@ pub mod error;
 mod exec;
 pub(crate) mod metrics;
 mod net_dev;
+mod propagation;
 pub mod record;
 mod sandbox;
 mod spawn;

@@ -16,7 +16,7 @@ mod seccomp;
 mod security;
 mod user;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 
 use capstan_proto::{
@@ -27,7 +27,9 @@ use oci_spec::image::ImageConfiguration;
 use oci_spec::runtime::{LinuxBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder};
 
 pub use devices::{HostDevice, HostDevices, SystemDevices};
+pub use resources::controllers_used;
 pub use seccomp::default_profile as default_seccomp_profile;
+pub use security::capabilities_from_mask;
 
 /// What the runtime prepared for one container, beyond what the CRI request says.
 #[derive(Debug, Clone, Default)]
@@ -66,6 +68,16 @@ pub struct SpecInputs {
     pub hugepage_sizes: Option<Vec<String>>,
     /// The host runs the unified cgroup v2 hierarchy: the container then gets a cgroup namespace.
     pub cgroup_v2: bool,
+    /// The cgroup controllers the container's cgroup can use (v1: mounted hierarchies; v2:
+    /// enabled down to its parent); limits of the others are left out. `None`: every one.
+    pub cgroup_controllers: Option<BTreeSet<String>>,
+    /// On v1 hosts, where each controller hierarchy is mounted (e.g. `/sys/fs/cgroup/memory`):
+    /// the container's /sys/fs/cgroup then holds its own cgroup of each, bind-mounted. Empty:
+    /// leave /sys/fs/cgroup to libcontainer.
+    pub cgroup_v1_hierarchies: Vec<PathBuf>,
+    /// The capabilities the runtime itself holds (its effective set): what "ALL" and
+    /// privileged containers get, as containerd grants its own set. `None`: every capability.
+    pub runtime_capabilities: Option<oci_spec::runtime::Capabilities>,
     /// The lowest oom_score_adj the runtime can give (its own, when it lacks
     /// CAP_SYS_RESOURCE): requests below it are raised to it, as containerd's
     /// restrict_oom_score_adj does, instead of failing the container's start.
@@ -265,7 +277,7 @@ pub fn generate_with(
         inputs.etc_group.as_deref(),
     )?;
 
-    let caps = security::capabilities(sc)?;
+    let caps = security::capabilities(sc, inputs.runtime_capabilities.as_ref())?;
     let resources_in = config.linux.as_ref().and_then(|l| l.resources.as_ref());
     let mut process = ProcessBuilder::default()
         .terminal(config.tty)
@@ -274,8 +286,11 @@ pub fn generate_with(
         .env(env)
         .cwd(cwd)
         .capabilities(caps.clone())
-        .no_new_privileges(sc.no_new_privs)
         .build()?;
+    // Only ever `true` or absent: libcontainer 0.7 takes any value present for "set", and then
+    // loads the seccomp filter after dropping CAP_SYS_ADMIN and without no_new_privs, which the
+    // kernel refuses.
+    process.set_no_new_privileges(sc.no_new_privs.then_some(true));
     // The builders start from oci-spec's sample defaults (an RLIMIT_NOFILE of 1024, the
     // hostname "youki"); those are not ours, so what is not set above is cleared here and the
     // container inherits the monitor's rlimits as it would the shim's under containerd.

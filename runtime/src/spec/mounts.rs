@@ -16,6 +16,9 @@ pub(super) fn mounts(
     ns: &Namespaces,
 ) -> Result<Vec<Mount>, SpecError> {
     let mut out = standard(sc.privileged)?;
+    if !inputs.cgroup_v2 && !inputs.cgroup_v1_hierarchies.is_empty() {
+        replace_cgroup_v1(&mut out, sc.privileged, inputs)?;
+    }
 
     // POSIX shared memory is a filesystem, not IPC-namespaced state: containers that share the
     // pod's (or the host's) IPC namespace must also share its /dev/shm to really share memory.
@@ -125,6 +128,57 @@ fn standard(privileged: bool) -> Result<Vec<Mount>, SpecError> {
         .collect()
 }
 
+/// On v1, the container's /sys/fs/cgroup as runc makes it: a tmpfs holding, per hierarchy,
+/// the container's own cgroup bind-mounted (read-only unless privileged). libcontainer 0.7's
+/// own v1 cgroup mount is not used: it derives the cgroup to show from its parent process's,
+/// which in the host PID namespace is the pod monitor's, so the container's start failed, and
+/// in a PID namespace of its own it showed the hierarchy's root.
+fn replace_cgroup_v1(
+    out: &mut Vec<Mount>,
+    privileged: bool,
+    inputs: &SpecInputs,
+) -> Result<(), SpecError> {
+    const ROOT: &str = "/sys/fs/cgroup";
+    out.retain(|m| clean(m.destination()) != Path::new(ROOT));
+    out.push(
+        MountBuilder::default()
+            .destination(ROOT)
+            .typ("tmpfs")
+            .source("tmpfs")
+            .options(
+                ["nosuid", "noexec", "nodev", "mode=755"]
+                    .iter()
+                    .map(|o| o.to_string())
+                    .collect::<Vec<_>>(),
+            )
+            .build()?,
+    );
+    let own = inputs
+        .cgroups_path
+        .strip_prefix("/")
+        .unwrap_or(&inputs.cgroups_path);
+    let rw = if privileged { "rw" } else { "ro" };
+    for hierarchy in &inputs.cgroup_v1_hierarchies {
+        let Some(name) = hierarchy.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        // A co-mounted hierarchy (cpu,cpuacct) is also reached under each controller's name,
+        // as the host's symlinks make it.
+        let mut names = vec![name];
+        if name.contains(',') {
+            names.extend(name.split(','));
+        }
+        for dst in names {
+            out.push(bind(
+                &hierarchy.join(own),
+                &format!("{ROOT}/{dst}"),
+                &["rbind", "nosuid", "noexec", "nodev", rw],
+            )?);
+        }
+    }
+    Ok(())
+}
+
 fn requested_mount(i: usize, m: &capstan_proto::Mount) -> Result<Mount, SpecError> {
     let field = |name: &str| format!("mounts[{i}].{name}");
     if m.image.as_ref().is_some_and(|img| !img.image.is_empty()) {
@@ -199,13 +253,14 @@ fn clean(p: &Path) -> PathBuf {
 }
 
 /// The root mount must propagate at least as much as the most open bind mount, or the
-/// kernel cannot deliver events into it.
+/// kernel cannot deliver events into it. The values are OCI's (`shared`, `slave`; recursion
+/// is implied), the only ones libcontainer accepts: `rshared` failed the container's start.
 pub(super) fn rootfs_propagation(config: &ContainerConfig) -> Option<&'static str> {
     let has = |p: MountPropagation| config.mounts.iter().any(|m| m.propagation == p as i32);
     if has(MountPropagation::PropagationBidirectional) {
-        Some("rshared")
+        Some("shared")
     } else if has(MountPropagation::PropagationHostToContainer) {
-        Some("rslave")
+        Some("slave")
     } else {
         None
     }
@@ -302,8 +357,55 @@ mod tests {
         assert_eq!(opts(a), ["rbind", "rprivate", "ro"]);
         assert_eq!(opts(find(&m, "/b")), ["rbind", "rslave", "rw"]);
         assert_eq!(opts(find(&m, "/c")), ["rbind", "rshared", "rw"]);
-        assert_eq!(rootfs_propagation(&config), Some("rshared"));
+        assert_eq!(rootfs_propagation(&config), Some("shared"));
+        let slave_only = ContainerConfig {
+            mounts: config.mounts[..2].to_vec(),
+            ..Default::default()
+        };
+        assert_eq!(rootfs_propagation(&slave_only), Some("slave"));
         assert_eq!(rootfs_propagation(&ContainerConfig::default()), None);
+    }
+
+    #[test]
+    fn v1_cgroupfs_shows_the_containers_own_cgroups() {
+        let inputs = SpecInputs {
+            cgroups_path: "/kubepods/pod1/c1".into(),
+            cgroup_v1_hierarchies: vec![
+                "/sys/fs/cgroup/memory".into(),
+                "/sys/fs/cgroup/cpu,cpuacct".into(),
+            ],
+            ..Default::default()
+        };
+        let sc = LinuxContainerSecurityContext::default();
+        let m = mounts(&Default::default(), &sc, &inputs, &ns(false)).unwrap();
+        assert_eq!(find(&m, "/sys/fs/cgroup").typ().as_deref(), Some("tmpfs"));
+        let memory = find(&m, "/sys/fs/cgroup/memory");
+        assert_eq!(
+            memory.source().as_deref(),
+            Some(Path::new("/sys/fs/cgroup/memory/kubepods/pod1/c1"))
+        );
+        assert!(opts(memory).contains(&"ro".to_string()));
+        for dst in ["cpu,cpuacct", "cpu", "cpuacct"] {
+            assert_eq!(
+                find(&m, &format!("/sys/fs/cgroup/{dst}"))
+                    .source()
+                    .as_deref(),
+                Some(Path::new("/sys/fs/cgroup/cpu,cpuacct/kubepods/pod1/c1"))
+            );
+        }
+        let privileged = LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        };
+        let m = mounts(&Default::default(), &privileged, &inputs, &ns(false)).unwrap();
+        assert!(opts(find(&m, "/sys/fs/cgroup/memory")).contains(&"rw".to_string()));
+        // On v2 the cgroup namespace does it.
+        let v2 = SpecInputs {
+            cgroup_v2: true,
+            ..inputs
+        };
+        let m = mounts(&Default::default(), &sc, &v2, &ns(false)).unwrap();
+        assert_eq!(find(&m, "/sys/fs/cgroup").typ().as_deref(), Some("cgroup"));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! `cpu.shares` goes into the spec as shares on both hierarchies: libcontainer turns it into
 //! `cpu.weight` on v2 with the same corrected mapping as [`crate::cgroups::cpu_shares_to_weight`].
 
+use std::collections::BTreeSet;
+
 use capstan_proto::LinuxContainerResources;
 use oci_spec::runtime::{
     LinuxCpuBuilder, LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxPidsBuilder,
@@ -14,12 +16,48 @@ use super::{SpecError, SpecInputs};
 
 const FIELD: &str = "linux.resources";
 
+/// The optional controllers the request (and the pod's pids limit) has limits for, by their
+/// cgroup names. The runtime compares them with what the host has to log the ones it skips.
+pub fn controllers_used(
+    r: Option<&LinuxContainerResources>,
+    inputs: &SpecInputs,
+) -> BTreeSet<&'static str> {
+    let mut used = BTreeSet::new();
+    if inputs.pids_limit.is_some() {
+        used.insert("pids");
+    }
+    let Some(r) = r else { return used };
+    if r.cpu_shares != 0 || r.cpu_period != 0 || r.cpu_quota != 0 {
+        used.insert("cpu");
+    }
+    if !r.cpuset_cpus.is_empty() || !r.cpuset_mems.is_empty() {
+        used.insert("cpuset");
+    }
+    if r.memory_limit_in_bytes != 0 || r.memory_swap_limit_in_bytes != 0 {
+        used.insert("memory");
+    }
+    if !r.hugepage_limits.is_empty() {
+        used.insert("hugetlb");
+    }
+    used
+}
+
+/// Whether the container's cgroup can use `controller`; limits of one it cannot are left out,
+/// as runc leaves out controllers the host has not mounted, because libcontainer refuses the
+/// whole container for them (v1) or fails writing a file that is not there (v2).
+fn has(inputs: &SpecInputs, controller: &str) -> bool {
+    inputs
+        .cgroup_controllers
+        .as_ref()
+        .is_none_or(|available| available.contains(controller))
+}
+
 pub(super) fn resources(
     r: Option<&LinuxContainerResources>,
     inputs: &SpecInputs,
 ) -> Result<LinuxResources, SpecError> {
     let mut out = LinuxResourcesBuilder::default();
-    if let Some(limit) = inputs.pids_limit {
+    if let Some(limit) = inputs.pids_limit.filter(|_| has(inputs, "pids")) {
         out = out.pids(LinuxPidsBuilder::default().limit(limit).build()?);
     }
     let Some(r) = r else {
@@ -53,13 +91,25 @@ pub(super) fn resources(
         cpu = cpu.quota(r.cpu_quota);
         any_cpu = true;
     }
+    // Validated whether or not the host has the controller: a bad request stays bad.
+    if !has(inputs, "cpu") && any_cpu {
+        cpu = LinuxCpuBuilder::default();
+        any_cpu = false;
+    }
+    let with_cpuset = has(inputs, "cpuset");
     if !r.cpuset_cpus.is_empty() {
-        cpu = cpu.cpus(cpuset(&r.cpuset_cpus, "cpuset_cpus")?);
-        any_cpu = true;
+        let cpus = cpuset(&r.cpuset_cpus, "cpuset_cpus")?;
+        if with_cpuset {
+            cpu = cpu.cpus(cpus);
+            any_cpu = true;
+        }
     }
     if !r.cpuset_mems.is_empty() {
-        cpu = cpu.mems(cpuset(&r.cpuset_mems, "cpuset_mems")?);
-        any_cpu = true;
+        let mems = cpuset(&r.cpuset_mems, "cpuset_mems")?;
+        if with_cpuset {
+            cpu = cpu.mems(mems);
+            any_cpu = true;
+        }
     }
     if any_cpu {
         out = out.cpu(cpu.build()?);
@@ -89,7 +139,7 @@ pub(super) fn resources(
         memory = memory.swap(r.memory_swap_limit_in_bytes);
         any_memory = true;
     }
-    if any_memory {
+    if any_memory && has(inputs, "memory") {
         out = out.memory(memory.build()?);
     }
 
@@ -116,7 +166,7 @@ pub(super) fn resources(
                 .build()?,
         );
     }
-    if !hugepages.is_empty() {
+    if !hugepages.is_empty() && has(inputs, "hugetlb") {
         out = out.hugepage_limits(hugepages);
     }
 
@@ -251,6 +301,39 @@ mod tests {
             .unwrap();
         assert_eq!(huge.len(), 1);
         assert_eq!(huge[0].page_size(), "2MB");
+    }
+
+    #[test]
+    fn limits_of_controllers_the_host_lacks_are_left_out() {
+        // A hybrid host without a hugetlb hierarchy, as the kubelet's requests meet it: a zero
+        // limit for every page size.
+        let inputs = SpecInputs {
+            cgroup_controllers: Some(["cpu", "memory"].into_iter().map(String::from).collect()),
+            ..v2()
+        };
+        let mut r = full();
+        r.unified.clear();
+        let out = resources(Some(&r), &inputs).unwrap();
+        assert!(out.hugepage_limits().is_none());
+        assert!(out.pids().is_none());
+        let cpu = out.cpu().clone().unwrap();
+        assert_eq!((cpu.shares(), cpu.cpus().as_deref()), (Some(512), None));
+        assert_eq!(out.memory().unwrap().limit(), Some(64 << 20));
+        assert_eq!(
+            controllers_used(Some(&r), &inputs),
+            ["cpu", "cpuset", "hugetlb", "memory", "pids"].into()
+        );
+        // Bad values are still named when their controller is missing.
+        r.cpuset_cpus = "3-1".into();
+        let err = resources(Some(&r), &inputs).unwrap_err();
+        assert!(err.to_string().contains("cpuset_cpus"), "{err}");
+        // Nothing available: only an empty resources object is left.
+        let none = SpecInputs {
+            cgroup_controllers: Some(BTreeSet::new()),
+            ..v2()
+        };
+        let out = resources(Some(&full()), &none).unwrap();
+        assert!(out.cpu().is_none() && out.memory().is_none() && out.hugepage_limits().is_none());
     }
 
     #[test]

@@ -70,6 +70,61 @@ const ALL_CAPS: [Capability; 41] = [
     Capability::WakeAlarm,
 ];
 
+/// The capabilities set in a kernel capability mask, such as /proc/self/status `CapEff`
+/// (bit N is capability number N; numbers the list does not know are ignored).
+pub fn capabilities_from_mask(mask: u64) -> Capabilities {
+    // Kernel numbering, from include/uapi/linux/capability.h.
+    const BY_NUMBER: [Capability; 41] = [
+        Capability::Chown,
+        Capability::DacOverride,
+        Capability::DacReadSearch,
+        Capability::Fowner,
+        Capability::Fsetid,
+        Capability::Kill,
+        Capability::Setgid,
+        Capability::Setuid,
+        Capability::Setpcap,
+        Capability::LinuxImmutable,
+        Capability::NetBindService,
+        Capability::NetBroadcast,
+        Capability::NetAdmin,
+        Capability::NetRaw,
+        Capability::IpcLock,
+        Capability::IpcOwner,
+        Capability::SysModule,
+        Capability::SysRawio,
+        Capability::SysChroot,
+        Capability::SysPtrace,
+        Capability::SysPacct,
+        Capability::SysAdmin,
+        Capability::SysBoot,
+        Capability::SysNice,
+        Capability::SysResource,
+        Capability::SysTime,
+        Capability::SysTtyConfig,
+        Capability::Mknod,
+        Capability::Lease,
+        Capability::AuditWrite,
+        Capability::AuditControl,
+        Capability::Setfcap,
+        Capability::MacOverride,
+        Capability::MacAdmin,
+        Capability::Syslog,
+        Capability::WakeAlarm,
+        Capability::BlockSuspend,
+        Capability::AuditRead,
+        Capability::Perfmon,
+        Capability::Bpf,
+        Capability::CheckpointRestore,
+    ];
+    BY_NUMBER
+        .iter()
+        .enumerate()
+        .filter(|(bit, _)| mask & (1 << bit) != 0)
+        .map(|(_, c)| *c)
+        .collect()
+}
+
 /// containerd's default masked paths: kernel interfaces that leak host data or allow attacks.
 const DEFAULT_MASKED: [&str; 11] = [
     "/proc/acpi",
@@ -95,21 +150,33 @@ const DEFAULT_READONLY: [&str; 5] = [
 ];
 
 /// The capability sets: privileged gets everything; otherwise the default set with the
-/// request's drops then adds applied ("ALL" works in both). Inheritable stays empty, as in
-/// containerd since CVE-2022-24769, so exec'd binaries cannot pick capabilities up through file
-/// capabilities; ambient holds only what the request asks for explicitly.
+/// request's drops then adds applied ("ALL" works in both). "Everything" is what the runtime
+/// itself holds (`available`, `None` for every capability), as containerd grants its own set:
+/// a process can never give its container a capability it lacks, and libcontainer would fail
+/// the start with a bare EPERM. A capability the request names explicitly that the runtime
+/// lacks is refused, naming it. Inheritable stays empty, as in containerd since
+/// CVE-2022-24769, so exec'd binaries cannot pick capabilities up through file capabilities;
+/// ambient holds only what the request asks for explicitly.
 pub(super) fn capabilities(
     sc: &LinuxContainerSecurityContext,
+    available: Option<&Capabilities>,
 ) -> Result<LinuxCapabilities, SpecError> {
+    let held = |c: &Capability| available.is_none_or(|a| a.contains(c));
+    let all: Capabilities = ALL_CAPS.iter().copied().filter(held).collect();
     let (set, ambient) = if sc.privileged {
-        (ALL_CAPS.iter().copied().collect(), Capabilities::new())
+        (all, Capabilities::new())
     } else {
         let req = sc.capabilities.clone().unwrap_or_default();
-        let add = parse_list(&req.add_capabilities, "add_capabilities")?;
-        let drop = parse_list(&req.drop_capabilities, "drop_capabilities")?;
-        let ambient = parse_list(&req.add_ambient_capabilities, "add_ambient_capabilities")?;
+        let add = parse_list(&req.add_capabilities, "add_capabilities", &all, available)?;
+        let drop = parse_list(&req.drop_capabilities, "drop_capabilities", &all, None)?;
+        let ambient = parse_list(
+            &req.add_ambient_capabilities,
+            "add_ambient_capabilities",
+            &all,
+            available,
+        )?;
         // Drops first so that `drop: [ALL], add: [NET_BIND_SERVICE]` keeps the one it adds.
-        let mut set: Capabilities = DEFAULT_CAPS.iter().copied().collect();
+        let mut set: Capabilities = DEFAULT_CAPS.iter().copied().filter(held).collect();
         set.retain(|c| !drop.contains(c));
         set.extend(add);
         // An ambient capability must also be permitted and inheritable or the kernel drops it.
@@ -125,11 +192,18 @@ pub(super) fn capabilities(
         .build()?)
 }
 
-fn parse_list(names: &[String], list: &str) -> Result<Capabilities, SpecError> {
+/// The capabilities `names` lists: "ALL" is `all`; a named one must be in `available` when
+/// that is given (adds), any known one otherwise (drops).
+fn parse_list(
+    names: &[String],
+    list: &str,
+    all: &Capabilities,
+    available: Option<&Capabilities>,
+) -> Result<Capabilities, SpecError> {
     let mut out = Capabilities::new();
     for (i, name) in names.iter().enumerate() {
         if name.eq_ignore_ascii_case("ALL") {
-            out.extend(ALL_CAPS);
+            out.extend(all.iter().copied());
             continue;
         }
         // oci-spec's parser is the one that accepts both CAP_X and X, in any case.
@@ -140,6 +214,12 @@ fn parse_list(names: &[String], list: &str) -> Result<Capabilities, SpecError> {
                     format!("unknown capability {name:?}"),
                 )
             })?;
+        if available.is_some_and(|a| !a.contains(&cap)) {
+            return Err(SpecError::invalid(
+                format!("{FIELD}.{list}[{i}]"),
+                format!("{name:?}: the runtime itself does not hold this capability"),
+            ));
+        }
         out.insert(cap);
     }
     Ok(out)
@@ -193,7 +273,7 @@ mod tests {
 
     #[test]
     fn default_set() {
-        let c = capabilities(&Default::default()).unwrap();
+        let c = capabilities(&Default::default(), None).unwrap();
         let e = effective(&c);
         assert_eq!(e.len(), 14);
         assert!(e.contains(&Capability::NetBindService));
@@ -206,7 +286,11 @@ mod tests {
 
     #[test]
     fn add_and_drop_accept_both_spellings() {
-        let c = capabilities(&sc(&["NET_ADMIN", "CAP_SYS_TIME"], &["cap_kill", "MKNOD"])).unwrap();
+        let c = capabilities(
+            &sc(&["NET_ADMIN", "CAP_SYS_TIME"], &["cap_kill", "MKNOD"]),
+            None,
+        )
+        .unwrap();
         let e = effective(&c);
         assert!(e.contains(&Capability::NetAdmin));
         assert!(e.contains(&Capability::SysTime));
@@ -217,19 +301,19 @@ mod tests {
 
     #[test]
     fn drop_all_then_add_one() {
-        let e = effective(&capabilities(&sc(&["NET_BIND_SERVICE"], &["ALL"])).unwrap());
+        let e = effective(&capabilities(&sc(&["NET_BIND_SERVICE"], &["ALL"]), None).unwrap());
         assert_eq!(e, [Capability::NetBindService].into_iter().collect());
     }
 
     #[test]
     fn add_all() {
-        let e = effective(&capabilities(&sc(&["all"], &[])).unwrap());
+        let e = effective(&capabilities(&sc(&["all"], &[]), None).unwrap());
         assert_eq!(e.len(), ALL_CAPS.len());
     }
 
     #[test]
     fn unknown_capability_is_named() {
-        let err = capabilities(&sc(&["CHOWN", "FLY"], &[])).unwrap_err();
+        let err = capabilities(&sc(&["CHOWN", "FLY"], &[]), None).unwrap_err();
         assert_eq!(
             err.to_string(),
             "linux.security_context.capabilities.add_capabilities[1]: unknown capability \"FLY\""
@@ -242,7 +326,7 @@ mod tests {
         if let Some(c) = s.capabilities.as_mut() {
             c.add_ambient_capabilities = vec!["NET_BIND_SERVICE".into()];
         }
-        let c = capabilities(&s).unwrap();
+        let c = capabilities(&s, None).unwrap();
         let one: Capabilities = [Capability::NetBindService].into_iter().collect();
         assert_eq!(c.ambient().clone().unwrap_or_default(), one);
         assert_eq!(c.inheritable().clone().unwrap_or_default(), one);
@@ -253,9 +337,48 @@ mod tests {
     fn privileged_gets_every_capability_and_ignores_drops() {
         let mut s = sc(&[], &["ALL"]);
         s.privileged = true;
-        let c = capabilities(&s).unwrap();
+        let c = capabilities(&s, None).unwrap();
         assert_eq!(effective(&c).len(), ALL_CAPS.len());
         assert_eq!(c.bounding().as_ref().map(|b| b.len()), Some(ALL_CAPS.len()));
+    }
+
+    #[test]
+    fn capability_masks() {
+        assert_eq!(capabilities_from_mask(0x01ff_ffff_ffff).len(), 41);
+        let without_sys_resource = capabilities_from_mask(0x01ff_feff_ffff);
+        assert_eq!(without_sys_resource.len(), 40);
+        assert!(!without_sys_resource.contains(&Capability::SysResource));
+        assert_eq!(
+            capabilities_from_mask(1 << 21),
+            [Capability::SysAdmin].into_iter().collect()
+        );
+    }
+
+    #[test]
+    fn all_and_privileged_mean_what_the_runtime_holds() {
+        // A runtime started without CAP_SYS_RESOURCE, as on hosts that withhold it.
+        let held: Capabilities = ALL_CAPS
+            .iter()
+            .copied()
+            .filter(|c| *c != Capability::SysResource)
+            .collect();
+        let e = effective(&capabilities(&sc(&["ALL"], &[]), Some(&held)).unwrap());
+        assert_eq!(e, held);
+        let privileged = LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        };
+        let c = capabilities(&privileged, Some(&held)).unwrap();
+        assert_eq!(c.bounding().clone().unwrap_or_default(), held);
+        assert_eq!(c.permitted().clone().unwrap_or_default(), held);
+        // Dropping one the runtime lacks is fine; asking for it is refused, naming it.
+        assert!(capabilities(&sc(&[], &["SYS_RESOURCE"]), Some(&held)).is_ok());
+        let err = capabilities(&sc(&["CHOWN", "SYS_RESOURCE"], &[]), Some(&held)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "linux.security_context.capabilities.add_capabilities[1]: \"SYS_RESOURCE\": the \
+             runtime itself does not hold this capability"
+        );
     }
 
     #[test]

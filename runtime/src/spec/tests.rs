@@ -216,7 +216,7 @@ fn full_spec_serialises_with_the_expected_fields() {
             .is_none(),
         "net.* sysctls are the pod network's, set when it is made"
     );
-    assert_eq!(l["rootfsPropagation"], "rslave");
+    assert_eq!(l["rootfsPropagation"], "slave");
     assert_eq!(l["seccomp"]["defaultAction"], "SCMP_ACT_ALLOW");
     assert!(
         l["maskedPaths"]
