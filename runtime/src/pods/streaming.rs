@@ -73,6 +73,7 @@ impl PodManager {
             container_id: container.id.clone(),
             run_dir: sandbox.run_dir.clone(),
             streams,
+            detach_at_stdin_eof: !container.config.stdin_once || container.config.tty,
         })
     }
 
