@@ -518,10 +518,22 @@ async fn kubectl_attach_feeds_the_containers_stdin_and_shows_its_output() {
 
 /// Attaches with stdin, types `input` and waits for the line `expect`; then leaves.
 async fn attach_and_expect(f: &Fixture, container: &str, input: &str, expect: &str) {
+    attach_and_expect_with(f, &[], container, input, expect).await;
+}
+
+/// [`attach_and_expect`] with kubectl's environment extended by `env`; leaves by killing it.
+async fn attach_and_expect_with(
+    f: &Fixture,
+    env: &[(&str, &str)],
+    container: &str,
+    input: &str,
+    expect: &str,
+) {
     let mut kubectl = tokio::process::Command::new(KUBECTL)
         .arg("--kubeconfig")
         .arg(&f.kubeconfig)
         .args(["attach", "-i", "app", "-c", container])
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -1091,5 +1103,88 @@ async fn kubectl_attach_exits_when_its_stdin_closes() {
             .unwrap();
         assert!(status.success(), "{name}: {status:?}");
         wait_attach_ended(&f, before, name).await;
+    }
+    // A kubectl killed mid-session (its stdin still open): its connection closes under the
+    // session, which must end too (WebSocket: TCP EOF; SPDY: the connection's close).
+    for (name, env) in [("websocket killed", WEBSOCKET), ("spdy killed", SPDY)] {
+        let before = attach_sessions_ended(&f);
+        let env: Vec<(&str, &str)> = env.to_vec();
+        attach_and_expect_with(
+            &f,
+            &env,
+            "echo",
+            &format!("{}\n", name.len()),
+            &format!("got {}", name.len()),
+        )
+        .await;
+        wait_attach_ended(&f, before, name).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_websocket_exec_ends_when_its_client_closes_or_goes() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut f = fixture().await;
+    for (case, marker) in [("close frame", "4343"), ("dropped connection", "4344")] {
+        let url = f
+            .cri
+            .runtime
+            .exec(ExecRequest {
+                container_id: f.shell.clone(),
+                cmd: vec!["sleep".into(), marker.into()],
+                stdin: true,
+                stdout: true,
+                stderr: true,
+                tty: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+        let mut request = url
+            .replacen("http://", "ws://", 1)
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "v5.channel.k8s.io".parse().unwrap(),
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let sleep = format!("sleep {marker}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while processes_named(&sleep) == 0 {
+            assert!(Instant::now() < deadline, "{case}: the exec never started");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if case == "close frame" {
+            socket.close(None).await.unwrap();
+            // Read on until the server's close answers ours.
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while let Some(Ok(message)) = socket.next().await {
+                    if let Message::Close(_) = message {
+                        break;
+                    }
+                }
+            })
+            .await;
+        } else {
+            socket
+                .send(Message::Binary(vec![0u8, b'x'].into()))
+                .await
+                .unwrap();
+            drop(socket);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while processes_named(&sleep) > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{case}: the exec'd process outlived its client\n{}",
+                tail(&f.runtime.log(), 30)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_no_exec_in_left(&f).await;
     }
 }
