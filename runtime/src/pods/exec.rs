@@ -114,11 +114,11 @@ const REAP_WAIT: Duration = Duration::from_secs(10);
 
 /// Kills an exec'd command (timed out, or its streaming client gone) and waits until it is
 /// reaped, so that nothing of it is left when the call is answered (critest looks for it right
-/// after a timeout). The command runs in the
-/// container's pid namespace as `exec-in`'s grandchild: it is killed by the host pid from the
-/// pid file, and `exec-in`, its subreaper, reaps it and exits. Killing `exec-in` first would
-/// leave the command running, or a zombie for whoever inherits it. Should `exec-in` not be done
-/// in time (or not have written the pid yet), it is killed too.
+/// after a timeout). The command runs in the container's pid namespace as `exec-in`'s
+/// grandchild: it is killed by the host pid from the pid file, and `exec-in`, its subreaper,
+/// reaps it and exits. Killing `exec-in` first would leave the command running, or a zombie for
+/// whoever inherits it. Should `exec-in` not be done in time (or not have written the pid yet),
+/// it is killed too.
 pub(crate) async fn kill_exec(child: &mut tokio::process::Child, pid_file: &std::path::Path) {
     let deadline = tokio::time::Instant::now() + REAP_WAIT;
     let mut killed = false;
