@@ -16,6 +16,7 @@ use capstan_proto::{
     ListContainersRequest, ListImagesRequest, NamespaceMode, NamespaceOption, PodSandboxConfig,
     PodSandboxMetadata, PodSandboxStatusRequest, PullImageRequest, RemoveContainerRequest,
     RemoveImageRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StopContainerRequest,
+    StopPodSandboxRequest,
 };
 use capstan_testkit::cri::CriClient;
 use capstan_testkit::images::{ManifestFormat, WEB_PAGE, catalog};
@@ -745,7 +746,7 @@ async fn a_removed_image_keeps_its_containers_layers_until_they_go() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pod_without_a_hostname_gets_the_hosts_even_when_its_name_is_long() {
     require_root();
-    let fx = ShellRuntime::start().await;
+    let fx = common::ShellRuntime::start().await;
     let mut cri = fx.runtime.client().await;
     let long_name = format!(
         "create-PodSandbox-for-container-{}",
@@ -786,4 +787,246 @@ async fn a_pod_without_a_hostname_gets_the_hosts_even_when_its_name_is_long() {
         .into_inner()
         .items;
     assert_eq!(pods.len(), 1, "the refused pod left a sandbox: {pods:?}");
+}
+
+/// The exec requests critest and crictl send: `cmd` run in `container` with `timeout` seconds.
+fn exec_request(container: &str, cmd: &[&str], timeout: i64) -> ExecSyncRequest {
+    ExecSyncRequest {
+        container_id: container.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_and_remove_are_idempotent_and_a_slow_stop_holds_up_no_other_call() {
+    require_root();
+    let fx = common::ShellRuntime::start().await;
+    let (runtime, shell) = (&fx.runtime, fx.shell.clone());
+    let mut cri = runtime.client().await;
+
+    // What critest's Idempotence specs send: IDs the runtime never had.
+    let unknown = "0123456789abcdef0123456789abcdef";
+    cri.runtime
+        .stop_container(StopContainerRequest {
+            container_id: unknown.into(),
+            timeout: 0,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("StopContainer of an unknown ID: {e:?}"));
+    cri.runtime
+        .remove_container(RemoveContainerRequest {
+            container_id: unknown.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RemoveContainer of an unknown ID: {e:?}"));
+    cri.runtime
+        .stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: unknown.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("StopPodSandbox of an unknown ID: {e:?}"));
+    cri.runtime
+        .remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: unknown.into(),
+        })
+        .await
+        .unwrap_or_else(|e| panic!("RemovePodSandbox of an unknown ID: {e:?}"));
+
+    let mut config = pod_config("idempotent", None);
+    config.log_directory = fx.dir.path().join("logs").display().to_string();
+    let pod = common::run_pod(&mut cri, config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", runtime.log()));
+    // One that takes its whole grace period (it traps SIGTERM, saying so in its log), and one
+    // that has already ended.
+    let slow = run(
+        &mut cri,
+        &pod,
+        container(
+            "slow",
+            &shell,
+            &[
+                "sh",
+                "-c",
+                "trap 'echo got-term' TERM; echo ready; while true; do sleep 0.1; done",
+            ],
+            &[],
+        ),
+    )
+    .await;
+    let done = run(&mut cri, &pod, container("done", &shell, &["true"], &[])).await;
+    wait_exited(&mut cri, &done).await;
+    let slow_log = status(&mut cri, &slow).await.log_path;
+    let mut other = cri.clone();
+    let slow_id = slow.clone();
+    let slow_stop = tokio::spawn(async move {
+        let started = Instant::now();
+        let result = other
+            .runtime
+            .stop_container(StopContainerRequest {
+                container_id: slow_id,
+                timeout: 8,
+            })
+            .await;
+        (result, started.elapsed())
+    });
+    // Once the slow one has its SIGTERM, its stop is waiting out the grace period.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !log_lines(&slow_log).iter().any(|l| l.ends_with("got-term")) {
+        assert!(
+            Instant::now() < deadline,
+            "no SIGTERM seen: {:?}",
+            log_lines(&slow_log)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Stopping the exited one, twice, answers at once meanwhile (critest allows its timeout).
+    for attempt in 0..2 {
+        let started = Instant::now();
+        cri.runtime
+            .stop_container(StopContainerRequest {
+                container_id: done.clone(),
+                timeout: 60,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("stop of an exited container: {e:?}"));
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "stop #{attempt} of an exited container took {:?} while another stop waited",
+            started.elapsed()
+        );
+    }
+    let (result, took) = slow_stop.await.unwrap();
+    result.unwrap_or_else(|e| panic!("slow stop: {e:?}"));
+    assert!(
+        took >= Duration::from_secs(7),
+        "grace period cut short: {took:?}"
+    );
+    let slow_status = status(&mut cri, &slow).await;
+    assert_eq!(slow_status.state, ContainerState::ContainerExited as i32);
+    assert_eq!(
+        slow_status.exit_code, 137,
+        "SIGKILLed after its grace period"
+    );
+
+    // StopPodSandbox twice, RemoveContainer twice, then the sandbox (gone: removing it again
+    // succeeds too).
+    for _ in 0..2 {
+        cri.runtime
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("StopPodSandbox of a stopped sandbox: {e:?}"));
+    }
+    for _ in 0..2 {
+        cri.runtime
+            .remove_container(RemoveContainerRequest {
+                container_id: done.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RemoveContainer again: {e:?}"));
+    }
+    for _ in 0..2 {
+        cri.runtime
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod.clone(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("RemovePodSandbox again: {e:?}"));
+    }
+    // What is not idempotent still says what is missing.
+    let error = cri
+        .runtime
+        .container_status(ContainerStatusRequest {
+            container_id: done.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::NotFound, "{error:?}");
+}
+
+/// The `/proc/<pid>/stat` lines of every process `container` sees, zombies included (as the
+/// `pgrep` critest runs would find them).
+async fn process_stats(cri: &mut CriClient, container: &str) -> String {
+    let (text, ok) =
+        common::exec_sh(cri, container, "cat /proc/[0-9]*/stat 2>/dev/null; true").await;
+    assert!(ok);
+    text
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_timed_out_exec_is_killed_and_reaped_and_an_empty_cmd_is_refused() {
+    require_root();
+    let fx = common::ShellRuntime::start().await;
+    let (runtime, shell) = (&fx.runtime, fx.shell.clone());
+    let mut cri = runtime.client().await;
+    let pod = common::run_pod(&mut cri, pod_config("execs", None))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", runtime.log()));
+    // Its own process is no `sleep`, so any sleep seen inside is the exec's.
+    let id = run(
+        &mut cri,
+        &pod,
+        container("target", &shell, &["tail", "-f", "/dev/null"], &[]),
+    )
+    .await;
+
+    // critest's "execSync with timeout": sleep 4321 for at most a second.
+    let started = Instant::now();
+    let error = cri
+        .runtime
+        .exec_sync(exec_request(&id, &["sleep", "4321"], 1))
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::DeadlineExceeded, "{error:?}");
+    assert!(error.message().contains("timeout"), "{error:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // Right away, as critest looks: no sleep, not even a zombie, in the container...
+    let stats = process_stats(&mut cri, &id).await;
+    assert!(
+        !stats.contains("(sleep)"),
+        "the timed-out exec is left: {stats}"
+    );
+    // ...nor on the host, nor its exec-in helper.
+    let left = host_processes_mentioning("sleep 4321");
+    assert!(left.is_empty(), "{left:?}");
+    let marker = fx.dir.path().display().to_string();
+    let helpers: Vec<String> = host_processes_mentioning(" exec-in ")
+        .into_iter()
+        .filter(|c| c.contains(&marker))
+        .collect();
+    assert!(helpers.is_empty(), "{helpers:?}");
+    // Ordinary execs still work afterwards.
+    let (out, ok) = common::exec_sh(&mut cri, &id, "echo still-here").await;
+    assert!(ok && out.contains("still-here"), "{out}");
+
+    // An empty command, or one whose executable is empty, is refused naming cmd.
+    for cmd in [&[][..], &[""][..], &["", "x"][..]] {
+        let error = cri
+            .runtime
+            .exec_sync(exec_request(&id, cmd, 5))
+            .await
+            .unwrap_err();
+        assert_eq!(error.code(), Code::InvalidArgument, "{cmd:?}: {error:?}");
+        assert!(error.message().contains("cmd"), "{cmd:?}: {error:?}");
+    }
+    let error = cri
+        .runtime
+        .exec(capstan_proto::ExecRequest {
+            container_id: id.clone(),
+            cmd: vec![String::new()],
+            stdout: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(error.code(), Code::InvalidArgument, "{error:?}");
+    assert!(error.message().contains("cmd"), "{error:?}");
 }

@@ -155,14 +155,14 @@ async fn a_grpc_go_1_33_client_dialing_the_socket_path_gets_answers_from_the_run
         conditions.contains(&"NetworkReady".to_string()),
         "{conditions:?}"
     );
-    assert_eq!(strings(&seen["sandboxes"]), [pod.clone()]);
+    assert_eq!(strings(&seen["sandboxes"]), std::slice::from_ref(&pod));
     assert_eq!(strings(&seen["containers"]), [container]);
     assert_eq!(strings(&seen["images"]), [image_ref]);
 
     // The same connection style, many times over: the layer keeps HPACK state per connection.
     for _ in 0..3 {
         let again = go_client(&client, &runtime.socket(), &runtime);
-        assert_eq!(strings(&again["sandboxes"]), [pod.clone()]);
+        assert_eq!(strings(&again["sandboxes"]), std::slice::from_ref(&pod));
     }
     drop(cri);
 }

@@ -942,3 +942,164 @@ async fn a_restart_sweeps_orphan_pod_state_and_control_groups_but_keeps_live_pod
         .unwrap();
     assert!(capstan_testkit::mounts::mounted_under(fixture.dir.path()).is_empty());
 }
+
+/// The pid in the verbose `info` of sandbox (`sandbox`) or container `id`: the monitor's or
+/// the container process's.
+async fn verbose_pid(cri: &mut CriClient, id: &str, sandbox: bool) -> i32 {
+    let info = if sandbox {
+        cri.runtime
+            .pod_sandbox_status(capstan_proto::PodSandboxStatusRequest {
+                pod_sandbox_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .info
+    } else {
+        cri.runtime
+            .container_status(capstan_proto::ContainerStatusRequest {
+                container_id: id.into(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .info
+    };
+    let info: serde_json::Value = serde_json::from_str(&info["info"]).unwrap();
+    info["pid"].as_i64().unwrap_or(0) as i32
+}
+
+/// Whether process `pid` runs (a zombie waiting for PID 1 to reap it does not).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let after = stat[stat.rfind(')')? + 1..].trim_start().to_string();
+            after.chars().next()
+        })
+        .is_some_and(|state| state != 'Z' && state != 'X')
+}
+
+/// A running pod of the test: its sandbox, monitor pid, container pid and pod cgroup dirs.
+struct LivePod {
+    id: String,
+    monitor: i32,
+    container: i32,
+    cgroups: Vec<std::path::PathBuf>,
+}
+
+async fn live_pod(cri: &mut CriClient, fixture: &Fixture, name: &str) -> LivePod {
+    let id = pod_with_image(cri, fixture, name).await;
+    let sleeper = start(cri, &id, &fixture.image, "sleeper", "sleep 1000").await;
+    let monitor = verbose_pid(cri, &id, true).await;
+    let container = verbose_pid(cri, &sleeper, false).await;
+    assert!(monitor > 0 && container > 0, "{monitor} {container}");
+    assert!(alive(monitor) && alive(container));
+    let own = capstan_testkit::cgroups::own_path().unwrap();
+    let pod_cgroup = format!(
+        "{}/capstan-pods/pod-{}",
+        own.trim_end_matches('/'),
+        &id[..12]
+    );
+    let cgroups = cgroup_dirs_of(&pod_cgroup);
+    assert!(cgroups.iter().all(|d| d.exists()), "{cgroups:?}");
+    LivePod {
+        id,
+        monitor,
+        container,
+        cgroups,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restart_stops_live_monitors_whose_sandbox_record_is_gone() {
+    require_root();
+    let fixture = fixture();
+    let mut runtime = RuntimeProcess::start(fixture.dir.path(), &fixture.config);
+    let mut cri = runtime.client().await;
+    let unrecorded = live_pod(&mut cri, &fixture, "unrecorded").await;
+    let unreachable = live_pod(&mut cri, &fixture, "unreachable").await;
+    drop(cri);
+    runtime.stop_with("KILL");
+
+    // The state directory partly deleted: each sandbox's record is gone, its containers'
+    // records and rootfs mounts are still there. The second pod's run directory went too, as
+    // far as `rm -rf` gets (namespace pins are mount points): its monitor, still running, can
+    // no longer be reached through its socket.
+    let state_dir = |pod: &LivePod| fixture.dir.path().join("state/pods").join(&pod.id);
+    for pod in [&unrecorded, &unreachable] {
+        std::fs::remove_file(state_dir(pod).join("sandbox.json")).unwrap();
+    }
+    let run_dir = fixture
+        .dir
+        .path()
+        .join("run/pods")
+        .join(&unreachable.id[..16]);
+    assert!(
+        run_dir.join("monitor.sock").exists(),
+        "{}",
+        run_dir.display()
+    );
+    let _ = std::process::Command::new("rm")
+        .arg("-rf")
+        .arg(&run_dir)
+        .stderr(std::process::Stdio::null())
+        .status();
+    assert!(!run_dir.join("monitor.sock").exists());
+
+    runtime.respawn();
+    let mut cri = runtime.client().await;
+    for pod in [&unrecorded, &unreachable] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(pod.monitor) || alive(pod.container) {
+            assert!(
+                Instant::now() < deadline,
+                "{}: left running: monitor {} {}, container {} {}\n{}",
+                pod.id,
+                pod.monitor,
+                alive(pod.monitor),
+                pod.container,
+                alive(pod.container),
+                runtime.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        for dir in &pod.cgroups {
+            assert!(
+                !dir.exists(),
+                "{} was not swept:\n{}",
+                dir.display(),
+                runtime.log()
+            );
+        }
+        assert!(!state_dir(pod).exists(), "{}", runtime.log());
+    }
+    for dir in ["state", "run"] {
+        let mounted = capstan_testkit::mounts::mounted_under(&fixture.dir.path().join(dir));
+        assert!(mounted.is_empty(), "still mounted: {mounted:?}");
+    }
+    // Each stop is logged with its monitor, its run directory and why.
+    let log = runtime.log();
+    for pod in [&unrecorded, &unreachable] {
+        assert!(
+            log.lines().any(
+                |line| line.contains("stopped a pod monitor no sandbox record owns")
+                    && line.contains(&pod.id[..16])
+                    && line.contains(&pod.monitor.to_string())
+                    && line.contains("no sandbox record names its run directory")
+            ),
+            "the stop of {} must be logged with its reason:\n{log}",
+            pod.id
+        );
+    }
+    let listed = cri
+        .runtime
+        .list_pod_sandbox(capstan_proto::ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(listed.is_empty(), "{listed:?}");
+}

@@ -518,10 +518,22 @@ async fn kubectl_attach_feeds_the_containers_stdin_and_shows_its_output() {
 
 /// Attaches with stdin, types `input` and waits for the line `expect`; then leaves.
 async fn attach_and_expect(f: &Fixture, container: &str, input: &str, expect: &str) {
+    attach_and_expect_with(f, &[], container, input, expect).await;
+}
+
+/// [`attach_and_expect`] with kubectl's environment extended by `env`; leaves by killing it.
+async fn attach_and_expect_with(
+    f: &Fixture,
+    env: &[(&str, &str)],
+    container: &str,
+    input: &str,
+    expect: &str,
+) {
     let mut kubectl = tokio::process::Command::new(KUBECTL)
         .arg("--kubeconfig")
         .arg(&f.kubeconfig)
         .args(["attach", "-i", "app", "-c", container])
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -909,4 +921,270 @@ async fn streaming_urls_are_single_use_and_bad_requests_name_the_field() {
         .into_inner()
         .url;
     assert!(url.contains("/portforward/"), "{url}");
+}
+
+/// How many attach sessions the runtime has ended so far, by its log.
+fn attach_sessions_ended(f: &Fixture) -> usize {
+    f.runtime.log().matches("attach session ended").count()
+}
+
+/// Waits until the runtime has ended more than `before` attach sessions.
+async fn wait_attach_ended(f: &Fixture, before: usize, case: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while attach_sessions_ended(f) <= before {
+        assert!(
+            Instant::now() < deadline,
+            "{case}: the attach session outlived its client\n{}",
+            tail(&f.runtime.log(), 30)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Attaches to the `echo` container with stdin over WebSocket `v5.channel.k8s.io`, as crictl
+/// 1.33 does first, types `word` and waits for the container's `got <word>`.
+async fn websocket_attach_echo(f: &mut Fixture, word: &str) -> Socket {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let echo = f
+        .cri
+        .runtime
+        .list_containers(capstan_proto::ListContainersRequest {
+            filter: Some(capstan_proto::ContainerFilter {
+                label_selector: HashMap::from([("name".to_string(), "echo".to_string())]),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers[0]
+        .id
+        .clone();
+    let url = f
+        .cri
+        .runtime
+        .attach(AttachRequest {
+            container_id: echo,
+            stdin: true,
+            stdout: true,
+            stderr: true,
+            tty: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    let mut request = url
+        .replacen("http://", "ws://", 1)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v5.channel.k8s.io".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut input = vec![0u8];
+    input.extend_from_slice(format!("{word}\n").as_bytes());
+    let expect = format!("got {word}\n");
+    let answered = async {
+        let mut seen = Vec::new();
+        // Typed until answered: what is sent before the monitor attached is not the
+        // container's.
+        loop {
+            socket
+                .send(Message::Binary(input.clone().into()))
+                .await
+                .unwrap();
+            let next = tokio::time::timeout(Duration::from_millis(500), socket.next()).await;
+            if let Ok(Some(Ok(Message::Binary(data)))) = next
+                && data.first() == Some(&1)
+            {
+                seen.extend_from_slice(&data[1..]);
+                if String::from_utf8_lossy(&seen).contains(&expect) {
+                    return;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), answered)
+        .await
+        .unwrap_or_else(|_| panic!("no {expect:?}\n{}", tail(&f.runtime.log(), 30)));
+    socket
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attach_session_ends_when_its_websocket_client_closes_stdin_or_goes() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut f = fixture().await;
+
+    // stdin closed (v5's close of channel 0), as crictl attach -i sends at EOF: the container
+    // (no stdin_once) keeps its stdin for the next client and the server ends the session,
+    // writing its status and closing the connection, as containerd does.
+    let before = attach_sessions_ended(&f);
+    let mut socket = websocket_attach_echo(&mut f, "one").await;
+    socket
+        .send(Message::Binary(vec![255, 0].into()))
+        .await
+        .unwrap();
+    let ended = async {
+        let mut status = None;
+        while let Some(Ok(message)) = socket.next().await {
+            match message {
+                Message::Binary(data) if data.first() == Some(&3) => {
+                    status = Some(String::from_utf8_lossy(&data[1..]).to_string());
+                }
+                Message::Close(_) => break,
+                _ => {}
+            }
+        }
+        status
+    };
+    let status = tokio::time::timeout(Duration::from_secs(10), ended)
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "the server kept the session after stdin closed\n{}",
+                tail(&f.runtime.log(), 30)
+            )
+        });
+    assert!(
+        status.as_deref().is_some_and(|s| s.contains("Success")),
+        "{status:?}"
+    );
+    wait_attach_ended(&f, before, "stdin closed").await;
+
+    // A close frame, stdin still open.
+    let before = attach_sessions_ended(&f);
+    let mut socket = websocket_attach_echo(&mut f, "two").await;
+    socket.close(None).await.unwrap();
+    wait_attach_ended(&f, before, "close frame").await;
+
+    // The TCP connection dropped without a word.
+    let before = attach_sessions_ended(&f);
+    let socket = websocket_attach_echo(&mut f, "three").await;
+    drop(socket);
+    wait_attach_ended(&f, before, "dropped connection").await;
+
+    // The container's stdin was kept for the next client throughout.
+    let socket = websocket_attach_echo(&mut f, "four").await;
+    drop(socket);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_attach_exits_when_its_stdin_closes() {
+    let f = fixture().await;
+    for (name, env) in [("websocket", WEBSOCKET), ("spdy", SPDY)] {
+        let before = attach_sessions_ended(&f);
+        let mut child = tokio::process::Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(&f.kubeconfig)
+            .args(["attach", "-i", "app", "-c", "echo"])
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let status = tokio::time::timeout(Duration::from_secs(20), child.wait())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{name}: kubectl attach -i with its stdin closed did not exit\n{}",
+                    tail(&f.runtime.log(), 30)
+                )
+            })
+            .unwrap();
+        assert!(status.success(), "{name}: {status:?}");
+        wait_attach_ended(&f, before, name).await;
+    }
+    // A kubectl killed mid-session (its stdin still open): its connection closes under the
+    // session, which must end too (WebSocket: TCP EOF; SPDY: the connection's close).
+    for (name, env) in [("websocket killed", WEBSOCKET), ("spdy killed", SPDY)] {
+        let before = attach_sessions_ended(&f);
+        let env: Vec<(&str, &str)> = env.to_vec();
+        attach_and_expect_with(
+            &f,
+            &env,
+            "echo",
+            &format!("{}\n", name.len()),
+            &format!("got {}", name.len()),
+        )
+        .await;
+        wait_attach_ended(&f, before, name).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_websocket_exec_ends_when_its_client_closes_or_goes() {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut f = fixture().await;
+    for (case, marker) in [("close frame", "4343"), ("dropped connection", "4344")] {
+        let url = f
+            .cri
+            .runtime
+            .exec(ExecRequest {
+                container_id: f.shell.clone(),
+                cmd: vec!["sleep".into(), marker.into()],
+                stdin: true,
+                stdout: true,
+                stderr: true,
+                tty: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .url;
+        let mut request = url
+            .replacen("http://", "ws://", 1)
+            .into_client_request()
+            .unwrap();
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            "v5.channel.k8s.io".parse().unwrap(),
+        );
+        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let sleep = format!("sleep {marker}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while processes_named(&sleep) == 0 {
+            assert!(Instant::now() < deadline, "{case}: the exec never started");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if case == "close frame" {
+            socket.close(None).await.unwrap();
+            // Read on until the server's close answers ours.
+            let _ = tokio::time::timeout(Duration::from_secs(5), async {
+                while let Some(Ok(message)) = socket.next().await {
+                    if let Message::Close(_) = message {
+                        break;
+                    }
+                }
+            })
+            .await;
+        } else {
+            socket
+                .send(Message::Binary(vec![0u8, b'x'].into()))
+                .await
+                .unwrap();
+            drop(socket);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while processes_named(&sleep) > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "{case}: the exec'd process outlived its client\n{}",
+                tail(&f.runtime.log(), 30)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_no_exec_in_left(&f).await;
+    }
 }

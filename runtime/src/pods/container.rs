@@ -304,11 +304,26 @@ impl PodManager {
         Ok(())
     }
 
-    /// StopContainer: SIGTERM, then SIGKILL after `timeout` seconds; idempotent.
+    /// StopContainer: SIGTERM, then SIGKILL after `timeout` seconds. Idempotent as CRI asks:
+    /// an exited container, and one this runtime does not know, are stopped at once.
     pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
-        let mut state = self.state.lock().await;
-        let id = find_container(&state, id)?.id.clone();
-        self.stop_container_locked(&mut state, &id, timeout).await
+        let (container, run_dir) = {
+            let state = self.state.lock().await;
+            let container = match find_container(&state, id) {
+                Ok(container) => container.clone(),
+                // As containerd: the kubelet may stop what was already removed.
+                Err(PodError::NotFound(_)) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            if exit_record(&container).is_some() {
+                return Ok(());
+            }
+            let sandbox = find_sandbox(&state.sandboxes, &container.sandbox_id)?;
+            (container, sandbox.run_dir.clone())
+        };
+        // The grace period is waited without the state lock: one container taking its time
+        // must not hold up every other call (other stops included) for as long.
+        stop_process(&container, &run_dir, timeout).await
     }
 
     pub(super) async fn stop_container_locked(
@@ -323,56 +338,19 @@ impl PodManager {
         if exit_record(&container).is_some() {
             return Ok(());
         }
-        let sandbox = find_sandbox(&state.sandboxes, &container.sandbox_id)?.clone();
-        if container.started_at == 0 {
-            // Never started: nothing runs but libcontainer's waiting init; kill it quietly.
-            let _ = call_monitor(
-                &sandbox.run_dir,
-                Request::Kill {
-                    id: id.to_string(),
-                    signal: 9,
-                },
-            )
-            .await;
-            return Ok(());
-        }
-        if timeout > 0 {
-            call_monitor(
-                &sandbox.run_dir,
-                Request::Kill {
-                    id: id.to_string(),
-                    signal: 15,
-                },
-            )
-            .await?;
-            if wait_for_exit(&container, Duration::from_secs(timeout as u64)).await {
-                return Ok(());
-            }
-        }
-        call_monitor(
-            &sandbox.run_dir,
-            Request::Kill {
-                id: id.to_string(),
-                signal: 9,
-            },
-        )
-        .await?;
-        if wait_for_exit(&container, KILL_WAIT).await {
-            Ok(())
-        } else {
-            Err(PodError::Internal(format!(
-                "container {id} did not die after SIGKILL"
-            )))
-        }
+        let sandbox = find_sandbox(&state.sandboxes, &container.sandbox_id)?;
+        stop_process(&container, &sandbox.run_dir, timeout).await
     }
 
     /// RemoveContainer: stops it if needed, then removes its rootfs and state; idempotent.
     pub async fn remove_container(&self, id: &str) -> Result<()> {
         let mut state = self.state.lock().await;
-        let Ok(container) = find_container(&state, id) else {
-            return Ok(());
+        let id = match find_container(&state, id) {
+            Ok(container) => container.id.clone(),
+            // Already removed (or never known): as containerd, nothing to do.
+            Err(PodError::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
         };
-        let id = container.id.clone();
         self.remove_container_locked(&mut state, &id).await
     }
 
@@ -625,15 +603,66 @@ fn exit_record(container: &ContainerRecord) -> Option<ExitRecord> {
     serde_json::from_slice(&data).ok()
 }
 
+/// Stops `container` through its pod's monitor (in `run_dir`): SIGTERM and `timeout` seconds
+/// to exit, then SIGKILL; a container never started is killed quietly. A container removed
+/// meanwhile (its record directory gone) counts as stopped.
+async fn stop_process(container: &ContainerRecord, run_dir: &Path, timeout: i64) -> Result<()> {
+    let id = &container.id;
+    let kill = |signal: i32| {
+        call_monitor(
+            run_dir,
+            Request::Kill {
+                id: id.clone(),
+                signal,
+            },
+        )
+    };
+    if container.started_at == 0 {
+        // Never started: nothing runs but libcontainer's waiting init; kill it quietly.
+        let _ = kill(9).await;
+        return Ok(());
+    }
+    if timeout > 0 {
+        if let Err(e) = kill(15).await {
+            return gone_or(container, e);
+        }
+        if wait_for_exit(container, Duration::from_secs(timeout as u64)).await {
+            return Ok(());
+        }
+    }
+    if let Err(e) = kill(9).await {
+        return gone_or(container, e);
+    }
+    if wait_for_exit(container, KILL_WAIT).await {
+        Ok(())
+    } else {
+        Err(PodError::Internal(format!(
+            "container {id} did not die after SIGKILL"
+        )))
+    }
+}
+
+/// `error`, unless the container was removed meanwhile (which stopped it).
+fn gone_or(container: &ContainerRecord, error: PodError) -> Result<()> {
+    if container.state_dir.exists() {
+        Err(error)
+    } else {
+        Ok(())
+    }
+}
+
+/// Waits up to `timeout` for the container's exit record; true once it exited, or once it was
+/// removed meanwhile (a concurrent RemoveContainer stopped it).
 async fn wait_for_exit(container: &ContainerRecord, timeout: Duration) -> bool {
+    let done = || exit_record(container).is_some() || !container.state_dir.exists();
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if exit_record(container).is_some() {
+        if done() {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    exit_record(container).is_some()
+    done()
 }
 
 /// The CRI log path: the sandbox's log directory joined with the container's relative path.

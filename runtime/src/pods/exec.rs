@@ -32,9 +32,7 @@ impl PodManager {
         argv: Vec<String>,
         timeout: Duration,
     ) -> Result<ExecOutput> {
-        if argv.is_empty() {
-            return Err(PodError::Invalid("cmd is required".into()));
-        }
+        check_cmd(&argv)?;
         let (container, run_dir) = {
             let state = self.state.lock().await;
             let container = super::container::find_container_in(&state, id)?.clone();
@@ -96,25 +94,74 @@ impl PodManager {
                 }
             }
             None => {
-                // The helper dies with its handle; the process it started is in the container's
-                // pid namespace and must be killed by its host pid.
-                if let Some(pid) = std::fs::read_to_string(&pid_file)
-                    .ok()
-                    .and_then(|p| p.trim().parse::<i32>().ok())
-                {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
+                kill_exec(&mut child, &pid_file).await;
+                tracing::info!(id = %container.id, cmd = ?argv, ?timeout, "exec timed out; its process was killed");
+                // DeadlineExceeded with "timeout" in the message, as containerd answers: the
+                // kubelet reads the code as a timed-out probe.
                 Err(PodError::DeadlineExceeded(format!(
-                    "command {argv:?} in container {} timed out after {timeout:?}",
+                    "command {argv:?} in container {}: timeout {timeout:?} exceeded",
                     container.id
                 )))
             }
         };
         let _ = std::fs::remove_file(&pid_file);
         result
+    }
+}
+
+/// How long a killed command's `exec-in` may take to reap it once it is killed.
+const REAP_WAIT: Duration = Duration::from_secs(10);
+
+/// Kills an exec'd command (timed out, or its streaming client gone) and waits until it is
+/// reaped, so that nothing of it is left when the call is answered (critest looks for it right
+/// after a timeout). The command runs in the container's pid namespace as `exec-in`'s
+/// grandchild: it is killed by the host pid from the pid file, and `exec-in`, its subreaper,
+/// reaps it and exits. Killing `exec-in` first would leave the command running, or a zombie for
+/// whoever inherits it. Should `exec-in` not be done in time (or not have written the pid yet),
+/// it is killed too.
+pub(crate) async fn kill_exec(child: &mut tokio::process::Child, pid_file: &std::path::Path) {
+    let deadline = tokio::time::Instant::now() + REAP_WAIT;
+    let mut killed = false;
+    loop {
+        if !killed
+            && let Some(pid) = std::fs::read_to_string(pid_file)
+                .ok()
+                .and_then(|p| p.trim().parse::<i32>().ok())
+                .filter(|pid| *pid > 0)
+        {
+            // ESRCH: it ended on its own just now; exec-in reaps it all the same.
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+            killed = true;
+        }
+        // Until the pid is known, look again soon: exec-in may still be starting the command.
+        let step = if killed {
+            deadline
+        } else {
+            (tokio::time::Instant::now() + Duration::from_millis(20)).min(deadline)
+        };
+        match tokio::time::timeout_at(step, child.wait()).await {
+            Ok(_) => return,
+            Err(_) if tokio::time::Instant::now() >= deadline => break,
+            Err(_) => {}
+        }
+    }
+    tracing::warn!(pid_file = %pid_file.display(), "exec-in did not end after its command was killed; killing it");
+    let _ = child.kill().await;
+}
+
+/// Refuses a command without an executable before anything runs: an empty `cmd`, or one whose
+/// first word is empty (libcontainer would look `""` up on the PATH and fail with an error
+/// that names neither the field nor the request).
+pub(super) fn check_cmd(cmd: &[String]) -> Result<()> {
+    match cmd.first() {
+        None => Err(PodError::Invalid("cmd is required".into())),
+        Some(first) if first.trim().is_empty() => Err(PodError::Invalid(format!(
+            "cmd[0] must name the executable to run, got {first:?}"
+        ))),
+        Some(_) => Ok(()),
     }
 }
 

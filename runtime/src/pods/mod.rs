@@ -25,6 +25,7 @@ use capstan_proto::{ContainerEventResponse, ContainerEventType};
 use tokio::sync::Mutex;
 
 pub use error::{PodError, Result};
+pub(crate) use exec::kill_exec;
 pub use exec::{ExecOutput, MAX_EXEC_OUTPUT};
 use record::{CONTAINER_FILE, ContainerRecord, SANDBOX_FILE, SandboxRecord};
 

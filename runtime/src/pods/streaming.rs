@@ -16,9 +16,7 @@ impl PodManager {
         cmd: Vec<String>,
         streams: StreamFlags,
     ) -> Result<ExecTarget> {
-        if cmd.is_empty() || cmd[0].is_empty() {
-            return Err(PodError::Invalid("cmd is required".into()));
-        }
+        super::exec::check_cmd(&cmd)?;
         check_streams(streams)?;
         let state = self.state.lock().await;
         let container =
@@ -75,6 +73,7 @@ impl PodManager {
             container_id: container.id.clone(),
             run_dir: sandbox.run_dir.clone(),
             streams,
+            detach_at_stdin_eof: !container.config.stdin_once || container.config.tty,
         })
     }
 

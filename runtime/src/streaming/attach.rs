@@ -50,7 +50,9 @@ pub async fn run(target: AttachTarget, io: SessionIo) -> Outcome {
         other => return Outcome::Failed(format!("pod monitor answered {other:?}")),
     }
 
-    let input = tokio::spawn(send_input(write, io.stdin, io.resize));
+    // Without stdin there is no EOF to end on: only the output's end or a hangup ends it.
+    let detach_at_eof = target.detach_at_stdin_eof && io.stdin.is_some();
+    let mut input = tokio::spawn(send_input(write, io.stdin, io.resize));
     let output = async {
         let mut parser = Parser::default();
         let mut buffer = vec![0u8; 64 * 1024];
@@ -84,20 +86,43 @@ pub async fn run(target: AttachTarget, io: SessionIo) -> Outcome {
             }
         }
     };
+    let stdin_ended = async {
+        if !detach_at_eof {
+            return std::future::pending::<()>().await;
+        }
+        // Whether the monitor was told (StdinClosed) or its connection broke, no more input
+        // comes; the connection closes with the session.
+        let _ = (&mut input).await;
+    };
     tokio::select! {
         () = output => {}
         () = gone => {}
+        () = stdin_ended => {
+            tracing::debug!(container = %target.container_id, "the client's stdin ended; detaching");
+        }
     }
     input.abort();
     Outcome::Done
 }
 
-/// Sends the client's stdin and terminal sizes to the monitor until both end.
+/// How the client's input ended.
+enum InputEnd {
+    /// Its stdin closed and the monitor was told; the connection is handed back so that it
+    /// stays open (dropping a write half shuts it down) while output goes on.
+    StdinClosed(#[allow(dead_code)] OwnedWriteHalf),
+    /// The monitor's connection failed.
+    Broken,
+}
+
+/// Sends the client's stdin and terminal sizes to the monitor. Returns when the client's stdin
+/// ends (after telling the monitor) or the connection breaks; without stdin it runs until
+/// aborted, keeping the connection open for output (only the monitor ends that).
 async fn send_input(
     mut write: OwnedWriteHalf,
     stdin: Option<mpsc::Receiver<Bytes>>,
     resize: Option<mpsc::Receiver<TermSize>>,
-) {
+) -> InputEnd {
+    let had_stdin = stdin.is_some();
     let (mut stdin, mut resize) = (stdin, resize);
     while stdin.is_some() || resize.is_some() {
         let frame = tokio::select! {
@@ -107,8 +132,14 @@ async fn send_input(
                     .flat_map(|chunk| frames::encode(frames::STDIN, chunk))
                     .collect(),
                 None => {
-                    stdin = None;
-                    frames::encode(frames::STDIN_CLOSE, &[])
+                    if write
+                        .write_all(&frames::encode(frames::STDIN_CLOSE, &[]))
+                        .await
+                        .is_err()
+                    {
+                        return InputEnd::Broken;
+                    }
+                    return InputEnd::StdinClosed(write);
                 }
             },
             size = recv(&mut resize) => match size {
@@ -124,11 +155,12 @@ async fn send_input(
             },
         };
         if write.write_all(&frame).await.is_err() {
-            return;
+            return InputEnd::Broken;
         }
     }
-    // Keep the connection open for output: only the monitor ends the session.
-    std::future::pending::<()>().await;
+    debug_assert!(!had_stdin, "stdin's end returns above");
+    // No stdin: keep the connection open for output; only the monitor ends the session.
+    std::future::pending::<InputEnd>().await
 }
 
 /// The next item of an optional channel; never, without one.

@@ -73,18 +73,10 @@ async fn hung_up(mut hangup: watch::Receiver<bool>) {
     }
 }
 
-/// Kills the exec'd process (in the container's pid namespace, not our child) and `exec-in`.
+/// Kills the exec'd process (in the container's pid namespace, not our child) and lets
+/// `exec-in` reap it before it goes.
 async fn kill(child: &mut Child, pid_file: &Path) {
-    if let Some(pid) = std::fs::read_to_string(pid_file)
-        .ok()
-        .and_then(|p| p.trim().parse::<i32>().ok())
-    {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    }
-    let _ = child.kill().await;
+    crate::pods::kill_exec(child, pid_file).await;
 }
 
 /// The exit status, or why `exec-in` could not start the command (its error file).

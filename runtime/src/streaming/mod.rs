@@ -71,6 +71,10 @@ pub struct AttachTarget {
     pub run_dir: PathBuf,
     /// The streams.
     pub streams: StreamFlags,
+    /// The session ends when the client's stdin does: the container keeps its stdin for the
+    /// next client. Only a container with `stdin_once` and no terminal goes on to its end, its
+    /// stdin closed, as containerd and the kubelet's docker runtime have it.
+    pub detach_at_stdin_eof: bool,
 }
 
 /// A pod whose ports to forward.

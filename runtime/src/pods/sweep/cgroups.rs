@@ -2,12 +2,13 @@
 //! record, and container cgroups of known sandboxes whose container has no record.
 
 use std::collections::{BTreeSet, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use super::monitors::monitor_run_dir;
 use crate::cgroups::Hierarchy;
 use crate::pods::sandbox::sandbox_cgroup_parent;
 use crate::pods::{PodSettings, State, pod_cgroup};
@@ -135,18 +136,6 @@ impl Owners<'_> {
             current = parent_pid(current)?;
         }
         None
-    }
-}
-
-/// The `--run-dir` of process `pid` if it is a pod monitor (`<binary> monitor --run-dir DIR`).
-fn monitor_run_dir(pid: i32) -> Option<PathBuf> {
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    match args.as_slice() {
-        [_, b"monitor", b"--run-dir", dir, ..] => {
-            Some(PathBuf::from(String::from_utf8_lossy(dir).into_owned()))
-        }
-        _ => None,
     }
 }
 

@@ -8,9 +8,14 @@
 //! - pod cgroups below the runtime's default parent without a sandbox record, and container
 //!   cgroups of known sandboxes without a container record (see [`cgroups`]).
 //!
+//! Before any of that, pod monitors serving a run directory no sandbox record names are
+//! stopped with their containers (see [`monitors`]): sweeping their directories would unmount
+//! the rootfs of containers still running.
+//!
 //! It also marks sandboxes whose monitor is gone as not ready.
 
 mod cgroups;
+mod monitors;
 mod mounts;
 
 use std::path::Path;
@@ -20,6 +25,7 @@ use super::{PodSettings, State};
 
 /// Sweeps the debris of a previous run; see the module documentation.
 pub(super) fn sweep(settings: &PodSettings, state: &mut State) {
+    monitors::stop_unowned(&settings.run_root, state);
     sweep_run_dirs(settings, state);
     sweep_state_dirs(settings, state);
     sweep_container_dirs(state);
