@@ -258,9 +258,13 @@ mod tests {
         assert!(validate_path("/abs").is_err());
         assert!(validate_path("..data").is_err());
         assert!(validate_path("").is_err());
+        // The volume sits one level down, so an escape would land in a directory of the
+        // test's own rather than in a shared /tmp where anything may be called `x`.
         let tmp = tempfile::tempdir().unwrap();
+        let volume = tmp.path().join("volume");
+        fs::create_dir(&volume).unwrap();
         let bad = Payload::from([("../x".to_string(), file("x", 0o644))]);
-        assert!(write(tmp.path(), &bad).is_err());
-        assert!(!tmp.path().parent().unwrap().join("x").exists());
+        assert!(write(&volume, &bad).is_err());
+        assert!(!tmp.path().join("x").exists());
     }
 }
