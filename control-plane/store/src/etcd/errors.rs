@@ -54,3 +54,15 @@ pub(super) fn classify(what: &str, error: etcd_client::Error) -> Failure {
         other => Failure::Plain(StoreError::Internal(format!("etcd: {what}: {other}"))),
     }
 }
+
+/// Whether a request that failed so was never sent (no connection to the member it was routed
+/// to), so that sending it again cannot apply it twice.
+pub(super) fn never_sent(error: &StoreError) -> bool {
+    match error {
+        StoreError::Unavailable(message) => {
+            let message = message.to_ascii_lowercase();
+            message.contains("tcp connect error") || message.contains("connection refused")
+        }
+        _ => false,
+    }
+}

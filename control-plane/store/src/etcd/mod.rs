@@ -27,7 +27,7 @@ use crate::{
 mod errors;
 mod watch;
 
-use errors::{Failure, classify};
+use errors::{Failure, classify, never_sent};
 
 /// The prefix kube-apiserver puts its keys under.
 pub const DEFAULT_PREFIX: &str = "/registry";
@@ -35,6 +35,10 @@ pub const DEFAULT_PREFIX: &str = "/registry";
 /// How long a request waits for etcd before it fails with `Unavailable`: a leader election
 /// takes about a second, a dead member's connection a few.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a request is sent again when it may be: a read after any `Unavailable`, a write
+/// only when it never reached etcd (the balancer routed it to a member that is down).
+const RETRY_WINDOW: Duration = Duration::from_secs(10);
 
 /// Responses (a list of many large values) can be far larger than tonic's 4 MiB default.
 const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
@@ -116,24 +120,41 @@ impl EtcdStore {
         })
     }
 
-    /// Runs a request with the timeout; turns etcd's errors into the store's, asking etcd what
-    /// a `Compacted` or `FutureRevision` needs to say.
-    async fn call<T>(
+    /// Runs a request with the timeout, sending it again while it may be (see
+    /// [`RETRY_WINDOW`]); turns etcd's errors into the store's, asking etcd what a `Compacted`
+    /// or `FutureRevision` needs to say.
+    async fn call<T, F>(
         &self,
         what: &'static str,
         requested: Revision,
-        request: impl Future<Output = std::result::Result<T, etcd_client::Error>>,
-    ) -> Result<T> {
-        let outcome = tokio::time::timeout(REQUEST_TIMEOUT, request)
-            .await
-            .map_err(|_| {
-                StoreError::Unavailable(format!(
+        idempotent: bool,
+        request: impl Fn(KvClient) -> F,
+    ) -> Result<T>
+    where
+        F: Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + RETRY_WINDOW;
+        let mut backoff = Duration::from_millis(20);
+        loop {
+            let outcome = tokio::time::timeout(REQUEST_TIMEOUT, request(self.kv.clone())).await;
+            let error = match outcome {
+                Ok(Ok(value)) => return Ok(value),
+                Ok(Err(e)) => self.explain(what, requested, e).await,
+                Err(_) => StoreError::Unavailable(format!(
                     "etcd: {what}: no answer within {REQUEST_TIMEOUT:?}"
-                ))
-            })?;
-        match outcome {
-            Ok(value) => Ok(value),
-            Err(e) => Err(self.explain(what, requested, e).await),
+                )),
+            };
+            let again = if idempotent {
+                matches!(error, StoreError::Unavailable(_))
+            } else {
+                never_sent(&error)
+            };
+            if !again || tokio::time::Instant::now() + backoff > deadline {
+                return Err(error);
+            }
+            tracing::debug!(%error, "sending an etcd request again");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_millis(500));
         }
     }
 
@@ -162,6 +183,7 @@ impl EtcdStore {
         }
     }
 
+    /// The revision, asked once (for filling in an error: `call` cannot recurse).
     async fn current_revision(&self) -> Result<Revision> {
         let mut kv = self.kv.clone();
         let key = self.full_key("");
@@ -203,8 +225,12 @@ impl Store for EtcdStore {
     fn get(&self, key: &str) -> BoxFuture<'_, Result<Option<KeyValue>>> {
         let full = self.full_key(key);
         Box::pin(async move {
-            let mut kv = self.kv.clone();
-            let response = self.call("get", 0, kv.get(full, None)).await?;
+            let response = self
+                .call("get", 0, true, |mut kv| {
+                    let full = full.clone();
+                    async move { kv.get(full, None).await }
+                })
+                .await?;
             response
                 .kvs()
                 .first()
@@ -232,10 +258,12 @@ impl Store for EtcdStore {
             if let Some(limit) = limit {
                 get = get.with_limit(i64::try_from(limit).unwrap_or(i64::MAX));
             }
-            let mut kv = self.kv.clone();
             let requested = options.revision.unwrap_or(0);
             let response = self
-                .call("list", requested, kv.get(from, Some(get)))
+                .call("list", requested, true, |mut kv| {
+                    let (from, get) = (from.clone(), get.clone());
+                    async move { kv.get(from, Some(get)).await }
+                })
                 .await?;
             let items = response
                 .kvs()
@@ -262,8 +290,12 @@ impl Store for EtcdStore {
             let txn = Txn::new()
                 .when([Compare::create_revision(full.clone(), CompareOp::Equal, 0)])
                 .and_then([TxnOp::put(full, value.clone(), None)]);
-            let mut kv = self.kv.clone();
-            let response = self.call("create", 0, kv.txn(txn)).await?;
+            let response = self
+                .call("create", 0, false, |mut kv| {
+                    let txn = txn.clone();
+                    async move { kv.txn(txn).await }
+                })
+                .await?;
             if !response.succeeded() {
                 return Err(StoreError::AlreadyExists(key));
             }
@@ -298,8 +330,12 @@ impl Store for EtcdStore {
                     Some(PutOptions::new().with_prev_key()),
                 )])
                 .or_else([TxnOp::get(full, None)]);
-            let mut kv = self.kv.clone();
-            let response = self.call("update", 0, kv.txn(txn)).await?;
+            let response = self
+                .call("update", 0, false, |mut kv| {
+                    let txn = txn.clone();
+                    async move { kv.txn(txn).await }
+                })
+                .await?;
             if !response.succeeded() {
                 return Err(match self.found(&response)? {
                     None => StoreError::NotFound(key),
@@ -356,8 +392,12 @@ impl Store for EtcdStore {
                     Some(DeleteOptions::new().with_prev_key()),
                 )])
                 .or_else([TxnOp::get(full, None)]);
-            let mut kv = self.kv.clone();
-            let response = self.call("delete", 0, kv.txn(txn)).await?;
+            let response = self
+                .call("delete", 0, false, |mut kv| {
+                    let txn = txn.clone();
+                    async move { kv.txn(txn).await }
+                })
+                .await?;
             if !response.succeeded() {
                 return Err(match (self.found(&response)?, expected) {
                     (Some(current), Some(expected)) => StoreError::Conflict {
@@ -388,12 +428,15 @@ impl Store for EtcdStore {
             // A read at `after` fails exactly when the history after it is gone (or not yet
             // there), so a compacted start fails here rather than later in the stream. etcd
             // counts its empty state as revision 1, the oldest one to read.
-            let mut kv = self.kv.clone();
             let check = GetOptions::new()
                 .with_revision(after.max(1))
                 .with_count_only();
-            self.call("watch", after, kv.get(self.full_key(&prefix), Some(check)))
-                .await?;
+            let key = self.full_key(&prefix);
+            self.call("watch", after, true, |mut kv| {
+                let (key, check) = (key.clone(), check.clone());
+                async move { kv.get(key, Some(check)).await }
+            })
+            .await?;
             let (full, end) = self.range(&prefix);
             let options = WatchOptions::new().with_range(end).with_prev_key();
             Ok(watch::spawn(self.clone(), full, options, after))
@@ -401,14 +444,25 @@ impl Store for EtcdStore {
     }
 
     fn revision(&self) -> BoxFuture<'_, Result<Revision>> {
-        Box::pin(self.current_revision())
+        let key = self.full_key("");
+        Box::pin(async move {
+            let response = self
+                .call("read the revision", 0, true, |mut kv| {
+                    let key = key.clone();
+                    async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
+                })
+                .await?;
+            header_revision(response.header())
+        })
     }
 
     fn compact(&self, revision: Revision) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            let mut kv = self.kv.clone();
-            self.call("compact", revision, kv.compact(revision, None))
-                .await?;
+            // Compacting twice to one revision is harmless: it is idempotent.
+            self.call("compact", revision, true, |mut kv| async move {
+                kv.compact(revision, None).await
+            })
+            .await?;
             Ok(())
         })
     }
