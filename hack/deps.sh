@@ -5,8 +5,8 @@
 set -euo pipefail
 
 purpose=${1:-run}
-run_packages=(iproute2 busybox-static ca-certificates pkg-config protobuf-compiler libseccomp-dev curl python3)
-test_packages=(docker-registry skopeo apache2-utils openssl containernetworking-plugins containerd runc crun golang-go golang-google-grpc-dev)
+run_packages=(iproute2 busybox-static ca-certificates pkg-config protobuf-compiler libprotobuf-dev libseccomp-dev curl python3)
+test_packages=(docker-registry skopeo apache2-utils openssl containernetworking-plugins containerd runc crun golang-go golang-google-grpc-dev etcd-server)
 
 case "$purpose" in
   run) wanted=("${run_packages[@]}") ;;

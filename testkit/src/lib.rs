@@ -1,5 +1,6 @@
 //! Real test fixtures for Capstan's tests, no mocks: a local OCI registry (Debian's
-//! `docker-registry`), test images assembled from Debian's `busybox-static`, and guards for the
+//! `docker-registry`), etcd clusters (Debian's `etcd-server`), test images assembled from
+//! Debian's `busybox-static`, and guards for the
 //! network namespaces, mounts and cgroups that root tests create, removed even when a test
 //! panics.
 
@@ -10,6 +11,7 @@ pub mod cri;
 pub mod digest;
 pub mod distribution;
 pub mod error;
+pub mod etcd;
 pub mod images;
 pub mod mounts;
 pub mod names;

@@ -1,10 +1,14 @@
 //! Checks every [`Store`] implementation must pass, shared by their tests: each function takes
 //! a fresh, empty store and panics naming the rule that was broken.
+//!
+//! Revisions are checked relative to the one the fresh store starts at: an embedded store
+//! starts at 0, an etcd-backed one at whatever the etcd cluster is at (etcd counts its empty
+//! state as revision 1, and other prefixes share the counter).
 
 use futures::StreamExt;
 use std::time::Duration;
 
-use crate::{ListOptions, Store, StoreError, WatchEvent};
+use crate::{DEFAULT_MAX_VALUE_BYTES, ListOptions, Store, StoreError, WatchEvent};
 
 /// Runs every check, each on a store of its own from `fresh`.
 pub async fn check_all<S: Store, F: std::future::Future<Output = S>>(fresh: impl Fn() -> F) {
@@ -12,24 +16,29 @@ pub async fn check_all<S: Store, F: std::future::Future<Output = S>>(fresh: impl
     lists_page_and_read_old_revisions(&fresh().await).await;
     watches_replay_then_follow(&fresh().await).await;
     compaction_forgets_history(&fresh().await).await;
+    values_up_to_the_limit(&fresh().await).await;
 }
 
 /// Create, update and delete each take the next revision; preconditions are enforced.
 pub async fn writes_take_revisions_and_preconditions(store: &impl Store) {
-    assert_eq!(
-        store.revision().await.unwrap(),
-        0,
-        "an empty store is at revision 0"
-    );
+    let base = store.revision().await.unwrap();
     let a = store.create("/r/a", b"1".to_vec()).await.unwrap();
-    assert_eq!((a.create_revision, a.mod_revision), (1, 1));
+    assert_eq!(
+        (a.create_revision, a.mod_revision),
+        (base + 1, base + 1),
+        "the first write takes the next revision"
+    );
     assert_eq!(
         store.create("/r/a", b"x".to_vec()).await.unwrap_err(),
         StoreError::AlreadyExists("/r/a".into())
     );
-    let a2 = store.update("/r/a", b"2".to_vec(), 1).await.unwrap();
-    assert_eq!((a2.create_revision, a2.mod_revision), (1, 2));
-    match store.update("/r/a", b"3".to_vec(), 1).await.unwrap_err() {
+    let a2 = store.update("/r/a", b"2".to_vec(), base + 1).await.unwrap();
+    assert_eq!((a2.create_revision, a2.mod_revision), (base + 1, base + 2));
+    match store
+        .update("/r/a", b"3".to_vec(), base + 1)
+        .await
+        .unwrap_err()
+    {
         StoreError::Conflict { current, .. } => {
             assert_eq!(
                 current.as_deref(),
@@ -40,16 +49,16 @@ pub async fn writes_take_revisions_and_preconditions(store: &impl Store) {
         other => panic!("a stale update must conflict, got {other:?}"),
     }
     assert!(matches!(
-        store.update("/r/none", b"x".to_vec(), 1).await,
+        store.update("/r/none", b"x".to_vec(), base + 1).await,
         Err(StoreError::NotFound(_))
     ));
     assert_eq!(store.get("/r/a").await.unwrap().unwrap().value, b"2");
     assert!(matches!(
-        store.delete("/r/a", Some(1)).await,
+        store.delete("/r/a", Some(base + 1)).await,
         Err(StoreError::Conflict { .. })
     ));
-    let (prev, revision) = store.delete("/r/a", Some(2)).await.unwrap();
-    assert_eq!((prev.value.as_slice(), revision), (&b"2"[..], 3));
+    let (prev, revision) = store.delete("/r/a", Some(base + 2)).await.unwrap();
+    assert_eq!((prev.value.as_slice(), revision), (&b"2"[..], base + 3));
     assert_eq!(store.get("/r/a").await.unwrap(), None);
     assert!(matches!(
         store.delete("/r/a", None).await,
@@ -57,22 +66,24 @@ pub async fn writes_take_revisions_and_preconditions(store: &impl Store) {
     ));
     let again = store.create("/r/a", b"4".to_vec()).await.unwrap();
     assert_eq!(
-        again.create_revision, 4,
+        again.create_revision,
+        base + 4,
         "a re-created key has a new create revision"
     );
-    assert_eq!(store.revision().await.unwrap(), 4);
+    assert_eq!(store.revision().await.unwrap(), base + 4);
 }
 
 /// Lists are in key order under the prefix only, page with `start_after`/`limit`, and read
 /// older revisions.
 pub async fn lists_page_and_read_old_revisions(store: &impl Store) {
+    let base = store.revision().await.unwrap();
     for key in ["/p/c", "/p/a", "/p/b", "/q/a"] {
         store.create(key, key.as_bytes().to_vec()).await.unwrap();
     }
     let all = store.list("/p/", ListOptions::default()).await.unwrap();
     let keys: Vec<&str> = all.items.iter().map(|kv| kv.key.as_str()).collect();
     assert_eq!(keys, ["/p/a", "/p/b", "/p/c"]);
-    assert_eq!((all.revision, all.remaining), (4, 0));
+    assert_eq!((all.revision, all.remaining), (base + 4, 0));
 
     let page = ListOptions {
         limit: Some(2),
@@ -104,7 +115,7 @@ pub async fn lists_page_and_read_old_revisions(store: &impl Store) {
         .list(
             "/p/",
             ListOptions {
-                revision: Some(4),
+                revision: Some(base + 4),
                 ..Default::default()
             },
         )
@@ -121,7 +132,7 @@ pub async fn lists_page_and_read_old_revisions(store: &impl Store) {
             .list(
                 "/p/",
                 ListOptions {
-                    revision: Some(99),
+                    revision: Some(base + 99),
                     ..Default::default()
                 }
             )
@@ -132,10 +143,11 @@ pub async fn lists_page_and_read_old_revisions(store: &impl Store) {
 
 /// A watch replays the changes after its revision, then follows new ones, under its prefix only.
 pub async fn watches_replay_then_follow(store: &impl Store) {
+    let base = store.revision().await.unwrap();
     store.create("/w/a", b"1".to_vec()).await.unwrap();
     store.create("/other/x", b"1".to_vec()).await.unwrap();
-    store.update("/w/a", b"2".to_vec(), 1).await.unwrap();
-    let mut watch = store.watch("/w/", 1).await.unwrap();
+    store.update("/w/a", b"2".to_vec(), base + 1).await.unwrap();
+    let mut watch = store.watch("/w/", base + 1).await.unwrap();
     store.delete("/w/a", None).await.unwrap();
     store.create("/w/b", b"3".to_vec()).await.unwrap();
     let mut seen = Vec::new();
@@ -149,31 +161,33 @@ pub async fn watches_replay_then_follow(store: &impl Store) {
     }
     assert!(
         matches!(&seen[0], WatchEvent::Put { kv, prev: Some(prev) }
-            if kv.mod_revision == 3 && kv.value == b"2" && prev.value == b"1"),
+            if kv.mod_revision == base + 3 && kv.value == b"2" && prev.value == b"1"),
         "{seen:?}"
     );
     assert!(
-        matches!(&seen[1], WatchEvent::Delete { prev, revision: 4 } if prev.value == b"2"),
+        matches!(&seen[1], WatchEvent::Delete { prev, revision } if *revision == base + 4 && prev.value == b"2"),
         "{seen:?}"
     );
     assert!(
-        matches!(&seen[2], WatchEvent::Put { kv, prev: None } if kv.key == "/w/b" && kv.mod_revision == 5),
+        matches!(&seen[2], WatchEvent::Put { kv, prev: None } if kv.key == "/w/b" && kv.mod_revision == base + 5),
         "{seen:?}"
     );
 }
 
 /// After compaction old revisions cannot be read or watched from; current values stay.
 pub async fn compaction_forgets_history(store: &impl Store) {
+    let base = store.revision().await.unwrap();
     store.create("/c/a", b"1".to_vec()).await.unwrap();
-    store.update("/c/a", b"2".to_vec(), 1).await.unwrap();
+    store.update("/c/a", b"2".to_vec(), base + 1).await.unwrap();
     store.create("/c/b", b"1".to_vec()).await.unwrap();
-    store.compact(2).await.unwrap();
-    assert!(matches!(
-        store.watch("/c/", 1).await.err(),
-        Some(StoreError::Compacted { compacted: 2, .. })
-    ));
+    store.compact(base + 2).await.unwrap();
+    let compacted = store.watch("/c/", base + 1).await.err();
+    assert!(
+        matches!(compacted, Some(StoreError::Compacted { compacted, .. }) if compacted == base + 2),
+        "a watch from before the compaction point: {compacted:?}"
+    );
     let old = ListOptions {
-        revision: Some(1),
+        revision: Some(base + 1),
         ..Default::default()
     };
     assert!(matches!(
@@ -181,7 +195,18 @@ pub async fn compaction_forgets_history(store: &impl Store) {
         Err(StoreError::Compacted { .. })
     ));
     assert_eq!(store.get("/c/a").await.unwrap().unwrap().value, b"2");
-    let mut watch = store.watch("/c/", 2).await.unwrap();
+    let at_point = ListOptions {
+        revision: Some(base + 2),
+        ..Default::default()
+    };
+    let listed = store.list("/c/", at_point).await.unwrap();
+    assert_eq!(
+        listed.items.len(),
+        1,
+        "the compaction point itself stays readable"
+    );
+    assert_eq!(listed.items[0].value, b"2");
+    let mut watch = store.watch("/c/", base + 2).await.unwrap();
     let event = tokio::time::timeout(Duration::from_secs(5), watch.next())
         .await
         .unwrap()
@@ -192,4 +217,39 @@ pub async fn compaction_forgets_history(store: &impl Store) {
         "/c/b",
         "a watch from the compaction point still replays"
     );
+}
+
+/// Values up to [`DEFAULT_MAX_VALUE_BYTES`] are stored whole; larger ones are refused with
+/// `TooLarge` before anything is written.
+pub async fn values_up_to_the_limit(store: &impl Store) {
+    let base = store.revision().await.unwrap();
+    let largest: Vec<u8> = (0..DEFAULT_MAX_VALUE_BYTES)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let kv = store.create("/v/largest", largest.clone()).await.unwrap();
+    assert_eq!(kv.mod_revision, base + 1);
+    let read = store.get("/v/largest").await.unwrap().unwrap();
+    assert!(
+        read.value == largest,
+        "a value of exactly the limit reads back whole"
+    );
+    let mut over = largest;
+    over.push(0);
+    let refused = store.create("/v/over", over.clone()).await.unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::TooLarge { size, limit, .. }
+            if *size == DEFAULT_MAX_VALUE_BYTES + 1 && *limit == DEFAULT_MAX_VALUE_BYTES),
+        "{refused}"
+    );
+    let refused = store
+        .update("/v/largest", over, kv.mod_revision)
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StoreError::TooLarge { .. }), "{refused}");
+    assert_eq!(
+        store.revision().await.unwrap(),
+        base + 1,
+        "a refused value takes no revision"
+    );
+    assert_eq!(store.get("/v/over").await.unwrap(), None);
 }

@@ -11,10 +11,16 @@
 use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 
+pub mod compactor;
 pub mod conformance;
+pub mod etcd;
 pub mod memory;
+pub mod sqlite;
 
-/// A store revision: increases by one with every write, starting at 1 for the first.
+/// A store revision: increases by one with every write. An embedded store starts at 0 and gives
+/// its first write 1; an etcd-backed one shares etcd's counter (which starts at 1, and which
+/// writes under other prefixes advance too), so only the order of one store's writes is
+/// guaranteed, not their absolute numbers.
 pub type Revision = i64;
 
 /// A stored key and its value, with the revisions that created and last changed it.
@@ -191,4 +197,30 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets the history at and below `revision` (the values current then stay readable).
     fn compact(&self, revision: Revision) -> BoxFuture<'_, Result<()>>;
+}
+
+/// `TooLarge` for a value over [`DEFAULT_MAX_VALUE_BYTES`], checked before a write touches
+/// storage.
+pub(crate) fn check_size(key: &str, value: &[u8]) -> Result<()> {
+    if value.len() > DEFAULT_MAX_VALUE_BYTES {
+        return Err(StoreError::TooLarge {
+            key: key.to_string(),
+            size: value.len(),
+            limit: DEFAULT_MAX_VALUE_BYTES,
+        });
+    }
+    Ok(())
+}
+
+/// The first key after every key that starts with `prefix` (what etcd calls the range end),
+/// `None` when no key is (an empty prefix, or one of only 0xff bytes).
+pub(crate) fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }

@@ -9,8 +9,8 @@ use futures::future::BoxFuture;
 use tokio::sync::broadcast;
 
 use crate::{
-    DEFAULT_MAX_VALUE_BYTES, KeyValue, ListOptions, ListResult, Result, Revision, Store,
-    StoreError, WatchEvent, WatchStream,
+    KeyValue, ListOptions, ListResult, Result, Revision, Store, StoreError, WatchEvent,
+    WatchStream, check_size,
 };
 
 /// Live events a watcher may fall behind by before its stream ends with `Unavailable`.
@@ -71,17 +71,6 @@ impl MemoryStore {
         // No receiver is no error: nobody watches.
         let _ = self.events.send(event);
     }
-}
-
-fn check_size(key: &str, value: &[u8]) -> Result<()> {
-    if value.len() > DEFAULT_MAX_VALUE_BYTES {
-        return Err(StoreError::TooLarge {
-            key: key.to_string(),
-            size: value.len(),
-            limit: DEFAULT_MAX_VALUE_BYTES,
-        });
-    }
-    Ok(())
 }
 
 impl State {
