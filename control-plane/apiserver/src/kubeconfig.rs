@@ -12,6 +12,7 @@ pub const CLUSTER_NAME: &str = "kubernetes";
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Kubeconfig {
+    #[serde(rename = "apiVersion")]
     api_version: &'static str,
     kind: &'static str,
     clusters: Vec<NamedCluster>,
@@ -123,6 +124,8 @@ mod tests {
             .to_yaml()
             .unwrap();
         let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        assert_eq!(doc["apiVersion"], "v1");
+        assert_eq!(doc["kind"], "Config");
         assert_eq!(doc["current-context"], "kubernetes-admin@kubernetes");
         assert_eq!(doc["clusters"][0]["name"], "kubernetes");
         assert_eq!(

@@ -492,3 +492,157 @@ pub async fn check_still_valid(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> Arc<ServiceAccountKey> {
+        let k = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let spki = rcgen::PublicKeyData::subject_public_key_info(&k);
+        Arc::new(ServiceAccountKey::from_pkcs8(&k.serialize_der(), &spki).unwrap())
+    }
+
+    fn verifier(key: &ServiceAccountKey) -> TokenVerifier {
+        TokenVerifier::new(
+            vec![key.verifying_key().clone()],
+            vec![DEFAULT_ISSUER.to_string()],
+            vec![DEFAULT_ISSUER.to_string()],
+        )
+    }
+
+    fn reason(e: AuthError) -> String {
+        e.to_string()
+    }
+
+    #[test]
+    fn claims_are_kube_shaped() {
+        let key = key();
+        let token = TokenIssuer::new(key.clone(), DEFAULT_ISSUER)
+            .issue("ns", "sa", "u", &[], Duration::from_secs(600), None)
+            .unwrap();
+        let mut parts = token.split('.');
+        let header: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap())
+                .unwrap();
+        assert_eq!(header["alg"], "ES256");
+        assert_eq!(header["kid"], key.verifying_key().key_id());
+        let claims: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts.next().unwrap()).unwrap())
+                .unwrap();
+        assert_eq!(claims["iss"], DEFAULT_ISSUER);
+        assert_eq!(claims["sub"], "system:serviceaccount:ns:sa");
+        assert_eq!(claims["aud"], serde_json::json!([DEFAULT_ISSUER]));
+        assert_eq!(claims["kubernetes.io"]["namespace"], "ns");
+        assert_eq!(
+            claims["kubernetes.io"]["serviceaccount"],
+            serde_json::json!({"name": "sa", "uid": "u"})
+        );
+        assert_eq!(
+            claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(),
+            600
+        );
+        assert_eq!(claims["nbf"], claims["iat"]);
+        assert!(claims["jti"].as_str().unwrap().len() == 36);
+    }
+
+    #[test]
+    fn refuses_what_kube_refuses() {
+        let key = key();
+        let issuer = TokenIssuer::new(key.clone(), DEFAULT_ISSUER);
+        let v = verifier(&key);
+        let now = SystemTime::now();
+        let token = issuer
+            .issue("ns", "sa", "u", &[], Duration::from_secs(600), None)
+            .unwrap();
+        assert!(v.verify_at(&token, now).is_ok());
+        assert!(
+            reason(
+                v.verify_at(&token, now + Duration::from_secs(601))
+                    .unwrap_err()
+            )
+            .contains("expired")
+        );
+        assert!(
+            reason(
+                v.verify_at(&token, now - Duration::from_secs(300))
+                    .unwrap_err()
+            )
+            .contains("not valid yet")
+        );
+
+        // alg "none" with the same claims.
+        let claims_part = token.split('.').nth(1).unwrap();
+        let none = format!(
+            "{}.{claims_part}.",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"none"}"#)
+        );
+        assert!(reason(v.verify(&none).unwrap_err()).contains("not accepted"));
+
+        // Another issuer, another key.
+        let other_issuer = TokenIssuer::new(key.clone(), "https://elsewhere")
+            .issue("ns", "sa", "u", &[], Duration::from_secs(600), None)
+            .unwrap();
+        assert!(reason(v.verify(&other_issuer).unwrap_err()).contains("issuer"));
+        let other_key = TokenIssuer::new(self::key(), DEFAULT_ISSUER)
+            .issue("ns", "sa", "u", &[], Duration::from_secs(600), None)
+            .unwrap();
+        assert!(reason(v.verify(&other_key).unwrap_err()).contains("signature"));
+        assert!(v.verify("a.b").is_err());
+    }
+
+    struct Store {
+        sa_uid: Option<&'static str>,
+        pod_uid: Option<&'static str>,
+    }
+
+    impl ServiceAccountLookup for Store {
+        fn service_account_uid<'a>(
+            &'a self,
+            _: &'a str,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<Option<String>, LookupError>> {
+            Box::pin(async move { Ok(self.sa_uid.map(str::to_string)) })
+        }
+        fn bound_object_uid<'a>(
+            &'a self,
+            kind: BoundKind,
+            _: &'a str,
+            _: &'a str,
+        ) -> BoxFuture<'a, Result<Option<String>, LookupError>> {
+            assert_eq!(kind, BoundKind::Pod);
+            Box::pin(async move { Ok(self.pod_uid.map(str::to_string)) })
+        }
+    }
+
+    #[test]
+    fn lookup_kills_tokens_of_deleted_objects() {
+        let key = key();
+        let pod = BoundObject {
+            kind: BoundKind::Pod,
+            name: "p".into(),
+            uid: "pod-1".into(),
+        };
+        let token = TokenIssuer::new(key.clone(), DEFAULT_ISSUER)
+            .issue(
+                "ns",
+                "sa",
+                "sa-1",
+                &[],
+                Duration::from_secs(600),
+                Some(&pod),
+            )
+            .unwrap();
+        let claims = verifier(&key).verify(&token).unwrap();
+        let check = |sa_uid, pod_uid| {
+            futures::executor::block_on(check_still_valid(&claims, &Store { sa_uid, pod_uid }))
+        };
+        assert!(check(Some("sa-1"), Some("pod-1")).is_ok());
+        assert!(reason(check(None, Some("pod-1")).unwrap_err()).contains("does not exist"));
+        assert!(reason(check(Some("sa-2"), Some("pod-1")).unwrap_err()).contains("recreated"));
+        assert!(
+            reason(check(Some("sa-1"), Some("pod-2")).unwrap_err()).contains("no longer exists")
+        );
+        assert!(reason(check(Some("sa-1"), None).unwrap_err()).contains("no longer exists"));
+    }
+}
