@@ -525,3 +525,50 @@ fn authenticator_unit_cases() {
         who.user.extra["authentication.kubernetes.io/credential-id"][0].starts_with("X509SHA256=")
     );
 }
+
+#[test]
+fn broken_files_are_named_not_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path();
+    ClusterCredentials::load_or_create(data, &PkiOptions::default()).unwrap();
+    let pki = data.join("pki");
+
+    // A CA certificate whose key is gone is never silently replaced.
+    let ca_key = std::fs::read(pki.join("ca.key")).unwrap();
+    std::fs::remove_file(pki.join("ca.key")).unwrap();
+    let err = ClusterCredentials::load_or_create(data, &PkiOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("ca.key"), "{err}");
+    std::fs::write(pki.join("ca.key"), &ca_key).unwrap();
+
+    // A garbled serving key names its file.
+    std::fs::write(pki.join("apiserver.key"), "garbage").unwrap();
+    let err = ClusterCredentials::load_or_create(data, &PkiOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("apiserver.key"), "{err}");
+
+    // A missing serving certificate is re-issued from the same CA; the CA stays.
+    let ca = std::fs::read(pki.join("ca.crt")).unwrap();
+    std::fs::remove_file(pki.join("apiserver.key")).unwrap();
+    std::fs::remove_file(pki.join("apiserver.crt")).unwrap();
+    ClusterCredentials::load_or_create(data, &PkiOptions::default()).unwrap();
+    assert!(pki.join("apiserver.crt").exists());
+    assert_eq!(std::fs::read(pki.join("ca.crt")).unwrap(), ca);
+
+    // Bad options name the option.
+    let bad = PkiOptions {
+        extra_sans: vec!["not a name".into()],
+        ..PkiOptions::default()
+    };
+    let err = ClusterCredentials::load_or_create(data, &bad).unwrap_err();
+    assert!(err.to_string().contains("not a name"), "{err}");
+}
+
+#[test]
+fn fresh_bootstrap_time() {
+    // Printed for the record; nothing is asserted about time.
+    for _ in 0..5 {
+        let tmp = tempfile::tempdir().unwrap();
+        let started = Instant::now();
+        ClusterCredentials::load_or_create(tmp.path(), &PkiOptions::default()).unwrap();
+        println!("fresh bootstrap: {:?}", started.elapsed());
+    }
+}
