@@ -1,3 +1,26 @@
 //! Capstan's API server: the Kubernetes REST API (discovery, CRUD, list, watch, patch) over the
 //! control-plane store, with TLS, authentication, authorization and admission. It knows kinds
 //! only through a table; the node agent never imports it, nor it the agent.
+
+pub mod body;
+pub mod delete;
+pub mod discovery;
+pub mod kinds;
+pub mod list;
+pub mod namespaces;
+pub mod openapi;
+pub mod patch;
+pub mod rest;
+pub mod route;
+pub mod selectors;
+pub mod server;
+pub mod status;
+pub mod strategy;
+pub mod table;
+pub mod validation;
+pub mod watch;
+pub mod write;
+
+pub use server::{
+    AllowAllAsAdmin, ApiServer, Authenticate, Config, RequestUser, serve, serve_connection,
+};
