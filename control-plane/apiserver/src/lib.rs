@@ -3,6 +3,28 @@
 //! only through a table; the node agent never imports it, nor it the agent.
 
 pub mod authn;
+pub mod body;
+pub mod delete;
+pub mod discovery;
+pub mod kinds;
 pub mod kubeconfig;
+pub mod list;
+pub mod namespaces;
+pub mod openapi;
+pub mod patch;
 pub mod pki;
+pub mod rest;
+pub mod route;
+pub mod selectors;
+pub mod server;
+pub mod status;
+pub mod strategy;
+pub mod table;
 pub mod tls;
+pub mod validation;
+pub mod watch;
+pub mod write;
+
+pub use server::{
+    AllowAllAsAdmin, ApiServer, Authenticate, Config, RequestUser, serve, serve_connection,
+};

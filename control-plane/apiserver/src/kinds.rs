@@ -1,0 +1,373 @@
+//! The table of kinds: everything the generic REST handler, discovery and storage know about a
+//! resource. Adding a built-in kind is adding a row here (and, when it needs one, a strategy).
+
+/// How names of a kind are checked (kube's `ValidateObjectMeta` name functions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameRule {
+    /// RFC 1123 subdomain: lowercase alphanumerics, `-` and `.`, at most 253.
+    Subdomain,
+    /// RFC 1123 label: lowercase alphanumerics and `-`, at most 63 (namespaces, services).
+    Label,
+    /// Anything without `/` or `%` and not `.` or `..` (events and leases use path segments).
+    PathSegment,
+}
+
+/// One API resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kind {
+    /// The API group, empty for core.
+    pub group: &'static str,
+    /// The version, e.g. `v1`.
+    pub version: &'static str,
+    /// The kind, e.g. `Pod`.
+    pub kind: &'static str,
+    /// The plural resource, e.g. `pods`.
+    pub plural: &'static str,
+    /// The singular resource, e.g. `pod`.
+    pub singular: &'static str,
+    /// Whether objects live in a namespace.
+    pub namespaced: bool,
+    /// Short names kubectl accepts, e.g. `po`.
+    pub short_names: &'static [&'static str],
+    /// Categories, e.g. `all`.
+    pub categories: &'static [&'static str],
+    /// Whether it has a `status` subresource: then the main resource ignores status changes.
+    pub status_subresource: bool,
+    /// Whether `metadata.generation` counts spec changes.
+    pub generation: bool,
+    /// Whether DELETE answers with the deleted object rather than a success Status.
+    pub delete_returns_object: bool,
+    /// How names are checked.
+    pub name_rule: NameRule,
+}
+
+/// The verbs every resource in the table serves.
+pub const VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
+
+/// The verbs of a `status` subresource.
+pub const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
+
+impl Kind {
+    /// `v1` or `apps/v1`.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The storage prefix of the kind, `/registry/pods/` or `/registry/deployments.apps/`...
+    /// with kube's etcd layout: core and the legacy groups without a suffix.
+    pub fn prefix(&self) -> String {
+        if self.group.is_empty() {
+            format!("/registry/{}/", self.plural)
+        } else {
+            format!("/registry/{}.{}/", self.plural, self.group)
+        }
+    }
+
+    /// The storage key of one object.
+    pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
+        match namespace.filter(|_| self.namespaced) {
+            Some(ns) => format!("{}{ns}/{name}", self.prefix()),
+            None => format!("{}{name}", self.prefix()),
+        }
+    }
+
+    /// The prefix of one namespace's objects (all of them for cluster-scoped kinds or `None`).
+    pub fn namespace_prefix(&self, namespace: Option<&str>) -> String {
+        match namespace.filter(|_| self.namespaced) {
+            Some(ns) => format!("{}{ns}/", self.prefix()),
+            None => self.prefix(),
+        }
+    }
+
+    /// The list kind, e.g. `PodList`.
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+const fn row(
+    group: &'static str,
+    kind: &'static str,
+    plural: &'static str,
+    singular: &'static str,
+    namespaced: bool,
+    short_names: &'static [&'static str],
+    categories: &'static [&'static str],
+    status_subresource: bool,
+) -> Kind {
+    Kind {
+        group,
+        version: "v1",
+        kind,
+        plural,
+        singular,
+        namespaced,
+        short_names,
+        categories,
+        status_subresource,
+        generation: false,
+        delete_returns_object: false,
+        name_rule: NameRule::Subdomain,
+    }
+}
+
+const ALL: &[&str] = &["all"];
+
+/// The built-in kinds, in the order discovery lists them.
+pub fn builtin() -> Vec<Kind> {
+    let with = |mut k: Kind, f: &dyn Fn(&mut Kind)| {
+        f(&mut k);
+        k
+    };
+    let workload = |k: &mut Kind| k.generation = true;
+    vec![
+        with(
+            row(
+                "",
+                "Namespace",
+                "namespaces",
+                "namespace",
+                false,
+                &["ns"],
+                &[],
+                true,
+            ),
+            &|k| {
+                k.name_rule = NameRule::Label;
+                k.delete_returns_object = true;
+            },
+        ),
+        with(
+            row("", "Pod", "pods", "pod", true, &["po"], ALL, true),
+            &|k| k.delete_returns_object = true,
+        ),
+        with(
+            row(
+                "",
+                "Service",
+                "services",
+                "service",
+                true,
+                &["svc"],
+                ALL,
+                true,
+            ),
+            &|k| {
+                k.name_rule = NameRule::Label;
+                k.delete_returns_object = true;
+            },
+        ),
+        row(
+            "",
+            "Endpoints",
+            "endpoints",
+            "endpoints",
+            true,
+            &["ep"],
+            &[],
+            false,
+        ),
+        row(
+            "",
+            "ConfigMap",
+            "configmaps",
+            "configmap",
+            true,
+            &["cm"],
+            &[],
+            false,
+        ),
+        row("", "Secret", "secrets", "secret", true, &[], &[], false),
+        row(
+            "",
+            "ServiceAccount",
+            "serviceaccounts",
+            "serviceaccount",
+            true,
+            &["sa"],
+            &[],
+            false,
+        ),
+        with(
+            row("", "Event", "events", "event", true, &["ev"], &[], false),
+            &|k| k.name_rule = NameRule::PathSegment,
+        ),
+        row("", "Node", "nodes", "node", false, &["no"], &[], true),
+        with(
+            row(
+                "apps",
+                "Deployment",
+                "deployments",
+                "deployment",
+                true,
+                &["deploy"],
+                ALL,
+                true,
+            ),
+            &workload,
+        ),
+        with(
+            row(
+                "apps",
+                "ReplicaSet",
+                "replicasets",
+                "replicaset",
+                true,
+                &["rs"],
+                ALL,
+                true,
+            ),
+            &workload,
+        ),
+        with(
+            row(
+                "apps",
+                "DaemonSet",
+                "daemonsets",
+                "daemonset",
+                true,
+                &["ds"],
+                ALL,
+                true,
+            ),
+            &workload,
+        ),
+        with(
+            row(
+                "apps",
+                "StatefulSet",
+                "statefulsets",
+                "statefulset",
+                true,
+                &["sts"],
+                ALL,
+                true,
+            ),
+            &workload,
+        ),
+        with(
+            row("batch", "Job", "jobs", "job", true, &[], ALL, true),
+            &workload,
+        ),
+        row(
+            "discovery.k8s.io",
+            "EndpointSlice",
+            "endpointslices",
+            "endpointslice",
+            true,
+            &[],
+            &[],
+            false,
+        ),
+        with(
+            row(
+                "coordination.k8s.io",
+                "Lease",
+                "leases",
+                "lease",
+                true,
+                &[],
+                &[],
+                false,
+            ),
+            &|k| k.name_rule = NameRule::PathSegment,
+        ),
+    ]
+}
+
+/// The kinds a server serves, found by group, version and plural.
+#[derive(Debug, Clone)]
+pub struct KindTable {
+    kinds: Vec<Kind>,
+}
+
+impl KindTable {
+    /// A table of these kinds.
+    pub fn new(kinds: Vec<Kind>) -> KindTable {
+        KindTable { kinds }
+    }
+
+    /// Every kind, in table order.
+    pub fn all(&self) -> &[Kind] {
+        &self.kinds
+    }
+
+    /// The kind served at `group`/`version` as `plural`.
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&Kind> {
+        self.kinds
+            .iter()
+            .find(|k| k.group == group && k.version == version && k.plural == plural)
+    }
+
+    /// The groups in table order (core first when present), each once.
+    pub fn groups(&self) -> Vec<&'static str> {
+        let mut groups: Vec<&'static str> = Vec::new();
+        for kind in &self.kinds {
+            if !groups.contains(&kind.group) {
+                groups.push(kind.group);
+            }
+        }
+        groups
+    }
+
+    /// The versions of a group in table order.
+    pub fn versions(&self, group: &str) -> Vec<&'static str> {
+        let mut versions: Vec<&'static str> = Vec::new();
+        for kind in self.kinds.iter().filter(|k| k.group == group) {
+            if !versions.contains(&kind.version) {
+                versions.push(kind.version);
+            }
+        }
+        versions
+    }
+
+    /// The kinds of one group version.
+    pub fn of(&self, group: &str, version: &str) -> Vec<&Kind> {
+        self.kinds
+            .iter()
+            .filter(|k| k.group == group && k.version == version)
+            .collect()
+    }
+}
+
+impl Default for KindTable {
+    fn default() -> Self {
+        KindTable::new(builtin())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_kube_etcd_layout() {
+        let table = KindTable::default();
+        let pods = table
+            .find("", "v1", "pods")
+            .map(|k| k.key(Some("default"), "web"));
+        assert_eq!(pods.as_deref(), Some("/registry/pods/default/web"));
+        let deploy = table
+            .find("apps", "v1", "deployments")
+            .map(|k| k.key(Some("a"), "b"));
+        assert_eq!(deploy.as_deref(), Some("/registry/deployments.apps/a/b"));
+        let ns = table
+            .find("", "v1", "namespaces")
+            .map(|k| k.key(Some("x"), "y"));
+        assert_eq!(ns.as_deref(), Some("/registry/namespaces/y"));
+    }
+}

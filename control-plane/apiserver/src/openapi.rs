@@ -1,0 +1,84 @@
+//! A minimal OpenAPI v3: the root index and, per group version, the PATCH operations of each
+//! kind with the `x-kubernetes-group-version-kind` extension and the `fieldValidation` query
+//! parameter. That is what kubectl reads to learn the server validates fields itself (otherwise
+//! `kubectl apply -f` / `create -f` insist on downloading schemas). No type schemas yet, so
+//! kubectl uses its compiled-in types for strategic merge patches; `/openapi/v2` is 404.
+
+use http::Response;
+use serde_json::{Map, Value, json};
+
+use crate::body::{self, ApiBody};
+use crate::kinds::Kind;
+use crate::server::ApiServer;
+use crate::status::{ApiError, ApiResult};
+
+fn group_version_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+/// Answers `/openapi/v3` and `/openapi/v3/<group-version path>`.
+pub fn serve(server: &ApiServer, path: &str) -> ApiResult<Response<ApiBody>> {
+    let rest = path.trim_end_matches('/');
+    if rest == "/openapi/v3" {
+        let mut paths = Map::new();
+        for group in server.kinds.groups() {
+            for version in server.kinds.versions(group) {
+                let gv = group_version_path(group, version);
+                let url = format!("/openapi/v3/{gv}?hash={}", env!("CARGO_PKG_VERSION"));
+                paths.insert(gv, json!({"serverRelativeURL": url}));
+            }
+        }
+        return Ok(body::json_response(200, &json!({"paths": paths})));
+    }
+    let Some(gv) = rest.strip_prefix("/openapi/v3/") else {
+        return Err(ApiError::path_not_found());
+    };
+    for group in server.kinds.groups() {
+        for version in server.kinds.versions(group) {
+            if group_version_path(group, version) == gv {
+                return Ok(body::json_response(
+                    200,
+                    &document(server.kinds.of(group, version)),
+                ));
+            }
+        }
+    }
+    Err(ApiError::path_not_found())
+}
+
+fn document(kinds: Vec<&Kind>) -> Value {
+    let mut paths = Map::new();
+    for kind in kinds {
+        let base = format!("/{}", group_version_path(kind.group, kind.version));
+        let path = if kind.namespaced {
+            format!("{base}/namespaces/{{namespace}}/{}/{{name}}", kind.plural)
+        } else {
+            format!("{base}/{}/{{name}}", kind.plural)
+        };
+        let patch = json!({
+            "operationId": format!("patch{}", kind.kind),
+            "x-kubernetes-action": "patch",
+            "x-kubernetes-group-version-kind": {
+                "group": kind.group, "version": kind.version, "kind": kind.kind,
+            },
+            "parameters": [
+                {"name": "dryRun", "in": "query", "schema": {"type": "string"}},
+                {"name": "fieldManager", "in": "query", "schema": {"type": "string"}},
+                {"name": "fieldValidation", "in": "query", "schema": {"type": "string"}},
+                {"name": "force", "in": "query", "schema": {"type": "boolean"}},
+            ],
+            "responses": {"200": {"description": "OK"}},
+        });
+        paths.insert(path, json!({"patch": patch}));
+    }
+    json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes", "version": "v1.33.0"},
+        "paths": paths,
+        "components": {"schemas": {}},
+    })
+}

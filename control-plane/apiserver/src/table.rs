@@ -1,0 +1,200 @@
+//! `meta.k8s.io/v1` Tables, which `kubectl get` asks for: server-side printing of a few columns
+//! per kind, each row carrying the object's metadata as kubectl needs it.
+
+use serde_json::{Value, json};
+
+use crate::kinds::Kind;
+
+/// Whether an `Accept` header asks for a Table first.
+pub fn wanted(accept: Option<&str>) -> bool {
+    accept
+        .and_then(|a| a.split(',').next())
+        .is_some_and(|first| first.contains("as=Table") && first.contains("g=meta.k8s.io"))
+}
+
+/// A column: its name, type and description.
+fn column(name: &str, kind: &str, description: &str) -> Value {
+    let format = if name == "Name" { "name" } else { "" };
+    json!({"name": name, "type": kind, "format": format, "description": description, "priority": 0})
+}
+
+/// kube's human durations: `45s`, `3m20s`, `5h`, `2d3h`, `40d`.
+pub fn human_age(seconds: i64) -> String {
+    let s = seconds.max(0);
+    let (m, h, d) = (s / 60, s / 3600, s / 86400);
+    match s {
+        _ if s < 120 => format!("{s}s"),
+        _ if m < 10 => format!("{m}m{}s", s % 60),
+        _ if h < 3 => format!("{m}m"),
+        _ if h < 8 => format!("{h}h{}m", m % 60),
+        _ if h < 48 => format!("{h}h"),
+        _ if d < 8 => format!("{d}d{}h", h % 24),
+        _ => format!("{d}d"),
+    }
+}
+
+fn age(object: &Value) -> String {
+    let created = object
+        .pointer("/metadata/creationTimestamp")
+        .and_then(Value::as_str)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    match created {
+        Some(t) => human_age((chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds()),
+        None => "<unknown>".into(),
+    }
+}
+
+fn count(object: &Value, fields: &[&str]) -> usize {
+    fields
+        .iter()
+        .filter_map(|f| object.get(*f).and_then(Value::as_object))
+        .map(|m| m.len())
+        .sum()
+}
+
+fn str_at<'a>(object: &'a Value, pointer: &str) -> &'a str {
+    object
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn int_at(object: &Value, pointer: &str) -> i64 {
+    object.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// The kind's columns between Name and Age, and each object's cells for them.
+fn columns(kind: &Kind) -> Vec<Value> {
+    let cols: &[(&str, &str)] = match (kind.group, kind.kind) {
+        ("", "Pod") => &[
+            ("Ready", "string"),
+            ("Status", "string"),
+            ("Restarts", "string"),
+        ],
+        ("", "Namespace") => &[("Status", "string")],
+        ("", "ConfigMap") => &[("Data", "integer")],
+        ("", "Secret") => &[("Type", "string"), ("Data", "integer")],
+        ("", "Node") => &[("Status", "string"), ("Version", "string")],
+        ("apps", "Deployment") => &[
+            ("Ready", "string"),
+            ("Up-to-date", "integer"),
+            ("Available", "integer"),
+        ],
+        _ => &[],
+    };
+    cols.iter().map(|(n, t)| column(n, t, n)).collect()
+}
+
+fn cells(kind: &Kind, object: &Value) -> Vec<Value> {
+    match (kind.group, kind.kind) {
+        ("", "Pod") => {
+            let statuses = object
+                .pointer("/status/containerStatuses")
+                .and_then(Value::as_array);
+            let total = object
+                .pointer("/spec/containers")
+                .and_then(Value::as_array)
+                .map_or(0, Vec::len);
+            let ready = statuses.map_or(0, |s| {
+                s.iter()
+                    .filter(|c| c.get("ready") == Some(&json!(true)))
+                    .count()
+            });
+            let restarts: i64 =
+                statuses.map_or(0, |s| s.iter().map(|c| int_at(c, "/restartCount")).sum());
+            let status = if object.pointer("/metadata/deletionTimestamp").is_some() {
+                "Terminating"
+            } else {
+                str_at(object, "/status/phase")
+            };
+            vec![
+                json!(format!("{ready}/{total}")),
+                json!(status),
+                json!(restarts.to_string()),
+            ]
+        }
+        ("", "Namespace") => vec![json!(str_at(object, "/status/phase"))],
+        ("", "ConfigMap") => vec![json!(count(object, &["data", "binaryData"]))],
+        ("", "Secret") => vec![
+            json!(str_at(object, "/type")),
+            json!(count(object, &["data"])),
+        ],
+        ("", "Node") => {
+            let ready = object
+                .pointer("/status/conditions")
+                .and_then(Value::as_array)
+                .and_then(|c| c.iter().find(|c| c.get("type") == Some(&json!("Ready"))))
+                .map(|c| str_at(c, "/status") == "True");
+            let status = match ready {
+                Some(true) => "Ready",
+                Some(false) => "NotReady",
+                None => "Unknown",
+            };
+            vec![
+                json!(status),
+                json!(str_at(object, "/status/nodeInfo/kubeletVersion")),
+            ]
+        }
+        ("apps", "Deployment") => vec![
+            json!(format!(
+                "{}/{}",
+                int_at(object, "/status/readyReplicas"),
+                int_at(object, "/spec/replicas")
+            )),
+            json!(int_at(object, "/status/updatedReplicas")),
+            json!(int_at(object, "/status/availableReplicas")),
+        ],
+        _ => vec![],
+    }
+}
+
+/// The Table of `objects`; `metadata` is the list's (resourceVersion, continue).
+pub fn of_objects(kind: &Kind, objects: &[Value], metadata: Option<Value>) -> Value {
+    let mut definitions = vec![column(
+        "Name",
+        "string",
+        "Name must be unique within a namespace.",
+    )];
+    definitions.extend(columns(kind));
+    definitions.push(column("Age", "string", "CreationTimestamp is a timestamp representing the server time when this object was created."));
+    let rows: Vec<Value> = objects
+        .iter()
+        .map(|object| {
+            let mut row = vec![json!(str_at(object, "/metadata/name"))];
+            row.extend(cells(kind, object));
+            row.push(json!(age(object)));
+            json!({
+                "cells": row,
+                "object": {
+                    "kind": "PartialObjectMetadata",
+                    "apiVersion": "meta.k8s.io/v1",
+                    "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
+                },
+            })
+        })
+        .collect();
+    json!({
+        "kind": "Table",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": metadata.unwrap_or_else(|| json!({})),
+        "columnDefinitions": definitions,
+        "rows": rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ages_read_as_kubectl_prints_them() {
+        assert_eq!(human_age(5), "5s");
+        assert_eq!(human_age(200), "3m20s");
+        assert_eq!(human_age(3 * 3600 + 60), "3h1m");
+        assert_eq!(human_age(50 * 3600), "2d2h");
+        assert!(wanted(Some(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json"
+        )));
+        assert!(!wanted(Some("application/json")));
+    }
+}

@@ -1,0 +1,232 @@
+//! The writing verbs: create (POST), update (PUT) and patch (PATCH), of the main resource or its
+//! status subresource, with optimistic concurrency on the store revision.
+
+use http::Response;
+use serde_json::Value;
+
+use crate::body::{self, ApiBody};
+use crate::kinds::Kind;
+use crate::patch::{self, PatchType};
+use crate::rest::{self, Call};
+use crate::route::Target;
+use crate::server::ApiServer;
+use crate::status::{ApiError, ApiResult};
+use crate::strategy::{self, meta_str};
+
+/// How many times a patch is re-applied when the object changed under it.
+const PATCH_ATTEMPTS: usize = 5;
+
+/// POST: creates the object in the body.
+pub async fn create(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<ApiBody>> {
+    let kind = target.kind;
+    let mut object = body::decode_object(call.content_type.as_deref(), &call.body)?;
+    strategy::check_type(kind, &mut object)?;
+    if let (Some(url), Some(body)) = (target.namespace.as_deref(), meta_str(&object, "namespace")) {
+        if !body.is_empty() && body != url {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+    }
+    let created = create_object(
+        call.server,
+        kind,
+        target.namespace.as_deref(),
+        object,
+        call.dry_run(),
+    )
+    .await?;
+    Ok(call.object(201, kind, &created))
+}
+
+/// Creates `object` of `kind` in `namespace`: NamespaceLifecycle, the create strategy,
+/// validation, then the store (unless `dry_run`). Returns the object as stored.
+pub async fn create_object(
+    server: &ApiServer,
+    kind: &Kind,
+    namespace: Option<&str>,
+    mut object: Value,
+    dry_run: bool,
+) -> ApiResult<Value> {
+    strategy::prepare_create(kind, &mut object, namespace);
+    let name = meta_str(&object, "name").unwrap_or("").to_string();
+    // Admission (NamespaceLifecycle) comes before validation, as upstream.
+    if let Some(namespace) = namespace.filter(|_| kind.namespaced) {
+        check_namespace(server, kind, namespace, &name).await?;
+    }
+    strategy::validate(kind, &object)?;
+    if dry_run {
+        return Ok(object);
+    }
+    let key = kind.key(namespace, &name);
+    let stored = server
+        .store
+        .create(&key, rest::encode(&object))
+        .await
+        .map_err(|e| rest::store_error(e, kind, &name))?;
+    tracing::debug!(%key, revision = stored.mod_revision, "created");
+    rest::decode(&stored)
+}
+
+/// NamespaceLifecycle admission: creates need the namespace, and one not terminating.
+async fn check_namespace(
+    server: &ApiServer,
+    kind: &Kind,
+    namespace: &str,
+    name: &str,
+) -> ApiResult<()> {
+    let Some(namespaces) = server.kinds.find("", "v1", "namespaces") else {
+        return Ok(());
+    };
+    let (ns, _) = rest::get_object(server, namespaces, None, namespace).await?;
+    let terminating = ns.pointer("/metadata/deletionTimestamp").is_some()
+        || ns.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating");
+    if terminating {
+        return Err(ApiError::forbidden(
+            kind.group,
+            kind.plural,
+            name,
+            &format!(
+                "unable to create new content in namespace {namespace} because it is being terminated"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// PUT: replaces the object (or its status) in full.
+pub async fn update(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<ApiBody>> {
+    let kind = target.kind;
+    let name = target.name.as_deref().unwrap_or("");
+    let mut object = body::decode_object(call.content_type.as_deref(), &call.body)?;
+    strategy::check_type(kind, &mut object)?;
+    match meta_str(&object, "name") {
+        Some(body_name) if !body_name.is_empty() && body_name != name => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        _ => {
+            strategy::metadata_mut(&mut object).insert("name".into(), Value::from(name));
+        }
+    }
+    if let (Some(url), Some(body)) = (target.namespace.as_deref(), meta_str(&object, "namespace")) {
+        if !body.is_empty() && body != url {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+    }
+    let expected = meta_str(&object, "resourceVersion")
+        .filter(|rv| !rv.is_empty())
+        .map(rest::parse_revision)
+        .transpose()?;
+    let (current, revision) =
+        rest::get_object(call.server, kind, target.namespace.as_deref(), name).await?;
+    if expected.is_some_and(|rv| rv != revision) {
+        return Err(ApiError::modified(kind.group, kind.plural, name));
+    }
+    let stored = store_update(call, target, object, &current, revision).await?;
+    Ok(call.object(200, kind, &stored))
+}
+
+/// PATCH: applies the patch to the current object and stores the result, re-reading and
+/// re-applying when the object changed meanwhile (unless the patch pins a resourceVersion).
+pub async fn patch(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<ApiBody>> {
+    let kind = target.kind;
+    let name = target.name.as_deref().unwrap_or("");
+    let content_type = call.content_type.as_deref().unwrap_or("");
+    let patch_type = PatchType::from_content_type(content_type)
+        .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+    let mut last_error = None;
+    for _ in 0..PATCH_ATTEMPTS {
+        let (current, revision) =
+            rest::get_object(call.server, kind, target.namespace.as_deref(), name).await?;
+        let mut patched = patch::apply(&current, patch_type, &call.body)?;
+        if !patched.is_object() {
+            return Err(ApiError::bad_request("the patch must leave an object"));
+        }
+        strategy::check_type(kind, &mut patched)?;
+        if meta_str(&patched, "name") != Some(name) {
+            return Err(ApiError::bad_request(
+                "metadata.name: the name of an object cannot be changed by a patch",
+            ));
+        }
+        let pinned = meta_str(&patched, "resourceVersion")
+            .filter(|rv| !rv.is_empty())
+            .map(rest::parse_revision)
+            .transpose()?;
+        if pinned.is_some_and(|rv| rv != revision) {
+            return Err(ApiError::modified(kind.group, kind.plural, name));
+        }
+        match store_update(call, target, patched, &current, revision).await {
+            Ok(stored) => return Ok(call.object(200, kind, &stored)),
+            Err(error) if error.reason == "Conflict" && pinned.is_none() => {
+                last_error = Some(error);
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| ApiError::modified(kind.group, kind.plural, name)))
+}
+
+/// Stores `new` over `current` (read at `revision`) through the update strategy of the main
+/// resource or the status subresource. A no-op change is not written. An object being deleted
+/// whose last finalizer went is deleted.
+async fn store_update(
+    call: &Call<'_>,
+    target: &Target<'_>,
+    new: Value,
+    current: &Value,
+    revision: i64,
+) -> ApiResult<Value> {
+    let kind = target.kind;
+    let name = target.name.as_deref().unwrap_or("");
+    let mut new = if target.subresource.as_deref() == Some("status") {
+        strategy::prepare_status_update(&new, current)
+    } else {
+        let mut new = new;
+        strategy::prepare_update(kind, &mut new, current);
+        new
+    };
+    strategy::validate(kind, &new)?;
+    let mut unchanged = current.clone();
+    if let Some(meta) = unchanged.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.remove("resourceVersion");
+    }
+    if new == unchanged || call.dry_run() {
+        if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert("resourceVersion".into(), Value::from(revision.to_string()));
+        }
+        return Ok(new);
+    }
+    let key = kind.key(target.namespace.as_deref(), name);
+    let finalized = new.pointer("/metadata/deletionTimestamp").is_some()
+        && new
+            .pointer("/metadata/finalizers")
+            .and_then(Value::as_array)
+            .is_none_or(|f| f.is_empty());
+    if finalized {
+        let (_, deleted_at) = call
+            .server
+            .store
+            .delete(&key, Some(revision))
+            .await
+            .map_err(|e| rest::store_error(e, kind, name))?;
+        tracing::debug!(%key, "deleted: its last finalizer was removed");
+        if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.insert(
+                "resourceVersion".into(),
+                Value::from(deleted_at.to_string()),
+            );
+        }
+        return Ok(new);
+    }
+    let stored = call
+        .server
+        .store
+        .update(&key, rest::encode(&new), revision)
+        .await
+        .map_err(|e| rest::store_error(e, kind, name))?;
+    rest::decode(&stored)
+}
