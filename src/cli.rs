@@ -219,20 +219,52 @@ pub struct RuntimeArgs {
     pub streaming_address: std::net::SocketAddr,
 }
 
-/// Flags of `capstan control-plane` and `capstan server`.
+/// Flags of `capstan control-plane` and `capstan server`, named as kube-apiserver's.
 #[derive(Debug, Args)]
 pub struct ControlPlaneArgs {
-    /// Address the Kubernetes API is served on.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:6443")]
-    pub bind_address: String,
+    /// Address the Kubernetes API is served on (HTTPS); 0.0.0.0 for every address.
+    #[arg(long, value_name = "IP", default_value = "0.0.0.0")]
+    pub bind_address: std::net::IpAddr,
 
-    /// Directory of the embedded store and the cluster's certificates.
+    /// Port of the Kubernetes API; 0 picks a free one (written into the admin kubeconfig).
+    #[arg(long, value_name = "PORT", default_value_t = 6443)]
+    pub secure_port: u16,
+
+    /// Directory of the embedded store, the cluster's certificates and keys, and
+    /// admin.kubeconfig (a client certificate in system:masters). Kept across restarts.
     #[arg(
         long,
         value_name = "DIR",
         default_value = "/var/lib/capstan/control-plane"
     )]
     pub data_dir: PathBuf,
+
+    /// The Service IP range; its first address (the `kubernetes` Service's) is a SAN of the
+    /// serving certificate.
+    #[arg(long, value_name = "CIDR", default_value = "10.96.0.0/12")]
+    pub service_cluster_ip_range: ipnet::IpNet,
+
+    /// The cluster's DNS domain, for the kubernetes.default.svc.<domain> SAN.
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    pub cluster_domain: String,
+
+    /// A further SAN (IP address or DNS name) of the serving certificate; repeatable.
+    #[arg(long = "tls-san", value_name = "SAN")]
+    pub tls_sans: Vec<String>,
+
+    /// etcd v3 endpoints (comma-separated, e.g. http://127.0.0.1:2379) instead of the
+    /// embedded store: the way to run several API servers over one cluster state.
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
+    pub etcd_servers: Vec<String>,
+
+    /// Static bearer tokens: a CSV file of `token,user,uid,"group1,group2"` lines.
+    #[arg(long, value_name = "FILE")]
+    pub token_auth_file: Option<PathBuf>,
+
+    /// Answer requests without credentials as system:anonymous (allowed only /healthz,
+    /// /livez, /readyz and /version).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    pub anonymous_auth: bool,
 }
 
 /// Flags of `capstan cni`.

@@ -1,6 +1,7 @@
 //! The `capstan` binary: parses the command line and hands each subcommand to its crate.
 
 mod cli;
+mod control_plane;
 mod logging;
 mod node;
 
@@ -136,12 +137,13 @@ fn dispatch(command: Command) -> Result<ExitCode, CommandError> {
         }
         Command::Server(_) => (
             "server",
-            "the control plane and the node agent are still to be built",
+            "the node does not join a control plane yet (`capstan control-plane` runs the API \
+             server alone)",
         ),
-        Command::ControlPlane(_) => (
-            "control-plane",
-            "the API server, storage, scheduler and controllers are still to be built",
-        ),
+        Command::ControlPlane(args) => {
+            control_plane::run(args).map_err(CommandError::Failed)?;
+            return Ok(ExitCode::SUCCESS);
+        }
     };
     Err(CommandError::NotImplemented { command, missing })
 }

@@ -3,6 +3,7 @@
 //! only through a table; the node agent never imports it, nor it the agent.
 
 pub mod authn;
+pub mod authz;
 pub mod body;
 pub mod delete;
 pub mod discovery;
@@ -15,6 +16,8 @@ pub mod patch;
 pub mod pki;
 pub mod rest;
 pub mod route;
+pub mod run;
+pub mod secure;
 pub mod selectors;
 pub mod server;
 pub mod status;

@@ -172,9 +172,10 @@ impl ApiServer {
         &self,
         parts: &http::request::Parts,
         body: Bytes,
-        _user: &RequestUser,
+        user: &RequestUser,
     ) -> ApiResult<Response<ApiBody>> {
         let route = route::parse(&self.kinds, parts.uri.path());
+        crate::authz::authorize(user, &parts.method, parts.uri.path(), &route)?;
         if !matches!(route, Route::Resource(_)) && parts.method != Method::GET {
             return match route {
                 Route::Unknown => Err(ApiError::path_not_found()),
@@ -199,8 +200,9 @@ impl ApiServer {
     }
 }
 
-/// Serves HTTP/1.1 on one accepted connection (plain TCP, or a TLS stream put in front),
-/// authenticating each request with `auth`. Returns when the connection closes.
+/// Serves HTTP/1.1 or HTTP/2 (as the client speaks, after ALPN on TLS) on one accepted
+/// connection (plain TCP, or a TLS stream put in front), authenticating each request with
+/// `auth`. Returns when the connection closes.
 pub async fn serve_connection<IO>(io: IO, server: Arc<ApiServer>, auth: Arc<dyn Authenticate>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -217,9 +219,13 @@ where
             Ok::<_, std::convert::Infallible>(response)
         }
     });
-    let connection =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service);
-    if let Err(error) = connection.await {
+    let builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    // Upgrades: kubectl exec/attach/port-forward ask for them over HTTP/1.1.
+    if let Err(error) = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .await
+    {
         tracing::debug!(%error, "connection ended with an error");
     }
 }

@@ -1,0 +1,153 @@
+//! `capstan control-plane`: the cluster's credentials, the store, the API server and its HTTPS
+//! listener, put together from kube-apiserver-like options.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use capstan_store::Store;
+
+use crate::authn::Authenticator;
+use crate::authn::tokenfile::TokenFile;
+use crate::pki::{ClusterCredentials, PkiOptions};
+use crate::server::{ApiServer, Config};
+
+/// What `capstan control-plane` is told, named after kube-apiserver's flags where it has them.
+#[derive(Debug, Clone)]
+pub struct ControlPlaneOptions {
+    /// Certificates, keys, the admin kubeconfig and the embedded store live here.
+    pub data_dir: PathBuf,
+    /// `--bind-address`.
+    pub bind_address: IpAddr,
+    /// `--secure-port`; 0 picks a free port (tests), written into the admin kubeconfig.
+    pub secure_port: u16,
+    /// `--service-cluster-ip-range`.
+    pub service_cluster_ip_range: ipnet::IpNet,
+    /// The cluster's DNS domain.
+    pub cluster_domain: String,
+    /// Further serving-certificate SANs (`--tls-san`, as k3s names it).
+    pub extra_sans: Vec<String>,
+    /// `--etcd-servers`: empty for the embedded store.
+    pub etcd_servers: Vec<String>,
+    /// `--token-auth-file`.
+    pub token_auth_file: Option<PathBuf>,
+    /// `--anonymous-auth`.
+    pub anonymous_auth: bool,
+}
+
+/// Why the control plane could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The credentials could not be made or loaded.
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+    /// The TLS configuration could not be built.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// `--token-auth-file` is unreadable or malformed.
+    #[error(transparent)]
+    TokenFile(#[from] crate::authn::tokenfile::TokenFileError),
+    /// The store could not be opened or reached.
+    #[error("storage: {0}")]
+    Store(#[from] capstan_store::StoreError),
+    /// The API server could not prepare the store (the system namespaces).
+    #[error("API server start-up: {0}")]
+    Api(String),
+    /// The address could not be listened on.
+    #[error("listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Runs the control plane until `shutdown` completes. `ready` is told the address served
+/// once requests are answered.
+pub async fn run(
+    options: ControlPlaneOptions,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
+    let started = Instant::now();
+    create_private_dir(&options.data_dir)?;
+    // The port is known before the kubeconfig is written: bind first.
+    let requested = SocketAddr::new(options.bind_address, options.secure_port);
+    let listener = tokio::net::TcpListener::bind(requested)
+        .await
+        .map_err(|source| RunError::Listen {
+            address: requested,
+            source,
+        })?;
+    let address = listener.local_addr().map_err(|source| RunError::Listen {
+        address: requested,
+        source,
+    })?;
+    let pki_options = PkiOptions {
+        bind_address: options.bind_address,
+        secure_port: address.port(),
+        service_cluster_ip_range: options.service_cluster_ip_range,
+        cluster_domain: options.cluster_domain.clone(),
+        extra_sans: options.extra_sans.clone(),
+    };
+    let data_dir = options.data_dir.clone();
+    let credentials = tokio::task::spawn_blocking(move || {
+        ClusterCredentials::load_or_create(&data_dir, &pki_options)
+    })
+    .await
+    .map_err(|e| RunError::Api(format!("credentials task: {e}")))??;
+    let tls = Arc::new(crate::tls::server_config(&credentials)?);
+    let mut authenticator = Authenticator::new(credentials.ca_certificate().clone())
+        .with_anonymous(options.anonymous_auth);
+    if let Some(path) = &options.token_auth_file {
+        authenticator = authenticator.with_token_file(TokenFile::load(path)?);
+    }
+
+    let store = open_store(&options).await?;
+    let server = ApiServer::new(Arc::clone(&store), Config::default())
+        .await
+        .map_err(|e| RunError::Api(e.message.clone()))?;
+    let compactor = capstan_store::compactor::spawn(Arc::clone(&store), Default::default());
+    tracing::info!(
+        address = %address,
+        storage = if options.etcd_servers.is_empty() { "embedded" } else { "etcd" },
+        admin_kubeconfig = %credentials.paths().admin_kubeconfig.display(),
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "serving the Kubernetes API"
+    );
+    ready(address);
+    crate::secure::serve_tls(listener, tls, server, Arc::new(authenticator), shutdown).await;
+    compactor.abort();
+    tracing::info!("control plane stopped");
+    Ok(())
+}
+
+async fn open_store(options: &ControlPlaneOptions) -> Result<Arc<dyn Store>, RunError> {
+    if options.etcd_servers.is_empty() {
+        let data_dir = options.data_dir.clone();
+        let store = tokio::task::spawn_blocking(move || {
+            capstan_store::sqlite::SqliteStore::open_in(&data_dir)
+        })
+        .await
+        .map_err(|e| RunError::Api(format!("store task: {e}")))??;
+        return Ok(Arc::new(store));
+    }
+    // The REST layer's keys already start with /registry, as kube-apiserver's do in etcd.
+    let store = capstan_store::etcd::EtcdStore::connect(&options.etcd_servers, "").await?;
+    Ok(Arc::new(store))
+}
+
+/// Makes the data directory, for root alone: it holds the cluster's keys and every object.
+fn create_private_dir(dir: &std::path::Path) -> Result<(), RunError> {
+    use std::os::unix::fs::DirBuilderExt;
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| RunError::Api(format!("create the data directory {}: {e}", dir.display())))
+}
