@@ -13,6 +13,7 @@ pub mod namespaces;
 pub mod openapi;
 pub mod patch;
 pub mod pki;
+pub mod protobuf;
 pub mod rest;
 pub mod route;
 pub mod selectors;
