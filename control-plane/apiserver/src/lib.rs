@@ -11,6 +11,7 @@ pub mod kubeconfig;
 pub mod list;
 pub mod namespaces;
 pub mod openapi;
+pub mod openapi_v2;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;

@@ -4,6 +4,7 @@
 
 pub mod decode;
 pub mod schema;
+pub mod strict;
 pub mod table;
 pub mod wire;
 
