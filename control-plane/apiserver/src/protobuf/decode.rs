@@ -250,3 +250,159 @@ fn time(bytes: &[u8], path: &str) -> Result<Value, DecodeError> {
     };
     Ok(Value::String(at.to_rfc3339_opts(format, true)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    use serde_json::json;
+
+    fn varint_field(number: u32, value: u64, out: &mut Vec<u8>) {
+        encode_key(number, WireType::Varint, out);
+        encode_varint(value, out);
+    }
+
+    fn bytes_field(number: u32, bytes: &[u8], out: &mut Vec<u8>) {
+        encode_key(number, WireType::LengthDelimited, out);
+        encode_varint(bytes.len() as u64, out);
+        out.extend_from_slice(bytes);
+    }
+
+    fn entry(key: &str, value: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        bytes_field(1, key.as_bytes(), &mut out);
+        bytes_field(2, value, &mut out);
+        out
+    }
+
+    fn decode(name: &str, bytes: &[u8]) -> Result<Value, DecodeError> {
+        let Some(schema) = table::message(name) else {
+            panic!("{name} missing")
+        };
+        message(schema, bytes, name).map(Value::Object)
+    }
+
+    #[test]
+    fn nested_messages_maps_and_zero_values() {
+        let mut meta = Vec::new();
+        bytes_field(1, b"cm", &mut meta);
+        bytes_field(2, b"", &mut meta); // an empty generateName, left out as JSON would
+        bytes_field(8, b"", &mut meta); // the zero creationTimestamp
+        bytes_field(11, &entry("app", b"web"), &mut meta);
+        bytes_field(11, &entry("tier", b""), &mut meta);
+        let mut cm = Vec::new();
+        bytes_field(1, &meta, &mut cm);
+        bytes_field(2, &entry("k", b"v"), &mut cm);
+        bytes_field(3, &entry("bin", &[0, 1, 2]), &mut cm);
+        varint_field(4, 0, &mut cm); // immutable: a pointer, kept when false
+        assert_eq!(
+            decode("ConfigMap", &cm),
+            Ok(json!({
+                "metadata": {"name": "cm", "labels": {"app": "web", "tier": ""}},
+                "data": {"k": "v"},
+                "binaryData": {"bin": "AAEC"},
+                "immutable": false,
+            }))
+        );
+    }
+
+    #[test]
+    fn repeated_fields_packed_or_not() {
+        let mut rule = Vec::new();
+        bytes_field(1, b"get", &mut rule);
+        bytes_field(1, b"list", &mut rule);
+        assert_eq!(
+            decode("PolicyRule", &rule),
+            Ok(json!({"verbs": ["get", "list"]}))
+        );
+        // No repeated numeric field in the table; exercise both encodings on a stand-in.
+        let field = super::super::schema::r(1, "n", Ty::I64);
+        let packed = repeated(&field, Wire::Bytes(&[1, 0x96, 0x01]), "x");
+        assert_eq!(packed, Ok(vec![json!(1), json!(150)]));
+        assert_eq!(repeated(&field, Wire::Varint(7), "x"), Ok(vec![json!(7)]));
+    }
+
+    #[test]
+    fn int_or_string_quantity_time_and_negative_int32() {
+        let mut port = Vec::new();
+        varint_field(3, 80, &mut port);
+        let mut target = Vec::new();
+        varint_field(1, 1, &mut target);
+        bytes_field(3, b"http", &mut target);
+        bytes_field(4, &target, &mut port);
+        assert_eq!(
+            decode("ServicePort", &port),
+            Ok(json!({"port": 80, "targetPort": "http"}))
+        );
+        let mut spec = Vec::new();
+        // replicas -1: int32 is sign-extended to ten bytes.
+        varint_field(1, (-1i64) as u64, &mut spec);
+        assert_eq!(decode("DeploymentSpec", &spec), Ok(json!({"replicas": -1})));
+
+        let mut quantity = Vec::new();
+        bytes_field(1, b"500m", &mut quantity);
+        let mut limits = Vec::new();
+        bytes_field(1, &entry("cpu", &quantity), &mut limits);
+        assert_eq!(
+            decode("ResourceRequirements", &limits),
+            Ok(json!({"limits": {"cpu": "500m"}}))
+        );
+
+        let mut time = Vec::new();
+        varint_field(1, 1_700_000_000, &mut time);
+        let mut status = Vec::new();
+        bytes_field(2, &time, &mut status);
+        assert_eq!(
+            decode("JobStatus", &status),
+            Ok(json!({"startTime": "2023-11-14T22:13:20Z"}))
+        );
+    }
+
+    #[test]
+    fn unknown_fields_are_skipped_of_every_wire_type() {
+        let mut meta = Vec::new();
+        varint_field(900, 5, &mut meta);
+        bytes_field(17, b"\x0a\x01x", &mut meta); // managedFields: dropped
+        encode_key(901, WireType::SixtyFourBit, &mut meta);
+        meta.extend_from_slice(&[0; 8]);
+        encode_key(902, WireType::ThirtyTwoBit, &mut meta);
+        meta.extend_from_slice(&[0; 4]);
+        bytes_field(1, b"n", &mut meta);
+        assert_eq!(decode("ObjectMeta", &meta), Ok(json!({"name": "n"})));
+    }
+
+    #[test]
+    fn inline_fields_merge_into_the_parent() {
+        let mut reference = Vec::new();
+        bytes_field(1, b"cm", &mut reference);
+        let mut selector = Vec::new();
+        bytes_field(1, &reference, &mut selector);
+        bytes_field(2, b"key", &mut selector);
+        assert_eq!(
+            decode("ConfigMapKeySelector", &selector),
+            Ok(json!({"name": "cm", "key": "key"}))
+        );
+    }
+
+    #[test]
+    fn malformed_and_unsupported_are_told_apart() {
+        let mut wrong_type = Vec::new();
+        varint_field(1, 3, &mut wrong_type); // ObjectMeta.name as a varint
+        assert!(matches!(
+            decode("ObjectMeta", &wrong_type),
+            Err(DecodeError::Malformed(m)) if m.contains("ObjectMeta.name")
+        ));
+        let mut bad_utf8 = Vec::new();
+        bytes_field(1, &[0xff, 0xfe], &mut bad_utf8);
+        assert!(matches!(
+            decode("ObjectMeta", &bad_utf8),
+            Err(DecodeError::Malformed(_))
+        ));
+        let mut affinity = Vec::new();
+        bytes_field(18, b"", &mut affinity);
+        assert!(matches!(
+            decode("PodSpec", &affinity),
+            Err(DecodeError::Unsupported(m)) if m.contains("PodSpec.affinity")
+        ));
+    }
+}

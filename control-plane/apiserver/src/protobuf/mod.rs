@@ -123,3 +123,60 @@ fn unsupported(why: String) -> ApiError {
         format!("{why}; send it as JSON (Content-Type: application/json) instead"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    use serde_json::json;
+
+    fn bytes_field(number: u32, bytes: &[u8], out: &mut Vec<u8>) {
+        encode_key(number, WireType::LengthDelimited, out);
+        encode_varint(bytes.len() as u64, out);
+        out.extend_from_slice(bytes);
+    }
+
+    /// A body as client-go writes it: magic, then Unknown{typeMeta, raw}.
+    pub(crate) fn body(api_version: &str, kind: &str, raw: &[u8]) -> Vec<u8> {
+        let mut type_meta = Vec::new();
+        bytes_field(1, api_version.as_bytes(), &mut type_meta);
+        bytes_field(2, kind.as_bytes(), &mut type_meta);
+        let mut out = MAGIC.to_vec();
+        bytes_field(1, &type_meta, &mut out);
+        bytes_field(2, raw, &mut out);
+        bytes_field(3, b"", &mut out);
+        bytes_field(4, b"", &mut out);
+        out
+    }
+
+    #[test]
+    fn an_envelope_decodes_with_its_type() {
+        let mut meta = Vec::new();
+        bytes_field(1, b"ns1", &mut meta);
+        let mut raw = Vec::new();
+        bytes_field(1, &meta, &mut raw);
+        assert_eq!(
+            decode_body(&body("v1", "Namespace", &raw)),
+            Ok(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ns1"}}))
+        );
+    }
+
+    #[test]
+    fn unknown_kinds_are_415_and_bad_bytes_400() {
+        let Err(error) = decode_body(&body("v1", "Pod", &[])) else {
+            panic!("a Pod body decoded")
+        };
+        assert_eq!(error.code, 415);
+        assert!(error.message.contains("kind Pod (v1)") && error.message.contains("JSON"));
+        for bad in [
+            b"{\"kind\":\"x\"}".to_vec(),
+            b"k8s\0\x0a\x05ab".to_vec(),
+            body("v1", "ConfigMap", b"\x0a\x09"),
+        ] {
+            let Err(error) = decode_body(&bad) else {
+                panic!("{bad:?} decoded")
+            };
+            assert_eq!(error.code, 400, "{bad:?}: {}", error.message);
+        }
+    }
+}
