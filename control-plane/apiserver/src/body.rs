@@ -32,7 +32,7 @@ where
     }
 }
 
-/// Decodes an object body by its content type: JSON (the default) or YAML.
+/// Decodes an object body by its content type: JSON (the default), YAML or Kubernetes protobuf.
 pub fn decode_object(content_type: Option<&str>, bytes: &[u8]) -> ApiResult<Value> {
     let essence = content_type
         .and_then(|c| c.split(';').next())
@@ -50,6 +50,7 @@ pub fn decode_object(content_type: Option<&str>, bytes: &[u8]) -> ApiResult<Valu
                     "the object provided is unrecognized (error decoding YAML: {e})"
                 ))
             })?,
+        crate::protobuf::MEDIA_TYPE => crate::protobuf::decode_body(bytes)?,
         other => return Err(ApiError::unsupported_media_type(other)),
     };
     if value.is_object() {
@@ -61,7 +62,9 @@ pub fn decode_object(content_type: Option<&str>, bytes: &[u8]) -> ApiResult<Valu
     }
 }
 
-/// Whether the client asked for YAML responses.
+/// Whether the client asked for YAML responses. Anything else, protobuf included, is answered
+/// in JSON: clients decode by the response's Content-Type, so kubectl's
+/// `application/vnd.kubernetes.protobuf,application/json` is content with it.
 pub fn wants_yaml(accept: Option<&str>) -> bool {
     accept.is_some_and(|a| a.trim_start().starts_with("application/yaml"))
 }

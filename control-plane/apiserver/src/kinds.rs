@@ -134,6 +134,10 @@ pub fn builtin() -> Vec<Kind> {
         k
     };
     let workload = |k: &mut Kind| k.generation = true;
+    let path_names = |k: &mut Kind| k.name_rule = NameRule::PathSegment;
+    let rbac = |kind, plural, singular, namespaced| {
+        row(RBAC, kind, plural, singular, namespaced, &[], &[], false)
+    };
     vec![
         with(
             row(
@@ -286,8 +290,49 @@ pub fn builtin() -> Vec<Kind> {
             ),
             &|k| k.name_rule = NameRule::PathSegment,
         ),
+        row(
+            "",
+            "ResourceQuota",
+            "resourcequotas",
+            "resourcequota",
+            true,
+            &["quota"],
+            &[],
+            true,
+        ),
+        row(
+            "scheduling.k8s.io",
+            "PriorityClass",
+            "priorityclasses",
+            "priorityclass",
+            false,
+            &["pc"],
+            &[],
+            false,
+        ),
+        // Stored and served; not yet enforced. Their names are path segments (`system:...`).
+        with(rbac("Role", "roles", "role", true), &path_names),
+        with(
+            rbac("RoleBinding", "rolebindings", "rolebinding", true),
+            &path_names,
+        ),
+        with(
+            rbac("ClusterRole", "clusterroles", "clusterrole", false),
+            &path_names,
+        ),
+        with(
+            rbac(
+                "ClusterRoleBinding",
+                "clusterrolebindings",
+                "clusterrolebinding",
+                false,
+            ),
+            &path_names,
+        ),
     ]
 }
+
+const RBAC: &str = "rbac.authorization.k8s.io";
 
 /// The kinds a server serves, found by group, version and plural.
 #[derive(Debug, Clone)]

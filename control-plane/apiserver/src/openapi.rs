@@ -2,13 +2,15 @@
 //! kind with the `x-kubernetes-group-version-kind` extension and the `fieldValidation` query
 //! parameter. That is what kubectl reads to learn the server validates fields itself (otherwise
 //! `kubectl apply -f` / `create -f` insist on downloading schemas). No type schemas yet, so
-//! kubectl uses its compiled-in types for strategic merge patches; `/openapi/v2` is 404.
+//! kubectl uses its compiled-in types for strategic merge patches. `/openapi/v2` is
+//! [`crate::openapi_v2`]'s.
 
 use http::Response;
 use serde_json::{Map, Value, json};
 
 use crate::body::{self, ApiBody};
 use crate::kinds::Kind;
+use crate::openapi_v2;
 use crate::server::ApiServer;
 use crate::status::{ApiError, ApiResult};
 
@@ -20,9 +22,33 @@ fn group_version_path(group: &str, version: &str) -> String {
     }
 }
 
-/// Answers `/openapi/v3` and `/openapi/v3/<group-version path>`.
+/// Answers `/openapi/v2` (in protobuf, the only form kubectl asks for; see
+/// [`serve_negotiated`]), `/openapi/v3` and `/openapi/v3/<group-version path>`.
 pub fn serve(server: &ApiServer, path: &str) -> ApiResult<Response<ApiBody>> {
+    serve_negotiated(server, path, None)
+}
+
+/// As [`serve`], with the request's `Accept`: `/openapi/v2` is JSON unless the client
+/// accepts gnostic protobuf or sent no `Accept` (kubectl always sends one).
+pub fn serve_negotiated(
+    server: &ApiServer,
+    path: &str,
+    accept: Option<&str>,
+) -> ApiResult<Response<ApiBody>> {
     let rest = path.trim_end_matches('/');
+    if rest == "/openapi/v2" {
+        let version = &server.config.git_version;
+        let protobuf = accept.is_none_or(|a| a.contains(openapi_v2::PROTOBUF));
+        return Ok(if protobuf {
+            body::bytes_response(
+                200,
+                openapi_v2::PROTOBUF_RESPONSE,
+                openapi_v2::protobuf(version),
+            )
+        } else {
+            body::json_response(200, &openapi_v2::json(version))
+        });
+    }
     if rest == "/openapi/v3" {
         let mut paths = Map::new();
         for group in server.kinds.groups() {

@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::body::{self, ApiBody};
 use crate::kinds::Kind;
 use crate::patch::{self, PatchType};
+use crate::protobuf::strict;
 use crate::rest::{self, Call};
 use crate::route::Target;
 use crate::server::ApiServer;
@@ -21,6 +22,7 @@ pub async fn create(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<
     let kind = target.kind;
     let mut object = body::decode_object(call.content_type.as_deref(), &call.body)?;
     strategy::check_type(kind, &mut object)?;
+    strict::check(kind, &object, call.param("fieldValidation"))?;
     if let (Some(url), Some(body)) = (target.namespace.as_deref(), meta_str(&object, "namespace")) {
         if !body.is_empty() && body != url {
             return Err(ApiError::bad_request(
@@ -100,6 +102,7 @@ pub async fn update(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<
     let name = target.name.as_deref().unwrap_or("");
     let mut object = body::decode_object(call.content_type.as_deref(), &call.body)?;
     strategy::check_type(kind, &mut object)?;
+    strict::check(kind, &object, call.param("fieldValidation"))?;
     match meta_str(&object, "name") {
         Some(body_name) if !body_name.is_empty() && body_name != name => {
             return Err(ApiError::bad_request(format!(

@@ -79,6 +79,12 @@ async fn bad_input_gets_kube_errors_and_stores_nothing() {
         (code, status["reason"].clone()),
         (413, json!("RequestEntityTooLarge"))
     );
+    let (code, status) = call(&server, "POST", CMS, "application/cbor", "x").await;
+    assert_eq!(
+        (code, status["reason"].clone()),
+        (415, json!("UnsupportedMediaType"))
+    );
+    // Protobuf is decoded now: bytes that are not protobuf are a bad request.
     let (code, status) = call(
         &server,
         "POST",
@@ -87,10 +93,7 @@ async fn bad_input_gets_kube_errors_and_stores_nothing() {
         "x",
     )
     .await;
-    assert_eq!(
-        (code, status["reason"].clone()),
-        (415, json!("UnsupportedMediaType"))
-    );
+    assert_eq!((code, status["reason"].clone()), (400, json!("BadRequest")));
     let pod = json!({"metadata": {"name": "web"}, "spec": {"containers": [{"name": "c"}]}});
     let (code, status) = json(&server, "POST", "/api/v1/namespaces/default/pods", &pod).await;
     assert_eq!(code, 422);

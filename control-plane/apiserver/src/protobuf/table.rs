@@ -1,0 +1,625 @@
+//! The messages decoded from protobuf: ObjectMeta and the kinds kubectl's typed `create`
+//! commands send, with the nested types those set. Field numbers are upstream's; a field a
+//! message has upstream but that is not decoded here is `Opaque` (refused when set) or absent
+//! (skipped like any unknown field; only `managedFields`, which a create may drop).
+
+use super::schema::Ty::{
+    Bool, Bytes, I32, I64, IntOrString, Map, Msg, Opaque, Quantity, Str, Time,
+};
+use super::schema::{Message, f, inline, k, m, r};
+
+/// The top-level kinds: apiVersion, kind, and the message of the object.
+pub const KINDS: &[(&str, &str, &str)] = &[
+    ("v1", "ConfigMap", "ConfigMap"),
+    ("v1", "Secret", "Secret"),
+    ("v1", "Namespace", "Namespace"),
+    ("v1", "ServiceAccount", "ServiceAccount"),
+    ("v1", "Service", "Service"),
+    ("v1", "ResourceQuota", "ResourceQuota"),
+    ("apps/v1", "Deployment", "Deployment"),
+    ("batch/v1", "Job", "Job"),
+    ("scheduling.k8s.io/v1", "PriorityClass", "PriorityClass"),
+    ("rbac.authorization.k8s.io/v1", "Role", "Role"),
+    ("rbac.authorization.k8s.io/v1", "ClusterRole", "ClusterRole"),
+    ("rbac.authorization.k8s.io/v1", "RoleBinding", "RoleBinding"),
+    (
+        "rbac.authorization.k8s.io/v1",
+        "ClusterRoleBinding",
+        "ClusterRoleBinding",
+    ),
+];
+
+const META: super::schema::Field = f(1, "metadata", Msg("ObjectMeta"));
+
+/// Every message, by name.
+pub const MESSAGES: &[Message] = &[
+    // k8s.io/apimachinery/pkg/apis/meta/v1
+    m(
+        "ObjectMeta",
+        &[
+            f(1, "name", Str),
+            f(2, "generateName", Str),
+            f(3, "namespace", Str),
+            f(4, "selfLink", Str),
+            f(5, "uid", Str),
+            f(6, "resourceVersion", Str),
+            f(7, "generation", I64),
+            f(8, "creationTimestamp", Time),
+            f(9, "deletionTimestamp", Time),
+            k(10, "deletionGracePeriodSeconds", I64),
+            f(11, "labels", Map(&Str)),
+            f(12, "annotations", Map(&Str)),
+            r(13, "ownerReferences", Msg("OwnerReference")),
+            r(14, "finalizers", Str),
+        ],
+    ),
+    m(
+        "OwnerReference",
+        &[
+            f(5, "apiVersion", Str),
+            f(1, "kind", Str),
+            f(3, "name", Str),
+            f(4, "uid", Str),
+            k(6, "controller", Bool),
+            k(7, "blockOwnerDeletion", Bool),
+        ],
+    ),
+    m(
+        "LabelSelector",
+        &[
+            f(1, "matchLabels", Map(&Str)),
+            r(2, "matchExpressions", Msg("LabelSelectorRequirement")),
+        ],
+    ),
+    m(
+        "LabelSelectorRequirement",
+        &[f(1, "key", Str), f(2, "operator", Str), r(3, "values", Str)],
+    ),
+    // k8s.io/api/core/v1
+    m(
+        "ConfigMap",
+        &[
+            META,
+            k(4, "immutable", Bool),
+            f(2, "data", Map(&Str)),
+            f(3, "binaryData", Map(&Bytes)),
+        ],
+    ),
+    m(
+        "Secret",
+        &[
+            META,
+            k(5, "immutable", Bool),
+            f(2, "data", Map(&Bytes)),
+            f(4, "stringData", Map(&Str)),
+            f(3, "type", Str),
+        ],
+    ),
+    m(
+        "Namespace",
+        &[
+            META,
+            f(2, "spec", Msg("NamespaceSpec")),
+            f(3, "status", Msg("NamespaceStatus")),
+        ],
+    ),
+    m("NamespaceSpec", &[r(1, "finalizers", Str)]),
+    m(
+        "NamespaceStatus",
+        &[f(1, "phase", Str), r(2, "conditions", Opaque)],
+    ),
+    m(
+        "ServiceAccount",
+        &[
+            META,
+            r(2, "secrets", Msg("ObjectReference")),
+            r(3, "imagePullSecrets", Msg("LocalObjectReference")),
+            k(4, "automountServiceAccountToken", Bool),
+        ],
+    ),
+    m(
+        "ObjectReference",
+        &[
+            f(1, "kind", Str),
+            f(2, "namespace", Str),
+            f(3, "name", Str),
+            f(4, "uid", Str),
+            f(5, "apiVersion", Str),
+            f(6, "resourceVersion", Str),
+            f(7, "fieldPath", Str),
+        ],
+    ),
+    m("LocalObjectReference", &[f(1, "name", Str)]),
+    m(
+        "Service",
+        &[
+            META,
+            f(2, "spec", Msg("ServiceSpec")),
+            f(3, "status", Msg("ServiceStatus")),
+        ],
+    ),
+    m(
+        "ServiceSpec",
+        &[
+            r(1, "ports", Msg("ServicePort")),
+            f(2, "selector", Map(&Str)),
+            f(3, "clusterIP", Str),
+            r(18, "clusterIPs", Str),
+            f(4, "type", Str),
+            r(5, "externalIPs", Str),
+            f(7, "sessionAffinity", Str),
+            f(8, "loadBalancerIP", Str),
+            r(9, "loadBalancerSourceRanges", Str),
+            f(10, "externalName", Str),
+            f(11, "externalTrafficPolicy", Str),
+            f(12, "healthCheckNodePort", I32),
+            f(13, "publishNotReadyAddresses", Bool),
+            f(14, "sessionAffinityConfig", Msg("SessionAffinityConfig")),
+            r(19, "ipFamilies", Str),
+            k(17, "ipFamilyPolicy", Str),
+            k(20, "allocateLoadBalancerNodePorts", Bool),
+            k(21, "loadBalancerClass", Str),
+            k(22, "internalTrafficPolicy", Str),
+            k(23, "trafficDistribution", Str),
+        ],
+    ),
+    m(
+        "ServicePort",
+        &[
+            f(1, "name", Str),
+            f(2, "protocol", Str),
+            k(6, "appProtocol", Str),
+            k(3, "port", I32),
+            f(4, "targetPort", IntOrString),
+            f(5, "nodePort", I32),
+        ],
+    ),
+    m(
+        "SessionAffinityConfig",
+        &[f(1, "clientIP", Msg("ClientIPConfig"))],
+    ),
+    m("ClientIPConfig", &[k(1, "timeoutSeconds", I32)]),
+    m(
+        "ServiceStatus",
+        &[
+            f(1, "loadBalancer", Msg("LoadBalancerStatus")),
+            r(2, "conditions", Opaque),
+        ],
+    ),
+    m("LoadBalancerStatus", &[r(1, "ingress", Opaque)]),
+    m(
+        "ResourceQuota",
+        &[
+            META,
+            f(2, "spec", Msg("ResourceQuotaSpec")),
+            f(3, "status", Msg("ResourceQuotaStatus")),
+        ],
+    ),
+    m(
+        "ResourceQuotaSpec",
+        &[
+            f(1, "hard", Map(&Quantity)),
+            r(2, "scopes", Str),
+            f(3, "scopeSelector", Msg("ScopeSelector")),
+        ],
+    ),
+    m(
+        "ScopeSelector",
+        &[r(
+            1,
+            "matchExpressions",
+            Msg("ScopedResourceSelectorRequirement"),
+        )],
+    ),
+    m(
+        "ScopedResourceSelectorRequirement",
+        &[
+            f(1, "scopeName", Str),
+            f(2, "operator", Str),
+            r(3, "values", Str),
+        ],
+    ),
+    m(
+        "ResourceQuotaStatus",
+        &[f(1, "hard", Map(&Quantity)), f(2, "used", Map(&Quantity))],
+    ),
+    m("PodTemplateSpec", &[META, f(2, "spec", Msg("PodSpec"))]),
+    m(
+        "PodSpec",
+        &[
+            r(1, "volumes", Opaque),
+            r(20, "initContainers", Msg("Container")),
+            r(2, "containers", Msg("Container")),
+            r(34, "ephemeralContainers", Opaque),
+            f(3, "restartPolicy", Str),
+            k(4, "terminationGracePeriodSeconds", I64),
+            k(5, "activeDeadlineSeconds", I64),
+            f(6, "dnsPolicy", Str),
+            f(7, "nodeSelector", Map(&Str)),
+            f(8, "serviceAccountName", Str),
+            f(9, "serviceAccount", Str),
+            k(21, "automountServiceAccountToken", Bool),
+            f(10, "nodeName", Str),
+            f(11, "hostNetwork", Bool),
+            f(12, "hostPID", Bool),
+            f(13, "hostIPC", Bool),
+            k(27, "shareProcessNamespace", Bool),
+            f(14, "securityContext", Opaque),
+            r(15, "imagePullSecrets", Msg("LocalObjectReference")),
+            f(16, "hostname", Str),
+            f(17, "subdomain", Str),
+            f(18, "affinity", Opaque),
+            f(19, "schedulerName", Str),
+            r(22, "tolerations", Msg("Toleration")),
+            r(23, "hostAliases", Opaque),
+            f(24, "priorityClassName", Str),
+            k(25, "priority", I32),
+            f(26, "dnsConfig", Opaque),
+            r(28, "readinessGates", Opaque),
+            k(29, "runtimeClassName", Str),
+            k(30, "enableServiceLinks", Bool),
+            k(31, "preemptionPolicy", Str),
+            f(32, "overhead", Map(&Quantity)),
+            r(33, "topologySpreadConstraints", Opaque),
+            k(35, "setHostnameAsFQDN", Bool),
+            f(36, "os", Opaque),
+            k(37, "hostUsers", Bool),
+            r(38, "schedulingGates", Opaque),
+            r(39, "resourceClaims", Opaque),
+            f(40, "resources", Msg("ResourceRequirements")),
+            k(41, "hostnameOverride", Str),
+            f(43, "schedulingGroup", Opaque),
+            r(44, "evictionResponders", Opaque),
+        ],
+    ),
+    m(
+        "Container",
+        &[
+            f(1, "name", Str),
+            f(2, "image", Str),
+            r(3, "command", Str),
+            r(4, "args", Str),
+            f(5, "workingDir", Str),
+            r(6, "ports", Msg("ContainerPort")),
+            r(19, "envFrom", Msg("EnvFromSource")),
+            r(7, "env", Msg("EnvVar")),
+            f(8, "resources", Msg("ResourceRequirements")),
+            r(23, "resizePolicy", Opaque),
+            k(24, "restartPolicy", Str),
+            r(25, "restartPolicyRules", Opaque),
+            r(9, "volumeMounts", Msg("VolumeMount")),
+            r(21, "volumeDevices", Opaque),
+            f(10, "livenessProbe", Opaque),
+            f(11, "readinessProbe", Opaque),
+            f(22, "startupProbe", Opaque),
+            f(12, "lifecycle", Opaque),
+            f(13, "terminationMessagePath", Str),
+            f(20, "terminationMessagePolicy", Str),
+            f(14, "imagePullPolicy", Str),
+            f(15, "securityContext", Opaque),
+            f(16, "stdin", Bool),
+            f(17, "stdinOnce", Bool),
+            f(18, "tty", Bool),
+        ],
+    ),
+    m(
+        "ContainerPort",
+        &[
+            f(1, "name", Str),
+            f(2, "hostPort", I32),
+            k(3, "containerPort", I32),
+            f(4, "protocol", Str),
+            f(5, "hostIP", Str),
+        ],
+    ),
+    m(
+        "ResourceRequirements",
+        &[
+            f(1, "limits", Map(&Quantity)),
+            f(2, "requests", Map(&Quantity)),
+            r(3, "claims", Msg("ResourceClaim")),
+        ],
+    ),
+    m("ResourceClaim", &[f(1, "name", Str), f(2, "request", Str)]),
+    m(
+        "EnvVar",
+        &[
+            f(1, "name", Str),
+            f(2, "value", Str),
+            f(3, "valueFrom", Msg("EnvVarSource")),
+        ],
+    ),
+    m(
+        "EnvVarSource",
+        &[
+            f(1, "fieldRef", Msg("ObjectFieldSelector")),
+            f(2, "resourceFieldRef", Msg("ResourceFieldSelector")),
+            f(3, "configMapKeyRef", Msg("ConfigMapKeySelector")),
+            f(4, "secretKeyRef", Msg("SecretKeySelector")),
+            f(5, "fileKeyRef", Opaque),
+        ],
+    ),
+    m(
+        "ObjectFieldSelector",
+        &[f(1, "apiVersion", Str), f(2, "fieldPath", Str)],
+    ),
+    m(
+        "ResourceFieldSelector",
+        &[
+            f(1, "containerName", Str),
+            f(2, "resource", Str),
+            f(3, "divisor", Quantity),
+        ],
+    ),
+    m(
+        "ConfigMapKeySelector",
+        &[
+            inline(1, "LocalObjectReference"),
+            f(2, "key", Str),
+            k(3, "optional", Bool),
+        ],
+    ),
+    m(
+        "SecretKeySelector",
+        &[
+            inline(1, "LocalObjectReference"),
+            f(2, "key", Str),
+            k(3, "optional", Bool),
+        ],
+    ),
+    m(
+        "EnvFromSource",
+        &[
+            f(1, "prefix", Str),
+            f(2, "configMapRef", Msg("ConfigMapEnvSource")),
+            f(3, "secretRef", Msg("SecretEnvSource")),
+        ],
+    ),
+    m(
+        "ConfigMapEnvSource",
+        &[inline(1, "LocalObjectReference"), k(2, "optional", Bool)],
+    ),
+    m(
+        "SecretEnvSource",
+        &[inline(1, "LocalObjectReference"), k(2, "optional", Bool)],
+    ),
+    m(
+        "VolumeMount",
+        &[
+            f(1, "name", Str),
+            f(2, "readOnly", Bool),
+            k(7, "recursiveReadOnly", Str),
+            f(3, "mountPath", Str),
+            f(4, "subPath", Str),
+            k(5, "mountPropagation", Str),
+            f(6, "subPathExpr", Str),
+            r(8, "bindMountOptions", Opaque),
+        ],
+    ),
+    m(
+        "Toleration",
+        &[
+            f(1, "key", Str),
+            f(2, "operator", Str),
+            f(3, "value", Str),
+            f(4, "effect", Str),
+            k(5, "tolerationSeconds", I64),
+        ],
+    ),
+    // k8s.io/api/apps/v1
+    m(
+        "Deployment",
+        &[
+            META,
+            f(2, "spec", Msg("DeploymentSpec")),
+            f(3, "status", Msg("DeploymentStatus")),
+        ],
+    ),
+    m(
+        "DeploymentSpec",
+        &[
+            k(1, "replicas", I32),
+            f(2, "selector", Msg("LabelSelector")),
+            f(3, "template", Msg("PodTemplateSpec")),
+            f(4, "strategy", Msg("DeploymentStrategy")),
+            f(5, "minReadySeconds", I32),
+            k(6, "revisionHistoryLimit", I32),
+            f(7, "paused", Bool),
+            k(9, "progressDeadlineSeconds", I32),
+        ],
+    ),
+    m(
+        "DeploymentStrategy",
+        &[
+            f(1, "type", Str),
+            f(2, "rollingUpdate", Msg("RollingUpdateDeployment")),
+        ],
+    ),
+    m(
+        "RollingUpdateDeployment",
+        &[
+            f(1, "maxUnavailable", IntOrString),
+            f(2, "maxSurge", IntOrString),
+        ],
+    ),
+    m(
+        "DeploymentStatus",
+        &[
+            f(1, "observedGeneration", I64),
+            f(2, "replicas", I32),
+            f(3, "updatedReplicas", I32),
+            f(7, "readyReplicas", I32),
+            f(4, "availableReplicas", I32),
+            f(5, "unavailableReplicas", I32),
+            k(9, "terminatingReplicas", I32),
+            r(6, "conditions", Opaque),
+            k(8, "collisionCount", I32),
+        ],
+    ),
+    // k8s.io/api/batch/v1
+    m(
+        "Job",
+        &[
+            META,
+            f(2, "spec", Msg("JobSpec")),
+            f(3, "status", Msg("JobStatus")),
+        ],
+    ),
+    m(
+        "JobSpec",
+        &[
+            k(1, "parallelism", I32),
+            k(2, "completions", I32),
+            k(3, "activeDeadlineSeconds", I64),
+            f(11, "podFailurePolicy", Opaque),
+            f(16, "successPolicy", Opaque),
+            k(7, "backoffLimit", I32),
+            k(12, "backoffLimitPerIndex", I32),
+            k(13, "maxFailedIndexes", I32),
+            f(4, "selector", Msg("LabelSelector")),
+            k(5, "manualSelector", Bool),
+            f(6, "template", Msg("PodTemplateSpec")),
+            k(8, "ttlSecondsAfterFinished", I32),
+            k(9, "completionMode", Str),
+            k(10, "suspend", Bool),
+            k(14, "podReplacementPolicy", Str),
+            k(15, "managedBy", Str),
+            f(17, "scheduling", Opaque),
+        ],
+    ),
+    m(
+        "JobStatus",
+        &[
+            r(1, "conditions", Opaque),
+            f(2, "startTime", Time),
+            f(3, "completionTime", Time),
+            f(4, "active", I32),
+            f(5, "succeeded", I32),
+            f(6, "failed", I32),
+            k(11, "terminating", I32),
+            f(7, "completedIndexes", Str),
+            k(10, "failedIndexes", Str),
+            f(8, "uncountedTerminatedPods", Opaque),
+            k(9, "ready", I32),
+        ],
+    ),
+    // k8s.io/api/scheduling/v1
+    m(
+        "PriorityClass",
+        &[
+            META,
+            k(2, "value", I32),
+            f(3, "globalDefault", Bool),
+            f(4, "description", Str),
+            k(5, "preemptionPolicy", Str),
+        ],
+    ),
+    // k8s.io/api/rbac/v1
+    m("Role", &[META, r(2, "rules", Msg("PolicyRule"))]),
+    m(
+        "ClusterRole",
+        &[
+            META,
+            r(2, "rules", Msg("PolicyRule")),
+            f(3, "aggregationRule", Msg("AggregationRule")),
+        ],
+    ),
+    m(
+        "AggregationRule",
+        &[r(1, "clusterRoleSelectors", Msg("LabelSelector"))],
+    ),
+    m(
+        "PolicyRule",
+        &[
+            r(1, "verbs", Str),
+            r(2, "apiGroups", Str),
+            r(3, "resources", Str),
+            r(4, "resourceNames", Str),
+            r(5, "nonResourceURLs", Str),
+        ],
+    ),
+    m(
+        "RoleBinding",
+        &[
+            META,
+            r(2, "subjects", Msg("Subject")),
+            f(3, "roleRef", Msg("RoleRef")),
+        ],
+    ),
+    m(
+        "ClusterRoleBinding",
+        &[
+            META,
+            r(2, "subjects", Msg("Subject")),
+            f(3, "roleRef", Msg("RoleRef")),
+        ],
+    ),
+    m(
+        "Subject",
+        &[
+            f(1, "kind", Str),
+            f(2, "apiGroup", Str),
+            f(3, "name", Str),
+            f(4, "namespace", Str),
+        ],
+    ),
+    m(
+        "RoleRef",
+        &[f(1, "apiGroup", Str), f(2, "kind", Str), f(3, "name", Str)],
+    ),
+];
+
+/// The message called `name`.
+pub fn message(name: &str) -> Option<&'static Message> {
+    MESSAGES.iter().find(|m| m.name == name)
+}
+
+/// The message of a top-level object of `api_version` and `kind`.
+pub fn top_level(api_version: &str, kind: &str) -> Option<&'static Message> {
+    KINDS
+        .iter()
+        .find(|(v, k, _)| *v == api_version && *k == kind)
+        .and_then(|(_, _, name)| message(name))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protobuf::schema::Ty;
+
+    /// Every message a field names is in the table, no message or field number is there twice,
+    /// and every top-level kind has its message.
+    #[test]
+    fn the_table_is_closed_and_unambiguous() {
+        for (i, message) in MESSAGES.iter().enumerate() {
+            assert!(
+                MESSAGES[..i].iter().all(|o| o.name != message.name),
+                "{} twice",
+                message.name
+            );
+            for (j, field) in message.fields.iter().enumerate() {
+                assert!(
+                    message.fields[..j].iter().all(|o| o.number != field.number),
+                    "{}.{} number twice",
+                    message.name,
+                    field.name
+                );
+                if let Ty::Msg(name) = field.ty {
+                    assert!(
+                        message_exists(name),
+                        "{}.{}: {name}",
+                        message.name,
+                        field.name
+                    );
+                }
+            }
+        }
+        for (version, kind, _) in KINDS {
+            assert!(top_level(version, kind).is_some(), "{kind}");
+        }
+    }
+
+    fn message_exists(name: &str) -> bool {
+        message(name).is_some()
+    }
+}
