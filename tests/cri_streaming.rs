@@ -944,6 +944,19 @@ async fn wait_attach_ended(f: &Fixture, before: usize, case: &str) {
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// A WebSocket to a streaming URL speaking `v5.channel.k8s.io`, as crictl 1.33 opens one.
+async fn websocket_v5(url: &str) -> Socket {
+    let mut request = url
+        .replacen("http://", "ws://", 1)
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "v5.channel.k8s.io".parse().unwrap(),
+    );
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
 /// Attaches to the `echo` container with stdin over WebSocket `v5.channel.k8s.io`, as crictl
 /// 1.33 does first, types `word` and waits for the container's `got <word>`.
 async fn websocket_attach_echo(f: &mut Fixture, word: &str) -> Socket {
@@ -979,15 +992,7 @@ async fn websocket_attach_echo(f: &mut Fixture, word: &str) -> Socket {
         .unwrap()
         .into_inner()
         .url;
-    let mut request = url
-        .replacen("http://", "ws://", 1)
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "v5.channel.k8s.io".parse().unwrap(),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut socket = websocket_v5(&url).await;
     let mut input = vec![0u8];
     input.extend_from_slice(format!("{word}\n").as_bytes());
     let expect = format!("got {word}\n");
@@ -1143,15 +1148,7 @@ async fn a_websocket_exec_ends_when_its_client_closes_or_goes() {
             .unwrap()
             .into_inner()
             .url;
-        let mut request = url
-            .replacen("http://", "ws://", 1)
-            .into_client_request()
-            .unwrap();
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            "v5.channel.k8s.io".parse().unwrap(),
-        );
-        let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let mut socket = websocket_v5(&url).await;
         let sleep = format!("sleep {marker}");
         let deadline = Instant::now() + Duration::from_secs(30);
         while processes_named(&sleep) == 0 {

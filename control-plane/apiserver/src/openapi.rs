@@ -22,15 +22,10 @@ fn group_version_path(group: &str, version: &str) -> String {
     }
 }
 
-/// Answers `/openapi/v2` (in protobuf, the only form kubectl asks for; see
-/// [`serve_negotiated`]), `/openapi/v3` and `/openapi/v3/<group-version path>`.
-pub fn serve(server: &ApiServer, path: &str) -> ApiResult<Response<ApiBody>> {
-    serve_negotiated(server, path, None)
-}
-
-/// As [`serve`], with the request's `Accept`: `/openapi/v2` is JSON unless the client
-/// accepts gnostic protobuf or sent no `Accept` (kubectl always sends one).
-pub fn serve_negotiated(
+/// Answers `/openapi/v2`, `/openapi/v3` and `/openapi/v3/<group-version path>`, minding the
+/// request's `Accept`: `/openapi/v2` is JSON unless the client accepts gnostic protobuf or
+/// sent no `Accept` (kubectl asks for protobuf).
+pub fn serve(
     server: &ApiServer,
     path: &str,
     accept: Option<&str>,
