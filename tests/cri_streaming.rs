@@ -946,6 +946,7 @@ type Socket =
 
 /// A WebSocket to a streaming URL speaking `v5.channel.k8s.io`, as crictl 1.33 opens one.
 async fn websocket_v5(url: &str) -> Socket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut request = url
         .replacen("http://", "ws://", 1)
         .into_client_request()
@@ -962,7 +963,6 @@ async fn websocket_v5(url: &str) -> Socket {
 async fn websocket_attach_echo(f: &mut Fixture, word: &str) -> Socket {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let echo = f
         .cri
         .runtime
@@ -1130,7 +1130,6 @@ async fn kubectl_attach_exits_when_its_stdin_closes() {
 async fn a_websocket_exec_ends_when_its_client_closes_or_goes() {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     let mut f = fixture().await;
     for (case, marker) in [("close frame", "4343"), ("dropped connection", "4344")] {
         let url = f

@@ -25,11 +25,7 @@ fn group_version_path(group: &str, version: &str) -> String {
 /// Answers `/openapi/v2`, `/openapi/v3` and `/openapi/v3/<group-version path>`, minding the
 /// request's `Accept`: `/openapi/v2` is JSON unless the client accepts gnostic protobuf or
 /// sent no `Accept` (kubectl asks for protobuf).
-pub fn serve(
-    server: &ApiServer,
-    path: &str,
-    accept: Option<&str>,
-) -> ApiResult<Response<ApiBody>> {
+pub fn serve(server: &ApiServer, path: &str, accept: Option<&str>) -> ApiResult<Response<ApiBody>> {
     let rest = path.trim_end_matches('/');
     if rest == "/openapi/v2" {
         let version = &server.config.git_version;
