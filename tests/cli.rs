@@ -58,9 +58,23 @@ fn every_subcommand_explains_its_flags_and_defaults() {
         ),
         (
             "server",
-            &["--bind-address", "[default: 127.0.0.1:6443]", "--data-dir"],
+            &[
+                "--bind-address",
+                "[default: 0.0.0.0]",
+                "--secure-port",
+                "[default: 6443]",
+            ],
         ),
-        ("control-plane", &["--bind-address", "--data-dir"]),
+        (
+            "control-plane",
+            &[
+                "--data-dir",
+                "[default: /var/lib/capstan/control-plane]",
+                "--etcd-servers",
+                "--token-auth-file",
+                "--service-cluster-ip-range",
+            ],
+        ),
         ("cni", &["bridge", "host-local", "loopback", "vxlan"]),
         ("images", &["import", "ls"]),
     ];
@@ -83,17 +97,43 @@ fn every_subcommand_explains_its_flags_and_defaults() {
 
 #[test]
 fn unbuilt_subcommands_fail_and_say_so() {
-    for subcommand in ["server", "control-plane"] {
-        let out = capstan(&[subcommand]);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "`capstan {subcommand}` must fail"
-        );
-        let err = stderr(&out);
+    let out = capstan(&["server"]);
+    assert_eq!(out.status.code(), Some(1), "`capstan server` must fail");
+    let err = stderr(&out);
+    assert!(
+        err.contains("not implemented yet") && err.contains("Nothing was started"),
+        "`capstan server` gave no honest reason: {err}"
+    );
+}
+
+#[test]
+fn a_control_plane_with_a_bad_token_file_names_it_and_makes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let tokens = dir.path().join("tokens.csv");
+    std::fs::write(&tokens, "only-a-token\n").unwrap();
+    for file in [dir.path().join("missing.csv"), tokens] {
+        let out = capstan(&[
+            "control-plane",
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            "0",
+            "--data-dir",
+            data_dir.to_str().unwrap(),
+            "--token-auth-file",
+            file.to_str().unwrap(),
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
         assert!(
-            err.contains("not implemented yet") && err.contains("Nothing was started"),
-            "`capstan {subcommand}` gave no honest reason: {err}"
+            stderr(&out).contains(&file.display().to_string()),
+            "the error names the file: {}",
+            stderr(&out)
+        );
+        assert!(
+            !data_dir.exists(),
+            "a failed start made {}",
+            data_dir.display()
         );
     }
 }

@@ -72,6 +72,11 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
     let started = Instant::now();
+    // Bad flags fail before anything is made.
+    let tokens = match &options.token_auth_file {
+        Some(path) => Some(TokenFile::load(path)?),
+        None => None,
+    };
     create_private_dir(&options.data_dir)?;
     // The port is known before the kubeconfig is written: bind first.
     let requested = SocketAddr::new(options.bind_address, options.secure_port);
@@ -101,8 +106,8 @@ pub async fn run(
     let tls = Arc::new(crate::tls::server_config(&credentials)?);
     let mut authenticator = Authenticator::new(credentials.ca_certificate().clone())
         .with_anonymous(options.anonymous_auth);
-    if let Some(path) = &options.token_auth_file {
-        authenticator = authenticator.with_token_file(TokenFile::load(path)?);
+    if let Some(tokens) = tokens {
+        authenticator = authenticator.with_token_file(tokens);
     }
 
     let store = open_store(&options).await?;
