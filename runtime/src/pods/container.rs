@@ -189,25 +189,17 @@ impl PodManager {
         let pod_files = write_pod_files(sandbox)?;
         let options = namespace_options(&sandbox.config);
         let ns_dir = sandbox.run_dir.join(crate::monitor::NS_DIR);
-        let driver = Driver::detect();
-        let cgroup_parent = Path::new(&container.cgroups_path)
-            .parent()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        let cgroup_controllers = controllers::available(driver, &cgroup_parent);
-        let cgroup_v1_hierarchies = match driver {
-            Driver::V2 => Vec::new(),
-            // Only hierarchies libcontainer makes the container's cgroup in: named ones
-            // (name=systemd) and controllers it does not know (misc, rdma) hold none.
-            Driver::V1 => controllers::v1_mounts()
-                .into_iter()
-                .filter(|m| {
-                    m.controllers
-                        .iter()
-                        .any(|c| LIBCONTAINER_V1_CONTROLLERS.contains(&c.as_str()))
-                })
-                .map(|m| m.mount_point)
-                .collect(),
+        let host = host_facts();
+        let cgroup_controllers = match host.driver {
+            Driver::V1 => host.v1_controllers.clone(),
+            // What reaches a cgroup depends on its ancestors' subtree_control: per path.
+            Driver::V2 => {
+                let parent = Path::new(&container.cgroups_path)
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
+                controllers::available(Driver::V2, &parent)
+            }
         };
         let inputs = SpecInputs {
             rootfs: rootfs.clone(),
@@ -229,11 +221,11 @@ impl PodManager {
             seccomp_default: false,
             pids_limit: None,
             hugepage_sizes: None,
-            cgroup_v2: driver == Driver::V2,
+            cgroup_v2: host.driver == Driver::V2,
             cgroup_controllers: Some(cgroup_controllers),
-            cgroup_v1_hierarchies,
-            runtime_capabilities: runtime_capabilities(),
-            min_oom_score_adj: oom_score_adj_floor(),
+            cgroup_v1_hierarchies: host.v1_hierarchies.clone(),
+            runtime_capabilities: host.capabilities.clone(),
+            min_oom_score_adj: host.min_oom_score_adj,
         };
         log_skipped_controllers(&container.config, &inputs);
         let spec = crate::spec::generate(&container.config, sandbox_config, &image_config, &inputs)
@@ -755,14 +747,58 @@ fn write_pod_files(sandbox: &SandboxRecord) -> Result<PodFiles> {
     })
 }
 
-/// The runtime's own effective capabilities, which bound what any container can get.
-fn runtime_capabilities() -> Option<oci_spec::runtime::Capabilities> {
+/// What CreateContainer needs of the host and of the runtime's own process. None of it changes
+/// while the runtime runs, so it is read once instead of on every create.
+struct HostFacts {
+    driver: Driver,
+    /// v1: the controllers with a mounted hierarchy.
+    v1_controllers: std::collections::BTreeSet<String>,
+    /// v1: the hierarchies libcontainer makes a container's cgroup in (named ones such as
+    /// name=systemd, and controllers it does not know such as misc and rdma, hold none).
+    v1_hierarchies: Vec<PathBuf>,
+    /// The runtime's effective capabilities, which bound what any container can get.
+    capabilities: Option<oci_spec::runtime::Capabilities>,
+    /// See [`oom_score_adj_floor`].
+    min_oom_score_adj: Option<i32>,
+}
+
+fn host_facts() -> &'static HostFacts {
+    static FACTS: std::sync::OnceLock<HostFacts> = std::sync::OnceLock::new();
+    FACTS.get_or_init(|| {
+        let driver = Driver::detect();
+        let v1_mounts = match driver {
+            Driver::V1 => controllers::v1_mounts(),
+            Driver::V2 => Vec::new(),
+        };
+        let effective = effective_capabilities();
+        HostFacts {
+            driver,
+            v1_controllers: v1_mounts
+                .iter()
+                .flat_map(|m| m.controllers.iter().cloned())
+                .collect(),
+            v1_hierarchies: v1_mounts
+                .iter()
+                .filter(|m| {
+                    m.controllers
+                        .iter()
+                        .any(|c| LIBCONTAINER_V1_CONTROLLERS.contains(&c.as_str()))
+                })
+                .map(|m| m.mount_point.clone())
+                .collect(),
+            capabilities: effective.map(crate::spec::capabilities_from_mask),
+            min_oom_score_adj: effective.and_then(oom_score_adj_floor),
+        }
+    })
+}
+
+/// The `CapEff` mask of this process.
+fn effective_capabilities() -> Option<u64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let effective = status
+    status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())?;
-    Some(crate::spec::capabilities_from_mask(effective))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
 }
 
 /// Logs, once per controller for the runtime's life, a controller whose limits a request asked
@@ -797,13 +833,8 @@ fn log_skipped_controllers(config: &ContainerConfig, inputs: &SpecInputs) {
 
 /// Without CAP_SYS_RESOURCE a process cannot lower oom_score_adj below its own: containers then
 /// get at least the runtime's value instead of a start that fails with EPERM.
-fn oom_score_adj_floor() -> Option<i32> {
+fn oom_score_adj_floor(effective: u64) -> Option<i32> {
     const CAP_SYS_RESOURCE: u32 = 24;
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let effective = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())?;
     if effective & (1 << CAP_SYS_RESOURCE) != 0 {
         return None;
     }

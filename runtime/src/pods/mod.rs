@@ -7,6 +7,7 @@ mod container;
 pub mod error;
 mod exec;
 pub(crate) mod metrics;
+mod mountinfo;
 mod net_dev;
 mod propagation;
 pub mod record;

@@ -26,7 +26,7 @@ fn parse(mountinfo: &str) -> Vec<MountEntry> {
         .filter_map(|line| {
             let (left, _) = line.split_once(" - ")?;
             let fields: Vec<&str> = left.split_whitespace().collect();
-            let mount_point = PathBuf::from(fields.get(4)?.replace("\\040", " "));
+            let mount_point = PathBuf::from(super::mountinfo::unescape(fields.get(4)?));
             let optional = fields.get(6..).unwrap_or(&[]);
             Some(MountEntry {
                 mount_point,
