@@ -49,6 +49,14 @@ if [ "$purpose" = test ]; then
       rustup component add "$component"
     fi
   done
+  # The python `kubernetes` client (PyPI) for the API server tests, in a venv of its own so
+  # that it leaves the machine's Python packages as they are.
+  venv=/var/cache/capstan-py
+  if ! "$venv/bin/python" -c 'import kubernetes' 2>/dev/null; then
+    echo "hack/deps.sh: installing the python kubernetes client into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check kubernetes
+  fi
   if ! command -v cargo-nextest >/dev/null; then
     cargo install --locked cargo-nextest
   fi

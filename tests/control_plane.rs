@@ -346,3 +346,43 @@ fn two_api_servers_share_one_etcd_cluster_and_either_serves_when_the_other_dies(
         "no system namespace made twice: {namespaces}"
     );
 }
+
+/// The python `kubernetes` client (PyPI, installed by hack/deps.sh test into a venv).
+const PYTHON_CLIENT: &str = "/var/cache/capstan-py/bin/python";
+
+#[test]
+fn the_python_kubernetes_client_does_crud_paging_and_resumed_watches() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = ControlPlane::start(&dir.path().join("data"), free_port(), &[]);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/client_check.py");
+    let out = Command::new(PYTHON_CLIENT)
+        .arg(&script)
+        .arg(plane.kubeconfig())
+        .output()
+        .unwrap_or_else(|e| panic!("{PYTHON_CLIENT}: {e} (hack/deps.sh test installs it)"));
+    assert!(
+        out.status.success(),
+        "the python client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        plane.log()
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["crud"], serde_json::json!(["slow", "python"]));
+    assert_eq!(seen["conflict"], serde_json::json!([409, "Conflict"]));
+    assert_eq!(
+        seen["not_found"],
+        serde_json::json!([404, "configmaps \"missing\" not found"])
+    );
+    assert_eq!(
+        seen["paging"],
+        serde_json::json!([
+            3,
+            ["page-0", "page-1", "page-2", "page-3", "page-4", "settings"]
+        ])
+    );
+    assert_eq!(
+        seen["watch"],
+        serde_json::json!([["MODIFIED", "settings"], ["DELETED", "settings"]])
+    );
+    assert_eq!(seen["resumed"], serde_json::json!([["ADDED", "later"]]));
+}
