@@ -11,7 +11,7 @@ use crate::rest::{self, Call};
 use crate::route::Target;
 use crate::status::{ApiError, ApiResult};
 use crate::strategy::{self, meta_str};
-use crate::{list, namespaces};
+use crate::{admission, list, namespaces};
 
 /// The parts of `DeleteOptions` honoured.
 #[derive(Debug, Default, Deserialize)]
@@ -77,6 +77,18 @@ async fn delete_one(
         .and_then(Value::as_array)
         .is_some_and(|f| !f.is_empty());
     let grace = graceful_seconds(kind, &current, options);
+    let attributes = admission::Attributes {
+        server,
+        kind,
+        namespace,
+        name,
+        subresource: None,
+        operation: admission::Operation::Delete,
+        user: call.user,
+        old: Some(&current),
+        dry_run: call.dry_run(),
+    };
+    admission::validate(&server.admission, &attributes, None).await?;
     if kind.kind == "Namespace" && kind.group.is_empty() {
         return namespaces::terminate(server, kind, current, revision, call.dry_run()).await;
     }

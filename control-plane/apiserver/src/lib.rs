@@ -2,6 +2,7 @@
 //! control-plane store, with TLS, authentication, authorization and admission. It knows kinds
 //! only through a table; the node agent never imports it, nor it the agent.
 
+pub mod admission;
 pub mod authn;
 pub mod authz;
 pub mod body;

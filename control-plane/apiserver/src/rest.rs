@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::body::{self, ApiBody};
 use crate::kinds::Kind;
 use crate::route::{self, Target};
-use crate::server::ApiServer;
+use crate::server::{ApiServer, RequestUser};
 use crate::status::{ApiError, ApiResult};
 use crate::{delete, list, table, watch, write};
 
@@ -22,6 +22,8 @@ pub use crate::write::create_object;
 pub struct Call<'a> {
     /// The server.
     pub server: &'a ApiServer,
+    /// The user making the request.
+    pub user: &'a RequestUser,
     /// The request's query parameters.
     pub query: HashMap<String, String>,
     /// The request's `Content-Type`.
@@ -68,6 +70,7 @@ pub async fn serve(
     parts: &http::request::Parts,
     target: Target<'_>,
     body: Bytes,
+    user: &RequestUser,
 ) -> ApiResult<Response<ApiBody>> {
     let header = |name: http::header::HeaderName| {
         parts
@@ -79,6 +82,7 @@ pub async fn serve(
     let accept = header(http::header::ACCEPT);
     let call = Call {
         server,
+        user,
         query: route::query(&parts.uri),
         content_type: header(http::header::CONTENT_TYPE),
         yaml: body::wants_yaml(accept.as_deref()),

@@ -88,6 +88,7 @@ pub struct ApiServer {
     pub(crate) store: Arc<dyn Store>,
     pub(crate) kinds: KindTable,
     pub(crate) config: Config,
+    pub(crate) admission: Vec<Box<dyn crate::admission::Plugin>>,
 }
 
 impl ApiServer {
@@ -98,6 +99,7 @@ impl ApiServer {
             store,
             kinds: KindTable::default(),
             config,
+            admission: crate::admission::chain(),
         });
         server.ensure_system_namespaces().await?;
         Ok(server)
@@ -119,7 +121,8 @@ impl ApiServer {
             }
             let object =
                 json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
-            match rest::create_object(self, &namespaces, None, object, false).await {
+            let system = RequestUser::admin();
+            match rest::create_object(self, &namespaces, None, object, &system, false).await {
                 Ok(_) => tracing::info!(namespace = name, "created system namespace"),
                 // Another API server on the same store made it first.
                 Err(e) if e.reason == "AlreadyExists" => {}
@@ -194,7 +197,7 @@ impl ApiServer {
             Route::Version => Ok(discovery::version(self)),
             Route::Health(_) => Ok(body::text_response(200, "ok")),
             Route::OpenApi(path) => openapi::serve(self, &path, accept),
-            Route::Resource(target) => rest::serve(self, parts, target, body).await,
+            Route::Resource(target) => rest::serve(self, parts, target, body, user).await,
             Route::Unknown => Err(ApiError::path_not_found()),
         }
     }

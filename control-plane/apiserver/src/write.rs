@@ -4,13 +4,14 @@
 use http::Response;
 use serde_json::Value;
 
+use crate::admission;
 use crate::body::{self, ApiBody};
 use crate::kinds::Kind;
 use crate::patch::{self, PatchType};
 use crate::protobuf::strict;
 use crate::rest::{self, Call};
 use crate::route::Target;
-use crate::server::ApiServer;
+use crate::server::{ApiServer, RequestUser};
 use crate::status::{ApiError, ApiResult};
 use crate::strategy::{self, meta_str};
 
@@ -35,28 +36,49 @@ pub async fn create(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<
         kind,
         target.namespace.as_deref(),
         object,
+        call.user,
         call.dry_run(),
     )
     .await?;
     Ok(call.object(201, kind, &created))
 }
 
-/// Creates `object` of `kind` in `namespace`: NamespaceLifecycle, the create strategy,
-/// validation, then the store (unless `dry_run`). Returns the object as stored.
+/// Creates `object` of `kind` in `namespace` for `user`: NamespaceLifecycle, mutating
+/// admission, the create strategy, validation, validating admission, then the store (unless
+/// `dry_run`). Returns the object as stored.
 pub async fn create_object(
     server: &ApiServer,
     kind: &Kind,
     namespace: Option<&str>,
     mut object: Value,
+    user: &RequestUser,
     dry_run: bool,
 ) -> ApiResult<Value> {
-    strategy::prepare_create(kind, &mut object, namespace);
-    let name = meta_str(&object, "name").unwrap_or("").to_string();
+    let requested_name = meta_str(&object, "name").unwrap_or("").to_string();
     // Admission (NamespaceLifecycle) comes before validation, as upstream.
     if let Some(namespace) = namespace.filter(|_| kind.namespaced) {
-        check_namespace(server, kind, namespace, &name).await?;
+        check_namespace(server, kind, namespace, &requested_name).await?;
     }
+    let attributes = admission::Attributes {
+        server,
+        kind,
+        namespace,
+        name: &requested_name,
+        subresource: None,
+        operation: admission::Operation::Create,
+        user,
+        old: None,
+        dry_run,
+    };
+    admission::mutate(&server.admission, &attributes, Some(&mut object)).await?;
+    strategy::prepare_create(kind, &mut object, namespace);
+    let name = meta_str(&object, "name").unwrap_or("").to_string();
     strategy::validate(kind, &object)?;
+    let attributes = admission::Attributes {
+        name: &name,
+        ..attributes
+    };
+    admission::validate(&server.admission, &attributes, Some(&object)).await?;
     if dry_run {
         return Ok(object);
     }
@@ -185,14 +207,27 @@ async fn store_update(
 ) -> ApiResult<Value> {
     let kind = target.kind;
     let name = target.name.as_deref().unwrap_or("");
+    let attributes = admission::Attributes {
+        server: call.server,
+        kind,
+        namespace: target.namespace.as_deref(),
+        name,
+        subresource: target.subresource.as_deref(),
+        operation: admission::Operation::Update,
+        user: call.user,
+        old: Some(current),
+        dry_run: call.dry_run(),
+    };
+    let mut new = new;
+    admission::mutate(&call.server.admission, &attributes, Some(&mut new)).await?;
     let mut new = if target.subresource.as_deref() == Some("status") {
         strategy::prepare_status_update(&new, current)
     } else {
-        let mut new = new;
         strategy::prepare_update(kind, &mut new, current);
         new
     };
     strategy::validate(kind, &new)?;
+    admission::validate(&call.server.admission, &attributes, Some(&new)).await?;
     let mut unchanged = current.clone();
     if let Some(meta) = unchanged.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
