@@ -18,7 +18,11 @@ async fn kubectl(
     args: &[&str],
     stdin: Option<&str>,
 ) -> (bool, String, String) {
-    let home = std::env::temp_dir().join(format!("capstan-kubectl-{}", std::process::id()));
+    // A home of its own per call, removed when the call ends.
+    let Ok(home_dir) = tempfile::tempdir() else {
+        panic!("cannot make a temporary home")
+    };
+    let home = home_dir.path();
     let mut command = Command::new(binary);
     command
         .arg("--server")
@@ -26,7 +30,7 @@ async fn kubectl(
         .arg("--cache-dir")
         .arg(home.join("cache"))
         .args(args)
-        .env("HOME", &home)
+        .env("HOME", home)
         .env("KUBECONFIG", home.join("none"))
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -211,11 +215,14 @@ async fn kubectl_1_27() {
 async fn kubectl_get_pods_watch_sees_a_new_pod() {
     let (server, _) = common::server().await;
     let url = common::listen(server).await;
-    let home = std::env::temp_dir().join(format!("capstan-kubectl-w-{}", std::process::id()));
+    let Ok(home_dir) = tempfile::tempdir() else {
+        panic!("cannot make a temporary home")
+    };
+    let home = home_dir.path();
     let mut watch = Command::new(KUBECTL_133);
     watch
         .args(["--server", &url, "get", "pods", "-w"])
-        .env("HOME", &home)
+        .env("HOME", home)
         .env("KUBECONFIG", home.join("none"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

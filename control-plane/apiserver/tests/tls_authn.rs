@@ -158,11 +158,15 @@ fn authenticator(credentials: &ClusterCredentials, token_file: Option<TokenFile>
 }
 
 async fn run(program: &str, args: &[&str]) -> (i32, String, String) {
+    // kubectl writes its cache under HOME: one of its own, removed after the call.
+    let Ok(home) = tempfile::tempdir() else {
+        panic!("cannot make a temporary home")
+    };
     let output = tokio::time::timeout(
         Duration::from_secs(60),
         tokio::process::Command::new(program)
             .args(args)
-            .env("HOME", std::env::temp_dir())
+            .env("HOME", home.path())
             .kill_on_drop(true)
             .output(),
     )
