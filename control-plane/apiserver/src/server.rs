@@ -102,6 +102,8 @@ impl ApiServer {
             admission: crate::admission::chain(),
         });
         server.ensure_system_namespaces().await?;
+        crate::admission::priority::ensure_system_classes(&server).await?;
+        crate::default_serviceaccount::ensure_all(&server).await?;
         Ok(server)
     }
 
