@@ -28,6 +28,7 @@ pub mod status;
 pub mod strategy;
 pub mod table;
 pub mod tls;
+pub mod tokens;
 pub mod validation;
 pub mod watch;
 pub mod write;

@@ -104,6 +104,11 @@ pub async fn serve(
             write::create(&call, &target).await
         }
         (&Method::DELETE, None, _) => delete::collection(&call, &target).await,
+        (&Method::POST, Some(_), Some("token"))
+            if kind.group.is_empty() && kind.plural == "serviceaccounts" =>
+        {
+            crate::tokens::request::create(&call, &target).await
+        }
         (_, Some(_), Some(sub)) if sub != "status" || !kind.status_subresource => {
             Err(ApiError::path_not_found())
         }
