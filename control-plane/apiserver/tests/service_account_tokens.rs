@@ -341,6 +341,31 @@ async fn token_requests_are_checked_as_kube_checks_them() {
         "{err}"
     );
 
+    // A pod on a node: its token names the node too.
+    let node = "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n";
+    plane
+        .admin_ok(KUBECTL_133, &["create", "-f", "-"], Some(node))
+        .await;
+    let node_uid = plane.admin_json(&["get", "node", "n1"]).await["metadata"]["uid"].clone();
+    let placed = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: placed\nspec:\n  nodeName: n1\n  containers:\n  - name: c\n    image: busybox:1.36\n";
+    plane
+        .admin_ok(KUBECTL_133, &["create", "-f", "-"], Some(placed))
+        .await;
+    let token = plane
+        .create_token(
+            KUBECTL_133,
+            &[
+                "default",
+                "--bound-object-kind=Pod",
+                "--bound-object-name=placed",
+            ],
+        )
+        .await;
+    assert_eq!(
+        claims(&token)["kubernetes.io"]["node"],
+        json!({"name": "n1", "uid": node_uid})
+    );
+
     // What the kubelet asks for a projected volume: 3607 s, bound to the pod, the API
     // server's audience; kube extends it to a year and says when to refresh.
     let pod_uid = plane.admin_json(&["get", "pod", "p"]).await["metadata"]["uid"].clone();
@@ -448,6 +473,41 @@ async fn a_token_bound_to_a_pod_dies_with_the_pod_and_one_of_an_account_with_the
         !raw_api(token).await.0,
         "a recreated account revived a token"
     );
+
+    // Secrets and nodes bind the same way.
+    plane
+        .admin_ok(
+            KUBECTL_133,
+            &["create", "secret", "generic", "s", "--from-literal=a=b"],
+            None,
+        )
+        .await;
+    let node = "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n";
+    plane
+        .admin_ok(KUBECTL_133, &["create", "-f", "-"], Some(node))
+        .await;
+    for (kind, name, plural) in [("Secret", "s", "secret"), ("Node", "n1", "node")] {
+        let uid = plane.admin_json(&["get", plural, name]).await["metadata"]["uid"].clone();
+        let token = plane
+            .create_token(
+                KUBECTL_133,
+                &[
+                    "default",
+                    &format!("--bound-object-kind={kind}"),
+                    &format!("--bound-object-name={name}"),
+                ],
+            )
+            .await;
+        assert_eq!(
+            claims(&token)["kubernetes.io"][plural],
+            json!({"name": name, "uid": uid})
+        );
+        assert!(raw_api(token.clone()).await.0, "{kind}-bound token refused");
+        plane
+            .admin_ok(KUBECTL_133, &["delete", plural, name], None)
+            .await;
+        assert!(!raw_api(token).await.0, "a token of a deleted {kind} works");
+    }
 }
 
 #[tokio::test]
