@@ -47,7 +47,89 @@ pub async fn create(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<
     let Some(namespace) = target.namespace.as_deref() else {
         return Err(ApiError::bad_request("namespace is required"));
     };
-    let mut request = body::decode_object(call.content_type.as_deref(), &call.body)?;
+    let request = body::decode_object(call.content_type.as_deref(), &call.body)?;
+    check_names(&request, name, namespace)?;
+    let (account, _) = rest::get_object(server, target.kind, Some(namespace), name).await?;
+    let Asked {
+        spec,
+        audiences,
+        mut expiration,
+    } = asked(&request, settings)?;
+
+    let mut claim = KubernetesClaim {
+        namespace: namespace.to_string(),
+        node: None,
+        pod: None,
+        secret: None,
+        serviceaccount: ObjectRef {
+            name: name.to_string(),
+            uid: uid_of(&account),
+        },
+        warnafter: None,
+    };
+    if let Some(reference) = spec.get("boundObjectRef").filter(|r| r.is_object()) {
+        bind(call, namespace, name, reference, &mut claim).await?;
+    }
+    let mut warning = None;
+    if let Some(max) = settings
+        .max_expiration_seconds
+        .filter(|max| expiration > *max)
+    {
+        warning = Some(format!(
+            "requested expiration of {expiration} seconds shortened to {max} seconds"
+        ));
+        expiration = max;
+    }
+    let now = SystemTime::now();
+    let mut lifetime = expiration;
+    if settings.extend_expiration
+        && claim.pod.is_some()
+        && expiration == WARN_ONLY_EXPIRATION_SECONDS
+        && audiences.iter().all(|a| settings.audiences.contains(a))
+    {
+        claim.warnafter = Some(unix(now) + expiration as u64);
+        lifetime = EXTENDED_EXPIRATION_SECONDS;
+    }
+    let token = issue(settings, now, claim, &audiences, lifetime)?;
+    tracing::debug!(%namespace, account = %name, expiration, "issued a service account token");
+
+    let mut metadata = request
+        .get("metadata")
+        .filter(|m| m.is_object())
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    metadata["name"] = json!(name);
+    metadata["namespace"] = json!(namespace);
+    metadata["creationTimestamp"] = json!(timestamp(now));
+    let mut spec = spec;
+    spec["audiences"] = json!(audiences);
+    spec["expirationSeconds"] = json!(expiration);
+    if spec.get("boundObjectRef").is_none() {
+        spec["boundObjectRef"] = Value::Null;
+    }
+    let answer = json!({
+        "kind": KIND,
+        "apiVersion": format!("{GROUP}/v1"),
+        "metadata": metadata,
+        "spec": spec,
+        "status": {
+            "token": token,
+            "expirationTimestamp": timestamp(now + Duration::from_secs(expiration as u64)),
+        },
+    });
+    let mut response = body::object_response(201, &answer, call.yaml);
+    if let Some(text) = warning {
+        // The HTTP warning kubectl prints as `Warning: ...`.
+        let value = format!("299 - {}", json!(text));
+        if let Ok(header) = http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(http::header::WARNING, header);
+        }
+    }
+    Ok(response)
+}
+
+/// A name or namespace in the body must be the URL's.
+fn check_names(request: &Value, name: &str, namespace: &str) -> ApiResult<()> {
     if !request.is_object() {
         return Err(ApiError::bad_request(
             "the body must be a TokenRequest object",
@@ -59,38 +141,36 @@ pub async fn create(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<
             "the body is a {kind}, not a {KIND}"
         )));
     }
-    let meta = |request: &Value, field: &str| {
-        request
+    for (field, expected, what) in [
+        ("name", name, "name"),
+        ("namespace", namespace, "namespace"),
+    ] {
+        let given = request
             .pointer(&format!("/metadata/{field}"))
             .and_then(Value::as_str)
-            .unwrap_or("")
-            .to_string()
-    };
-    let body_name = meta(&request, "name");
-    if !body_name.is_empty() && body_name != name {
-        return Err(invalid(
-            name,
-            vec![invalid_value(
-                "metadata.name",
-                &json!(body_name),
-                "must match the service account name if specified",
-            )],
-        ));
+            .unwrap_or("");
+        if !given.is_empty() && given != expected {
+            return Err(invalid(
+                name,
+                vec![invalid_value(
+                    &format!("metadata.{field}"),
+                    &json!(given),
+                    &format!("must match the service account {what} if specified"),
+                )],
+            ));
+        }
     }
-    let body_namespace = meta(&request, "namespace");
-    if !body_namespace.is_empty() && body_namespace != namespace {
-        return Err(invalid(
-            name,
-            vec![invalid_value(
-                "metadata.namespace",
-                &json!(body_namespace),
-                "must match the service account namespace if specified",
-            )],
-        ));
-    }
-    let accounts = target.kind;
-    let (account, _) = rest::get_object(server, accounts, Some(namespace), name).await?;
+    Ok(())
+}
 
+/// What a request asks for, defaulted and validated.
+struct Asked {
+    spec: Value,
+    audiences: Vec<String>,
+    expiration: i64,
+}
+
+fn asked(request: &Value, settings: &TokenSettings) -> ApiResult<Asked> {
     let spec = request
         .get("spec")
         .filter(|s| s.is_object())
@@ -107,13 +187,12 @@ pub async fn create(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<
     if audiences.is_empty() {
         audiences = settings.audiences.clone();
     }
-    let mut expiration = match spec.get("expirationSeconds") {
+    let expiration = match spec.get("expirationSeconds") {
         None | Some(Value::Null) => DEFAULT_EXPIRATION_SECONDS,
         Some(v) => v
             .as_i64()
             .ok_or_else(|| ApiError::bad_request("spec.expirationSeconds must be an integer"))?,
     };
-    let now = SystemTime::now();
     let mut causes = Vec::new();
     if expiration < MIN_EXPIRATION_SECONDS {
         causes.push(invalid_value(
@@ -130,86 +209,28 @@ pub async fn create(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<
         ));
     }
     if !causes.is_empty() {
+        // Upstream names no object here.
         return Err(invalid("", causes));
     }
+    Ok(Asked {
+        spec,
+        audiences,
+        expiration,
+    })
+}
 
-    let account_uid = account
+fn uid_of(object: &Value) -> String {
+    object
         .pointer("/metadata/uid")
         .and_then(Value::as_str)
         .unwrap_or("")
-        .to_string();
-    let mut claim = KubernetesClaim {
-        namespace: namespace.to_string(),
-        node: None,
-        pod: None,
-        secret: None,
-        serviceaccount: ObjectRef {
-            name: name.to_string(),
-            uid: account_uid,
-        },
-        warnafter: None,
-    };
-    let bound = spec.get("boundObjectRef").filter(|r| r.is_object());
-    if let Some(reference) = bound {
-        bind(call, namespace, name, reference, &mut claim).await?;
-    }
+        .to_string()
+}
 
-    let mut warning = None;
-    if let Some(max) = settings.max_expiration_seconds {
-        if expiration > max {
-            warning = Some(format!(
-                "requested expiration of {expiration} seconds shortened to {max} seconds"
-            ));
-            expiration = max;
-        }
-    }
-    let mut lifetime = expiration;
-    if settings.extend_expiration
-        && claim.pod.is_some()
-        && expiration == WARN_ONLY_EXPIRATION_SECONDS
-        && audiences.iter().all(|a| settings.audiences.contains(a))
-    {
-        claim.warnafter = Some(unix(now) + expiration as u64);
-        lifetime = EXTENDED_EXPIRATION_SECONDS;
-    }
-    let token = issue(settings, now, claim, &audiences, lifetime)?;
-
-    let expires =
-        chrono::DateTime::<chrono::Utc>::from(now + Duration::from_secs(expiration as u64));
-    let created = chrono::DateTime::<chrono::Utc>::from(now);
-    let mut metadata = request
-        .get("metadata")
-        .filter(|m| m.is_object())
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    metadata["name"] = json!(name);
-    metadata["namespace"] = json!(namespace);
-    metadata["creationTimestamp"] = json!(created.format("%Y-%m-%dT%H:%M:%SZ").to_string());
-    let mut out_spec = spec.clone();
-    out_spec["audiences"] = json!(audiences);
-    out_spec["expirationSeconds"] = json!(expiration);
-    if out_spec.get("boundObjectRef").is_none() {
-        out_spec["boundObjectRef"] = Value::Null;
-    }
-    request = json!({
-        "kind": KIND,
-        "apiVersion": format!("{GROUP}/v1"),
-        "metadata": metadata,
-        "spec": out_spec,
-        "status": {
-            "token": token,
-            "expirationTimestamp": expires.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
-        },
-    });
-    tracing::debug!(%namespace, account = %name, expiration, "issued a service account token");
-    let mut response = body::object_response(201, &request, call.yaml);
-    if let Some(text) = warning {
-        let value = format!("299 - {}", json!(text));
-        if let Ok(header) = http::HeaderValue::from_str(&value) {
-            response.headers_mut().insert(http::header::WARNING, header);
-        }
-    }
-    Ok(response)
+fn timestamp(t: SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t)
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
 }
 
 fn unix(t: SystemTime) -> u64 {
@@ -273,11 +294,7 @@ async fn bind(
     };
     let scope = (plural != "nodes").then_some(namespace);
     let (object, _) = rest::get_object(server, objects, scope, name).await?;
-    let actual_uid = object
-        .pointer("/metadata/uid")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let actual_uid = uid_of(&object);
     let this = Some(ObjectRef {
         name: name.to_string(),
         uid: actual_uid.clone(),
@@ -324,11 +341,7 @@ async fn node_of(call: &Call<'_>, name: &str) -> ApiResult<ObjectRef> {
     let server = call.server;
     let uid = match server.kinds.find("", "v1", "nodes") {
         Some(nodes) => match rest::get_object(server, nodes, None, name).await {
-            Ok((node, _)) => node
-                .pointer("/metadata/uid")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
+            Ok((node, _)) => uid_of(&node),
             Err(e) if e.reason == "NotFound" => String::new(),
             Err(e) => return Err(e),
         },
