@@ -290,6 +290,17 @@ async fn token_requests_are_checked_as_kube_checks_them() {
         err.contains("error: failed to create token: TokenRequest.authentication.k8s.io \"\" is invalid: spec.expirationSeconds: Invalid value: 60: may not specify a duration less than 10 minutes"),
         "{err}"
     );
+    let err = plane
+        .admin_fails(&[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/serviceaccounts/default/token",
+        ])
+        .await;
+    assert!(
+        err.contains("Error from server (MethodNotAllowed)"),
+        "{err}"
+    );
     let err = plane.admin_fails(&["create", "token", "nobody"]).await;
     assert!(
         err.contains("serviceaccounts \"nobody\" not found"),
