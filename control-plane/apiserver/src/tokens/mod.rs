@@ -70,6 +70,10 @@ impl TokenSettings {
             }
         }
         let first = issuers.first().cloned().unwrap_or_default();
+        if !first.starts_with("https://") {
+            // kube-apiserver skips the discovery endpoints then, and says so.
+            tracing::warn!(issuer = %first, "the service-account issuer is not an https URL: the OIDC discovery documents are not served");
+        }
         let audiences = if audiences.is_empty() {
             vec![first.clone()]
         } else {
