@@ -265,6 +265,32 @@ pub struct ControlPlaneArgs {
     /// /livez, /readyz and /version).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub anonymous_auth: bool,
+
+    /// Issuer of service-account tokens (the `iss` claim); repeatable: the first issues, all
+    /// are accepted. Default https://kubernetes.default.svc.<cluster domain>.
+    #[arg(long = "service-account-issuer", value_name = "URL")]
+    pub service_account_issuers: Vec<String>,
+
+    /// Audiences the API accepts tokens for (comma-separated); default the first issuer.
+    #[arg(long, value_name = "AUDIENCES", value_delimiter = ',')]
+    pub api_audiences: Vec<String>,
+
+    /// Longest lifetime of a requested service-account token (a duration such as 24h; at least
+    /// 1h); longer requests are shortened to it. Default no limit.
+    #[arg(long, value_name = "DURATION", value_parser = parse_token_expiration)]
+    pub service_account_max_token_expiration: Option<std::time::Duration>,
+}
+
+/// `--service-account-max-token-expiration`: a Go duration, 0 or between 1 h and 2^32 s.
+fn parse_token_expiration(text: &str) -> Result<std::time::Duration, String> {
+    let duration = capstan_apiserver::tokens::parse_duration(text).map_err(|e| e.to_string())?;
+    let seconds = duration.as_secs() as i64;
+    if seconds != 0
+        && !(3600..=capstan_apiserver::tokens::MAX_EXPIRATION_SECONDS).contains(&seconds)
+    {
+        return Err(capstan_apiserver::tokens::TokenOptionsError::MaxExpiration.to_string());
+    }
+    Ok(duration)
 }
 
 /// Flags of `capstan cni`.

@@ -17,6 +17,9 @@ pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
         etcd_servers: args.etcd_servers,
         token_auth_file: args.token_auth_file,
         anonymous_auth: args.anonymous_auth,
+        service_account_issuers: args.service_account_issuers,
+        api_audiences: args.api_audiences,
+        service_account_max_token_expiration: args.service_account_max_token_expiration,
     };
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

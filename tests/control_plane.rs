@@ -386,3 +386,98 @@ fn the_python_kubernetes_client_does_crud_paging_and_resumed_watches() {
     );
     assert_eq!(seen["resumed"], serde_json::json!([["ADDED", "later"]]));
 }
+
+#[test]
+fn service_account_token_flags_are_kube_apiservers() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let plane = ControlPlane::start(
+        &data_dir,
+        free_port(),
+        &[
+            "--service-account-issuer",
+            "https://issuer.example",
+            "--api-audiences",
+            "https://issuer.example,extra",
+            "--service-account-max-token-expiration",
+            "2h",
+        ],
+    );
+    let server = format!("https://127.0.0.1:{}", plane.port);
+    let ca = data_dir.join("pki/ca.crt");
+    let with_token = |token: &str, args: &[&str]| {
+        Command::new(KUBECTL_1_27)
+            .args(["--server", &server, "--token", token])
+            .arg(format!("--certificate-authority={}", ca.display()))
+            .args(args)
+            .env("KUBECONFIG", dir.path().join("none"))
+            .output()
+            .unwrap()
+    };
+    let out = plane.kubectl_with(
+        KUBECTL_1_27,
+        &["create", "token", "default", "--duration=10h"],
+        None,
+    );
+    assert!(out.status.success(), "{}", plane.log());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("requested expiration of 36000 seconds shortened to 7200 seconds"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap();
+    let discovery = with_token(token.trim(), &["get", "--raw", "/api"]);
+    assert!(
+        discovery.status.success(),
+        "{}",
+        String::from_utf8_lossy(&discovery.stderr)
+    );
+    let pods = with_token(token.trim(), &["get", "pods"]);
+    assert!(
+        String::from_utf8_lossy(&pods.stderr)
+            .contains("User \"system:serviceaccount:default:default\""),
+        "{}",
+        String::from_utf8_lossy(&pods.stderr)
+    );
+    // Any of --api-audiences is accepted; others are not.
+    for (audience, accepted) in [("extra", true), ("elsewhere", false)] {
+        let out = plane.ok(
+            KUBECTL_1_27,
+            &[
+                "create",
+                "token",
+                "default",
+                &format!("--audience={audience}"),
+            ],
+            None,
+        );
+        let answer = with_token(out.trim(), &["get", "--raw", "/api"]);
+        assert_eq!(answer.status.success(), accepted, "{audience}");
+    }
+    // The issuer's discovery document names the configured issuer.
+    let config = plane.ok(
+        "kubectl",
+        &["get", "--raw", "/.well-known/openid-configuration"],
+        None,
+    );
+    assert!(
+        config.contains("\"issuer\":\"https://issuer.example\""),
+        "{config}"
+    );
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        .args(["control-plane", "--data-dir"])
+        .arg(dir.path().join("other"))
+        .args(["--service-account-max-token-expiration", "10m"])
+        .output()
+        .unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains(
+            "the service-account-max-token-expiration must be between 1 hour and 2^32 seconds"
+        ),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}

@@ -33,6 +33,11 @@ pub fn authorize(
         | Route::Group(_)
         | Route::Resources(..)
         | Route::OpenApi(_) => authenticated,
+        // kube's system:service-account-issuer-discovery role, bound to all service accounts.
+        Route::ServiceAccountIssuer(_) => user
+            .groups
+            .iter()
+            .any(|g| g == crate::authn::serviceaccount::ALL_SERVICE_ACCOUNTS_GROUP),
         Route::Resource(_) | Route::Unknown => false,
     };
     if allowed {

@@ -104,6 +104,14 @@ pub async fn serve(
             write::create(&call, &target).await
         }
         (&Method::DELETE, None, _) => delete::collection(&call, &target).await,
+        (method, Some(_), Some("token"))
+            if kind.group.is_empty() && kind.plural == "serviceaccounts" =>
+        {
+            if method != Method::POST {
+                return Err(ApiError::method_not_allowed(method.as_str()));
+            }
+            crate::tokens::request::create(&call, &target).await
+        }
         (_, Some(_), Some(sub)) if sub != "status" || !kind.status_subresource => {
             Err(ApiError::path_not_found())
         }

@@ -24,6 +24,9 @@ pub enum Route<'a> {
     Health(String),
     /// `/openapi/v2`, `/openapi/v3` and below.
     OpenApi(String),
+    /// The service-account issuer's OIDC discovery: `/.well-known/openid-configuration`,
+    /// `/openid/v1/jwks`.
+    ServiceAccountIssuer(String),
     /// Nothing here.
     Unknown,
 }
@@ -89,6 +92,9 @@ pub fn parse<'a>(table: &'a KindTable, path: &str) -> Route<'a> {
         ["version"] => Route::Version,
         [check @ ("healthz" | "livez" | "readyz"), ..] => Route::Health(check.to_string()),
         ["openapi", ..] => Route::OpenApi(path.to_string()),
+        [".well-known", "openid-configuration"] | ["openid", "v1", "jwks"] => {
+            Route::ServiceAccountIssuer(path.to_string())
+        }
         _ => Route::Unknown,
     }
 }

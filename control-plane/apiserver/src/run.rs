@@ -12,6 +12,7 @@ use crate::authn::Authenticator;
 use crate::authn::tokenfile::TokenFile;
 use crate::pki::{ClusterCredentials, PkiOptions};
 use crate::server::{ApiServer, Config};
+use crate::tokens::TokenSettings;
 
 /// What `capstan control-plane` is told, named after kube-apiserver's flags where it has them.
 #[derive(Debug, Clone)]
@@ -34,6 +35,13 @@ pub struct ControlPlaneOptions {
     pub token_auth_file: Option<PathBuf>,
     /// `--anonymous-auth`.
     pub anonymous_auth: bool,
+    /// `--service-account-issuer` (repeatable: the first issues, all are accepted); empty for
+    /// `https://kubernetes.default.svc.<cluster domain>`.
+    pub service_account_issuers: Vec<String>,
+    /// `--api-audiences`; empty for the first issuer.
+    pub api_audiences: Vec<String>,
+    /// `--service-account-max-token-expiration`; `None` (or zero) for no limit.
+    pub service_account_max_token_expiration: Option<std::time::Duration>,
 }
 
 /// Why the control plane could not start.
@@ -48,6 +56,9 @@ pub enum RunError {
     /// `--token-auth-file` is unreadable or malformed.
     #[error(transparent)]
     TokenFile(#[from] crate::authn::tokenfile::TokenFileError),
+    /// The service-account token flags cannot be used.
+    #[error(transparent)]
+    Tokens(#[from] crate::tokens::TokenOptionsError),
     /// The store could not be opened or reached.
     #[error("storage: {0}")]
     Store(#[from] capstan_store::StoreError),
@@ -77,6 +88,15 @@ pub async fn run(
         Some(path) => Some(TokenFile::load(path)?),
         None => None,
     };
+    let max_token_expiration = options
+        .service_account_max_token_expiration
+        .map(|d| d.as_secs() as i64)
+        .filter(|s| *s != 0);
+    if max_token_expiration
+        .is_some_and(|s| !(3600..=crate::tokens::MAX_EXPIRATION_SECONDS).contains(&s))
+    {
+        return Err(crate::tokens::TokenOptionsError::MaxExpiration.into());
+    }
     create_private_dir(&options.data_dir)?;
     // The port is known before the kubeconfig is written: bind first.
     let requested = SocketAddr::new(options.bind_address, options.secure_port);
@@ -104,14 +124,34 @@ pub async fn run(
     .await
     .map_err(|e| RunError::Api(format!("credentials task: {e}")))??;
     let tls = Arc::new(crate::tls::server_config(&credentials)?);
+    let issuers = if options.service_account_issuers.is_empty() {
+        vec![format!(
+            "https://kubernetes.default.svc.{}",
+            options.cluster_domain
+        )]
+    } else {
+        options.service_account_issuers.clone()
+    };
+    let token_settings = Arc::new(TokenSettings::new(
+        Arc::clone(credentials.service_account_key()),
+        issuers,
+        options.api_audiences.clone(),
+        max_token_expiration,
+        credentials.server_url(),
+    )?);
     let mut authenticator = Authenticator::new(credentials.ca_certificate().clone())
-        .with_anonymous(options.anonymous_auth);
+        .with_anonymous(options.anonymous_auth)
+        .with_service_accounts(token_settings.verifier());
     if let Some(tokens) = tokens {
         authenticator = authenticator.with_token_file(tokens);
     }
 
     let store = open_store(&options).await?;
-    let server = ApiServer::new(Arc::clone(&store), Config::default())
+    let config = Config {
+        service_account_tokens: Some(token_settings),
+        ..Config::default()
+    };
+    let server = ApiServer::new(Arc::clone(&store), config)
         .await
         .map_err(|e| RunError::Api(e.message.clone()))?;
     let compactor = capstan_store::compactor::spawn(Arc::clone(&store), Default::default());

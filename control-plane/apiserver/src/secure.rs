@@ -9,8 +9,12 @@ use rustls::pki_types::CertificateDer;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::authn::Authenticator;
+use futures::future::BoxFuture;
+
+use crate::authn::serviceaccount::check_still_valid;
+use crate::authn::{Authenticated, Authenticator, Method};
 use crate::server::{ApiServer, Authenticate, RequestUser, serve_connection};
+use crate::tokens::lookup::StoreLookup;
 
 /// How long a client may take over the TLS handshake before the connection is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,8 +81,8 @@ struct ConnectionAuth {
     peer_certificates: Option<Vec<CertificateDer<'static>>>,
 }
 
-impl Authenticate for ConnectionAuth {
-    fn authenticate(&self, request: &http::request::Parts) -> Option<RequestUser> {
+impl ConnectionAuth {
+    fn authenticated(&self, request: &http::request::Parts) -> Option<Authenticated> {
         let authorization = request
             .headers
             .get(http::header::AUTHORIZATION)
@@ -87,15 +91,44 @@ impl Authenticate for ConnectionAuth {
             .authenticator
             .authenticate(self.peer_certificates.as_deref(), authorization)
         {
-            Ok(found) => Some(RequestUser {
-                uid: (!found.user.uid.is_empty()).then_some(found.user.uid),
-                name: found.user.name,
-                groups: found.user.groups,
-            }),
+            Ok(found) => Some(found),
             Err(error) => {
                 tracing::debug!(%error, path = %request.uri.path(), "unauthenticated request");
                 None
             }
         }
+    }
+}
+
+fn request_user(found: Authenticated) -> RequestUser {
+    RequestUser {
+        uid: (!found.user.uid.is_empty()).then_some(found.user.uid),
+        name: found.user.name,
+        groups: found.user.groups,
+    }
+}
+
+impl Authenticate for ConnectionAuth {
+    fn authenticate(&self, request: &http::request::Parts) -> Option<RequestUser> {
+        self.authenticated(request).map(request_user)
+    }
+
+    fn authenticate_with<'a>(
+        &'a self,
+        server: &'a ApiServer,
+        request: &'a http::request::Parts,
+    ) -> BoxFuture<'a, Option<RequestUser>> {
+        Box::pin(async move {
+            let found = self.authenticated(request)?;
+            if let Method::ServiceAccount(claims) = &found.method {
+                // The account (and what the token is bound to) must still exist, as
+                // kube-apiserver's --service-account-lookup checks.
+                if let Err(error) = check_still_valid(claims, &StoreLookup(server)).await {
+                    tracing::debug!(%error, path = %request.uri.path(), "service account token refused");
+                    return None;
+                }
+            }
+            Some(request_user(found))
+        })
     }
 }

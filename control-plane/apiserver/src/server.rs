@@ -46,6 +46,16 @@ impl RequestUser {
 pub trait Authenticate: Send + Sync + 'static {
     /// The user `request` authenticates as.
     fn authenticate(&self, request: &http::request::Parts) -> Option<RequestUser>;
+
+    /// [`authenticate`](Self::authenticate), then the checks that need `server`'s storage (a
+    /// service-account token dies with its account or bound pod).
+    fn authenticate_with<'a>(
+        &'a self,
+        _server: &'a ApiServer,
+        request: &'a http::request::Parts,
+    ) -> futures::future::BoxFuture<'a, Option<RequestUser>> {
+        Box::pin(async move { self.authenticate(request) })
+    }
 }
 
 /// Treats every request as the admin: for plain-HTTP tests and loopback-only serving.
@@ -67,6 +77,9 @@ pub struct Config {
     pub default_watch_timeout: Duration,
     /// The `gitVersion` `/version` reports.
     pub git_version: String,
+    /// How service-account tokens are issued; `None` serves no TokenRequest (as
+    /// kube-apiserver without a signing key).
+    pub service_account_tokens: Option<Arc<crate::tokens::TokenSettings>>,
 }
 
 impl Default for Config {
@@ -75,6 +88,7 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(60),
             default_watch_timeout: Duration::from_secs(30 * 60),
             git_version: "v1.33.0-capstan".into(),
+            service_account_tokens: None,
         }
     }
 }
@@ -102,6 +116,8 @@ impl ApiServer {
             admission: crate::admission::chain(),
         });
         server.ensure_system_namespaces().await?;
+        crate::admission::priority::ensure_system_classes(&server).await?;
+        crate::default_serviceaccount::ensure_all(&server).await?;
         Ok(server)
     }
 
@@ -197,6 +213,7 @@ impl ApiServer {
             Route::Version => Ok(discovery::version(self)),
             Route::Health(_) => Ok(body::text_response(200, "ok")),
             Route::OpenApi(path) => openapi::serve(self, &path, accept),
+            Route::ServiceAccountIssuer(path) => crate::tokens::oidc::serve(self, &path),
             Route::Resource(target) => rest::serve(self, parts, target, body, user).await,
             Route::Unknown => Err(ApiError::path_not_found()),
         }
@@ -215,7 +232,7 @@ where
         let auth = Arc::clone(&auth);
         async move {
             let (parts, body) = request.into_parts();
-            let response = match auth.authenticate(&parts) {
+            let response = match auth.authenticate_with(&server, &parts).await {
                 Some(user) => server.handle(Request::from_parts(parts, body), &user).await,
                 None => body::error_response(&ApiError::new(401, "Unauthorized", "Unauthorized")),
             };

@@ -40,7 +40,8 @@ pub fn new_uid() -> String {
     )
 }
 
-fn random_suffix() -> String {
+/// Five random characters of kube's name generator, as `generateName` appends.
+pub fn random_suffix() -> String {
     let mut rng = rand::rng();
     (0..5)
         .map(|_| SUFFIX_ALPHABET[rng.random_range(0..SUFFIX_ALPHABET.len())] as char)
@@ -164,7 +165,6 @@ fn default_pod(object: &mut Value) {
     set_default(spec, "schedulerName", json!("default-scheduler"));
     set_default(spec, "securityContext", json!({}));
     set_default(spec, "enableServiceLinks", json!(true));
-    set_default(spec, "serviceAccountName", json!("default"));
     set_default(spec, "priority", json!(0));
     for list in ["initContainers", "containers"] {
         let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else {

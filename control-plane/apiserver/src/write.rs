@@ -43,9 +43,9 @@ pub async fn create(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<
     Ok(call.object(201, kind, &created))
 }
 
-/// Creates `object` of `kind` in `namespace` for `user`: NamespaceLifecycle, mutating
-/// admission, the create strategy, validation, validating admission, then the store (unless
-/// `dry_run`). Returns the object as stored.
+/// Creates `object` of `kind` in `namespace` for `user`: mutating admission, the create
+/// strategy, validation, validating admission, then the store (unless `dry_run`). Returns the
+/// object as stored.
 pub async fn create_object(
     server: &ApiServer,
     kind: &Kind,
@@ -55,10 +55,6 @@ pub async fn create_object(
     dry_run: bool,
 ) -> ApiResult<Value> {
     let requested_name = meta_str(&object, "name").unwrap_or("").to_string();
-    // Admission (NamespaceLifecycle) comes before validation, as upstream.
-    if let Some(namespace) = namespace.filter(|_| kind.namespaced) {
-        check_namespace(server, kind, namespace, &requested_name).await?;
-    }
     let attributes = admission::Attributes {
         server,
         kind,
@@ -89,33 +85,12 @@ pub async fn create_object(
         .await
         .map_err(|e| rest::store_error(e, kind, &name))?;
     tracing::debug!(%key, revision = stored.mod_revision, "created");
-    rest::decode(&stored)
-}
-
-/// NamespaceLifecycle admission: creates need the namespace, and one not terminating.
-async fn check_namespace(
-    server: &ApiServer,
-    kind: &Kind,
-    namespace: &str,
-    name: &str,
-) -> ApiResult<()> {
-    let Some(namespaces) = server.kinds.find("", "v1", "namespaces") else {
-        return Ok(());
-    };
-    let (ns, _) = rest::get_object(server, namespaces, None, namespace).await?;
-    let terminating = ns.pointer("/metadata/deletionTimestamp").is_some()
-        || ns.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating");
-    if terminating {
-        return Err(ApiError::forbidden(
-            kind.group,
-            kind.plural,
-            name,
-            &format!(
-                "unable to create new content in namespace {namespace} because it is being terminated"
-            ),
-        ));
+    if kind.group.is_empty() && kind.plural == "namespaces" {
+        if let Err(error) = crate::default_serviceaccount::ensure(server, &name).await {
+            tracing::warn!(namespace = %name, %error, "could not create the default service account");
+        }
     }
-    Ok(())
+    rest::decode(&stored)
 }
 
 /// PUT: replaces the object (or its status) in full.

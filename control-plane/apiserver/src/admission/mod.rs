@@ -5,6 +5,12 @@
 //!
 //! A plugin is one file in this module with one job; [`chain`] lists them in kube's order.
 
+pub mod default_toleration_seconds;
+pub mod forbid;
+pub mod namespace_lifecycle;
+pub mod priority;
+pub mod service_account;
+
 use futures::future::BoxFuture;
 use serde_json::Value;
 
@@ -79,7 +85,12 @@ pub trait Plugin: Send + Sync {
 
 /// The plugins in the order kube-apiserver runs them.
 pub fn chain() -> Vec<Box<dyn Plugin>> {
-    Vec::new()
+    vec![
+        Box::new(namespace_lifecycle::NamespaceLifecycle),
+        Box::new(service_account::ServiceAccount),
+        Box::new(priority::Priority),
+        Box::new(default_toleration_seconds::DefaultTolerationSeconds),
+    ]
 }
 
 /// Runs the mutating phase of every plugin in `plugins`.

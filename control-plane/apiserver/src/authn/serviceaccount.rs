@@ -75,7 +75,9 @@ pub struct BoundObject {
 pub struct ObjectRef {
     /// The object's name.
     pub name: String,
-    /// The object's UID.
+    /// The object's UID (empty for the node of a pod-bound token when the node is not
+    /// found, which upstream leaves out).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub uid: String,
 }
 
@@ -95,6 +97,10 @@ pub struct KubernetesClaim {
     pub secret: Option<ObjectRef>,
     /// The service account.
     pub serviceaccount: ObjectRef,
+    /// When a token whose lifetime the API server extended should have been refreshed
+    /// (seconds since the epoch): clients past it are warned, not refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warnafter: Option<u64>,
 }
 
 /// `aud` is a string or an array of strings (RFC 7519 §4.1.3).
@@ -186,6 +192,14 @@ impl TokenIssuer {
         }
     }
 
+    /// Tokens requested without audiences get `audiences` (`--api-audiences`) instead.
+    pub fn with_audiences(mut self, audiences: Vec<String>) -> Self {
+        if !audiences.is_empty() {
+            self.default_audiences = audiences;
+        }
+        self
+    }
+
     /// A token for service account `namespace/name` (UID `uid`) valid for `expiry` from now,
     /// for `audiences` (empty: the default audiences), optionally bound to an object.
     pub fn issue(
@@ -220,7 +234,34 @@ impl TokenIssuer {
         expiry: Duration,
         bound: Option<&BoundObject>,
     ) -> Result<String, IssueError> {
-        if namespace.is_empty() || name.is_empty() {
+        let object = |b: &BoundObject| ObjectRef {
+            name: b.name.clone(),
+            uid: b.uid.clone(),
+        };
+        let claim = KubernetesClaim {
+            namespace: namespace.to_string(),
+            node: bound.filter(|b| b.kind == BoundKind::Node).map(object),
+            pod: bound.filter(|b| b.kind == BoundKind::Pod).map(object),
+            secret: bound.filter(|b| b.kind == BoundKind::Secret).map(object),
+            serviceaccount: ObjectRef {
+                name: name.to_string(),
+                uid: uid.to_string(),
+            },
+            warnafter: None,
+        };
+        self.issue_claim(now, claim, audiences, expiry)
+    }
+
+    /// A token carrying `claim` (the service account, its namespace and what it is bound to),
+    /// issued at `now` and valid for `expiry`, for `audiences` (empty: the default ones).
+    pub fn issue_claim(
+        &self,
+        now: SystemTime,
+        claim: KubernetesClaim,
+        audiences: &[String],
+        expiry: Duration,
+    ) -> Result<String, IssueError> {
+        if claim.namespace.is_empty() || claim.serviceaccount.name.is_empty() {
             return Err(IssueError::Request(
                 "namespace and service account name must not be empty".to_string(),
             ));
@@ -229,10 +270,10 @@ impl TokenIssuer {
             return Err(IssueError::Request("expiry must be positive".to_string()));
         }
         let iat = unix(now);
-        let object = |b: &BoundObject| ObjectRef {
-            name: b.name.clone(),
-            uid: b.uid.clone(),
-        };
+        let sub = format!(
+            "{USER_PREFIX}{}:{}",
+            claim.namespace, claim.serviceaccount.name
+        );
         let claims = Claims {
             aud: Audiences::Many(if audiences.is_empty() {
                 self.default_audiences.clone()
@@ -243,18 +284,9 @@ impl TokenIssuer {
             iat,
             iss: self.issuer.clone(),
             jti: Some(random_id()?),
-            kubernetes: KubernetesClaim {
-                namespace: namespace.to_string(),
-                node: bound.filter(|b| b.kind == BoundKind::Node).map(object),
-                pod: bound.filter(|b| b.kind == BoundKind::Pod).map(object),
-                secret: bound.filter(|b| b.kind == BoundKind::Secret).map(object),
-                serviceaccount: ObjectRef {
-                    name: name.to_string(),
-                    uid: uid.to_string(),
-                },
-            },
+            kubernetes: claim,
             nbf: iat,
-            sub: format!("{USER_PREFIX}{namespace}:{name}"),
+            sub,
         };
         let header = Header {
             alg: ALGORITHM.to_string(),
@@ -473,10 +505,13 @@ pub async fn check_still_valid(
             )));
         }
     }
+    // The node of a pod-bound token only says where the pod ran; upstream checks it for
+    // node-bound tokens alone.
+    let node = if k.pod.is_some() { &None } else { &k.node };
     for (kind, object) in [
         (BoundKind::Pod, &k.pod),
         (BoundKind::Secret, &k.secret),
-        (BoundKind::Node, &k.node),
+        (BoundKind::Node, node),
     ] {
         let Some(object) = object else { continue };
         let current = lookup

@@ -75,6 +75,11 @@ impl VerifyingKey {
         &self.key_id
     }
 
+    /// The uncompressed P-256 point (`04 || x || y`), for the JWKS.
+    pub fn public_point(&self) -> &[u8] {
+        &self.point
+    }
+
     /// Whether `signature` is a valid ES256 signature of `message` by this key.
     pub fn verify(&self, message: &[u8], signature: &[u8]) -> bool {
         signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &self.point)

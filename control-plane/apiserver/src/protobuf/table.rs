@@ -19,6 +19,7 @@ pub const KINDS: &[(&str, &str, &str)] = &[
     ("apps/v1", "Deployment", "Deployment"),
     ("batch/v1", "Job", "Job"),
     ("scheduling.k8s.io/v1", "PriorityClass", "PriorityClass"),
+    ("authentication.k8s.io/v1", "TokenRequest", "TokenRequest"),
     ("rbac.authorization.k8s.io/v1", "Role", "Role"),
     ("rbac.authorization.k8s.io/v1", "ClusterRole", "ClusterRole"),
     ("rbac.authorization.k8s.io/v1", "RoleBinding", "RoleBinding"),
@@ -562,6 +563,36 @@ pub const MESSAGES: &[Message] = &[
             f(3, "name", Str),
             f(4, "namespace", Str),
         ],
+    ),
+    // k8s.io/api/authentication/v1 (what `kubectl create token` sends)
+    m(
+        "TokenRequest",
+        &[
+            META,
+            f(2, "spec", Msg("TokenRequestSpec")),
+            f(3, "status", Msg("TokenRequestStatus")),
+        ],
+    ),
+    m(
+        "TokenRequestSpec",
+        &[
+            r(1, "audiences", Str),
+            k(4, "expirationSeconds", I64),
+            f(3, "boundObjectRef", Msg("BoundObjectReference")),
+        ],
+    ),
+    m(
+        "BoundObjectReference",
+        &[
+            f(1, "kind", Str),
+            f(2, "apiVersion", Str),
+            f(3, "name", Str),
+            f(4, "uid", Str),
+        ],
+    ),
+    m(
+        "TokenRequestStatus",
+        &[f(1, "token", Str), f(2, "expirationTimestamp", Time)],
     ),
     m(
         "RoleRef",
