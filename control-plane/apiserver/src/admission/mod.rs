@@ -5,6 +5,10 @@
 //!
 //! A plugin is one file in this module with one job; [`chain`] lists them in kube's order.
 
+pub mod limitranger;
+pub mod resources;
+pub mod warnings;
+
 use futures::future::BoxFuture;
 use serde_json::Value;
 
@@ -79,7 +83,7 @@ pub trait Plugin: Send + Sync {
 
 /// The plugins in the order kube-apiserver runs them.
 pub fn chain() -> Vec<Box<dyn Plugin>> {
-    Vec::new()
+    vec![Box::new(limitranger::LimitRanger)]
 }
 
 /// Runs the mutating phase of every plugin in `plugins`.
