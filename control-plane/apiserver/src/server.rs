@@ -102,6 +102,7 @@ impl ApiServer {
             admission: crate::admission::chain(),
         });
         server.ensure_system_namespaces().await?;
+        crate::admission::resourcequota::recalc::start(&server).await;
         Ok(server)
     }
 

@@ -6,6 +6,7 @@
 //! A plugin is one file in this module with one job; [`chain`] lists them in kube's order.
 
 pub mod limitranger;
+pub mod resourcequota;
 pub mod resources;
 pub mod warnings;
 
@@ -83,7 +84,11 @@ pub trait Plugin: Send + Sync {
 
 /// The plugins in the order kube-apiserver runs them.
 pub fn chain() -> Vec<Box<dyn Plugin>> {
-    vec![Box::new(limitranger::LimitRanger)]
+    vec![
+        Box::new(limitranger::LimitRanger),
+        // ResourceQuota is last: it charges what the plugins before it let through.
+        Box::new(resourcequota::ResourceQuota),
+    ]
 }
 
 /// Runs the mutating phase of every plugin in `plugins`.
