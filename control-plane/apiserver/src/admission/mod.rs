@@ -6,6 +6,7 @@
 //! A plugin is one file in this module with one job; [`chain`] lists them in kube's order.
 
 pub mod limitranger;
+pub mod podsecurity;
 pub mod resourcequota;
 pub mod resources;
 pub mod warnings;
@@ -86,6 +87,7 @@ pub trait Plugin: Send + Sync {
 pub fn chain() -> Vec<Box<dyn Plugin>> {
     vec![
         Box::new(limitranger::LimitRanger),
+        Box::new(podsecurity::PodSecurity),
         // ResourceQuota is last: it charges what the plugins before it let through.
         Box::new(resourcequota::ResourceQuota),
     ]
