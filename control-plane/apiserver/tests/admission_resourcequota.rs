@@ -283,6 +283,25 @@ async fn object_counts_services_and_claims_are_charged() {
             )
         )
     );
+    // Growing a claim is charged too.
+    let grow = json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}}});
+    let (code, body) = common::call(
+        &server,
+        "PATCH",
+        "/api/v1/namespaces/kinds/persistentvolumeclaims/c1",
+        "application/merge-patch+json",
+        &grow.to_string(),
+    )
+    .await;
+    assert_eq!(
+        (code, body["message"].as_str()),
+        (
+            403,
+            Some(
+                "persistentvolumeclaims \"c1\" is forbidden: exceeded quota: k, requested: requests.storage=1448Mi, used: requests.storage=600Mi, limited: requests.storage=1Gi"
+            )
+        )
+    );
     used_becomes(
         &server,
         "kinds",

@@ -42,18 +42,25 @@ impl Plugin for ResourceQuota {
             let (Some(object), Some(namespace)) = (object, attributes.namespace) else {
                 return Ok(());
             };
-            if attributes.operation != Operation::Create
-                || attributes.subresource.is_some()
-                || !attributes.kind.namespaced
-            {
+            if attributes.subresource.is_some() || !attributes.kind.namespaced {
                 return Ok(());
             }
+            let kind = attributes.kind;
+            let delta = match (attributes.operation, attributes.old) {
+                (Operation::Create, _) => usage::usage(kind, object),
+                // Updates can grow services (type, ports) and claims (expansion) only, as
+                // kube's evaluators; what shrinks is given back by the recount.
+                (Operation::Update, Some(old)) if usage::charges_updates(kind) => {
+                    growth(&usage::usage(kind, object), &usage::usage(kind, old))
+                }
+                _ => return Ok(()),
+            };
             let lock = namespace_lock(attributes.server, namespace);
             let _serialised = lock.lock().await;
             let mut last = None;
             let mut done = Vec::new();
             for _ in 0..ATTEMPTS {
-                match charge(attributes, namespace, object, &mut done).await {
+                match charge(attributes, namespace, object, &delta, &mut done).await {
                     Err(e) if e.reason == "Conflict" => last = Some(e),
                     outcome => return outcome,
                 }
@@ -97,6 +104,21 @@ fn pretty(list: &ResourceList) -> String {
         .join(",")
 }
 
+/// What `new` uses beyond `old`, resource by resource (kube's
+/// `SubtractWithNonNegativeResult`).
+fn growth(new: &ResourceList, old: &ResourceList) -> ResourceList {
+    new.iter()
+        .map(|(name, quantity)| {
+            let grown = match old.get(name) {
+                Some(before) if before >= quantity => Quantity::ZERO,
+                Some(before) => quantity.sub(before),
+                None => *quantity,
+            };
+            (name.clone(), grown)
+        })
+        .collect()
+}
+
 fn mask(list: &ResourceList, names: &[String]) -> ResourceList {
     list.iter()
         .filter(|(k, _)| names.contains(k))
@@ -111,6 +133,7 @@ async fn charge(
     attributes: &Attributes<'_>,
     namespace: &str,
     object: &Value,
+    delta: &ResourceList,
     done: &mut Vec<String>,
 ) -> ApiResult<()> {
     let server = attributes.server;
@@ -122,7 +145,6 @@ async fn charge(
     if quotas.is_empty() {
         return Ok(());
     }
-    let delta = usage::usage(kind, object);
     let forbidden =
         |why: String| ApiError::forbidden(kind.group, kind.plural, attributes.name, &why);
     let mut charged = Vec::new();
@@ -154,7 +176,7 @@ async fn charge(
         }
         usage::constraints(kind, object, &tracked)
             .map_err(|why| forbidden(format!("failed quota: {quota_name}: {why}")))?;
-        let requested = mask(&delta, &tracked);
+        let requested = mask(delta, &tracked);
         if requested.values().all(Quantity::is_zero) {
             continue;
         }
@@ -183,7 +205,7 @@ async fn charge(
     if attributes.dry_run {
         return Ok(());
     }
-    if !charged.is_empty() {
+    if !charged.is_empty() && attributes.operation == Operation::Create {
         let key = kind.key(Some(namespace), attributes.name);
         recalc::add_pending(server, namespace, kind, key, object);
     }

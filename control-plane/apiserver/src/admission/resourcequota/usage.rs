@@ -74,6 +74,11 @@ fn one() -> Quantity {
     Quantity::from_units(1)
 }
 
+/// Whether updates of `kind` are charged too (what they add): services and claims.
+pub fn charges_updates(kind: &Kind) -> bool {
+    kind.group.is_empty() && matches!(kind.plural, "services" | "persistentvolumeclaims")
+}
+
 /// What `object` of `kind` charges, before masking to a quota's resources.
 pub fn usage(kind: &Kind, object: &Value) -> ResourceList {
     let mut usage = ResourceList::new();
