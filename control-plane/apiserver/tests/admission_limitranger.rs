@@ -104,6 +104,24 @@ async fn session(k: &str) {
         err.contains("persistentvolumeclaims \"small\" is forbidden: minimum storage usage per PersistentVolumeClaim is 1Gi, but request is 100Mi"),
         "{err}"
     );
+    let bad_range = "apiVersion: v1\nkind: LimitRange\nmetadata:\n  name: bad\nspec:\n  limits:\n  - type: Container\n    min: {cpu: \"2\"}\n    max: {cpu: \"1\"}\n";
+    let err = fails(k, s, &["-n", "lim", "create", "-f", "-"], Some(bad_range)).await;
+    assert!(
+        err.contains("The LimitRange \"bad\" is invalid: \n* spec.limits[0].min[cpu]: Invalid value: \"2\": min value 2 is greater than max value 1\n")
+            && err.contains("* spec.limits[0].default[cpu]: Invalid value: \"2\": min value 2 is greater than default value 1"),
+        "{err}"
+    );
+    let err = fails(
+        k,
+        s,
+        &["-n", "lim", "create", "-f", "-"],
+        Some(&pod("odd", "{limits: {cpu: lots}}")),
+    )
+    .await;
+    assert!(
+        err.contains("Error from server (BadRequest): error when creating \"STDIN\": Pod in version \"v1\" cannot be handled as a Pod: quantities must match the regular expression"),
+        "{err}"
+    );
     // Other namespaces are not bounded.
     ok(
         k,

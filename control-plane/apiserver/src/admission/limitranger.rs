@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use super::resources::{self, ResourceList};
 use super::{Attributes, Operation, Plugin};
 use crate::quantity::Quantity;
-use crate::status::{ApiError, ApiResult};
+use crate::status::{ApiError, ApiResult, Cause};
 
 /// The annotation that lists what the plugin set on a pod.
 const ANNOTATION: &str = "kubernetes.io/limit-ranger";
@@ -31,6 +31,9 @@ impl Plugin for LimitRanger {
             let (Some(object), Some(namespace)) = (object, attributes.namespace) else {
                 return Ok(());
             };
+            if attributes.subresource.is_none() {
+                super::quantities::check(attributes.kind, object)?;
+            }
             if attributes.is("", "limitranges") && attributes.operation != Operation::Delete {
                 default_limit_range(object);
                 return Ok(());
@@ -58,6 +61,13 @@ impl Plugin for LimitRanger {
             let (Some(object), Some(namespace)) = (object, attributes.namespace) else {
                 return Ok(());
             };
+            if attributes.is("", "limitranges") && attributes.operation != Operation::Delete {
+                let causes = range_causes(object);
+                if !causes.is_empty() {
+                    return Err(ApiError::invalid("", "LimitRange", attributes.name, causes));
+                }
+                return Ok(());
+            }
             let check: fn(&Value, &Value) -> Vec<String> =
                 if attributes.is("", "pods") && attributes.operation == Operation::Create {
                     pod_errors
@@ -263,6 +273,103 @@ fn apply_defaults(range: &Value, pod: &mut Value) {
         *annotations = json!({});
     }
     annotations[ANNOTATION] = json!(format!("LimitRanger plugin set: {}", notes.join("; ")));
+}
+
+/// kube's `ValidateLimitRange` bounds: per item and resource, min <= default request <=
+/// default <= max, and a ratio of at least 1 that max/min allows.
+fn range_causes(range: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    for (index, item) in items(range).enumerate() {
+        let list = |field: &str| resources::resource_list(item.get(field));
+        let (min, max, default, request, ratio) = (
+            list("min"),
+            list("max"),
+            list("default"),
+            list("defaultRequest"),
+            list("maxLimitRequestRatio"),
+        );
+        let mut names: Vec<&String> = min
+            .keys()
+            .chain(max.keys())
+            .chain(default.keys())
+            .chain(request.keys())
+            .chain(ratio.keys())
+            .collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let field = |f: &str| format!("spec.limits[{index}].{f}[{name}]");
+            let mut invalid = |f: &str, value: &Quantity, why: String| {
+                causes.push(Cause::invalid(&field(f), &value.to_string(), &why));
+            };
+            let (lo, hi) = (min.get(name), max.get(name));
+            let (def, req) = (default.get(name), request.get(name));
+            if let (Some(lo), Some(hi)) = (lo, hi) {
+                if lo > hi {
+                    invalid(
+                        "min",
+                        lo,
+                        format!("min value {lo} is greater than max value {hi}"),
+                    );
+                }
+            }
+            if let (Some(req), Some(lo)) = (req, lo) {
+                if lo > req {
+                    let why = format!("min value {lo} is greater than default request value {req}");
+                    invalid("defaultRequest", req, why);
+                }
+            }
+            if let (Some(req), Some(hi)) = (req, hi) {
+                if req > hi {
+                    let why = format!("default request value {req} is greater than max value {hi}");
+                    invalid("defaultRequest", req, why);
+                }
+            }
+            if let (Some(req), Some(def)) = (req, def) {
+                if req > def {
+                    let why = format!(
+                        "default request value {req} is greater than default limit value {def}"
+                    );
+                    invalid("defaultRequest", req, why);
+                }
+            }
+            if let (Some(def), Some(lo)) = (def, lo) {
+                if lo > def {
+                    invalid(
+                        "default",
+                        lo,
+                        format!("min value {lo} is greater than default value {def}"),
+                    );
+                }
+            }
+            if let (Some(def), Some(hi)) = (def, hi) {
+                if def > hi {
+                    invalid(
+                        "default",
+                        hi,
+                        format!("default value {def} is greater than max value {hi}"),
+                    );
+                }
+            }
+            if let Some(r) = ratio.get(name) {
+                if *r < Quantity::from_units(1) {
+                    invalid(
+                        "maxLimitRequestRatio",
+                        r,
+                        format!("ratio {r} is less than 1"),
+                    );
+                }
+                if let (Some(lo), Some(hi)) = (lo, hi) {
+                    let allowed = hi.milli_value() as f64 / lo.milli_value() as f64;
+                    if r.milli_value() as f64 / 1000.0 > allowed {
+                        let why = format!("ratio {r} is greater than max/min = {allowed:.6}");
+                        invalid("maxLimitRequestRatio", r, why);
+                    }
+                }
+            }
+        }
+    }
+    causes
 }
 
 /// kube compares in thousandths (its int64 milli values; exact here at any size).
@@ -484,6 +591,23 @@ mod tests {
         );
         assert_eq!(aggregate(vec!["x".into(), "x".into()]), "x");
         assert_eq!(aggregate(vec!["x".into(), "y".into()]), "[x, y]");
+    }
+
+    #[test]
+    fn inconsistent_ranges_are_invalid() {
+        let r = json!({"spec": {"limits": [{"type": "Container", "min": {"cpu": "2"}, "max": {"cpu": "1"},
+            "maxLimitRequestRatio": {"memory": "500m"}}]}});
+        let messages: Vec<String> = range_causes(&r)
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        assert_eq!(
+            messages,
+            [
+                "spec.limits[0].min[cpu]: Invalid value: \"2\": min value 2 is greater than max value 1",
+                "spec.limits[0].maxLimitRequestRatio[memory]: Invalid value: \"500m\": ratio 500m is less than 1",
+            ]
+        );
     }
 
     #[test]

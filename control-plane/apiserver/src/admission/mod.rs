@@ -7,6 +7,7 @@
 
 pub mod limitranger;
 pub mod podsecurity;
+pub mod quantities;
 pub mod resourcequota;
 pub mod resources;
 pub mod warnings;
