@@ -358,4 +358,61 @@ async fn scoped_quotas_count_only_the_pods_they_select() {
         "not BestEffort: not counted"
     );
     used_becomes(&server, "sc", "be", json!({"pods": "1"})).await;
+    // A pod that finished no longer counts: its status update is recounted.
+    let done = json!({"status": {"phase": "Succeeded"}});
+    let (code, body) = common::call(
+        &server,
+        "PATCH",
+        "/api/v1/namespaces/sc/pods/b1/status",
+        "application/merge-patch+json",
+        &done.to_string(),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    used_becomes(&server, "sc", "be", json!({"pods": "0"})).await;
+    assert_eq!(
+        create(&server, "sc", "pods", &pod("b2", json!({}))).await.0,
+        201
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_creates_fills_the_quota_exactly() {
+    let (server, _) = common::server().await;
+    namespace(&server, "burst").await;
+    let quota = json!({"metadata": {"name": "many"}, "spec": {"hard": {"pods": "150"}}});
+    assert_eq!(
+        create(&server, "burst", "resourcequotas", &quota).await.0,
+        201
+    );
+    let started = std::time::Instant::now();
+    let mut streams = Vec::new();
+    for s in 0..8 {
+        let server = server.clone();
+        streams.push(tokio::spawn(async move {
+            let mut passed = 0;
+            for i in 0..25 {
+                let name = format!("p-{s}-{i}");
+                match create(&server, "burst", "pods", &pod(&name, json!({})))
+                    .await
+                    .0
+                {
+                    201 => passed += 1,
+                    403 => {}
+                    code => panic!("{name}: {code}"),
+                }
+            }
+            passed
+        }));
+    }
+    let mut passed = 0;
+    for stream in streams {
+        passed += stream.await.unwrap_or(0);
+    }
+    eprintln!(
+        "200 pod creates in 8 streams against a quota: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(passed, 150, "the quota admits exactly its hard limit");
+    used_becomes(&server, "burst", "many", json!({"pods": "150"})).await;
 }

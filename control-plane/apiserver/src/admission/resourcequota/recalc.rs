@@ -245,6 +245,13 @@ fn locate<'a>(server: &'a ApiServer, key: &str) -> Option<(&'a Kind, String)> {
         })
 }
 
+/// What the stored bytes of an object of `kind` charge; nothing when they are not JSON.
+fn charged(kind: &Kind, bytes: &[u8]) -> ResourceList {
+    serde_json::from_slice::<Value>(bytes)
+        .map(|object| usage::usage(kind, &object))
+        .unwrap_or_default()
+}
+
 fn spec_of(bytes: &[u8]) -> Option<Value> {
     serde_json::from_slice::<Value>(bytes)
         .ok()?
@@ -348,7 +355,16 @@ fn note(
             }
         }
         WatchEvent::Put { kv, prev: None } => seen_stored(server, &namespace, &kv.key),
-        _ if with_quotas.contains(&namespace) => {
+        // Most updates (a pod's status, a lease's renewal) charge the same as before.
+        WatchEvent::Put {
+            kv,
+            prev: Some(prev),
+        } if with_quotas.contains(&namespace)
+            && charged(kind, &kv.value) != charged(kind, &prev.value) =>
+        {
+            dirty.insert(namespace);
+        }
+        WatchEvent::Delete { .. } if with_quotas.contains(&namespace) => {
             dirty.insert(namespace);
         }
         _ => {}
