@@ -55,6 +55,13 @@ impl Plugin for ResourceQuota {
                 }
                 _ => return Ok(()),
             };
+            // Most namespaces have no quota: their creates need not wait for the lock.
+            if resources::list_in(attributes.server, "", "resourcequotas", namespace)
+                .await?
+                .is_empty()
+            {
+                return Ok(());
+            }
             let lock = namespace_lock(attributes.server, namespace);
             let _serialised = lock.lock().await;
             let mut last = None;
