@@ -293,6 +293,7 @@ fn pod_in_scope(spec: &Value, scope: &str, operator: &str, values: &[&str]) -> b
         "NotTerminating" => spec.get("activeDeadlineSeconds").is_none_or(Value::is_null),
         "BestEffort" => is_best_effort(spec),
         "NotBestEffort" => !is_best_effort(spec),
+        "CrossNamespacePodAffinity" => cross_namespace_affinity(spec),
         "PriorityClass" => {
             let class = spec
                 .get("priorityClassName")
@@ -312,6 +313,36 @@ fn pod_in_scope(spec: &Value, scope: &str, operator: &str, values: &[&str]) -> b
         "DoesNotExist" => !matched,
         _ => matched,
     }
+}
+
+/// Whether a pod (anti-)affinity term reaches other namespaces (`namespaces` or a
+/// `namespaceSelector`), which kube's CrossNamespacePodAffinity scope selects.
+fn cross_namespace_affinity(spec: &Value) -> bool {
+    let crosses = |term: &Value| {
+        term.get("namespaces")
+            .and_then(Value::as_array)
+            .is_some_and(|n| !n.is_empty())
+            || term.get("namespaceSelector").is_some_and(|s| !s.is_null())
+    };
+    ["podAffinity", "podAntiAffinity"].iter().any(|kind| {
+        let Some(affinity) = spec.pointer(&format!("/affinity/{kind}")) else {
+            return false;
+        };
+        let terms = |field: &str| {
+            affinity
+                .get(field)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        terms("requiredDuringSchedulingIgnoredDuringExecution")
+            .iter()
+            .any(crosses)
+            || terms("preferredDuringSchedulingIgnoredDuringExecution")
+                .iter()
+                .filter_map(|w| w.get("podAffinityTerm"))
+                .any(crosses)
+    })
 }
 
 /// A pod is BestEffort when no container requests or limits cpu or memory.
@@ -424,5 +455,11 @@ mod tests {
         let high = json!({"spec": {"priorityClassName": "high"}});
         assert!(in_scope(&by_class, &kind("pods"), &high));
         assert!(!in_scope(&by_class, &kind("pods"), &best_effort));
+        let cross = json!({"spec": {"scopes": ["CrossNamespacePodAffinity"]}});
+        let reaching = json!({"spec": {"affinity": {"podAntiAffinity": {
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 1, "podAffinityTerm": {"namespaceSelector": {}, "topologyKey": "x"}}]}}}});
+        assert!(in_scope(&cross, &kind("pods"), &reaching));
+        assert!(!in_scope(&cross, &kind("pods"), &best_effort));
     }
 }
