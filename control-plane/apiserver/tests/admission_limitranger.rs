@@ -57,6 +57,18 @@ async fn session(k: &str) {
         "the default limit falls back to max"
     );
 
+    let described = ok(k, s, &["-n", "lim", "describe", "limits", "lr"], None)
+        .await
+        .stdout;
+    let container_cpu = described
+        .lines()
+        .find(|l| l.starts_with("Container") && l.contains(" cpu "))
+        .map(|l| l.split_whitespace().collect::<Vec<_>>());
+    assert_eq!(
+        container_cpu,
+        Some(vec!["Container", "cpu", "-", "500m", "100m", "500m", "-"]),
+        "{described}"
+    );
     ok(k, s, &["-n", "lim", "run", "p", "--image=busybox"], None).await;
     let p = parse(
         &ok(k, s, &["-n", "lim", "get", "pod", "p", "-o", "json"], None)
