@@ -301,6 +301,27 @@ pub fn builtin() -> Vec<Kind> {
             true,
         ),
         row(
+            "",
+            "LimitRange",
+            "limitranges",
+            "limitrange",
+            true,
+            &["limits"],
+            &[],
+            false,
+        ),
+        // Stored and served for LimitRanger and ResourceQuota; nothing provisions them yet.
+        row(
+            "",
+            "PersistentVolumeClaim",
+            "persistentvolumeclaims",
+            "persistentvolumeclaim",
+            true,
+            &["pvc"],
+            &[],
+            true,
+        ),
+        row(
             "scheduling.k8s.io",
             "PriorityClass",
             "priorityclasses",

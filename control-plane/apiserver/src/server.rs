@@ -118,6 +118,7 @@ impl ApiServer {
         server.ensure_system_namespaces().await?;
         crate::admission::priority::ensure_system_classes(&server).await?;
         crate::default_serviceaccount::ensure_all(&server).await?;
+        crate::admission::resourcequota::recalc::start(&server).await;
         Ok(server)
     }
 
@@ -174,7 +175,9 @@ impl ApiServer {
         } else {
             Bytes::new()
         };
-        let response = match self.route(&parts, body, user).await {
+        let (result, warnings) =
+            crate::admission::warnings::collect(self.route(&parts, body, user)).await;
+        let mut response = match result {
             Ok(response) => response,
             Err(error) => {
                 if error.code >= 500 {
@@ -183,6 +186,12 @@ impl ApiServer {
                 body::error_response(&error)
             }
         };
+        for warning in warnings {
+            let value = crate::admission::warnings::header_value(&warning);
+            if let Ok(value) = http::HeaderValue::from_bytes(value.as_bytes()) {
+                response.headers_mut().append(http::header::WARNING, value);
+            }
+        }
         tracing::debug!(%method, %path, code = response.status().as_u16(), user = %user.name, "request");
         response
     }

@@ -7,9 +7,15 @@
 
 pub mod default_toleration_seconds;
 pub mod forbid;
+pub mod limitranger;
 pub mod namespace_lifecycle;
+pub mod podsecurity;
 pub mod priority;
+pub mod quantities;
+pub mod resourcequota;
+pub mod resources;
 pub mod service_account;
+pub mod warnings;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -87,9 +93,13 @@ pub trait Plugin: Send + Sync {
 pub fn chain() -> Vec<Box<dyn Plugin>> {
     vec![
         Box::new(namespace_lifecycle::NamespaceLifecycle),
+        Box::new(limitranger::LimitRanger),
         Box::new(service_account::ServiceAccount),
+        Box::new(podsecurity::PodSecurity),
         Box::new(priority::Priority),
         Box::new(default_toleration_seconds::DefaultTolerationSeconds),
+        // ResourceQuota is last: it charges what the plugins before it let through.
+        Box::new(resourcequota::ResourceQuota),
     ]
 }
 
