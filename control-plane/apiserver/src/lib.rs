@@ -18,6 +18,7 @@ pub mod openapi_v2;
 pub mod patch;
 pub mod pki;
 pub mod protobuf;
+pub mod qos;
 pub mod quantity;
 pub mod rest;
 pub mod route;

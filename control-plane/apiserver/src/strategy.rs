@@ -137,7 +137,8 @@ pub fn prepare_create(kind: &Kind, object: &mut Value, namespace: Option<&str>) 
         }
         ("", "Pod") => {
             default_pod(object);
-            object["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+            let qos = crate::qos::class(object);
+            object["status"] = json!({"phase": "Pending", "qosClass": qos});
         }
         // Nodes register with their status; the other kinds' status belongs to controllers.
         ("", "Node") => {}

@@ -450,3 +450,28 @@ async fn discovery_documents() {
         "deployments"
     );
 }
+
+#[tokio::test]
+async fn created_pods_get_their_qos_class() {
+    let (server, _) = server().await;
+    let pods = "/api/v1/namespaces/default/pods";
+    let pod = |name: &str, resources: Value| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+               "spec": {"containers": [{"name": "c", "image": "busybox", "resources": resources}]}})
+    };
+    let cases = [
+        ("none", json!({}), "BestEffort"),
+        // Requests default to the limits, so limits alone are Guaranteed.
+        (
+            "limits",
+            json!({"limits": {"cpu": "500m", "memory": "64Mi"}}),
+            "Guaranteed",
+        ),
+        ("some", json!({"requests": {"cpu": "100m"}}), "Burstable"),
+    ];
+    for (name, resources, expected) in cases {
+        let (code, created) = json(&server, "POST", pods, &pod(name, resources)).await;
+        assert_eq!(code, 201, "{created}");
+        assert_eq!(created["status"]["qosClass"], expected, "{name}");
+    }
+}
