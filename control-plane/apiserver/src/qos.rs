@@ -85,7 +85,7 @@ mod tests {
             "BestEffort"
         );
         let full = json!({"requests": {"cpu": "500m", "memory": "64Mi"}, "limits": {"cpu": "0.5", "memory": "64Mi"}});
-        assert_eq!(class(&pod(&[full.clone()])), "Guaranteed");
+        assert_eq!(class(&pod(std::slice::from_ref(&full))), "Guaranteed");
         assert_eq!(
             class(&pod(&[full.clone(), json!({"requests": {"cpu": "1"}})])),
             "Burstable"
