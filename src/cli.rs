@@ -265,6 +265,11 @@ pub struct ControlPlaneArgs {
     /// /livez, /readyz and /version).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     pub anonymous_auth: bool,
+
+    /// Ordered comma list of authorizers after the system:masters bypass: RBAC, AlwaysAllow,
+    /// AlwaysDeny (Node is not implemented yet).
+    #[arg(long, default_value = "RBAC", value_name = "MODES")]
+    pub authorization_mode: String,
 }
 
 /// Flags of `capstan cni`.

@@ -7,6 +7,7 @@ use crate::cli::ControlPlaneArgs;
 
 /// Runs the control plane in the foreground.
 pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
+    let authorization_modes = capstan_apiserver::authz::parse_modes(&args.authorization_mode)?;
     let options = ControlPlaneOptions {
         data_dir: args.data_dir,
         bind_address: args.bind_address,
@@ -17,6 +18,7 @@ pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
         etcd_servers: args.etcd_servers,
         token_auth_file: args.token_auth_file,
         anonymous_auth: args.anonymous_auth,
+        authorization_modes,
     };
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -18,6 +18,7 @@ pub mod patch;
 pub mod pki;
 pub mod protobuf;
 pub mod rest;
+pub mod reviews;
 pub mod route;
 pub mod run;
 pub mod secure;

@@ -34,6 +34,8 @@ pub struct ControlPlaneOptions {
     pub token_auth_file: Option<PathBuf>,
     /// `--anonymous-auth`.
     pub anonymous_auth: bool,
+    /// `--authorization-mode`, parsed by [`crate::authz::parse_modes`].
+    pub authorization_modes: Vec<crate::authz::Mode>,
 }
 
 /// Why the control plane could not start.
@@ -110,8 +112,14 @@ pub async fn run(
         authenticator = authenticator.with_token_file(tokens);
     }
 
+    let authenticator = Arc::new(authenticator);
     let store = open_store(&options).await?;
-    let server = ApiServer::new(Arc::clone(&store), Config::default())
+    let config = Config {
+        authorization_modes: options.authorization_modes.clone(),
+        token_authenticator: Some(Arc::clone(&authenticator)),
+        ..Config::default()
+    };
+    let server = ApiServer::new(Arc::clone(&store), config)
         .await
         .map_err(|e| RunError::Api(e.message.clone()))?;
     let compactor = capstan_store::compactor::spawn(Arc::clone(&store), Default::default());
@@ -123,7 +131,7 @@ pub async fn run(
         "serving the Kubernetes API"
     );
     ready(address);
-    crate::secure::serve_tls(listener, tls, server, Arc::new(authenticator), shutdown).await;
+    crate::secure::serve_tls(listener, tls, server, authenticator, shutdown).await;
     compactor.abort();
     tracing::info!("control plane stopped");
     Ok(())

@@ -67,6 +67,10 @@ pub struct Config {
     pub default_watch_timeout: Duration,
     /// The `gitVersion` `/version` reports.
     pub git_version: String,
+    /// `--authorization-mode`: the authorizers after the system:masters bypass, in order.
+    pub authorization_modes: Vec<crate::authz::Mode>,
+    /// The token authenticators TokenReview runs (`None`: TokenReview says it has none).
+    pub token_authenticator: Option<Arc<crate::authn::Authenticator>>,
 }
 
 impl Default for Config {
@@ -75,6 +79,8 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(60),
             default_watch_timeout: Duration::from_secs(30 * 60),
             git_version: "v1.33.0-capstan".into(),
+            authorization_modes: vec![crate::authz::Mode::Rbac],
+            token_authenticator: None,
         }
     }
 }
@@ -89,19 +95,26 @@ pub struct ApiServer {
     pub(crate) kinds: KindTable,
     pub(crate) config: Config,
     pub(crate) admission: Vec<Box<dyn crate::admission::Plugin>>,
+    pub(crate) authorizer: crate::authz::Authorizer,
 }
 
 impl ApiServer {
-    /// A server over `store` serving the built-in kinds; makes the system namespaces that are
-    /// missing.
+    /// A server over `store` serving the built-in kinds; makes the system namespaces and the
+    /// bootstrap RBAC policy that are missing.
     pub async fn new(store: Arc<dyn Store>, config: Config) -> ApiResult<Arc<ApiServer>> {
+        let authorizer =
+            crate::authz::Authorizer::start(&config.authorization_modes, Arc::clone(&store))
+                .await
+                .map_err(|e| ApiError::internal(format!("load the RBAC policy: {e}")))?;
         let server = Arc::new(ApiServer {
             store,
             kinds: KindTable::default(),
             config,
             admission: crate::admission::chain(),
+            authorizer,
         });
         server.ensure_system_namespaces().await?;
+        crate::authz::rbac::bootstrap::reconcile(&server).await?;
         Ok(server)
     }
 
@@ -178,7 +191,15 @@ impl ApiServer {
         user: &RequestUser,
     ) -> ApiResult<Response<ApiBody>> {
         let route = route::parse(&self.kinds, parts.uri.path());
-        crate::authz::authorize(user, &parts.method, parts.uri.path(), &route)?;
+        let impersonated =
+            crate::authz::impersonation::impersonate(&self.authorizer, user, &parts.headers)?;
+        let user = impersonated.as_ref().unwrap_or(user);
+        let attributes = crate::authz::attributes::Attributes::from_request(
+            &parts.method,
+            parts.uri.path(),
+            parts.uri.query(),
+        );
+        self.authorizer.check(user, &attributes)?;
         if !matches!(route, Route::Resource(_)) && parts.method != Method::GET {
             return match route {
                 Route::Unknown => Err(ApiError::path_not_found()),

@@ -5,6 +5,8 @@
 //!
 //! A plugin is one file in this module with one job; [`chain`] lists them in kube's order.
 
+pub mod rbac_escalation;
+
 use futures::future::BoxFuture;
 use serde_json::Value;
 
@@ -79,7 +81,7 @@ pub trait Plugin: Send + Sync {
 
 /// The plugins in the order kube-apiserver runs them.
 pub fn chain() -> Vec<Box<dyn Plugin>> {
-    Vec::new()
+    vec![Box::new(rbac_escalation::RbacEscalation)]
 }
 
 /// Runs the mutating phase of every plugin in `plugins`.
