@@ -115,6 +115,13 @@ impl ApiServer {
         });
         server.ensure_system_namespaces().await?;
         crate::authz::rbac::bootstrap::reconcile(&server).await?;
+        // Requests right after start see the policy just made, not the watch's lag.
+        if let Some(rbac) = server.authorizer.rbac() {
+            rbac.index()
+                .load(&*server.store)
+                .await
+                .map_err(|e| ApiError::internal(format!("load the RBAC policy: {e}")))?;
+        }
         Ok(server)
     }
 

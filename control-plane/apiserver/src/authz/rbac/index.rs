@@ -61,6 +61,8 @@ pub struct Binding {
     pub role_ref: RoleRef,
     /// To whom.
     pub subjects: Vec<Subject>,
+    /// The revision it was last changed at.
+    pub revision: i64,
 }
 
 /// A Role or ClusterRole, with what aggregation needs of it.
@@ -129,10 +131,32 @@ struct BindingObject {
 }
 
 impl Policy {
+    /// Applies a watch event, unless the index already holds a newer state of the key (after a
+    /// relist, the watch may still deliver older events).
     fn apply(&mut self, event: &WatchEvent) {
+        let held = self.revision_of(event.key());
         match event {
-            WatchEvent::Put { kv, .. } => self.put(kv),
-            WatchEvent::Delete { prev, .. } => self.remove(&prev.key),
+            WatchEvent::Put { kv, .. } if held.is_none_or(|h| h < kv.mod_revision) => self.put(kv),
+            WatchEvent::Delete { prev, revision } if held.is_some_and(|h| h < *revision) => {
+                self.remove(&prev.key)
+            }
+            _ => {}
+        }
+    }
+
+    fn revision_of(&self, key: &str) -> Option<i64> {
+        let (prefix, rest) = PREFIXES
+            .iter()
+            .find_map(|p| key.strip_prefix(p).map(|rest| (*p, rest)))?;
+        let pair = || {
+            rest.split_once('/')
+                .map(|(ns, name)| (ns.to_string(), name.to_string()))
+        };
+        match prefix {
+            ROLES => self.roles.get(&pair()?).map(|r| r.stored.mod_revision),
+            ROLE_BINDINGS => self.role_bindings.get(&pair()?).map(|b| b.revision),
+            CLUSTER_ROLES => self.cluster_roles.get(rest).map(|r| r.stored.mod_revision),
+            _ => self.cluster_role_bindings.get(rest).map(|b| b.revision),
         }
     }
 
@@ -161,6 +185,7 @@ impl Policy {
                     namespace: object.metadata.namespace,
                     role_ref: object.role_ref,
                     subjects: object.subjects.unwrap_or_default(),
+                    revision: kv.mod_revision,
                 };
                 if kv.key.starts_with(ROLE_BINDINGS) {
                     self.role_bindings
