@@ -54,6 +54,9 @@ fn wanted_updates(policy: &Policy) -> Vec<(String, Vec<u8>, i64)> {
         let Ok(mut object) = serde_json::from_slice::<Value>(&role.stored.value) else {
             continue;
         };
+        if !object.is_object() {
+            continue;
+        }
         object["rules"] = json!(rules);
         updates.push((
             role.stored.key.clone(),
