@@ -611,3 +611,90 @@ async fn forbidden_texts_and_authorization_modes() {
         200
     );
 }
+
+#[tokio::test]
+async fn the_bootstrap_policy_is_reconciled_at_every_start() {
+    let store = Arc::new(MemoryStore::new());
+    let shared: Arc<dyn Store> = store.clone();
+    let start = || async {
+        match ApiServer::new(Arc::clone(&shared), Config::default()).await {
+            Ok(server) => server,
+            Err(error) => panic!("server did not start: {error}"),
+        }
+    };
+    let server = start().await;
+    let cluster = "/apis/rbac.authorization.k8s.io/v1";
+    for path in [
+        "clusterroles/cluster-admin",
+        "clusterroles/system:node",
+        "clusterroles/system:certificates.k8s.io:kubelet-serving-approver",
+        "clusterrolebindings/system:public-info-viewer",
+        "namespaces/kube-system/roles/extension-apiserver-authentication-reader",
+        "namespaces/kube-public/rolebindings/system:controller:bootstrap-signer",
+    ] {
+        let (code, object) =
+            common::json(&server, "GET", &format!("{cluster}/{path}"), &json!({})).await;
+        assert_eq!(code, 200, "{path}");
+        assert_eq!(
+            object["metadata"]["labels"]["kubernetes.io/bootstrapping"],
+            "rbac-defaults"
+        );
+        assert_eq!(
+            object["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"],
+            "true"
+        );
+    }
+    // The scheduler reads the authentication config map in kube-system, through a RoleBinding.
+    let scheduler = RequestUser {
+        name: "system:kube-scheduler".into(),
+        uid: None,
+        groups: vec!["system:authenticated".into()],
+    };
+    let cm = "/api/v1/namespaces/kube-system/configmaps/extension-apiserver-authentication";
+    assert_eq!(call_as(&server, &scheduler, "GET", cm, None).await.0, 404);
+
+    // A rule taken out of an autoupdated role comes back at the next start; an object its
+    // owner opted out of is left alone.
+    let basic = format!("{cluster}/clusterroles/system:basic-user");
+    let (_, mut role) = common::json(&server, "GET", &basic, &json!({})).await;
+    role["rules"] = json!([]);
+    assert_eq!(common::json(&server, "PUT", &basic, &role).await.0, 200);
+    let discovery = format!("{cluster}/clusterroles/system:discovery");
+    let (_, mut mine) = common::json(&server, "GET", &discovery, &json!({})).await;
+    mine["rules"] = json!([]);
+    mine["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"] = json!("false");
+    assert_eq!(common::json(&server, "PUT", &discovery, &mine).await.0, 200);
+    let public = format!("{cluster}/clusterrolebindings/system:public-info-viewer");
+    let (_, mut binding) = common::json(&server, "GET", &public, &json!({})).await;
+    binding["subjects"] = json!([]);
+    assert_eq!(common::json(&server, "PUT", &public, &binding).await.0, 200);
+    drop(server);
+
+    let server = start().await;
+    let (_, role) = common::json(&server, "GET", &basic, &json!({})).await;
+    assert_eq!(role["rules"].as_array().map(Vec::len), Some(2), "{role}");
+    let (_, mine) = common::json(&server, "GET", &discovery, &json!({})).await;
+    assert_eq!(mine["rules"], json!([]));
+    let (_, binding) = common::json(&server, "GET", &public, &json!({})).await;
+    assert_eq!(
+        binding["subjects"].as_array().map(Vec::len),
+        Some(2),
+        "{binding}"
+    );
+    // And what that means for users: whoami works again, discovery stays taken away.
+    let review = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
+    let (code, answer) = call_as(
+        &server,
+        &alice(),
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        Some(review),
+    )
+    .await;
+    assert_eq!(code, 201, "{answer}");
+    assert_eq!(answer["status"]["userInfo"]["username"], "alice");
+    assert_eq!(
+        call_as(&server, &alice(), "GET", "/apis", None).await.0,
+        403
+    );
+}

@@ -1,5 +1,6 @@
 //! Reconciles the bootstrap policy at every start, as kube-apiserver's RBAC post-start hook:
-//! missing ClusterRoles and ClusterRoleBindings are created; those annotated
+//! missing ClusterRoles, ClusterRoleBindings and the Roles and RoleBindings of kube-system and
+//! kube-public are created; those annotated
 //! `rbac.authorization.kubernetes.io/autoupdate: "true"` get the rules, aggregation selectors,
 //! subjects, labels and annotations they lack added (nothing is taken away). Setting the
 //! annotation to anything else leaves an object as its owner made it.
@@ -30,32 +31,57 @@ pub async fn reconcile(server: &ApiServer) -> ApiResult<()> {
             .cloned()
             .ok_or_else(|| ApiError::internal(format!("the kind table has no {plural}")))
     };
-    let roles = kind("clusterroles")?;
-    let bindings = kind("clusterrolebindings")?;
-    for role in policy::cluster_roles() {
-        reconcile_one(server, &roles, role.name, role_object(&role), merge_role).await?;
+    let (cluster_roles, roles) = (kind("clusterroles")?, kind("roles")?);
+    let (cluster_bindings, bindings) = (kind("clusterrolebindings")?, kind("rolebindings")?);
+    let all_roles = policy::cluster_roles()
+        .into_iter()
+        .map(|r| (&cluster_roles, r))
+        .chain(policy::namespace_roles().into_iter().map(|r| (&roles, r)));
+    for (kind, role) in all_roles {
+        let object = role_object(kind.kind, &role);
+        reconcile_one(server, kind, role.namespace, role.name, object, merge_role).await?;
     }
-    for binding in policy::cluster_role_bindings() {
-        let object = binding_object(&binding);
-        reconcile_one(server, &bindings, binding.name, object, merge_binding).await?;
+    let all_bindings = policy::cluster_role_bindings()
+        .into_iter()
+        .map(|b| (&cluster_bindings, b))
+        .chain(
+            policy::namespace_role_bindings()
+                .into_iter()
+                .map(|b| (&bindings, b)),
+        );
+    for (kind, binding) in all_bindings {
+        let object = binding_object(kind.kind, &binding);
+        reconcile_one(
+            server,
+            kind,
+            binding.namespace,
+            binding.name,
+            object,
+            merge_binding,
+        )
+        .await?;
     }
     Ok(())
 }
 
-fn metadata(name: &str, labels: &[(&str, &str)]) -> Value {
+fn metadata(name: &str, namespace: &str, labels: &[(&str, &str)]) -> Value {
     let mut all = Map::new();
     all.insert(BOOTSTRAPPING.into(), json!("rbac-defaults"));
     for (k, v) in labels {
         all.insert(k.to_string(), json!(v));
     }
-    json!({"name": name, "labels": all, "annotations": {AUTOUPDATE: "true"}})
+    let mut meta = json!({"name": name, "labels": all, "annotations": {AUTOUPDATE: "true"}});
+    if !namespace.is_empty() {
+        meta["namespace"] = json!(namespace);
+    }
+    meta
 }
 
-fn role_object(role: &BootstrapRole) -> Value {
+fn role_object(kind: &str, role: &BootstrapRole) -> Value {
     let mut object = json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": metadata(role.name, role.labels),
+        "kind": kind,
+        "metadata": metadata(role.name, role.namespace, role.labels),
         "rules": role.rules,
     });
     if let Some(to) = role.aggregates {
@@ -67,13 +93,18 @@ fn role_object(role: &BootstrapRole) -> Value {
     object
 }
 
-fn binding_object(binding: &BootstrapBinding) -> Value {
+fn binding_object(kind: &str, binding: &BootstrapBinding) -> Value {
     let subjects: Vec<Value> = binding.subjects.iter().map(|s| subject(*s)).collect();
+    let role_kind = if binding.namespace.is_empty() {
+        "ClusterRole"
+    } else {
+        "Role"
+    };
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": metadata(binding.name, &[]),
-        "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": binding.role},
+        "kind": kind,
+        "metadata": metadata(binding.name, binding.namespace, &[]),
+        "roleRef": {"apiGroup": GROUP, "kind": role_kind, "name": binding.role},
         "subjects": subjects,
     })
 }
@@ -88,17 +119,19 @@ fn subject((kind, name, namespace): (&str, &str, &str)) -> Value {
 async fn reconcile_one(
     server: &ApiServer,
     kind: &Kind,
+    namespace: &str,
     name: &str,
     expected: Value,
     merge: fn(&mut Value, &Value) -> bool,
 ) -> ApiResult<()> {
+    let namespace = Some(namespace).filter(|n| !n.is_empty());
     for _ in 0..ATTEMPTS {
-        let (mut existing, revision) = match rest::get_object(server, kind, None, name).await {
+        let (mut existing, revision) = match rest::get_object(server, kind, namespace, name).await {
             Ok(found) => found,
             Err(e) if e.code == 404 => {
                 let admin = RequestUser::admin();
-                match rest::create_object(server, kind, None, expected.clone(), &admin, false).await
-                {
+                let object = expected.clone();
+                match rest::create_object(server, kind, namespace, object, &admin, false).await {
                     Ok(_) => {
                         tracing::info!(kind = kind.kind, name, "created bootstrap RBAC object");
                         return Ok(());
@@ -118,7 +151,7 @@ async fn reconcile_one(
         if !autoupdate || !merge(&mut existing, &expected) {
             return Ok(());
         }
-        let key = kind.key(None, name);
+        let key = kind.key(namespace, name);
         match server
             .store
             .update(&key, rest::encode(&existing), revision)
@@ -249,12 +282,16 @@ mod tests {
 
     #[test]
     fn merging_adds_what_is_missing_and_keeps_the_rest() {
-        let expected = role_object(&BootstrapRole {
-            name: "r",
-            labels: &[],
-            aggregates: None,
-            rules: vec![PolicyRule::resource(&["get"], &[""], &["pods"])],
-        });
+        let expected = role_object(
+            "ClusterRole",
+            &BootstrapRole {
+                name: "r",
+                namespace: "",
+                labels: &[],
+                aggregates: None,
+                rules: vec![PolicyRule::resource(&["get"], &[""], &["pods"])],
+            },
+        );
         let mut existing = json!({"metadata": {"name": "r", "labels": {"mine": "x"}},
             "rules": [{"verbs": ["list"], "apiGroups": [""], "resources": ["secrets"]}]});
         assert!(merge_role(&mut existing, &expected));
@@ -262,11 +299,15 @@ mod tests {
         assert_eq!(existing["metadata"]["labels"]["mine"], "x");
         assert_eq!(existing["metadata"]["annotations"][AUTOUPDATE], "true");
         assert!(!merge_role(&mut existing, &expected));
-        let binding = binding_object(&BootstrapBinding {
-            name: "b",
-            role: "r",
-            subjects: &[("Group", "g", "")],
-        });
+        let binding = binding_object(
+            "ClusterRoleBinding",
+            &BootstrapBinding {
+                name: "b",
+                namespace: "",
+                role: "r",
+                subjects: &[("Group", "g", "")],
+            },
+        );
         let mut have = binding.clone();
         have["subjects"] = json!([{"kind": "User", "name": "u"}]);
         assert!(merge_binding(&mut have, &binding));

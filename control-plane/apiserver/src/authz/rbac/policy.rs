@@ -1,12 +1,15 @@
-//! The bootstrap policy as data: the ClusterRoles and ClusterRoleBindings kube-apiserver makes
-//! at start (its `bootstrappolicy` package), with their rules as upstream v1.33 has them.
+//! The bootstrap policy as data: the ClusterRoles, ClusterRoleBindings and the Roles and
+//! RoleBindings of kube-system and kube-public that kube-apiserver makes at start (its
+//! `bootstrappolicy` package), with their rules as upstream v1.33 has them.
 
 use super::rules::PolicyRule;
 
-/// A ClusterRole of the bootstrap policy.
+/// A ClusterRole (or Role) of the bootstrap policy.
 pub struct BootstrapRole {
     /// The name.
     pub name: &'static str,
+    /// The namespace of a Role; empty for a ClusterRole.
+    pub namespace: &'static str,
     /// Labels besides `kubernetes.io/bootstrapping: rbac-defaults`.
     pub labels: &'static [(&'static str, &'static str)],
     /// The `aggregate-to-*` label value whose roles this one aggregates, if it aggregates.
@@ -15,11 +18,14 @@ pub struct BootstrapRole {
     pub rules: Vec<PolicyRule>,
 }
 
-/// A ClusterRoleBinding of the bootstrap policy.
+/// A ClusterRoleBinding (or RoleBinding) of the bootstrap policy.
 pub struct BootstrapBinding {
     /// The binding's name.
     pub name: &'static str,
-    /// The ClusterRole bound.
+    /// The namespace of a RoleBinding (which binds the Role `role` of that namespace); empty
+    /// for a ClusterRoleBinding.
+    pub namespace: &'static str,
+    /// The role bound.
     pub role: &'static str,
     /// The subjects: kind, name, namespace (ServiceAccounts only).
     pub subjects: &'static [(&'static str, &'static str, &'static str)],
@@ -53,6 +59,7 @@ fn n(verbs: &[&str], urls: &[&str]) -> PolicyRule {
 fn role(name: &'static str, rules: Vec<PolicyRule>) -> BootstrapRole {
     BootstrapRole {
         name,
+        namespace: "",
         labels: &[],
         aggregates: None,
         rules,
@@ -70,12 +77,14 @@ fn approver(name: &'static str, signer: &'static str) -> BootstrapRole {
 pub fn cluster_roles() -> Vec<BootstrapRole> {
     let aggregated = |name, labels, aggregates| BootstrapRole {
         name,
+        namespace: "",
         labels,
         aggregates: Some(aggregates),
         rules: Vec::new(),
     };
     let labelled = |name, labels, rules| BootstrapRole {
         name,
+        namespace: "",
         labels,
         aggregates: None,
         rules,
@@ -607,6 +616,7 @@ pub fn cluster_roles() -> Vec<BootstrapRole> {
 pub fn cluster_role_bindings() -> Vec<BootstrapBinding> {
     let one = |name, role, subjects| BootstrapBinding {
         name,
+        namespace: "",
         role,
         subjects,
     };
@@ -669,6 +679,140 @@ pub fn cluster_role_bindings() -> Vec<BootstrapBinding> {
             "system:volume-scheduler",
             "system:volume-scheduler",
             &[("User", "system:kube-scheduler", "")],
+        ),
+    ]
+}
+
+/// The bootstrap Roles of kube-system and kube-public.
+pub fn namespace_roles() -> Vec<BootstrapRole> {
+    let local = |namespace, name, rules| BootstrapRole {
+        name,
+        namespace,
+        labels: &[],
+        aggregates: None,
+        rules,
+    };
+    let leader_locking = |name| {
+        local(
+            "kube-system",
+            name,
+            vec![
+                r(
+                    &["create", "get", "list", "update", "watch"],
+                    &["coordination.k8s.io"],
+                    &["leases"],
+                ),
+                r(
+                    &["create", "get", "list", "update", "watch"],
+                    &["coordination.k8s.io"],
+                    &["leasecandidates"],
+                ),
+            ],
+        )
+    };
+    vec![
+        local(
+            "kube-public",
+            "system:controller:bootstrap-signer",
+            vec![
+                r(READ, &[""], &["configmaps"]),
+                r(&["update"], &[""], &["configmaps"]).named(&["cluster-info"]),
+                r(EVENT_VERBS, EVENTS, &["events"]),
+            ],
+        ),
+        local(
+            "kube-system",
+            "extension-apiserver-authentication-reader",
+            vec![r(READ, &[""], &["configmaps"]).named(&["extension-apiserver-authentication"])],
+        ),
+        leader_locking("system::leader-locking-kube-controller-manager"),
+        leader_locking("system::leader-locking-kube-scheduler"),
+        local(
+            "kube-system",
+            "system:controller:bootstrap-signer",
+            vec![r(READ, &[""], &["secrets"])],
+        ),
+        local(
+            "kube-system",
+            "system:controller:cloud-provider",
+            vec![r(
+                &["create", "get", "list", "watch"],
+                &[""],
+                &["configmaps"],
+            )],
+        ),
+        local(
+            "kube-system",
+            "system:controller:token-cleaner",
+            vec![
+                r(&["delete", "get", "list", "watch"], &[""], &["secrets"]),
+                r(EVENT_VERBS, EVENTS, &["events"]),
+            ],
+        ),
+    ]
+}
+
+/// The bootstrap RoleBindings of kube-system and kube-public.
+pub fn namespace_role_bindings() -> Vec<BootstrapBinding> {
+    let local = |namespace, name, role, subjects| BootstrapBinding {
+        name,
+        namespace,
+        role,
+        subjects,
+    };
+    const SYSTEM: &str = "kube-system";
+    vec![
+        local(
+            "kube-public",
+            "system:controller:bootstrap-signer",
+            "system:controller:bootstrap-signer",
+            &[("ServiceAccount", "bootstrap-signer", SYSTEM)],
+        ),
+        local(
+            SYSTEM,
+            "system::extension-apiserver-authentication-reader",
+            "extension-apiserver-authentication-reader",
+            &[
+                ("User", "system:kube-controller-manager", ""),
+                ("User", "system:kube-scheduler", ""),
+            ],
+        ),
+        local(
+            SYSTEM,
+            "system::leader-locking-kube-controller-manager",
+            "system::leader-locking-kube-controller-manager",
+            &[
+                ("User", "system:kube-controller-manager", ""),
+                ("ServiceAccount", "kube-controller-manager", SYSTEM),
+                ("ServiceAccount", "leader-election-controller", SYSTEM),
+            ],
+        ),
+        local(
+            SYSTEM,
+            "system::leader-locking-kube-scheduler",
+            "system::leader-locking-kube-scheduler",
+            &[
+                ("User", "system:kube-scheduler", ""),
+                ("ServiceAccount", "kube-scheduler", SYSTEM),
+            ],
+        ),
+        local(
+            SYSTEM,
+            "system:controller:bootstrap-signer",
+            "system:controller:bootstrap-signer",
+            &[("ServiceAccount", "bootstrap-signer", SYSTEM)],
+        ),
+        local(
+            SYSTEM,
+            "system:controller:cloud-provider",
+            "system:controller:cloud-provider",
+            &[("ServiceAccount", "cloud-provider", SYSTEM)],
+        ),
+        local(
+            SYSTEM,
+            "system:controller:token-cleaner",
+            "system:controller:token-cleaner",
+            &[("ServiceAccount", "token-cleaner", SYSTEM)],
         ),
     ]
 }
