@@ -1,7 +1,8 @@
 //! `capstan control-plane` as a user runs it: a fresh data directory, HTTPS with the cluster's
 //! own CA, the admin kubeconfig it writes used by the real kubectl (1.33 and 1.27), objects and
 //! credentials kept across a restart, token-file users authenticated and authorized by RBAC
-//! (the bootstrap policy, then a binding the admin makes), `--authorization-mode` values that
+//! (the bootstrap policy, then a binding the admin makes; the review APIs through the python
+//! client), `--authorization-mode` values that
 //! are refused at start, and two API servers sharing one etcd cluster.
 
 mod common;
@@ -277,6 +278,38 @@ fn token_users_are_authenticated_and_authorized_by_rbac() {
     }
     let can_i = as_alice(&["auth", "can-i", "delete", "pods"]);
     assert_eq!(String::from_utf8_lossy(&can_i.stdout).trim(), "no");
+    // The review APIs through the python client, as the admin.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/review_check.py");
+    let out = Command::new(PYTHON_CLIENT)
+        .arg(&script)
+        .arg(plane.kubeconfig())
+        .arg("s3cret")
+        .output()
+        .unwrap_or_else(|e| panic!("{PYTHON_CLIENT}: {e} (hack/deps.sh test installs it)"));
+    assert!(
+        out.status.success(),
+        "the python client failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["self"], true);
+    assert_eq!(
+        seen["alice_list"],
+        serde_json::json!([
+            true,
+            "RBAC: allowed by ClusterRoleBinding \"alice-view\" of ClusterRole \"view\" to User \"alice\""
+        ])
+    );
+    assert_eq!(seen["alice_delete"], false);
+    assert_eq!(
+        seen["good"],
+        serde_json::json!([true, "alice", ["devs", "qa", "system:authenticated"]])
+    );
+    assert_eq!(seen["bad"][0], false);
+    assert!(
+        seen["bad"][1].as_str().unwrap().contains("unknown token"),
+        "{seen}"
+    );
     let wrong = Command::new("kubectl")
         .args(["--server", &server, "--token", "wrong"])
         .arg(format!("--certificate-authority={}", ca.display()))
