@@ -2,8 +2,8 @@
 //! own CA, the admin kubeconfig it writes used by the real kubectl (1.33 and 1.27), objects and
 //! credentials kept across a restart, token-file users authenticated and authorized by RBAC
 //! (the bootstrap policy, then a binding the admin makes; the review APIs through the python
-//! client), `--authorization-mode` values that
-//! are refused at start, and two API servers sharing one etcd cluster.
+//! client), `--authorization-mode` values that are refused at start, and two API servers
+//! sharing one etcd cluster.
 
 mod common;
 
