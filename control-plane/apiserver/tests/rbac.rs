@@ -698,3 +698,32 @@ async fn the_bootstrap_policy_is_reconciled_at_every_start() {
         403
     );
 }
+
+#[tokio::test]
+async fn an_unreadable_stored_role_does_not_stop_the_server_nor_grant_anything() {
+    let store = Arc::new(MemoryStore::new());
+    let key = "/registry/clusterroles.rbac.authorization.k8s.io/system:basic-user";
+    if let Err(error) = store.create(key, b"not json".to_vec()).await {
+        panic!("seed: {error}");
+    }
+    let shared: Arc<dyn Store> = store.clone();
+    let server = match ApiServer::new(shared, Config::default()).await {
+        Ok(server) => server,
+        Err(error) => panic!("server did not start: {error}"),
+    };
+    // The rest of the policy is there: discovery works; what the broken role gave does not.
+    assert_eq!(
+        call_as(&server, &alice(), "GET", "/apis", None).await.0,
+        200
+    );
+    let review = json!({"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"});
+    let (code, body) = call_as(
+        &server,
+        &alice(),
+        "POST",
+        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+        Some(review),
+    )
+    .await;
+    assert_eq!(code, 403, "{body}");
+}

@@ -22,7 +22,8 @@ const BOOTSTRAPPING: &str = "kubernetes.io/bootstrapping";
 /// How many times an object changed under reconciliation is read again.
 const ATTEMPTS: usize = 3;
 
-/// Makes and tops up the bootstrap policy in `server`'s store.
+/// Makes and tops up the bootstrap policy in `server`'s store; fails only when the kind table
+/// lacks the RBAC kinds.
 pub async fn reconcile(server: &ApiServer) -> ApiResult<()> {
     let kind = |plural| {
         server
@@ -39,7 +40,8 @@ pub async fn reconcile(server: &ApiServer) -> ApiResult<()> {
         .chain(policy::namespace_roles().into_iter().map(|r| (&roles, r)));
     for (kind, role) in all_roles {
         let object = role_object(kind.kind, &role);
-        reconcile_one(server, kind, role.namespace, role.name, object, merge_role).await?;
+        let done = reconcile_one(server, kind, role.namespace, role.name, object, merge_role).await;
+        report(done, kind, role.name);
     }
     let all_bindings = policy::cluster_role_bindings()
         .into_iter()
@@ -51,17 +53,19 @@ pub async fn reconcile(server: &ApiServer) -> ApiResult<()> {
         );
     for (kind, binding) in all_bindings {
         let object = binding_object(kind.kind, &binding);
-        reconcile_one(
-            server,
-            kind,
-            binding.namespace,
-            binding.name,
-            object,
-            merge_binding,
-        )
-        .await?;
+        let (namespace, name) = (binding.namespace, binding.name);
+        let done = reconcile_one(server, kind, namespace, name, object, merge_binding).await;
+        report(done, kind, name);
     }
     Ok(())
+}
+
+/// One object that cannot be reconciled (unreadable as stored, refused) does not stop the
+/// server: it is logged, and the next start tries again.
+fn report(done: ApiResult<()>, kind: &Kind, name: &str) {
+    if let Err(error) = done {
+        tracing::warn!(kind = kind.kind, name, %error, "bootstrap RBAC object not reconciled");
+    }
 }
 
 fn metadata(name: &str, namespace: &str, labels: &[(&str, &str)]) -> Value {
