@@ -220,3 +220,100 @@ fn describe(binding: &Binding, subject: &Subject) -> String {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use capstan_store::KeyValue;
+    use http::Method;
+    use index::{RoleEntry, RoleRef};
+
+    fn entry(rules: Vec<PolicyRule>) -> RoleEntry {
+        RoleEntry {
+            rules,
+            labels: Default::default(),
+            selectors: None,
+            stored: KeyValue {
+                key: String::new(),
+                value: Vec::new(),
+                create_revision: 1,
+                mod_revision: 1,
+            },
+        }
+    }
+
+    fn subject(kind: &str, name: &str, namespace: &str) -> Subject {
+        Subject {
+            kind: kind.into(),
+            name: name.into(),
+            namespace: namespace.into(),
+        }
+    }
+
+    #[test]
+    fn service_accounts_groups_and_role_bindings_to_cluster_roles() {
+        let mut policy = Policy::default();
+        policy.cluster_roles.insert(
+            "reader".into(),
+            entry(vec![PolicyRule::resource(&["get"], &[""], &["pods"])]),
+        );
+        policy.role_bindings.insert(
+            ("apps".into(), "readers".into()),
+            Binding {
+                name: "readers".into(),
+                namespace: "apps".into(),
+                role_ref: RoleRef {
+                    kind: "ClusterRole".into(),
+                    name: "reader".into(),
+                },
+                subjects: vec![
+                    subject("ServiceAccount", "builder", ""),
+                    subject("Group", "qa", ""),
+                ],
+                revision: 1,
+            },
+        );
+        let get = Attributes::from_request(&Method::GET, "/api/v1/namespaces/apps/pods/p", None);
+        let other_namespace =
+            Attributes::from_request(&Method::GET, "/api/v1/namespaces/web/pods/p", None);
+        let account = RequestUser {
+            name: "system:serviceaccount:apps:builder".into(),
+            ..RequestUser::default()
+        };
+        let found = visit(&policy, &account, &get.namespace, |r| r.allows(&get));
+        let Visit::Allowed(reason) = found else {
+            panic!("the service account of the binding's namespace is not allowed");
+        };
+        assert_eq!(
+            reason,
+            "RoleBinding \"readers/apps\" of ClusterRole \"reader\" to ServiceAccount \"builder/apps\""
+        );
+        let same_name_elsewhere = RequestUser {
+            name: "system:serviceaccount:web:builder".into(),
+            ..RequestUser::default()
+        };
+        assert!(matches!(
+            visit(&policy, &same_name_elsewhere, &get.namespace, |r| r
+                .allows(&get)),
+            Visit::NotAllowed(_)
+        ));
+        let tester = RequestUser {
+            name: "tess".into(),
+            groups: vec!["qa".into()],
+            ..RequestUser::default()
+        };
+        assert!(matches!(
+            visit(&policy, &tester, &get.namespace, |r| r.allows(&get)),
+            Visit::Allowed(_)
+        ));
+        // A RoleBinding grants in its namespace only.
+        assert!(matches!(
+            visit(&policy, &tester, &other_namespace.namespace, |r| r
+                .allows(&other_namespace)),
+            Visit::NotAllowed(_)
+        ));
+        let (rules, errors) = rules_for(&policy, &tester, "apps");
+        assert_eq!((rules.len(), errors.len()), (1, 0));
+        assert!(rules_for(&policy, &tester, "").0.is_empty());
+    }
+}
