@@ -279,6 +279,11 @@ pub struct ControlPlaneArgs {
     /// 1h); longer requests are shortened to it. Default no limit.
     #[arg(long, value_name = "DURATION", value_parser = parse_token_expiration)]
     pub service_account_max_token_expiration: Option<std::time::Duration>,
+
+    /// Ordered comma list of authorizers after the system:masters bypass: RBAC, AlwaysAllow,
+    /// AlwaysDeny (Node is not implemented yet).
+    #[arg(long, default_value = "RBAC", value_name = "MODES")]
+    pub authorization_mode: String,
 }
 
 /// `--service-account-max-token-expiration`: a Go duration, 0 or between 1 h and 2^32 s.

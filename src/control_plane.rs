@@ -7,6 +7,7 @@ use crate::cli::ControlPlaneArgs;
 
 /// Runs the control plane in the foreground.
 pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
+    let authorization_modes = capstan_apiserver::authz::parse_modes(&args.authorization_mode)?;
     let options = ControlPlaneOptions {
         data_dir: args.data_dir,
         bind_address: args.bind_address,
@@ -20,6 +21,7 @@ pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
         service_account_issuers: args.service_account_issuers,
         api_audiences: args.api_audiences,
         service_account_max_token_expiration: args.service_account_max_token_expiration,
+        authorization_modes,
     };
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,7 +1,9 @@
 //! `capstan control-plane` as a user runs it: a fresh data directory, HTTPS with the cluster's
 //! own CA, the admin kubeconfig it writes used by the real kubectl (1.33 and 1.27), objects and
-//! credentials kept across a restart, token-file users authenticated but not yet authorized,
-//! and two API servers sharing one etcd cluster.
+//! credentials kept across a restart, token-file users authenticated and authorized by RBAC
+//! (the bootstrap policy, then a binding the admin makes; the review APIs through the python
+//! client), `--authorization-mode` values that are refused at start, and two API servers
+//! sharing one etcd cluster.
 
 mod common;
 
@@ -224,7 +226,7 @@ fn kubectl_uses_a_fresh_control_plane_over_https_and_a_restart_keeps_everything(
 }
 
 #[test]
-fn token_users_are_authenticated_but_only_system_masters_may_use_resources() {
+fn token_users_are_authenticated_and_authorized_by_rbac() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.csv");
     std::fs::write(&tokens, "s3cret,alice,uid-alice,\"devs,qa\"\n").unwrap();
@@ -253,11 +255,60 @@ fn token_users_are_authenticated_but_only_system_masters_may_use_resources() {
     let list = as_alice(&["get", "pods", "-n", "default"]);
     assert!(!list.status.success());
     let stderr = String::from_utf8_lossy(&list.stderr);
+    assert_eq!(
+        stderr.trim(),
+        "Error from server (Forbidden): pods is forbidden: User \"alice\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
+    );
+    // A binding the admin makes lets her, through the RBAC index's watch.
+    plane.ok(
+        "kubectl",
+        &[
+            "create",
+            "clusterrolebinding",
+            "alice-view",
+            "--clusterrole=view",
+            "--user=alice",
+        ],
+        None,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !as_alice(&["get", "pods", "-n", "default"]).status.success() {
+        assert!(Instant::now() < deadline, "the binding never applied");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let can_i = as_alice(&["auth", "can-i", "delete", "pods"]);
+    assert_eq!(String::from_utf8_lossy(&can_i.stdout).trim(), "no");
+    // The review APIs through the python client, as the admin.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/review_check.py");
+    let out = Command::new(PYTHON_CLIENT)
+        .arg(&script)
+        .arg(plane.kubeconfig())
+        .arg("s3cret")
+        .output()
+        .unwrap_or_else(|e| panic!("{PYTHON_CLIENT}: {e} (hack/deps.sh test installs it)"));
     assert!(
-        stderr.contains(
-            "Error from server (Forbidden): pods is forbidden: User \"alice\" cannot list resource \"pods\" in API group \"\" in the namespace \"default\""
-        ),
-        "{stderr}"
+        out.status.success(),
+        "the python client failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["self"], true);
+    assert_eq!(
+        seen["alice_list"],
+        serde_json::json!([
+            true,
+            "RBAC: allowed by ClusterRoleBinding \"alice-view\" of ClusterRole \"view\" to User \"alice\""
+        ])
+    );
+    assert_eq!(seen["alice_delete"], false);
+    assert_eq!(
+        seen["good"],
+        serde_json::json!([true, "alice", ["devs", "qa", "system:authenticated"]])
+    );
+    assert_eq!(seen["bad"][0], false);
+    assert!(
+        seen["bad"][1].as_str().unwrap().contains("unknown token"),
+        "{seen}"
     );
     let wrong = Command::new("kubectl")
         .args(["--server", &server, "--token", "wrong"])
@@ -283,6 +334,37 @@ fn token_users_are_authenticated_but_only_system_masters_may_use_resources() {
     assert_eq!(curl("/readyz"), "200");
     assert_eq!(curl("/version"), "200");
     assert_eq!(curl("/api/v1/namespaces/default/configmaps"), "403");
+}
+
+#[test]
+fn authorization_modes_not_built_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    for (modes, expected) in [
+        (
+            "Node,RBAC",
+            "authorization-mode \"Node\" is not implemented yet",
+        ),
+        ("Bogus", "authorization-mode \"Bogus\" is not a valid mode"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_capstan"))
+            .args([
+                "control-plane",
+                "--bind-address",
+                "127.0.0.1",
+                "--secure-port",
+            ])
+            .arg(free_port().to_string())
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--authorization-mode", modes])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{modes} started");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{modes}: {stderr}");
+        // Nothing was made for a start that could not happen.
+        assert!(!dir.path().join("data").exists());
+    }
 }
 
 #[test]

@@ -6,7 +6,7 @@ use http::Response;
 use serde_json::{Value, json};
 
 use crate::body::{self, ApiBody};
-use crate::kinds::{Kind, STATUS_VERBS, VERBS};
+use crate::kinds::{Kind, STATUS_VERBS};
 use crate::server::ApiServer;
 use crate::status::{ApiError, ApiResult};
 
@@ -58,7 +58,7 @@ fn aggregated_resource(kind: &Kind) -> Value {
         "responseKind": response_kind(kind),
         "scope": if kind.namespaced { "Namespaced" } else { "Cluster" },
         "singularResource": kind.singular,
-        "verbs": VERBS,
+        "verbs": kind.verbs(),
     });
     if !kind.short_names.is_empty() {
         resource["shortNames"] = json!(kind.short_names);
@@ -179,7 +179,7 @@ pub fn resources(server: &ApiServer, group: &str, version: &str) -> ApiResult<Re
             "singularName": kind.singular,
             "namespaced": kind.namespaced,
             "kind": kind.kind,
-            "verbs": VERBS,
+            "verbs": kind.verbs(),
         });
         if !kind.short_names.is_empty() {
             resource["shortNames"] = json!(kind.short_names);

@@ -39,6 +39,9 @@ pub struct Kind {
     pub delete_returns_object: bool,
     /// How names are checked.
     pub name_rule: NameRule,
+    /// A create-only review resource: POST answers in the object's status, nothing is stored
+    /// (SubjectAccessReview, TokenReview...).
+    pub create_only: bool,
 }
 
 /// The verbs every resource in the table serves.
@@ -52,6 +55,9 @@ pub const VERBS: &[&str] = &[
     "update",
     "watch",
 ];
+
+/// The verbs of a create-only resource.
+pub const CREATE_VERBS: &[&str] = &["create"];
 
 /// The verbs of a `status` subresource.
 pub const STATUS_VERBS: &[&str] = &["get", "patch", "update"];
@@ -92,6 +98,15 @@ impl Kind {
         }
     }
 
+    /// The verbs the resource serves.
+    pub fn verbs(&self) -> &'static [&'static str] {
+        if self.create_only {
+            CREATE_VERBS
+        } else {
+            VERBS
+        }
+    }
+
     /// The list kind, e.g. `PodList`.
     pub fn list_kind(&self) -> String {
         format!("{}List", self.kind)
@@ -122,6 +137,7 @@ const fn row(
         generation: false,
         delete_returns_object: false,
         name_rule: NameRule::Subdomain,
+        create_only: false,
     }
 }
 
@@ -355,6 +371,54 @@ pub fn builtin() -> Vec<Kind> {
 
 const RBAC: &str = "rbac.authorization.k8s.io";
 
+/// The review resources: create-only, cluster-scoped but for LocalSubjectAccessReview.
+fn reviews() -> Vec<Kind> {
+    let review = |group, kind, plural, singular, namespaced| Kind {
+        create_only: true,
+        ..row(group, kind, plural, singular, namespaced, &[], &[], false)
+    };
+    const AUTHZ: &str = "authorization.k8s.io";
+    const AUTHN: &str = "authentication.k8s.io";
+    vec![
+        review(
+            AUTHN,
+            "SelfSubjectReview",
+            "selfsubjectreviews",
+            "selfsubjectreview",
+            false,
+        ),
+        review(AUTHN, "TokenReview", "tokenreviews", "tokenreview", false),
+        review(
+            AUTHZ,
+            "LocalSubjectAccessReview",
+            "localsubjectaccessreviews",
+            "localsubjectaccessreview",
+            true,
+        ),
+        review(
+            AUTHZ,
+            "SelfSubjectAccessReview",
+            "selfsubjectaccessreviews",
+            "selfsubjectaccessreview",
+            false,
+        ),
+        review(
+            AUTHZ,
+            "SelfSubjectRulesReview",
+            "selfsubjectrulesreviews",
+            "selfsubjectrulesreview",
+            false,
+        ),
+        review(
+            AUTHZ,
+            "SubjectAccessReview",
+            "subjectaccessreviews",
+            "subjectaccessreview",
+            false,
+        ),
+    ]
+}
+
 /// The kinds a server serves, found by group, version and plural.
 #[derive(Debug, Clone)]
 pub struct KindTable {
@@ -412,7 +476,7 @@ impl KindTable {
 
 impl Default for KindTable {
     fn default() -> Self {
-        KindTable::new(builtin())
+        KindTable::new(builtin().into_iter().chain(reviews()).collect())
     }
 }
 

@@ -21,6 +21,7 @@ pub mod protobuf;
 pub mod qos;
 pub mod quantity;
 pub mod rest;
+pub mod reviews;
 pub mod route;
 pub mod run;
 pub mod secure;

@@ -90,6 +90,9 @@ pub async fn serve(
         body,
     };
     let kind = target.kind;
+    if kind.create_only {
+        return crate::reviews::serve(&call, &parts.method, &target).await;
+    }
     match (
         &parts.method,
         target.name.as_deref(),

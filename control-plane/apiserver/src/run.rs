@@ -42,6 +42,33 @@ pub struct ControlPlaneOptions {
     pub api_audiences: Vec<String>,
     /// `--service-account-max-token-expiration`; `None` (or zero) for no limit.
     pub service_account_max_token_expiration: Option<std::time::Duration>,
+    /// `--authorization-mode`, parsed by [`crate::authz::parse_modes`].
+    pub authorization_modes: Vec<crate::authz::Mode>,
+}
+
+impl ControlPlaneOptions {
+    /// kube-apiserver's defaults (those of `capstan control-plane`'s flags) over `data_dir`,
+    /// serving on loopback at a port the kernel picks: what tests and embedders start from.
+    pub fn loopback(data_dir: PathBuf) -> ControlPlaneOptions {
+        ControlPlaneOptions {
+            data_dir,
+            bind_address: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            secure_port: 0,
+            service_cluster_ip_range: ipnet::IpNet::V4(ipnet::Ipv4Net::new_assert(
+                std::net::Ipv4Addr::new(10, 96, 0, 0),
+                12,
+            )),
+            cluster_domain: "cluster.local".into(),
+            extra_sans: Vec::new(),
+            etcd_servers: Vec::new(),
+            token_auth_file: None,
+            anonymous_auth: true,
+            service_account_issuers: Vec::new(),
+            api_audiences: Vec::new(),
+            service_account_max_token_expiration: None,
+            authorization_modes: vec![crate::authz::Mode::Rbac],
+        }
+    }
 }
 
 /// Why the control plane could not start.
@@ -146,9 +173,12 @@ pub async fn run(
         authenticator = authenticator.with_token_file(tokens);
     }
 
+    let authenticator = Arc::new(authenticator);
     let store = open_store(&options).await?;
     let config = Config {
         service_account_tokens: Some(token_settings),
+        authorization_modes: options.authorization_modes.clone(),
+        token_authenticator: Some(Arc::clone(&authenticator)),
         ..Config::default()
     };
     let server = ApiServer::new(Arc::clone(&store), config)
@@ -163,7 +193,7 @@ pub async fn run(
         "serving the Kubernetes API"
     );
     ready(address);
-    crate::secure::serve_tls(listener, tls, server, Arc::new(authenticator), shutdown).await;
+    crate::secure::serve_tls(listener, tls, server, authenticator, shutdown).await;
     compactor.abort();
     tracing::info!("control plane stopped");
     Ok(())

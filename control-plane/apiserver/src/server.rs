@@ -80,6 +80,10 @@ pub struct Config {
     /// How service-account tokens are issued; `None` serves no TokenRequest (as
     /// kube-apiserver without a signing key).
     pub service_account_tokens: Option<Arc<crate::tokens::TokenSettings>>,
+    /// `--authorization-mode`: the authorizers after the system:masters bypass, in order.
+    pub authorization_modes: Vec<crate::authz::Mode>,
+    /// The token authenticators TokenReview runs (`None`: TokenReview says it has none).
+    pub token_authenticator: Option<Arc<crate::authn::Authenticator>>,
 }
 
 impl Default for Config {
@@ -89,6 +93,8 @@ impl Default for Config {
             default_watch_timeout: Duration::from_secs(30 * 60),
             git_version: "v1.33.0-capstan".into(),
             service_account_tokens: None,
+            authorization_modes: vec![crate::authz::Mode::Rbac],
+            token_authenticator: None,
         }
     }
 }
@@ -103,22 +109,36 @@ pub struct ApiServer {
     pub(crate) kinds: KindTable,
     pub(crate) config: Config,
     pub(crate) admission: Vec<Box<dyn crate::admission::Plugin>>,
+    pub(crate) authorizer: crate::authz::Authorizer,
 }
 
 impl ApiServer {
-    /// A server over `store` serving the built-in kinds; makes the system namespaces that are
-    /// missing.
+    /// A server over `store` serving the built-in kinds; makes the system namespaces and the
+    /// bootstrap RBAC policy that are missing.
     pub async fn new(store: Arc<dyn Store>, config: Config) -> ApiResult<Arc<ApiServer>> {
+        let authorizer =
+            crate::authz::Authorizer::start(&config.authorization_modes, Arc::clone(&store))
+                .await
+                .map_err(|e| ApiError::internal(format!("load the RBAC policy: {e}")))?;
         let server = Arc::new(ApiServer {
             store,
             kinds: KindTable::default(),
             config,
             admission: crate::admission::chain(),
+            authorizer,
         });
         server.ensure_system_namespaces().await?;
         crate::admission::priority::ensure_system_classes(&server).await?;
         crate::default_serviceaccount::ensure_all(&server).await?;
         crate::admission::resourcequota::recalc::start(&server).await;
+        crate::authz::rbac::bootstrap::reconcile(&server).await?;
+        // Requests right after start see the policy just made, not the watch's lag.
+        if let Some(rbac) = server.authorizer.rbac() {
+            rbac.index()
+                .load(&*server.store)
+                .await
+                .map_err(|e| ApiError::internal(format!("load the RBAC policy: {e}")))?;
+        }
         Ok(server)
     }
 
@@ -203,7 +223,15 @@ impl ApiServer {
         user: &RequestUser,
     ) -> ApiResult<Response<ApiBody>> {
         let route = route::parse(&self.kinds, parts.uri.path());
-        crate::authz::authorize(user, &parts.method, parts.uri.path(), &route)?;
+        let impersonated =
+            crate::authz::impersonation::impersonate(&self.authorizer, user, &parts.headers)?;
+        let user = impersonated.as_ref().unwrap_or(user);
+        let attributes = crate::authz::attributes::Attributes::from_request(
+            &parts.method,
+            parts.uri.path(),
+            parts.uri.query(),
+        );
+        self.authorizer.check(user, &attributes)?;
         if !matches!(route, Route::Resource(_)) && parts.method != Method::GET {
             return match route {
                 Route::Unknown => Err(ApiError::path_not_found()),

@@ -4,7 +4,7 @@
 //! messages of TokenRequest; `--service-account-max-token-expiration`; the OIDC discovery
 //! documents, whose key verifies the tokens.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -21,21 +21,8 @@ const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 
 fn options(data_dir: &Path, max: Option<Duration>) -> ControlPlaneOptions {
     ControlPlaneOptions {
-        data_dir: data_dir.to_path_buf(),
-        bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
-        secure_port: 0,
-        service_cluster_ip_range: match "10.96.0.0/12".parse() {
-            Ok(range) => range,
-            Err(e) => panic!("range: {e}"),
-        },
-        cluster_domain: "cluster.local".into(),
-        extra_sans: Vec::new(),
-        etcd_servers: Vec::new(),
-        token_auth_file: None,
-        anonymous_auth: true,
-        service_account_issuers: Vec::new(),
-        api_audiences: Vec::new(),
         service_account_max_token_expiration: max,
+        ..ControlPlaneOptions::loopback(data_dir.to_path_buf())
     }
 }
 

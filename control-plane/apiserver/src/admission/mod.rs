@@ -12,6 +12,7 @@ pub mod namespace_lifecycle;
 pub mod podsecurity;
 pub mod priority;
 pub mod quantities;
+pub mod rbac_escalation;
 pub mod resourcequota;
 pub mod resources;
 pub mod service_account;
@@ -93,6 +94,8 @@ pub trait Plugin: Send + Sync {
 pub fn chain() -> Vec<Box<dyn Plugin>> {
     vec![
         Box::new(namespace_lifecycle::NamespaceLifecycle),
+        // kube checks this in the RBAC kinds' strategies; here it is one more validating step.
+        Box::new(rbac_escalation::RbacEscalation),
         Box::new(limitranger::LimitRanger),
         Box::new(service_account::ServiceAccount),
         Box::new(podsecurity::PodSecurity),

@@ -28,6 +28,33 @@ pub const KINDS: &[(&str, &str, &str)] = &[
         "ClusterRoleBinding",
         "ClusterRoleBinding",
     ),
+    // The review resources kubectl auth posts.
+    (
+        "authorization.k8s.io/v1",
+        "SelfSubjectAccessReview",
+        "SelfSubjectAccessReview",
+    ),
+    (
+        "authorization.k8s.io/v1",
+        "SubjectAccessReview",
+        "SubjectAccessReview",
+    ),
+    (
+        "authorization.k8s.io/v1",
+        "LocalSubjectAccessReview",
+        "SubjectAccessReview",
+    ),
+    (
+        "authorization.k8s.io/v1",
+        "SelfSubjectRulesReview",
+        "SelfSubjectRulesReview",
+    ),
+    ("authentication.k8s.io/v1", "TokenReview", "TokenReview"),
+    (
+        "authentication.k8s.io/v1",
+        "SelfSubjectReview",
+        "SelfSubjectReview",
+    ),
 ];
 
 const META: super::schema::Field = f(1, "metadata", Msg("ObjectMeta"));
@@ -598,6 +625,63 @@ pub const MESSAGES: &[Message] = &[
         "RoleRef",
         &[f(1, "apiGroup", Str), f(2, "kind", Str), f(3, "name", Str)],
     ),
+    // k8s.io/api/authorization/v1 (statuses are answers: a request's are skipped)
+    m(
+        "SelfSubjectAccessReview",
+        &[META, f(2, "spec", Msg("SelfSubjectAccessReviewSpec"))],
+    ),
+    m(
+        "SelfSubjectAccessReviewSpec",
+        &[
+            f(1, "resourceAttributes", Msg("ResourceAttributes")),
+            f(2, "nonResourceAttributes", Msg("NonResourceAttributes")),
+        ],
+    ),
+    m(
+        "SubjectAccessReview",
+        &[META, f(2, "spec", Msg("SubjectAccessReviewSpec"))],
+    ),
+    m(
+        "SubjectAccessReviewSpec",
+        &[
+            f(1, "resourceAttributes", Msg("ResourceAttributes")),
+            f(2, "nonResourceAttributes", Msg("NonResourceAttributes")),
+            f(3, "user", Str),
+            r(4, "groups", Str),
+            f(5, "extra", Opaque),
+            f(6, "uid", Str),
+        ],
+    ),
+    m(
+        "ResourceAttributes",
+        &[
+            f(1, "namespace", Str),
+            f(2, "verb", Str),
+            f(3, "group", Str),
+            f(4, "version", Str),
+            f(5, "resource", Str),
+            f(6, "subresource", Str),
+            f(7, "name", Str),
+            f(8, "fieldSelector", Opaque),
+            f(9, "labelSelector", Opaque),
+        ],
+    ),
+    m(
+        "NonResourceAttributes",
+        &[f(1, "path", Str), f(2, "verb", Str)],
+    ),
+    m(
+        "SelfSubjectRulesReview",
+        &[META, f(2, "spec", Msg("SelfSubjectRulesReviewSpec"))],
+    ),
+    m("SelfSubjectRulesReviewSpec", &[f(1, "namespace", Str)]),
+    // k8s.io/api/authentication/v1
+    m("TokenReview", &[META, f(2, "spec", Msg("TokenReviewSpec"))]),
+    m(
+        "TokenReviewSpec",
+        &[f(1, "token", Str), r(2, "audiences", Str)],
+    ),
+    m("SelfSubjectReview", &[META]),
 ];
 
 /// The message called `name`.
