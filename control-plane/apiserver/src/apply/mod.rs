@@ -189,6 +189,17 @@ pub fn apply(
     Ok(merged)
 }
 
+/// Copies `from`'s managed fields to `to` (none when `from` has none).
+pub fn carry_managed_fields(from: &Value, to: &mut Value) {
+    let managed = from.pointer("/metadata/managedFields").cloned();
+    if let Some(meta) = to.get_mut("metadata").and_then(Value::as_object_mut) {
+        match managed {
+            Some(managed) => meta.insert("managedFields".into(), managed),
+            None => meta.remove("managedFields"),
+        };
+    }
+}
+
 /// The configuration without what the write may not set: status through the main resource
 /// of a kind with a status subresource, everything but status through `status`.
 fn without_reset_fields(kind: &Kind, config: &Value, subresource: Option<&str>) -> Value {
