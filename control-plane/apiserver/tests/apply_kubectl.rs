@@ -252,6 +252,45 @@ async fn other_writers(k: &Kubectl) {
         serde_json::json!({".": {}, "f:x": {}})
     );
 
+    // Server-side apply over client-side apply: a changed field conflicts with the
+    // client-side manager; once it agrees, kubectl migrates the client-side entry to itself.
+    let conflict = k
+        .fails(
+            &["apply", "--server-side", "-f", "-"],
+            Some(&cm.replace("old", "newer")),
+        )
+        .await;
+    assert!(
+        conflict.contains(
+            "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using v1: .data.x"
+        ),
+        "{conflict}"
+    );
+    k.ok(
+        &["apply", "--server-side", "-f", "-"],
+        Some(&cm.replace("old", "older")),
+    )
+    .await;
+    let object = k.json(&["get", "cm", "csa"]).await;
+    assert_eq!(object["data"]["x"], "older", "{object}");
+    assert!(
+        object["metadata"]["annotations"]
+            .get("kubectl.kubernetes.io/last-applied-configuration")
+            .is_some(),
+        "{object}"
+    );
+    assert_eq!(
+        managers(&object),
+        vec![
+            ("kubectl".into(), "Apply".into()),
+            ("kubectl-last-applied".into(), "Apply".into())
+        ],
+        "kubectl migrated the client-side manager"
+    );
+    // Client-side apply again, from the configuration kubectl keeps in the annotation.
+    k.ok(&["apply", "-f", "-"], Some(&cm.replace("old", "older")))
+        .await;
+
     let editor = "sed -i s/older/edited/";
     let (success, out, err) = k
         .run(&["edit", "cm", "csa"], None, &[("EDITOR", editor)])
@@ -268,7 +307,7 @@ async fn other_writers(k: &Kubectl) {
     let object = k.json(&["get", "cm", "csa"]).await;
     assert_eq!(object["data"]["x"], "edited", "{object}");
     let names = managers(&object);
-    for manager in ["kubectl-client-side-apply", "kubectl-edit", "kubectl-patch"] {
+    for manager in ["kubectl-edit", "kubectl-patch"] {
         assert!(
             names.contains(&(manager.to_string(), "Update".to_string())),
             "{manager}: {names:?}"

@@ -86,8 +86,8 @@ fn merge_lists<'a>(
     out
 }
 
-/// Removes from `object` the fields of `removed`: a member goes with everything below it; a
-/// map left empty by the removal goes too (as upstream makes named fields members).
+/// Removes from `object` the leaves and list items of `removed` (a list item with everything
+/// in it); a map left empty by the removal goes too (as upstream makes named fields members).
 pub fn remove(schema: &dyn Schema, object: &mut Value, removed: &FieldSet) {
     if let Value::Object(map) = object {
         remove_in_map(schema, &mut Vec::new(), map, removed, true);
@@ -105,14 +105,18 @@ fn remove_in_map<'a>(
         let Element::Field(name) = element else {
             continue;
         };
-        if member {
-            map.remove(name);
-            continue;
-        }
         let Some(value) = map.get_mut(name) else {
             continue;
         };
         path.push(name);
+        // Only leaves and list items go whole; a map or list named as a member (the `.` of
+        // an update's set) loses only what else is removed below it, as upstream prunes
+        // the leaves of the merged object.
+        if member && matches!(shape(schema, path, value), Shape::Leaf) {
+            path.pop();
+            map.remove(name);
+            continue;
+        }
         let was_empty = matches!(value, Value::Object(m) if m.is_empty());
         remove_in_value(schema, path, value, below);
         path.pop();

@@ -274,6 +274,23 @@ mod tests {
     }
 
     #[test]
+    fn a_map_owned_whole_keeps_what_is_still_applied() {
+        let table = KindTable::default();
+        let Some(cm) = table.find("", "v1", "configmaps") else {
+            panic!("no configmaps")
+        };
+        // What kubectl's client-side-apply migration leaves: the applier owns `data` itself.
+        let live = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c",
+            "managedFields": [{"manager": "kubectl", "operation": "Apply", "apiVersion": "v1",
+                "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {".": {}, "f:x": {}, "f:y": {}}}}]},
+            "data": {"x": "1", "y": "2"}});
+        let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+            "data": {"x": "1"}});
+        let applied = apply(cm, Some(&live), &config, "kubectl", false, None);
+        assert_eq!(applied.map(|o| o["data"].clone()), Ok(json!({"x": "1"})));
+    }
+
+    #[test]
     fn apply_conflicts_with_an_updater_unless_forced() {
         let kind = deployments();
         let mut object = json!({"apiVersion": "apps/v1", "kind": "Deployment",
