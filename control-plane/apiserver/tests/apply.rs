@@ -141,6 +141,19 @@ async fn patch_options_are_checked_as_upstream() {
         refused.2["message"],
         "failed to create typed patch object (default/c; /v1, Kind=ConfigMap): .bogus: field not declared in schema"
     );
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  template:\n    spec:\n      containers:\n      - {name: c, image: i, bogus: 1}\n";
+    let refused = send(
+        &server,
+        "PATCH",
+        &format!("{DEPLOYS}/d?fieldManager=m"),
+        APPLY,
+        deploy,
+    )
+    .await;
+    assert_eq!(
+        refused.2["message"],
+        "failed to create typed patch object (default/d; apps/v1, Kind=Deployment): .spec.template.spec.containers[name=\"c\"].bogus: field not declared in schema"
+    );
 }
 
 #[tokio::test]

@@ -164,6 +164,20 @@ async fn server_side(k: &Kubectl) {
     let cm = k.json(&["get", "cm", "ssa"]).await;
     assert_eq!(cm["data"], serde_json::json!({"a": "1"}), "{cm}");
 
+    // A server dry run answers as if applied and stores nothing.
+    let dry = k
+        .ok(
+            &["apply", "--server-side", "--dry-run=server", "-f", "-"],
+            Some(&CM.replace("name: ssa", "name: dry").replace("EXTRA", "")),
+        )
+        .await;
+    assert!(
+        dry.contains("configmap/dry serverside-applied (server dry run)"),
+        "{dry}"
+    );
+    let missing = k.fails(&["get", "cm", "dry"], None).await;
+    assert!(missing.contains("NotFound"), "{missing}");
+
     // A Deployment: created, the env list item dropped from the file goes.
     k.ok(
         &["apply", "--server-side", "-f", "-"],

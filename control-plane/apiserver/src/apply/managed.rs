@@ -7,6 +7,12 @@ use serde_json::{Map, Value, json};
 use super::fieldset::{self, FieldSet, Path};
 use crate::status::{ApiError, Cause};
 
+/// The most Update entries an object keeps, as upstream's `DefaultMaxUpdateManagers`.
+pub const MAX_UPDATE_MANAGERS: usize = 10;
+
+/// The manager the oldest Update entries are merged into beyond the cap.
+const ANCIENT: &str = "ancient-changes";
+
 /// What a manager did to own its fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Operation {
@@ -164,6 +170,50 @@ impl Managed {
         &mut self.entries[at]
     }
 
+    /// Merges the oldest Update entries into `ancient-changes` (one per API version) while
+    /// there are more than [`MAX_UPDATE_MANAGERS`], as upstream caps them.
+    pub fn cap_updates(&mut self) {
+        self.entries.retain(|e| !e.set.is_empty());
+        // The buckets count as Update entries too.
+        let updates = |m: &Managed| {
+            m.entries
+                .iter()
+                .filter(|e| e.operation == Operation::Update)
+                .count()
+        };
+        while updates(self) > MAX_UPDATE_MANAGERS {
+            let oldest = self
+                .entries
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| e.operation == Operation::Update && e.manager != ANCIENT)
+                .min_by(|(_, a), (_, b)| a.time.cmp(&b.time))
+                .map(|(at, _)| at);
+            let Some(at) = oldest else { break };
+            let merged = self.entries.remove(at);
+            let bucket = match self.entries.iter().position(|e| {
+                e.manager == ANCIENT
+                    && e.operation == Operation::Update
+                    && e.api_version == merged.api_version
+            }) {
+                Some(bucket) => bucket,
+                None => {
+                    self.entries.push(Entry {
+                        manager: ANCIENT.into(),
+                        set: FieldSet::new(),
+                        time: None,
+                        subresource: None,
+                        ..merged.clone()
+                    });
+                    self.entries.len() - 1
+                }
+            };
+            let bucket = &mut self.entries[bucket];
+            bucket.set = bucket.set.union(&merged.set);
+            bucket.time = bucket.time.clone().max(merged.time);
+        }
+    }
+
     /// Writes the entries into `object` (drops the field when there are none), empty sets
     /// left out, in upstream's order: Apply before Update, then by time, manager, version
     /// and subresource.
@@ -265,6 +315,26 @@ mod tests {
         );
         assert!(is_reset(Some(&json!([{}]))));
         assert!(!is_reset(Some(&json!([]))));
+    }
+
+    #[test]
+    fn update_managers_are_capped_into_ancient_changes() {
+        let mut managed = Managed::default();
+        for i in 0..12 {
+            let entry = managed.entry(&format!("m{i:02}"), Operation::Update, None);
+            entry.api_version = "v1".into();
+            entry.time = Some(format!("2025-01-01T00:00:{i:02}Z"));
+            entry.set.insert(Element::Field(format!("f{i}")));
+        }
+        managed.cap_updates();
+        let names: Vec<&str> = managed.entries.iter().map(|e| e.manager.as_str()).collect();
+        assert_eq!(managed.entries.len(), MAX_UPDATE_MANAGERS, "{names:?}");
+        assert!(
+            !names.contains(&"m02") && names.contains(&"m03"),
+            "{names:?}"
+        );
+        let ancient = managed.entries.iter().find(|e| e.manager == ANCIENT);
+        assert_eq!(ancient.map(|e| e.set.paths().len()), Some(3));
     }
 
     #[test]

@@ -104,6 +104,7 @@ pub fn record_update(
         entry.api_version = kind.api_version();
         entry.time = Some(crate::strategy::now());
     }
+    managed.cap_updates();
     managed.store(new);
 }
 
@@ -185,6 +186,7 @@ pub fn apply(
     }
     entry.set = applied;
     entry.api_version = kind.api_version();
+    managed.cap_updates();
     managed.store(&mut merged);
     Ok(merged)
 }

@@ -4,8 +4,10 @@
 use http::Response;
 use serde_json::Value;
 
-use super::options;
+use super::fieldset::{self, Element};
+use super::{options, schema, walk};
 use crate::body::ApiBody;
+use crate::kinds::Kind;
 use crate::protobuf::strict;
 use crate::rest::{self, Call};
 use crate::route::Target;
@@ -66,21 +68,49 @@ fn configuration(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Value> {
     if let Some(ns) = namespace {
         strategy::metadata_mut(&mut config).insert("namespace".into(), Value::from(ns));
     }
-    // Structured merge types every applied field, whatever fieldValidation says.
+    // Structured merge types every applied field, whatever fieldValidation says; the 500 is
+    // upstream's.
     if let Some(unknown) = strict::unknown_fields(&kind.api_version(), kind.kind, &config) {
-        if let Some(first) = unknown.first() {
+        if let Some(first) = unknown.first().map(|f| typed_path(kind, &config, f)) {
             let gvk = format!("{}/{}, Kind={}", kind.group, kind.version, kind.kind);
             return Err(ApiError::new(
                 500,
                 "",
                 format!(
-                    "failed to create typed patch object ({}/{name}; {gvk}): .{first}: field not declared in schema",
+                    "failed to create typed patch object ({}/{name}; {gvk}): {first}: field not declared in schema",
                     namespace.unwrap_or("")
                 ),
             ));
         }
     }
     Ok(config)
+}
+
+/// A JSON path with list indices (`spec.containers[0].foo`) as structured merge prints it,
+/// items named by key: `.spec.containers[name="c"].foo`.
+fn typed_path(kind: &Kind, config: &Value, dotted: &str) -> String {
+    let schema = schema::for_kind(kind);
+    let mut names: Vec<&str> = Vec::new();
+    let mut shown: Vec<Element> = Vec::new();
+    let mut at = Some(config);
+    for segment in dotted.split('.') {
+        let mut parts = segment.split('[');
+        let name = parts.next().unwrap_or("");
+        names.push(name);
+        shown.push(Element::Field(name.to_string()));
+        at = at.and_then(|v| v.get(name));
+        for index in parts {
+            let index: usize = index.trim_end_matches(']').parse().unwrap_or(0);
+            let item = at.and_then(|v| v.get(index));
+            let list_type = schema.list_type(&names);
+            shown.push(match item {
+                Some(item) => walk::item_element(schema, &names, &list_type, item, index),
+                None => Element::Index(index),
+            });
+            at = item;
+        }
+    }
+    fieldset::display(&shown)
 }
 
 /// Serves an apply PATCH.

@@ -48,7 +48,7 @@ pub(crate) fn shape<'a>(schema: &dyn Schema, path: &[&str], value: &'a Value) ->
 }
 
 /// The element naming `item` (at `index`) of a list of `list_type` at `path`.
-pub(crate) fn item_element(
+pub fn item_element(
     schema: &dyn Schema,
     path: &[&str],
     list_type: &ListType,
