@@ -1,6 +1,6 @@
 //! `fieldValidation` of JSON, merge and strategic merge patches, as upstream checks the
-//! patched object: `Strict` refuses unknown fields with 422 Invalid on `patch`, `Warn` lets
-//! them through with a warning each, `Ignore` says nothing.
+//! patched object: `Strict` refuses unknown fields with 422 Invalid on `patch`, `Warn` (the
+//! default) lets them through with a warning each, `Ignore` says nothing.
 
 use serde_json::Value;
 
@@ -18,6 +18,8 @@ pub fn check(
     patched: &Value,
     directive: Option<&str>,
 ) -> ApiResult<Vec<String>> {
+    // Without the parameter upstream warns (the default since server-side field validation).
+    let directive = Some(directive.unwrap_or("Warn"));
     if !matches!(directive, Some("Strict" | "Warn")) {
         return Ok(Vec::new());
     }
@@ -107,6 +109,8 @@ mod tests {
         );
         let warned = check(deploy, PatchType::Merge, patch, &patched, Some("Warn"));
         assert_eq!(warned, Ok(vec!["unknown field \"spec.foo\"".to_string()]));
+        let default = check(deploy, PatchType::Merge, patch, &patched, None);
+        assert_eq!(default.map(|w| w.len()), Ok(1));
         assert_eq!(
             check(deploy, PatchType::Merge, patch, &patched, Some("Ignore")),
             Ok(vec![])

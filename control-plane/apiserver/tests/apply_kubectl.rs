@@ -156,6 +156,20 @@ async fn server_side(k: &Kubectl) {
         fields_of(&cm, "kubectl", "Apply"),
         &serde_json::json!({"f:data": {"f:a": {}, "f:b": {}}})
     );
+    let yaml = k
+        .ok(
+            &["get", "cm", "ssa", "-o", "yaml", "--show-managed-fields"],
+            None,
+        )
+        .await;
+    for line in [
+        "managedFields:",
+        "manager: kubectl",
+        "operation: Apply",
+        "fieldsType: FieldsV1",
+    ] {
+        assert!(yaml.contains(line), "{line}: {yaml}");
+    }
     k.ok(
         &["apply", "--server-side", "-f", "-"],
         Some(&CM.replace("EXTRA", "")),
