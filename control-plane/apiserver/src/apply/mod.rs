@@ -188,7 +188,49 @@ pub fn apply(
     entry.api_version = kind.api_version();
     managed.cap_updates();
     managed.store(&mut merged);
+    if manager == KUBECTL {
+        sync_last_applied(&config, &mut merged);
+    }
     Ok(merged)
+}
+
+/// The manager `kubectl apply --server-side` uses by default.
+const KUBECTL: &str = "kubectl";
+
+/// The annotation client-side apply keeps its last configuration in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Keeps client-side apply's annotation, where there is one, in step with what kubectl
+/// applied server-side (as upstream does for the `kubectl` manager only), so a later
+/// client-side apply diffs against the right configuration.
+fn sync_last_applied(config: &Value, merged: &mut Value) {
+    let has_annotation = merged
+        .pointer("/metadata/annotations")
+        .and_then(|a| a.get(LAST_APPLIED))
+        .is_some();
+    if !has_annotation {
+        return;
+    }
+    let mut last = config.clone();
+    if let Some(meta) = last.get_mut("metadata").and_then(Value::as_object_mut) {
+        let emptied = match meta.get_mut("annotations").and_then(Value::as_object_mut) {
+            Some(annotations) => {
+                annotations.remove(LAST_APPLIED);
+                annotations.is_empty()
+            }
+            None => false,
+        };
+        if emptied {
+            meta.remove("annotations");
+        }
+    }
+    let text = format!("{last}\n");
+    if let Some(annotations) = merged
+        .pointer_mut("/metadata/annotations")
+        .and_then(Value::as_object_mut)
+    {
+        annotations.insert(LAST_APPLIED.into(), Value::from(text));
+    }
 }
 
 /// Copies `from`'s managed fields to `to` (none when `from` has none).
@@ -290,6 +332,32 @@ mod tests {
             "data": {"x": "1"}});
         let applied = apply(cm, Some(&live), &config, "kubectl", false, None);
         assert_eq!(applied.map(|o| o["data"].clone()), Ok(json!({"x": "1"})));
+    }
+
+    #[test]
+    fn kubectl_keeps_the_client_side_annotation_in_step() {
+        let table = KindTable::default();
+        let Some(cm) = table.find("", "v1", "configmaps") else {
+            panic!("no configmaps")
+        };
+        let live = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c",
+            "annotations": {LAST_APPLIED: "{\"data\":{\"x\":\"1\"}}\n"}}, "data": {"x": "1"}});
+        let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+            "data": {"x": "2"}});
+        let Ok(by_kubectl) = apply(cm, Some(&live), &config, KUBECTL, true, None) else {
+            panic!("kubectl apply failed")
+        };
+        assert_eq!(
+            by_kubectl["metadata"]["annotations"][LAST_APPLIED],
+            format!("{config}\n")
+        );
+        let Ok(by_other) = apply(cm, Some(&live), &config, "other", true, None) else {
+            panic!("other apply failed")
+        };
+        assert_eq!(
+            by_other["metadata"]["annotations"][LAST_APPLIED],
+            live["metadata"]["annotations"][LAST_APPLIED]
+        );
     }
 
     #[test]
