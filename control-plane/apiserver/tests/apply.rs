@@ -1,4 +1,5 @@
-//! Server-side apply and managedFields over HTTP and through kube-rs: the PatchOptions
+//! Server-side apply and managedFields over HTTP, through kube-rs and the python client: the
+//! PatchOptions
 //! checks, dry run, the status subresource, clearing and invalid managedFields, the default
 //! manager from the User-Agent, and fieldValidation of patches.
 
@@ -398,4 +399,51 @@ async fn kube_rs_server_side_apply() {
         vec!["other".to_string()],
         "mgr lost its only field"
     );
+}
+
+/// The python `kubernetes` client's apply: a patch with `application/apply-patch+yaml` and a
+/// field manager, then a conflicting one from another manager, which it raises as a 409.
+const PYTHON: &str = "/var/cache/capstan-py/bin/python";
+const PYTHON_APPLY: &str = r#"
+import sys
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+conf = client.Configuration()
+conf.host = sys.argv[1]
+api = client.CoreV1Api(client.ApiClient(conf))
+body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "py"}, "data": {"k": "1"}}
+cm = api.patch_namespaced_config_map("py", "default", body, field_manager="py-mgr",
+                                     _content_type="application/apply-patch+yaml")
+entry = cm.metadata.managed_fields[0]
+print("applied", entry.manager, entry.operation, cm.data["k"])
+body["data"]["k"] = "2"
+try:
+    api.patch_namespaced_config_map("py", "default", body, field_manager="other",
+                                    _content_type="application/apply-patch+yaml")
+    print("no conflict")
+except ApiException as e:
+    print("conflict", e.status)
+"#;
+
+#[tokio::test]
+async fn python_client_server_side_apply() {
+    let (server, _) = common::server().await;
+    let url = common::listen(server).await;
+    let output = tokio::process::Command::new(PYTHON)
+        .arg("-c")
+        .arg(PYTHON_APPLY)
+        .arg(&url)
+        .kill_on_drop(true)
+        .output()
+        .await;
+    let Ok(output) = output else {
+        panic!("cannot run {PYTHON}")
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(stdout, "applied py-mgr Apply 1\nconflict 409\n");
 }
