@@ -1,7 +1,6 @@
 //! Server-side apply and managedFields over HTTP, through kube-rs and the python client: the
-//! PatchOptions
-//! checks, dry run, the status subresource, clearing and invalid managedFields, the default
-//! manager from the User-Agent, and fieldValidation of patches.
+//! PatchOptions checks, dry run, the status subresource, clearing and invalid managedFields,
+//! the default manager from the User-Agent, and fieldValidation of patches.
 
 mod common;
 
