@@ -88,6 +88,7 @@ pub fn record_update(
     subresource: Option<&str>,
 ) {
     let schema = schema::for_kind(kind);
+    let schema = schema.as_ref();
     let mut managed = managed_for_update(live, new, subresource);
     let before = live.map(|l| tracked(kind, l, subresource));
     let after = tracked(kind, new, subresource);
@@ -119,6 +120,7 @@ pub fn apply(
     subresource: Option<&str>,
 ) -> ApiResult<Value> {
     let schema = schema::for_kind(kind);
+    let schema = schema.as_ref();
     let mut managed = live.map(Managed::of).unwrap_or_default();
     let had_none = live.is_some_and(|l| l.pointer("/metadata/managedFields").is_none());
     if let (Some(live), true) = (live, had_none) {

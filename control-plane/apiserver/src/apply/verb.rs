@@ -90,6 +90,7 @@ fn configuration(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Value> {
 /// items named by key: `.spec.containers[name="c"].foo`.
 fn typed_path(kind: &Kind, config: &Value, dotted: &str) -> String {
     let schema = schema::for_kind(kind);
+    let schema = schema.as_ref();
     let mut names: Vec<&str> = Vec::new();
     let mut shown: Vec<Element> = Vec::new();
     let mut at = Some(config);
