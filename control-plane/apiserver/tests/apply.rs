@@ -446,3 +446,39 @@ async fn python_client_server_side_apply() {
     );
     assert_eq!(stdout, "applied py-mgr Apply 1\nconflict 409\n");
 }
+
+#[tokio::test]
+async fn service_ports_merge_by_port_and_protocol() {
+    let (server, _) = common::server().await;
+    let svcs = "/api/v1/namespaces/default/services/web?fieldManager=owner";
+    let two = "apiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  selector: {app: web}\n  ports:\n  - {name: http, port: 80}\n  - {name: https, port: 443}\n";
+    let (code, _, created) = send(&server, "PATCH", svcs, APPLY, two).await;
+    assert_eq!(code, 201, "{created}");
+    // Another writer adds a port; the owner then drops https from its configuration.
+    let (code, _, _) = send(
+        &server,
+        "PATCH",
+        "/api/v1/namespaces/default/services/web?fieldManager=ops",
+        "application/strategic-merge-patch+json",
+        r#"{"spec":{"ports":[{"name":"metrics","port":9090}]}}"#,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let one = two.replace("  - {name: https, port: 443}\n", "");
+    let (code, _, object) = send(&server, "PATCH", svcs, APPLY, &one).await;
+    assert_eq!(code, 200, "{object}");
+    let ports: Vec<i64> = object["spec"]["ports"]
+        .as_array()
+        .map(|p| p.iter().filter_map(|p| p["port"].as_i64()).collect())
+        .unwrap_or_default();
+    assert_eq!(ports, vec![80, 9090], "{object}");
+    let owner = object["metadata"]["managedFields"]
+        .as_array()
+        .and_then(|l| l.iter().find(|e| e["manager"] == "owner"))
+        .map(|e| e["fieldsV1"]["f:spec"]["f:ports"].clone())
+        .unwrap_or_default();
+    assert_eq!(
+        owner,
+        json!({"k:{\"port\":80,\"protocol\":\"TCP\"}": {".": {}, "f:name": {}, "f:port": {}}})
+    );
+}
