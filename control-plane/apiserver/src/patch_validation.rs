@@ -9,12 +9,13 @@ use crate::patch::PatchType;
 use crate::protobuf::strict;
 use crate::status::{ApiError, ApiResult, Cause};
 
-/// Checks `patched` (the object the patch made) by the request's `directive`; returns the
-/// warnings to send.
+/// Checks `patched` (the object the patch made of `current`) by the request's `directive`;
+/// returns the warnings to send.
 pub fn check(
     kind: &Kind,
     patch_type: PatchType,
     patch: &[u8],
+    current: &Value,
     patched: &Value,
     directive: Option<&str>,
 ) -> ApiResult<Vec<String>> {
@@ -23,8 +24,15 @@ pub fn check(
     if !matches!(directive, Some("Strict" | "Warn")) {
         return Ok(Vec::new());
     }
-    let unknown =
-        strict::unknown_fields(&kind.api_version(), kind.kind, patched).unwrap_or_default();
+    // Only what the patch brought: upstream never stores unknown fields, so there a stored
+    // object has none; here one may have fields the schema table does not know yet.
+    let before =
+        strict::unknown_fields(&kind.api_version(), kind.kind, current).unwrap_or_default();
+    let unknown: Vec<String> = strict::unknown_fields(&kind.api_version(), kind.kind, patched)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|f| !before.contains(f))
+        .collect();
     if unknown.is_empty() {
         return Ok(Vec::new());
     }
@@ -92,10 +100,13 @@ mod tests {
         let patched = json!({"apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "d"}, "spec": {"foo": 1}});
         let patch = br#"{"spec":{"foo":1}}"#;
+        let current = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "d"}, "spec": {}});
         let strict = check(
             deploy,
             PatchType::Strategic,
             patch,
+            &current,
             &patched,
             Some("Strict"),
         );
@@ -107,12 +118,35 @@ mod tests {
             error.message,
             " \"\" is invalid: patch: Invalid value: \"map[spec:map[foo:1]]\": strict decoding error: unknown field \"spec.foo\""
         );
-        let warned = check(deploy, PatchType::Merge, patch, &patched, Some("Warn"));
+        let warned = check(
+            deploy,
+            PatchType::Merge,
+            patch,
+            &current,
+            &patched,
+            Some("Warn"),
+        );
         assert_eq!(warned, Ok(vec!["unknown field \"spec.foo\"".to_string()]));
-        let default = check(deploy, PatchType::Merge, patch, &patched, None);
+        let default = check(deploy, PatchType::Merge, patch, &current, &patched, None);
         assert_eq!(default.map(|w| w.len()), Ok(1));
+        let already = check(
+            deploy,
+            PatchType::Merge,
+            patch,
+            &patched,
+            &patched,
+            Some("Strict"),
+        );
+        assert_eq!(already, Ok(vec![]), "only what the patch brings counts");
         assert_eq!(
-            check(deploy, PatchType::Merge, patch, &patched, Some("Ignore")),
+            check(
+                deploy,
+                PatchType::Merge,
+                patch,
+                &current,
+                &patched,
+                Some("Ignore")
+            ),
             Ok(vec![])
         );
     }

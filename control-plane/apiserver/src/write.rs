@@ -202,6 +202,7 @@ pub async fn patch(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
             kind,
             patch_type,
             &call.body,
+            &current,
             &patched,
             call.param("fieldValidation"),
         )?;
