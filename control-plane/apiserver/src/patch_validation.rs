@@ -63,6 +63,18 @@ pub fn check(
     ))
 }
 
+/// The 415 of a PATCH body in a type PATCH does not take (CBOR apply patches included: upstream
+/// serves them only behind a feature gate), naming the ones it does take as upstream.
+pub fn unsupported_patch_type(content_type: &str) -> ApiError {
+    ApiError::new(
+        415,
+        "UnsupportedMediaType",
+        format!(
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type:?})"
+        ),
+    )
+}
+
 /// A value as Go's `%+v` prints a decoded JSON value: `map[a:1 b:[x y]]`.
 fn go_format(value: &Value) -> String {
     match value {

@@ -184,7 +184,7 @@ pub async fn patch(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
     let content_type = call.content_type.as_deref().unwrap_or("");
     let patch_type = PatchType::from_content_type(content_type)
         .filter(|_| !content_type.starts_with("application/apply-patch+cbor"))
-        .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+        .ok_or_else(|| patch_validation::unsupported_patch_type(content_type))?;
     if patch_type == PatchType::Apply {
         return apply::verb::serve(call, target).await;
     }

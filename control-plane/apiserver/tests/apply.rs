@@ -91,6 +91,13 @@ async fn patch_options_are_checked_as_upstream() {
     )
     .await;
     assert_eq!(cbor.0, 415, "{}", cbor.2);
+    assert!(
+        cbor.2["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")),
+        "{}",
+        cbor.2
+    );
     let forced = send(
         &server,
         "PATCH",
