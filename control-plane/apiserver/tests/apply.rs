@@ -294,6 +294,19 @@ async fn apply_to_status_owns_status_only() {
         controller,
         Some(json!({"f:status": {"f:readyReplicas": {}, "f:replicas": {}}}))
     );
+    let (code, _, object) = send(
+        &server,
+        "PATCH",
+        &format!("{DEPLOYS}/d/status?fieldManager=ctl"),
+        MERGE,
+        r#"{"status":{"availableReplicas":1}}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{object}");
+    assert!(
+        entries(&object).contains(&("ctl".into(), "Update".into(), "status".into())),
+        "{object}"
+    );
 }
 
 #[tokio::test]

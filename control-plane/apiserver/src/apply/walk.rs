@@ -124,8 +124,11 @@ fn applied_value<'a>(
     set: &mut FieldSet,
 ) {
     match shape(schema, path, value) {
-        // An empty map names nothing to own.
+        // An empty map or associative list names nothing to own, as upstream's field sets.
         Shape::Leaf if value.as_object().is_some_and(Map::is_empty) => {}
+        Shape::Leaf
+            if value.as_array().is_some_and(Vec::is_empty)
+                && schema.list_type(path) != ListType::Atomic => {}
         Shape::Leaf => set.insert(element),
         Shape::Map(map) => applied_map(schema, path, map, set.child(element)),
         Shape::List(list_type, items) => {
@@ -388,6 +391,11 @@ mod tests {
         let config = json!({"spec": {"replicas": 2, "template": {"spec": {"containers": [
             {"name": "c", "image": "i", "ports": [{"containerPort": 80}]}]}}}});
         let set = applied_set(&Builtin, &config);
+        let empty = json!({"data": {}, "metadata": {"finalizers": []}, "spec": {"args": []}});
+        assert_eq!(
+            applied_set(&Builtin, &empty).to_fields_v1(),
+            json!({"f:spec": {"f:args": {}}})
+        );
         assert_eq!(
             set.to_fields_v1(),
             json!({"f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {
