@@ -161,6 +161,19 @@ async fn patch_options_are_checked_as_upstream() {
         refused.2["message"],
         "failed to create typed patch object (default/d; apps/v1, Kind=Deployment): .spec.template.spec.containers[name=\"c\"].bogus: field not declared in schema"
     );
+    let keyless = deploy.replace("bogus: 1", "env: [{value: v}]");
+    let refused = send(
+        &server,
+        "PATCH",
+        &format!("{DEPLOYS}/d?fieldManager=m"),
+        APPLY,
+        &keyless,
+    )
+    .await;
+    assert_eq!(
+        refused.2["message"],
+        "failed to create typed patch object (default/d; apps/v1, Kind=Deployment): .spec.template.spec.containers[name=\"c\"].env: element 0: associative list with keys has an element that omits key field \"name\" (and doesn't have default value)"
+    );
 }
 
 #[tokio::test]

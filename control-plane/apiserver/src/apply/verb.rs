@@ -72,18 +72,27 @@ fn configuration(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Value> {
     // upstream's.
     if let Some(unknown) = strict::unknown_fields(&kind.api_version(), kind.kind, &config) {
         if let Some(first) = unknown.first().map(|f| typed_path(kind, &config, f)) {
-            let gvk = format!("{}/{}, Kind={}", kind.group, kind.version, kind.kind);
-            return Err(ApiError::new(
-                500,
-                "",
-                format!(
-                    "failed to create typed patch object ({}/{name}; {gvk}): {first}: field not declared in schema",
-                    namespace.unwrap_or("")
-                ),
-            ));
+            let why = format!("{first}: field not declared in schema");
+            return Err(typed_patch_error(kind, namespace, name, &why));
         }
     }
+    if let Some(why) = walk::missing_key(schema::for_kind(kind).as_ref(), &config) {
+        return Err(typed_patch_error(kind, namespace, name, &why));
+    }
     Ok(config)
+}
+
+/// Upstream's 500 when the configuration does not fit the kind's schema.
+fn typed_patch_error(kind: &Kind, namespace: Option<&str>, name: &str, why: &str) -> ApiError {
+    let gvk = format!("{}/{}, Kind={}", kind.group, kind.version, kind.kind);
+    ApiError::new(
+        500,
+        "",
+        format!(
+            "failed to create typed patch object ({}/{name}; {gvk}): {why}",
+            namespace.unwrap_or("")
+        ),
+    )
 }
 
 /// A JSON path with list indices (`spec.containers[0].foo`) as structured merge prints it,

@@ -74,6 +74,68 @@ pub fn item_element(
     }
 }
 
+/// The first item of an associative list in `value` that lacks one of the list's keys (and
+/// has no default for it), as structured merge words it:
+/// `.spec.ports: element 0: associative list with keys has an element that omits key field
+/// "port" (and doesn't have default value)`.
+pub fn missing_key(schema: &dyn Schema, value: &Value) -> Option<String> {
+    missing_key_at(schema, &mut Vec::new(), &mut Vec::new(), value)
+}
+
+fn missing_key_at<'a>(
+    schema: &dyn Schema,
+    path: &mut Vec<&'a str>,
+    shown: &mut Vec<Element>,
+    value: &'a Value,
+) -> Option<String> {
+    let map = value.as_object()?;
+    for (name, child) in map {
+        path.push(name);
+        shown.push(Element::Field(name.clone()));
+        let found = match shape(schema, path, child) {
+            Shape::Map(_) => missing_key_at(schema, path, shown, child),
+            Shape::List(ListType::Map(keys), items) => {
+                missing_in_items(schema, path, shown, &keys, items)
+            }
+            _ => None,
+        };
+        shown.pop();
+        path.pop();
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+fn missing_in_items<'a>(
+    schema: &dyn Schema,
+    path: &mut Vec<&'a str>,
+    shown: &mut Vec<Element>,
+    keys: &[String],
+    items: &'a [Value],
+) -> Option<String> {
+    let list_type = ListType::Map(keys.to_vec());
+    for (i, item) in items.iter().enumerate() {
+        let missing = keys
+            .iter()
+            .find(|k| item.get(k.as_str()).is_none() && schema.key_default(path, k).is_none());
+        if let Some(key) = missing {
+            return Some(format!(
+                "{}: element {i}: associative list with keys has an element that omits key field {key:?} (and doesn't have default value)",
+                super::fieldset::display(shown)
+            ));
+        }
+        shown.push(item_element(schema, path, &list_type, item, i));
+        let found = missing_key_at(schema, path, shown, item);
+        shown.pop();
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
 /// The items of a list by element, first occurrence of each, in list order.
 pub(crate) fn index_items<'a>(
     schema: &dyn Schema,
@@ -421,6 +483,20 @@ mod tests {
             })
         );
         assert!(c.removed.is_empty());
+    }
+
+    #[test]
+    fn items_without_their_keys_are_named() {
+        let config = json!({"spec": {"template": {"spec": {"containers": [
+            {"name": "c", "env": [{"value": "v"}], "ports": [{"containerPort": 80}]}]}}}});
+        assert_eq!(
+            missing_key(&Builtin, &config).as_deref(),
+            Some(
+                ".spec.template.spec.containers[name=\"c\"].env: element 0: associative list with keys has an element that omits key field \"name\" (and doesn't have default value)"
+            )
+        );
+        let fine = json!({"spec": {"ports": [{"port": 80}]}});
+        assert_eq!(missing_key(&Builtin, &fine), None);
     }
 
     #[test]
