@@ -337,6 +337,23 @@ mod tests {
     }
 
     #[test]
+    fn objects_without_managers_belong_to_before_first_apply() {
+        let table = KindTable::default();
+        let Some(cm) = table.find("", "v1", "configmaps") else {
+            panic!("no configmaps")
+        };
+        let live = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+            "data": {"x": "1"}});
+        let config = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"},
+            "data": {"x": "2"}});
+        let error = apply(cm, Some(&live), &config, "m", false, None).map(|_| ());
+        assert_eq!(
+            error.map_err(|e| e.message),
+            Err("Apply failed with 1 conflict: conflict with \"before-first-apply\" using v1: .data.x".to_string())
+        );
+    }
+
+    #[test]
     fn kubectl_keeps_the_client_side_annotation_in_step() {
         let table = KindTable::default();
         let Some(cm) = table.find("", "v1", "configmaps") else {
