@@ -145,7 +145,7 @@ pub async fn update(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<
     let mut object = body::decode_object(call.content_type.as_deref(), &call.body)?;
     strategy::check_type(kind, &mut object)?;
     strict::check(kind, &object, call.param("fieldValidation"))?;
-    let manager = apply::options::manager(call, apply::options::Options::Update)?;
+    apply::options::manager(call, apply::options::Options::Update)?;
     match meta_str(&object, "name") {
         Some(body_name) if !body_name.is_empty() && body_name != name => {
             return Err(ApiError::bad_request(format!(
@@ -172,7 +172,7 @@ pub async fn update(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<
     if expected.is_some_and(|rv| rv != revision) {
         return Err(ApiError::modified(kind.group, kind.plural, name));
     }
-    let stored = store_update(call, target, object, &current, revision, Some(&manager)).await?;
+    let stored = store_update(call, target, object, &current, revision).await?;
     Ok(call.object(200, kind, &stored))
 }
 
@@ -188,7 +188,7 @@ pub async fn patch(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
     if patch_type == PatchType::Apply {
         return apply::verb::serve(call, target).await;
     }
-    let manager = apply::options::manager(call, apply::options::Options::Patch)?;
+    apply::options::manager(call, apply::options::Options::Patch)?;
     let mut last_error = None;
     for _ in 0..PATCH_ATTEMPTS {
         let (current, revision) =
@@ -218,7 +218,7 @@ pub async fn patch(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
         if pinned.is_some_and(|rv| rv != revision) {
             return Err(ApiError::modified(kind.group, kind.plural, name));
         }
-        match store_update(call, target, patched, &current, revision, Some(&manager)).await {
+        match store_update(call, target, patched, &current, revision).await {
             Ok(stored) => return Ok(with_warnings(call.object(200, kind, &stored), &warnings)),
             Err(error) if error.reason == "Conflict" && pinned.is_none() => {
                 last_error = Some(error);
@@ -241,10 +241,23 @@ fn with_warnings(mut response: Response<ApiBody>, warnings: &[String]) -> Respon
 }
 
 /// Stores `new` over `current` (read at `revision`) through the update strategy of the main
-/// resource or the status subresource, recording `manager` (when given) in the managed
-/// fields. A no-op change is not written. An object being deleted whose last finalizer went
-/// is deleted.
-pub(crate) async fn store_update(
+/// resource or the status subresource, the request's field manager taking what it changed.
+/// A no-op change is not written. An object being deleted whose last finalizer went is
+/// deleted.
+async fn store_update(
+    call: &Call<'_>,
+    target: &Target<'_>,
+    new: Value,
+    current: &Value,
+    revision: i64,
+) -> ApiResult<Value> {
+    let manager = apply::options::manager(call, apply::options::Options::Update)?;
+    store_update_as(call, target, new, current, revision, Some(&manager)).await
+}
+
+/// [`store_update`], recording `manager` in the managed fields when given (an apply brings
+/// them computed).
+pub(crate) async fn store_update_as(
     call: &Call<'_>,
     target: &Target<'_>,
     new: Value,

@@ -160,7 +160,7 @@ pub async fn serve(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
                 }
                 let merged =
                     super::apply(kind, Some(&current), &config, &manager, force, subresource)?;
-                write::store_update(call, target, merged, &current, revision, None)
+                write::store_update_as(call, target, merged, &current, revision, None)
                     .await
                     .map(|stored| (200, stored))
             }
