@@ -3,6 +3,7 @@
 //! only through a table; the node agent never imports it, nor it the agent.
 
 pub mod admission;
+pub mod apply;
 pub mod authn;
 pub mod authz;
 pub mod body;
@@ -16,6 +17,7 @@ pub mod namespaces;
 pub mod openapi;
 pub mod openapi_v2;
 pub mod patch;
+pub mod patch_validation;
 pub mod pki;
 pub mod protobuf;
 pub mod qos;

@@ -67,7 +67,7 @@ pub fn apply(current: &Value, patch_type: PatchType, patch: &[u8]) -> ApiResult<
             Ok(strategic(current, &patch))
         }
         PatchType::Apply => Err(ApiError::unsupported_media_type(
-            "application/apply-patch+yaml (server-side apply is not served yet)",
+            "application/apply-patch+yaml (server-side apply merges in the apply module, not here)",
         )),
     }
 }

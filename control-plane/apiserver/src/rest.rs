@@ -28,6 +28,8 @@ pub struct Call<'a> {
     pub query: HashMap<String, String>,
     /// The request's `Content-Type`.
     pub content_type: Option<String>,
+    /// The request's `User-Agent`: the default field manager.
+    pub user_agent: Option<String>,
     /// Whether the client wants YAML back.
     pub yaml: bool,
     /// Whether the client asked for a `meta.k8s.io` Table (kubectl get).
@@ -85,6 +87,7 @@ pub async fn serve(
         user,
         query: route::query(&parts.uri),
         content_type: header(http::header::CONTENT_TYPE),
+        user_agent: header(http::header::USER_AGENT),
         yaml: body::wants_yaml(accept.as_deref()),
         table: table::wanted(accept.as_deref()),
         body,

@@ -5,9 +5,11 @@ use http::Response;
 use serde_json::Value;
 
 use crate::admission;
+use crate::apply;
 use crate::body::{self, ApiBody};
 use crate::kinds::Kind;
 use crate::patch::{self, PatchType};
+use crate::patch_validation;
 use crate::protobuf::strict;
 use crate::rest::{self, Call};
 use crate::route::Target;
@@ -31,13 +33,15 @@ pub async fn create(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<
             ));
         }
     }
-    let created = create_object(
+    let manager = apply::options::manager(call, apply::options::Options::Create)?;
+    let created = create_object_as(
         call.server,
         kind,
         target.namespace.as_deref(),
         object,
         call.user,
         call.dry_run(),
+        Some(&manager),
     )
     .await?;
     Ok(call.object(201, kind, &created))
@@ -50,9 +54,22 @@ pub async fn create_object(
     server: &ApiServer,
     kind: &Kind,
     namespace: Option<&str>,
+    object: Value,
+    user: &RequestUser,
+    dry_run: bool,
+) -> ApiResult<Value> {
+    create_object_as(server, kind, namespace, object, user, dry_run, None).await
+}
+
+/// [`create_object`], recording `manager` (when given) in the managed fields.
+pub async fn create_object_as(
+    server: &ApiServer,
+    kind: &Kind,
+    namespace: Option<&str>,
     mut object: Value,
     user: &RequestUser,
     dry_run: bool,
+    manager: Option<&str>,
 ) -> ApiResult<Value> {
     let requested_name = meta_str(&object, "name").unwrap_or("").to_string();
     let attributes = admission::Attributes {
@@ -68,6 +85,9 @@ pub async fn create_object(
     };
     admission::mutate(&server.admission, &attributes, Some(&mut object)).await?;
     strategy::prepare_create(kind, &mut object, namespace);
+    if let Some(manager) = manager {
+        apply::record_update(kind, None, &mut object, manager, None);
+    }
     let name = meta_str(&object, "name").unwrap_or("").to_string();
     strategy::validate(kind, &object)?;
     let attributes = admission::Attributes {
@@ -100,6 +120,7 @@ pub async fn update(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<
     let mut object = body::decode_object(call.content_type.as_deref(), &call.body)?;
     strategy::check_type(kind, &mut object)?;
     strict::check(kind, &object, call.param("fieldValidation"))?;
+    apply::options::manager(call, apply::options::Options::Update)?;
     match meta_str(&object, "name") {
         Some(body_name) if !body_name.is_empty() && body_name != name => {
             return Err(ApiError::bad_request(format!(
@@ -137,7 +158,12 @@ pub async fn patch(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
     let name = target.name.as_deref().unwrap_or("");
     let content_type = call.content_type.as_deref().unwrap_or("");
     let patch_type = PatchType::from_content_type(content_type)
-        .ok_or_else(|| ApiError::unsupported_media_type(content_type))?;
+        .filter(|_| !content_type.starts_with("application/apply-patch+cbor"))
+        .ok_or_else(|| patch_validation::unsupported_patch_type(content_type))?;
+    if patch_type == PatchType::Apply {
+        return apply::verb::serve(call, target).await;
+    }
+    apply::options::manager(call, apply::options::Options::Patch)?;
     let mut last_error = None;
     for _ in 0..PATCH_ATTEMPTS {
         let (current, revision) =
@@ -147,6 +173,14 @@ pub async fn patch(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
             return Err(ApiError::bad_request("the patch must leave an object"));
         }
         strategy::check_type(kind, &mut patched)?;
+        let warnings = patch_validation::check(
+            kind,
+            patch_type,
+            &call.body,
+            &current,
+            &patched,
+            call.param("fieldValidation"),
+        )?;
         if meta_str(&patched, "name") != Some(name) {
             return Err(ApiError::bad_request(
                 "metadata.name: the name of an object cannot be changed by a patch",
@@ -160,7 +194,7 @@ pub async fn patch(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
             return Err(ApiError::modified(kind.group, kind.plural, name));
         }
         match store_update(call, target, patched, &current, revision).await {
-            Ok(stored) => return Ok(call.object(200, kind, &stored)),
+            Ok(stored) => return Ok(with_warnings(call.object(200, kind, &stored), &warnings)),
             Err(error) if error.reason == "Conflict" && pinned.is_none() => {
                 last_error = Some(error);
             }
@@ -170,15 +204,41 @@ pub async fn patch(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
     Err(last_error.unwrap_or_else(|| ApiError::modified(kind.group, kind.plural, name)))
 }
 
+/// Adds a `Warning` header per warning, as kube-apiserver sends them (code 299).
+fn with_warnings(mut response: Response<ApiBody>, warnings: &[String]) -> Response<ApiBody> {
+    for warning in warnings {
+        let text = format!("299 - {}", serde_json::Value::from(warning.as_str()));
+        if let Ok(value) = http::HeaderValue::from_str(&text) {
+            response.headers_mut().append(http::header::WARNING, value);
+        }
+    }
+    response
+}
+
 /// Stores `new` over `current` (read at `revision`) through the update strategy of the main
-/// resource or the status subresource. A no-op change is not written. An object being deleted
-/// whose last finalizer went is deleted.
+/// resource or the status subresource, the request's field manager taking what it changed.
+/// A no-op change is not written. An object being deleted whose last finalizer went is
+/// deleted.
 async fn store_update(
     call: &Call<'_>,
     target: &Target<'_>,
     new: Value,
     current: &Value,
     revision: i64,
+) -> ApiResult<Value> {
+    let manager = apply::options::manager(call, apply::options::Options::Update)?;
+    store_update_as(call, target, new, current, revision, Some(&manager)).await
+}
+
+/// [`store_update`], recording `manager` in the managed fields when given (an apply brings
+/// them computed).
+pub(crate) async fn store_update_as(
+    call: &Call<'_>,
+    target: &Target<'_>,
+    new: Value,
+    current: &Value,
+    revision: i64,
+    manager: Option<&str>,
 ) -> ApiResult<Value> {
     let kind = target.kind;
     let name = target.name.as_deref().unwrap_or("");
@@ -196,11 +256,25 @@ async fn store_update(
     let mut new = new;
     admission::mutate(&call.server.admission, &attributes, Some(&mut new)).await?;
     let mut new = if target.subresource.as_deref() == Some("status") {
-        strategy::prepare_status_update(&new, current)
+        let mut status_only = strategy::prepare_status_update(&new, current);
+        if manager.is_none() {
+            // An apply to status brings the managed fields it computed.
+            apply::carry_managed_fields(&new, &mut status_only);
+        }
+        status_only
     } else {
         strategy::prepare_update(kind, &mut new, current);
         new
     };
+    if let Some(manager) = manager {
+        apply::record_update(
+            kind,
+            Some(current),
+            &mut new,
+            manager,
+            target.subresource.as_deref(),
+        );
+    }
     strategy::validate(kind, &new)?;
     admission::validate(&call.server.admission, &attributes, Some(&new)).await?;
     let mut unchanged = current.clone();
