@@ -10,6 +10,7 @@ mod catalog;
 pub mod definitions;
 pub mod documents;
 mod extensions;
+pub mod fields;
 mod v3;
 
 use http::header::{self, HeaderValue};

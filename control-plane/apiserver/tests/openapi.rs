@@ -503,3 +503,26 @@ async fn every_served_kind_has_a_schema_with_its_gvk() {
         );
     }
 }
+/// kubectl 1.27's `create --validate=true` finds from `/openapi/v3` that the server checks
+/// fields (`fieldValidation`) and leaves it to it, as against kube-apiserver; the unknown field
+/// comes back in kube's words.
+#[tokio::test]
+async fn kubectl_1_27_validate_true_reports_an_unknown_field() {
+    let (server, _) = common::server().await;
+    let url = common::listen(server).await;
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  bogus: 1\n  containers:\n  - name: c\n    image: nginx\n";
+    let (success, out, err) = kubectl(
+        KUBECTL_127,
+        &url,
+        &["create", "--validate=true", "-f", "-"],
+        &[],
+        Some(pod),
+    )
+    .await;
+    assert!(!success, "{out}");
+    // The last line: kubectl warns first that there is no kubeconfig.
+    assert_eq!(
+        err.trim().lines().last().unwrap_or(""),
+        "Error from server (BadRequest): error when creating \"STDIN\": Pod in version \"v1\" cannot be handled as a Pod: strict decoding error: unknown field \"spec.bogus\""
+    );
+}
