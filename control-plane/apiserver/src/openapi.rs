@@ -5,6 +5,13 @@
 //! kube's headers: `ETag` and conditional GETs everywhere, `Cache-Control: public, immutable`
 //! on a v3 document asked for with its current `?hash=` (a stale hash is redirected to the
 //! current one), gzip when the client takes it.
+//!
+//! Which schema a kind gets is a lookup by (group, version, kind), never by a list kept here:
+//! first a [`definitions::SchemaSource`] (today [`definitions::BuiltinOnly`], which has none;
+//! CustomResourceDefinitions are meant to pass theirs in its place, bumping its revision when
+//! one changes), then k8s-openapi's type of that (group, version, kind), else a permissive
+//! `x-kubernetes-preserve-unknown-fields` object. The documents follow whatever the kinds table
+//! holds when asked: a changed table (or source revision) builds a new set and drops the old.
 
 mod catalog;
 pub mod definitions;

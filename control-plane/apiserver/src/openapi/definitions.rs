@@ -225,6 +225,40 @@ mod tests {
         }
     }
 
+    struct Widgets;
+
+    impl SchemaSource for Widgets {
+        fn schema(&self, group: &str, _: &str, kind: &str) -> Option<Value> {
+            (group == "example.com" && kind == "Widget").then(|| {
+                json!({"type": "object", "properties": {
+                    "metadata": {"$ref": format!("{REF_PREFIX}io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta")},
+                    "size": {"type": "integer"},
+                }})
+            })
+        }
+
+        fn revision(&self) -> u64 {
+            1
+        }
+    }
+
+    #[test]
+    fn a_source_feeds_a_kind_its_schema() {
+        let mut kind = builtin().remove(0);
+        kind.group = "example.com";
+        kind.kind = "Widget";
+        let definitions = build(&[kind], &Widgets);
+        let widget = &definitions.schemas["com.example.v1.Widget"];
+        assert_eq!(widget["properties"]["size"]["type"], "integer");
+        assert_eq!(
+            widget["x-kubernetes-group-version-kind"][0]["group"],
+            "example.com"
+        );
+        let every = closure(&definitions.schemas, ["com.example.v1.Widget"]);
+        assert!(every.contains("io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"));
+        assert!(every.iter().all(|n| definitions.schemas.contains_key(n)));
+    }
+
     #[test]
     fn a_kind_without_a_type_is_permissive() {
         let mut kind = builtin().remove(0);

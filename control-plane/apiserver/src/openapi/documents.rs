@@ -160,3 +160,30 @@ fn build(key: u64, kinds: &[Kind], source: &dyn SchemaSource, version: &str) -> 
         built: chrono::Utc::now(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kinds::builtin;
+    use definitions::BuiltinOnly;
+
+    #[test]
+    fn documents_follow_the_kinds_and_are_cached() {
+        let mut kinds = builtin();
+        let first = get(&kinds, &BuiltinOnly, "v1.33.0");
+        let again = get(&kinds, &BuiltinOnly, "v1.33.0");
+        assert!(Arc::ptr_eq(&first, &again), "built once");
+        assert!(!first.v3.iter().any(|(p, _)| p == "apis/example.com/v1"));
+        let mut widget = kinds[0].clone();
+        widget.group = "example.com";
+        widget.kind = "Widget";
+        kinds.push(widget);
+        let grown = get(&kinds, &BuiltinOnly, "v1.33.0");
+        assert!(grown.v3.iter().any(|(p, _)| p == "apis/example.com/v1"));
+        let v2: Value = serde_json::from_slice(&grown.v2_json.plain()).unwrap_or_default();
+        assert_eq!(
+            v2["definitions"]["com.example.v1.Widget"]["x-kubernetes-preserve-unknown-fields"],
+            true
+        );
+    }
+}
