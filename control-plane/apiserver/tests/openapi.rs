@@ -526,3 +526,49 @@ async fn kubectl_1_27_validate_true_reports_an_unknown_field() {
         "Error from server (BadRequest): error when creating \"STDIN\": Pod in version \"v1\" cannot be handled as a Pod: strict decoding error: unknown field \"spec.bogus\""
     );
 }
+
+/// `kubectl apply` with the schemas served: the v3 PATCH operations name no strategic merge
+/// patch body (nor do v2's absent paths), so kubectl builds the patch from its compiled-in
+/// types, as it must to merge `containers` by `name`: dropping a container from the file
+/// deletes that one only, and an env var another client added to the other survives.
+async fn apply_merges_containers_by_name(binary: &str) {
+    let (server, _) = common::server().await;
+    let url = common::listen(server).await;
+    let s = url.as_str();
+    let deploy = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  selector:\n    matchLabels: {app: d}\n  template:\n    metadata:\n      labels: {app: d}\n    spec:\n      containers:\n      - name: a\n        image: nginx\n";
+    let run = |args: Vec<&'static str>, stdin: Option<String>| async move {
+        let (success, out, err) = kubectl(binary, s, &args, &[], stdin.as_deref()).await;
+        assert!(success, "kubectl {args:?}: {out}{err}");
+        out
+    };
+    let both = format!("{deploy}      - name: b\n        image: busybox\n");
+    run(vec!["apply", "-f", "-"], Some(both)).await;
+    run(
+        vec!["set", "env", "deployment/d", "-c", "a", "FOO=bar"],
+        None,
+    )
+    .await;
+    run(vec!["apply", "-f", "-"], Some(deploy.to_string())).await;
+    let out = run(
+        vec![
+            "get",
+            "deployment",
+            "d",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[*].name} {.spec.template.spec.containers[0].env[0].name}",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(out, "a FOO");
+}
+
+#[tokio::test]
+async fn kubectl_1_33_apply_merges_containers_by_name() {
+    apply_merges_containers_by_name(KUBECTL_133).await;
+}
+
+#[tokio::test]
+async fn kubectl_1_27_apply_merges_containers_by_name() {
+    apply_merges_containers_by_name(KUBECTL_127).await;
+}

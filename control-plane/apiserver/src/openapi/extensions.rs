@@ -1,6 +1,7 @@
 //! The `x-kubernetes-*` extensions k8s-openapi's schemas leave out: patch merge keys and
-//! strategies (what `kubectl apply` needs to build a strategic merge patch from a schema) and
-//! list types and map keys. They come from the `+patchMergeKey`, `+patchStrategy`, `+listType`
+//! strategies (what a client building a strategic merge patch from a schema reads; kubectl
+//! does so only for operations that advertise that patch type, which these documents' don't,
+//! so for built-in kinds it keeps its compiled-in types) and list types and map keys. They come from the `+patchMergeKey`, `+patchStrategy`, `+listType`
 //! and `+listMapKey` markers of the Go types, for the fields of the kinds Capstan serves; a field
 //! not named here keeps k8s-openapi's plain schema (a list is then replaced as a whole, which is
 //! kube's default for unannotated lists too).
