@@ -572,3 +572,32 @@ async fn kubectl_1_33_apply_merges_containers_by_name() {
 async fn kubectl_1_27_apply_merges_containers_by_name() {
     apply_merges_containers_by_name(KUBECTL_127).await;
 }
+
+/// `kubectl explain` knows every kind the table serves, with its upstream description's first
+/// words (over v3 with 1.33, over v2 with 1.27).
+#[tokio::test]
+async fn every_served_kind_explains() {
+    let (server, _) = common::server().await;
+    let url = common::listen(server).await;
+    let kinds = capstan_apiserver::kinds::KindTable::default();
+    for kind in kinds.all() {
+        let resource = if kind.group.is_empty() {
+            kind.plural.to_string()
+        } else {
+            format!("{}.{}", kind.plural, kind.group)
+        };
+        for (binary, over_v2) in [(KUBECTL_133, false), (KUBECTL_127, true)] {
+            let out = explain(binary, &url, &[&resource], over_v2).await;
+            let first_line = out.lines().find(|l| l.starts_with("KIND:"));
+            assert_eq!(
+                first_line.map(|l| l.trim_start_matches("KIND:").trim()),
+                Some(kind.kind),
+                "{resource}: {out}"
+            );
+            assert!(
+                out.contains("DESCRIPTION:") && out.contains("metadata"),
+                "{resource}: {out}"
+            );
+        }
+    }
+}
