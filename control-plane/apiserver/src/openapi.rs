@@ -100,8 +100,12 @@ pub fn serve(server: &ApiServer, parts: &Parts) -> ApiResult<Response<ApiBody>> 
         return Err(ApiError::path_not_found());
     };
     if negotiate(accept, &["application/json"]).is_none() {
-        // The v3 protobuf form is not built: no kubectl asks for it.
-        return Ok(body::bytes_response(406, "text/plain", Vec::new()));
+        // The v3 protobuf form is not built (no kubectl asks for it): say so rather than
+        // answer with an empty 406 as for media types kube doesn't have either.
+        return Ok(body::text_response(
+            406,
+            "OpenAPI v3 as protobuf is not implemented; ask for application/json\n",
+        ));
     }
     let docs = docs();
     let Some((_, blob)) = docs.v3.iter().find(|(p, _)| p == gv) else {

@@ -284,6 +284,14 @@ async fn v3_index_points_at_hashed_immutable_documents() {
 
     let (code, _, _) = get_from(&server, "/openapi/v3/apis/nothing.example/v1", &[]).await;
     assert_eq!(code, 404);
+
+    let protobuf = [(
+        "accept",
+        "application/com.github.proto-openapi.spec.v3@v1.0+protobuf",
+    )];
+    let (code, _, body) = get_from(&server, url, &protobuf).await;
+    assert_eq!(code, 406);
+    assert!(String::from_utf8_lossy(&body).contains("not implemented"));
 }
 
 /// The subset of gnostic's `openapi_v2` messages the test reads, decoded by prost: an
