@@ -249,7 +249,7 @@ impl ApiServer {
             Route::Resources(group, version) => discovery::resources(self, &group, &version),
             Route::Version => Ok(discovery::version(self)),
             Route::Health(_) => Ok(body::text_response(200, "ok")),
-            Route::OpenApi(path) => openapi::serve(self, &path, accept),
+            Route::OpenApi(_) => openapi::serve(self, parts),
             Route::ServiceAccountIssuer(path) => crate::tokens::oidc::serve(self, &path),
             Route::Resource(target) => rest::serve(self, parts, target, body, user).await,
             Route::Unknown => Err(ApiError::path_not_found()),

@@ -83,7 +83,10 @@ pub fn check(kind: &Kind, object: &Value, directive: Option<&str>) -> ApiResult<
     if directive != Some("Strict") {
         return Ok(());
     }
-    let Some(unknown) = unknown_fields(&kind.api_version(), kind.kind, object) else {
+    // Kinds outside the protobuf table are checked by their OpenAPI schemas.
+    let unknown = unknown_fields(&kind.api_version(), kind.kind, object)
+        .or_else(|| crate::openapi::fields::unknown_fields(kind, object));
+    let Some(unknown) = unknown else {
         return Ok(());
     };
     if unknown.is_empty() {
