@@ -39,6 +39,9 @@ pub struct Kind {
     pub delete_returns_object: bool,
     /// How names are checked.
     pub name_rule: NameRule,
+    /// What a CustomResourceDefinition says of this version (schema, columns, scale); `None`
+    /// for built-in kinds.
+    pub custom: Option<std::sync::Arc<crate::crd::CustomVersion>>,
 }
 
 /// The verbs every resource in the table serves.
@@ -69,6 +72,10 @@ impl Kind {
     /// The storage prefix of the kind, `/registry/pods/` or `/registry/deployments.apps/`...
     /// with kube's etcd layout: core and the legacy groups without a suffix.
     pub fn prefix(&self) -> String {
+        if self.custom.is_some() {
+            // Custom resources are stored as kube-apiserver stores them: group, then plural.
+            return format!("/registry/{}/{}/", self.group, self.plural);
+        }
         if self.group.is_empty() {
             format!("/registry/{}/", self.plural)
         } else {
@@ -122,6 +129,7 @@ const fn row(
         generation: false,
         delete_returns_object: false,
         name_rule: NameRule::Subdomain,
+        custom: None,
     }
 }
 

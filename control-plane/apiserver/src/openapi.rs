@@ -42,8 +42,9 @@ pub fn serve(server: &ApiServer, path: &str, accept: Option<&str>) -> ApiResult<
     }
     if rest == "/openapi/v3" {
         let mut paths = Map::new();
-        for group in server.kinds.groups() {
-            for version in server.kinds.versions(group) {
+        let kinds = server.served();
+        for group in kinds.groups() {
+            for version in kinds.versions(group) {
                 let gv = group_version_path(group, version);
                 let url = format!("/openapi/v3/{gv}?hash={}", env!("CARGO_PKG_VERSION"));
                 paths.insert(gv, json!({"serverRelativeURL": url}));
@@ -54,12 +55,13 @@ pub fn serve(server: &ApiServer, path: &str, accept: Option<&str>) -> ApiResult<
     let Some(gv) = rest.strip_prefix("/openapi/v3/") else {
         return Err(ApiError::path_not_found());
     };
-    for group in server.kinds.groups() {
-        for version in server.kinds.versions(group) {
+    let kinds = server.served();
+    for group in kinds.groups() {
+        for version in kinds.versions(group) {
             if group_version_path(group, version) == gv {
                 return Ok(body::json_response(
                     200,
-                    &document(server.kinds.of(group, version)),
+                    &document(kinds.of(group, version)),
                 ));
             }
         }

@@ -89,18 +89,29 @@ pub struct ApiServer {
     pub(crate) kinds: KindTable,
     pub(crate) config: Config,
     pub(crate) admission: Vec<Box<dyn crate::admission::Plugin>>,
+    /// The served kinds with those CustomResourceDefinitions add.
+    pub(crate) crds: Arc<crate::crd::Registry>,
 }
 
 impl ApiServer {
     /// A server over `store` serving the built-in kinds; makes the system namespaces that are
     /// missing.
     pub async fn new(store: Arc<dyn Store>, config: Config) -> ApiResult<Arc<ApiServer>> {
+        let kinds = KindTable::default();
+        let crds = Arc::new(crate::crd::Registry::new(kinds.clone()));
         let server = Arc::new(ApiServer {
             store,
-            kinds: KindTable::default(),
+            kinds,
             config,
             admission: crate::admission::chain(),
+            crds,
         });
+        let revision = server
+            .crds
+            .reload(&server.store)
+            .await
+            .map_err(|e| rest::store_error(e, &crate::crd::definition_kind(), ""))?;
+        server.crds.spawn_watch(Arc::clone(&server.store), revision);
         server.ensure_system_namespaces().await?;
         Ok(server)
     }
@@ -132,9 +143,14 @@ impl ApiServer {
         Ok(())
     }
 
-    /// The kinds served.
+    /// The built-in kinds served.
     pub fn kinds(&self) -> &KindTable {
         &self.kinds
+    }
+
+    /// Every kind served now: the built-in ones and those CustomResourceDefinitions add.
+    pub fn served(&self) -> Arc<KindTable> {
+        self.crds.table()
     }
 
     /// Answers one request, already authenticated as `user`. The body is read here, within the
@@ -177,7 +193,9 @@ impl ApiServer {
         body: Bytes,
         user: &RequestUser,
     ) -> ApiResult<Response<ApiBody>> {
-        let route = route::parse(&self.kinds, parts.uri.path());
+        // One snapshot per request: definitions changing meanwhile do not move the target.
+        let kinds = self.served();
+        let route = route::parse(&kinds, parts.uri.path());
         crate::authz::authorize(user, &parts.method, parts.uri.path(), &route)?;
         if !matches!(route, Route::Resource(_)) && parts.method != Method::GET {
             return match route {

@@ -150,6 +150,9 @@ fn cells(kind: &Kind, object: &Value) -> Vec<Value> {
 
 /// The Table of `objects`; `metadata` is the list's (resourceVersion, continue).
 pub fn of_objects(kind: &Kind, objects: &[Value], metadata: Option<Value>) -> Value {
+    if let Some(custom) = &kind.custom {
+        return crate::crd::columns::table(custom, objects, metadata);
+    }
     let mut definitions = vec![column(
         "Name",
         "string",

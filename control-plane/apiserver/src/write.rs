@@ -74,12 +74,14 @@ pub async fn create_object(
     strategy::prepare_create(kind, &mut object, namespace);
     let name = meta_str(&object, "name").unwrap_or("").to_string();
     strategy::validate(kind, &object)?;
+    crate::crd::prepare(kind, &mut object, None)?;
     let attributes = admission::Attributes {
         name: &name,
         ..attributes
     };
     admission::validate(&server.admission, &attributes, Some(&object)).await?;
     if dry_run {
+        crate::crd::read(kind, &mut object);
         return Ok(object);
     }
     let key = kind.key(namespace, &name);
@@ -89,7 +91,7 @@ pub async fn create_object(
         .await
         .map_err(|e| rest::store_error(e, kind, &name))?;
     tracing::debug!(%key, revision = stored.mod_revision, "created");
-    rest::decode(&stored)
+    crate::crd::stored(server, kind, &stored).await
 }
 
 /// NamespaceLifecycle admission: creates need the namespace, and one not terminating.
@@ -227,6 +229,7 @@ async fn store_update(
         new
     };
     strategy::validate(kind, &new)?;
+    crate::crd::prepare(kind, &mut new, Some(current))?;
     admission::validate(&call.server.admission, &attributes, Some(&new)).await?;
     let mut unchanged = current.clone();
     if let Some(meta) = unchanged.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -266,5 +269,5 @@ async fn store_update(
         .update(&key, rest::encode(&new), revision)
         .await
         .map_err(|e| rest::store_error(e, kind, name))?;
-    rest::decode(&stored)
+    crate::crd::stored(call.server, kind, &stored).await
 }

@@ -1,0 +1,158 @@
+//! Reading a stored CustomResourceDefinition: its names, versions and subresources, and the
+//! [`Kind`]s it serves, one per served version.
+
+use std::cmp::Ordering;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::{CustomVersion, columns, intern, scale};
+use crate::kinds::{Kind, NameRule};
+
+fn text<'a>(object: &'a Value, pointer: &str) -> &'a str {
+    object
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+fn strings(object: &Value, pointer: &str) -> Vec<String> {
+    object
+        .pointer(pointer)
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `spec.versions`, empty when missing.
+pub fn versions(crd: &Value) -> Vec<&Value> {
+    crd.pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .map(|v| v.iter().collect())
+        .unwrap_or_default()
+}
+
+/// The name of the storage version, if exactly one is marked.
+pub fn storage_version(crd: &Value) -> Option<&str> {
+    let storage: Vec<&str> = versions(crd)
+        .into_iter()
+        .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+        .map(|v| v.get("name").and_then(Value::as_str).unwrap_or(""))
+        .collect();
+    match storage.as_slice() {
+        [one] => Some(one),
+        _ => None,
+    }
+}
+
+/// kube's version priority: GA before beta before alpha, higher numbers first, then names.
+pub fn compare_versions(a: &str, b: &str) -> Ordering {
+    fn parse(v: &str) -> Option<(u32, u8, u32)> {
+        let rest = v.strip_prefix('v')?;
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let major = digits.parse().ok()?;
+        let tail = &rest[digits.len()..];
+        if tail.is_empty() {
+            return Some((major, 2, 0));
+        }
+        let (level, number) = if let Some(n) = tail.strip_prefix("beta") {
+            (1, n)
+        } else if let Some(n) = tail.strip_prefix("alpha") {
+            (0, n)
+        } else {
+            return None;
+        };
+        Some((major, level, number.parse().ok()?))
+    }
+    match (parse(a), parse(b)) {
+        (Some((ma, la, na)), Some((mb, lb, nb))) => lb.cmp(&la).then(mb.cmp(&ma)).then(nb.cmp(&na)),
+        (Some(_), None) => Ordering::Less,
+        (None, Some(_)) => Ordering::Greater,
+        (None, None) => a.cmp(b),
+    }
+}
+
+/// The kinds `crd` serves, its served versions in priority order; none when it is not
+/// established (no single storage version, no names).
+pub fn kinds_of(crd: &Value) -> Vec<Kind> {
+    let group = text(crd, "/spec/group");
+    let plural = text(crd, "/spec/names/plural");
+    let kind = text(crd, "/spec/names/kind");
+    let Some(storage) = storage_version(crd) else {
+        return Vec::new();
+    };
+    if group.is_empty() || plural.is_empty() || kind.is_empty() {
+        return Vec::new();
+    }
+    let singular = match text(crd, "/spec/names/singular") {
+        "" => kind.to_lowercase(),
+        s => s.to_string(),
+    };
+    let name = text(crd, "/metadata/name").to_string();
+    let namespaced = text(crd, "/spec/scope") != "Cluster";
+    let short_names = intern::list(&strings(crd, "/spec/names/shortNames"));
+    let categories = intern::list(&strings(crd, "/spec/names/categories"));
+    let mut served: Vec<&Value> = versions(crd)
+        .into_iter()
+        .filter(|v| v.get("served").and_then(Value::as_bool) == Some(true))
+        .collect();
+    served.sort_by(|a, b| compare_versions(text(a, "/name"), text(b, "/name")));
+    served
+        .into_iter()
+        .map(|version| Kind {
+            group: intern::string(group),
+            version: intern::string(text(version, "/name")),
+            kind: intern::string(kind),
+            plural: intern::string(plural),
+            singular: intern::string(&singular),
+            namespaced,
+            short_names,
+            categories,
+            status_subresource: version.pointer("/subresources/status").is_some(),
+            generation: true,
+            delete_returns_object: false,
+            name_rule: NameRule::Subdomain,
+            custom: Some(Arc::new(CustomVersion {
+                definition: name.clone(),
+                storage_version: intern::string(storage),
+                schema: version.pointer("/schema/openAPIV3Schema").cloned(),
+                columns: columns::of_version(version),
+                scale: scale::paths_of(version),
+            })),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn served_versions_become_kinds_in_priority_order() {
+        let crd = json!({"metadata": {"name": "widgets.example.com"}, "spec": {
+        "group": "example.com", "scope": "Namespaced",
+        "names": {"plural": "widgets", "kind": "Widget", "shortNames": ["wd"]},
+        "versions": [
+            {"name": "v1beta1", "served": true, "storage": false},
+            {"name": "v1", "served": true, "storage": true, "subresources": {"status": {}}},
+            {"name": "v2alpha1", "served": false, "storage": false},
+        ]}});
+        let kinds = kinds_of(&crd);
+        let versions: Vec<&str> = kinds.iter().map(|k| k.version).collect();
+        assert_eq!(versions, ["v1", "v1beta1"]);
+        assert_eq!(kinds[0].singular, "widget");
+        assert!(kinds[0].status_subresource && !kinds[1].status_subresource);
+        assert_eq!(kinds[0].short_names, &["wd"]);
+        assert_eq!(kinds[1].prefix(), "/registry/example.com/widgets/");
+        let mut all = vec!["v1alpha1", "v2", "v1beta2", "v1", "foo", "v10beta1"];
+        all.sort_by(|a, b| compare_versions(a, b));
+        assert_eq!(all, ["v2", "v1", "v10beta1", "v1beta2", "v1alpha1", "foo"]);
+    }
+}

@@ -1,0 +1,425 @@
+//! Validation of CustomResourceDefinitions themselves, with upstream's paths and messages:
+//! the name is `<plural>.<group>`, the group a domain, the names DNS-1035 labels, exactly one
+//! storage version and at least one served, and in v1 a structural schema for every version.
+
+use serde_json::{Value, json};
+
+use super::definition::versions;
+use super::field::{self, child, index, key};
+use crate::status::Cause;
+
+const DNS1035_MESSAGE: &str = "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')";
+
+/// What the column types may be.
+const COLUMN_TYPES: &[&str] = &["boolean", "date", "integer", "number", "string"];
+
+fn text<'a>(object: &'a Value, pointer: &str) -> &'a str {
+    object
+        .pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or("")
+}
+
+/// kube's `IsDNS1035Label` errors, joined as upstream joins them.
+fn dns1035(value: &str) -> Option<String> {
+    let mut errors = Vec::new();
+    if value.len() > 63 {
+        errors.push("must be no more than 63 characters".to_string());
+    }
+    let bytes = value.as_bytes();
+    let valid = bytes.first().is_some_and(u8::is_ascii_lowercase)
+        && bytes
+            .last()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+    if !valid {
+        errors.push(DNS1035_MESSAGE.to_string());
+    }
+    (!errors.is_empty()).then(|| errors.join(","))
+}
+
+/// The causes the definition `crd` (defaulted) is refused with; `old` on updates.
+pub fn definition(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let mut out = Vec::new();
+    let group = text(crd, "/spec/group");
+    let plural = text(crd, "/spec/names/plural");
+    let name = text(crd, "/metadata/name");
+    if !name.is_empty() && name != format!("{plural}.{group}") {
+        out.push(field::invalid(
+            "metadata.name",
+            &json!(name),
+            "must be spec.names.plural+\".\"+spec.group",
+        ));
+    }
+    if group.is_empty() {
+        out.push(field::required("spec.group", ""));
+    } else if !crate::validation::is_dns_subdomain(group) {
+        out.extend(crate::validation::check_name(
+            crate::kinds::NameRule::Subdomain,
+            group,
+            "spec.group",
+        ));
+    } else if !group.contains('.') {
+        out.push(field::invalid(
+            "spec.group",
+            &json!(group),
+            "should be a domain with at least one dot",
+        ));
+    }
+    match text(crd, "/spec/scope") {
+        "" => out.push(field::required("spec.scope", "")),
+        "Cluster" | "Namespaced" => {}
+        other => out.push(field::not_supported(
+            "spec.scope",
+            &json!(other),
+            &[json!("Cluster"), json!("Namespaced")],
+        )),
+    }
+    names(crd, &mut out);
+    version_list(crd, &mut out);
+    for (i, version) in versions(crd).into_iter().enumerate() {
+        one_version(version, &index("spec.versions", i), &mut out);
+    }
+    if let Some(old) = old {
+        for (pointer, path) in [
+            ("/spec/group", "spec.group"),
+            ("/spec/names/plural", "spec.names.plural"),
+            ("/spec/scope", "spec.scope"),
+            ("/spec/names/kind", "spec.names.kind"),
+        ] {
+            if crd.pointer(pointer) != old.pointer(pointer) {
+                out.push(field::invalid(
+                    path,
+                    crd.pointer(pointer).unwrap_or(&Value::Null),
+                    "field is immutable",
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn names(crd: &Value, out: &mut Vec<Cause>) {
+    for name in ["plural", "singular", "kind", "listKind"] {
+        if text(crd, &format!("/spec/names/{name}")).is_empty() {
+            out.push(field::required(&format!("spec.names.{name}"), ""));
+        }
+    }
+    for name in ["plural", "singular"] {
+        let value = text(crd, &format!("/spec/names/{name}"));
+        if let Some(why) = dns1035(value).filter(|_| !value.is_empty()) {
+            out.push(field::invalid(
+                &format!("spec.names.{name}"),
+                &json!(value),
+                &why,
+            ));
+        }
+    }
+    for name in ["kind", "listKind"] {
+        let value = text(crd, &format!("/spec/names/{name}"));
+        if let Some(why) = dns1035(&value.to_lowercase()).filter(|_| !value.is_empty()) {
+            out.push(field::invalid(
+                &format!("spec.names.{name}"),
+                &json!(value),
+                &format!("may have mixed case, but should otherwise match: {why}"),
+            ));
+        }
+    }
+    let kind = text(crd, "/spec/names/kind");
+    if !kind.is_empty() && kind == text(crd, "/spec/names/listKind") {
+        out.push(field::invalid(
+            "spec.names.listKind",
+            &json!(kind),
+            "kind and listKind may not be the same",
+        ));
+    }
+    for list in ["shortNames", "categories"] {
+        let items = crd
+            .pointer(&format!("/spec/names/{list}"))
+            .and_then(Value::as_array);
+        for (i, item) in items.into_iter().flatten().enumerate() {
+            let value = item.as_str().unwrap_or("");
+            if let Some(why) = dns1035(value) {
+                out.push(field::invalid(
+                    &index(&format!("spec.names.{list}"), i),
+                    item,
+                    &why,
+                ));
+            }
+        }
+    }
+}
+
+fn version_list(crd: &Value, out: &mut Vec<Cause>) {
+    let list = versions(crd);
+    let shown: Vec<Value> = list
+        .iter()
+        .map(|v| json!({"name": v.get("name"), "served": v.get("served"), "storage": v.get("storage")}))
+        .collect();
+    let shown = Value::Array(shown);
+    let mut seen = Vec::new();
+    let mut unique = true;
+    for (i, version) in list.iter().enumerate() {
+        let name = version.get("name").and_then(Value::as_str).unwrap_or("");
+        if seen.contains(&name) {
+            unique = false;
+        }
+        seen.push(name);
+        if let Some(why) = dns1035(name) {
+            out.push(field::invalid(
+                &format!("spec.versions[{i}].name"),
+                &json!(name),
+                &why,
+            ));
+        }
+    }
+    if !unique {
+        out.push(field::invalid(
+            "spec.versions",
+            &shown,
+            "must contain unique version names",
+        ));
+    }
+    let storage = list
+        .iter()
+        .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+        .count();
+    if storage != 1 {
+        out.push(field::invalid(
+            "spec.versions",
+            &shown,
+            "must have exactly one version marked as storage version",
+        ));
+    }
+    let served = list
+        .iter()
+        .any(|v| v.get("served").and_then(Value::as_bool) == Some(true));
+    if !list.is_empty() && !served {
+        out.push(field::invalid(
+            "spec.versions",
+            &shown,
+            "must have at least one version marked as served",
+        ));
+    }
+}
+
+fn one_version(version: &Value, path: &str, out: &mut Vec<Cause>) {
+    let schema_path = format!("{path}.schema.openAPIV3Schema");
+    match version.pointer("/schema/openAPIV3Schema") {
+        Some(schema) if schema.is_object() => structural(schema, &schema_path, Level::Root, out),
+        _ => out.push(field::required(&schema_path, "schemas are required")),
+    }
+    if let Some(scale) = version.pointer("/subresources/scale") {
+        let at = format!("{path}.subresources.scale");
+        for (name, under) in [
+            ("specReplicasPath", &[".spec."][..]),
+            ("statusReplicasPath", &[".status."][..]),
+            ("labelSelectorPath", &[".spec.", ".status."][..]),
+        ] {
+            let value = scale.get(name).and_then(Value::as_str);
+            let field_path = child(&at, name);
+            match value {
+                None if name != "labelSelectorPath" => out.push(field::required(&field_path, "")),
+                Some(p) if !under.iter().any(|u| p.starts_with(u)) => {
+                    let why = match under {
+                        [one] => {
+                            format!("should be a json path under {}", one.trim_end_matches('.'))
+                        }
+                        _ => "should be a json path under either .spec or .status".to_string(),
+                    };
+                    out.push(field::invalid(&field_path, &json!(p), &why));
+                }
+                _ => {}
+            }
+        }
+    }
+    let columns = version
+        .get("additionalPrinterColumns")
+        .and_then(Value::as_array);
+    for (i, column) in columns.into_iter().flatten().enumerate() {
+        let at = index(&format!("{path}.additionalPrinterColumns"), i);
+        if text(column, "/name").is_empty() {
+            out.push(field::required(&child(&at, "name"), ""));
+        }
+        let kind = text(column, "/type");
+        if kind.is_empty() {
+            out.push(field::required(&child(&at, "type"), ""));
+        } else if !COLUMN_TYPES.contains(&kind) {
+            let supported: Vec<Value> = COLUMN_TYPES.iter().map(|t| json!(t)).collect();
+            out.push(field::not_supported(
+                &child(&at, "type"),
+                &json!(kind),
+                &supported,
+            ));
+        }
+        if text(column, "/jsonPath").is_empty() {
+            out.push(field::required(&child(&at, "jsonPath"), ""));
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Level {
+    Root,
+    Field,
+    Item,
+}
+
+fn flag(schema: &Value, name: &str) -> bool {
+    schema.get(name).and_then(Value::as_bool) == Some(true)
+}
+
+/// Upstream's structural-schema rules (a subset: types everywhere, object at the root, items
+/// of arrays, no `$ref`, no `additionalProperties` beside `properties`), plus the refusal of
+/// what is not served here.
+fn structural(schema: &Value, path: &str, level: Level, out: &mut Vec<Cause>) {
+    let ty = schema.get("type").and_then(Value::as_str).unwrap_or("");
+    let int_or_string = flag(schema, "x-kubernetes-int-or-string");
+    let preserve = flag(schema, "x-kubernetes-preserve-unknown-fields");
+    let embedded = flag(schema, "x-kubernetes-embedded-resource");
+    if embedded && ty != "object" {
+        out.push(if ty.is_empty() {
+            field::required(
+                &child(path, "type"),
+                "must be object if x-kubernetes-embedded-resource is true",
+            )
+        } else {
+            field::invalid(
+                &child(path, "type"),
+                &json!(ty),
+                "must be object if x-kubernetes-embedded-resource is true",
+            )
+        });
+    } else if ty.is_empty() && !int_or_string && !preserve {
+        let detail = match level {
+            Level::Root => "must not be empty at the root",
+            Level::Field => "must not be empty for specified object fields",
+            Level::Item => "must not be empty for specified array items",
+        };
+        out.push(field::required(&child(path, "type"), detail));
+    }
+    if level == Level::Root && !ty.is_empty() && ty != "object" {
+        out.push(field::invalid(
+            &child(path, "type"),
+            &json!(ty),
+            "must be object at the root",
+        ));
+    }
+    if schema.get("$ref").is_some() {
+        out.push(field::forbidden(
+            &child(path, "$ref"),
+            "$ref is not supported",
+        ));
+    }
+    if flag(schema, "uniqueItems") {
+        out.push(field::forbidden(
+            &child(path, "uniqueItems"),
+            "uniqueItems cannot be set to true since the runtime complexity becomes quadratic",
+        ));
+    }
+    if schema.get("x-kubernetes-validations").is_some() {
+        // Not pretended: CEL is not evaluated here, so rules would silently not hold.
+        out.push(field::forbidden(
+            &child(path, "x-kubernetes-validations"),
+            "CEL validation rules are not supported by this server (capstan)",
+        ));
+    }
+    let properties = schema.get("properties").and_then(Value::as_object);
+    if let Some(additional) = schema.get("additionalProperties") {
+        if properties.is_some_and(|p| !p.is_empty()) && additional != &Value::Bool(true) {
+            out.push(field::forbidden(
+                &child(path, "additionalProperties"),
+                "additionalProperties and properties are mutual exclusive",
+            ));
+        }
+        if additional.is_object() {
+            structural(
+                additional,
+                &child(path, "additionalProperties"),
+                Level::Field,
+                out,
+            );
+        }
+    }
+    if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
+        if let Err(error) = regex::Regex::new(pattern) {
+            out.push(field::invalid(
+                &child(path, "pattern"),
+                &json!(pattern),
+                &format!("must be a valid regular expression, but isn't: {error}"),
+            ));
+        }
+    }
+    if schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map")
+        && schema
+            .get("x-kubernetes-list-map-keys")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty)
+    {
+        out.push(field::required(
+            &child(path, "x-kubernetes-list-map-keys"),
+            "must not be empty if x-kubernetes-list-type is map",
+        ));
+    }
+    if ty == "array" {
+        match schema.get("items") {
+            Some(items) if items.is_object() => {
+                structural(items, &child(path, "items"), Level::Item, out)
+            }
+            _ => out.push(field::required(&child(path, "items"), "must be specified")),
+        }
+    }
+    for (name, property) in properties.into_iter().flatten() {
+        structural(
+            property,
+            &key(&child(path, "properties"), name),
+            Level::Field,
+            out,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn messages(crd: &Value) -> Vec<String> {
+        definition(crd, None)
+            .into_iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect()
+    }
+
+    #[test]
+    fn upstreams_messages_for_broken_definitions() {
+        let crd = json!({"metadata": {"name": "widgets.example"}, "spec": {
+            "group": "example", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                "properties": {"spec": {"properties": {"size": {"type": "integer"}}}}}}}]}});
+        assert_eq!(
+            messages(&crd),
+            vec![
+                "spec.group: Invalid value: \"example\": should be a domain with at least one dot",
+                "spec.versions[0].schema.openAPIV3Schema.type: Required value: must not be empty at the root",
+                "spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value: must not be empty for specified object fields",
+            ]
+        );
+        let none = json!({"metadata": {"name": "x.example.com"}, "spec": {
+            "group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+            "versions": [{"name": "v1", "served": true, "storage": false,
+                "schema": {"openAPIV3Schema": {"type": "object",
+                    "x-kubernetes-validations": [{"rule": "true"}]}}}]}});
+        assert_eq!(
+            messages(&none),
+            vec![
+                "metadata.name: Invalid value: \"x.example.com\": must be spec.names.plural+\".\"+spec.group",
+                "spec.versions: Invalid value: [{\"name\":\"v1\",\"served\":true,\"storage\":false}]: must have exactly one version marked as storage version",
+                "spec.versions[0].schema.openAPIV3Schema.x-kubernetes-validations: Forbidden: CEL validation rules are not supported by this server (capstan)",
+            ]
+        );
+    }
+}

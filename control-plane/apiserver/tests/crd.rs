@@ -1,0 +1,463 @@
+//! CustomResourceDefinitions end to end: kubectl 1.33 and 1.27 apply a definition and use its
+//! custom objects at once (validation naming the field, pruning, Strict, defaults, printer
+//! columns, status and scale subresources, discovery, deletion); kube-rs `DynamicObject`s; a
+//! second API server on the same store serving the definition without a restart.
+
+mod common;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use capstan_apiserver::{ApiServer, Config};
+use capstan_store::memory::MemoryStore;
+use capstan_store::{ListOptions, Store};
+use serde_json::{Value, json};
+use tokio::process::Command;
+
+const KUBECTL_133: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
+const KUBECTL_127: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
+
+/// Runs kubectl with its own HOME and cache under `home`; returns (success, stdout, stderr).
+async fn kubectl(
+    binary: &str,
+    home: &std::path::Path,
+    server: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> (bool, String, String) {
+    let mut command = Command::new(binary);
+    command
+        .arg("--server")
+        .arg(server)
+        .arg("--cache-dir")
+        .arg(home.join("cache"))
+        .args(args)
+        .env("HOME", home)
+        .env("KUBECONFIG", home.join("none"))
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let Ok(mut child) = command.spawn() else {
+        panic!("cannot run {binary}")
+    };
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        use tokio::io::AsyncWriteExt;
+        let _ = pipe.write_all(text.as_bytes()).await;
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await;
+    let Ok(Ok(output)) = output else {
+        panic!("kubectl {args:?} did not finish")
+    };
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+const WIDGETS: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names:
+    plural: widgets
+    singular: widget
+    kind: Widget
+    shortNames: [wd]
+    categories: [all]
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    subresources:
+      status: {}
+      scale:
+        specReplicasPath: .spec.replicas
+        statusReplicasPath: .status.replicas
+    additionalPrinterColumns:
+    - name: Size
+      type: integer
+      jsonPath: .spec.size
+    - name: Color
+      type: string
+      jsonPath: .spec.color
+      priority: 1
+    - name: Age
+      type: date
+      jsonPath: .metadata.creationTimestamp
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            required: [size]
+            properties:
+              size: {type: integer, minimum: 1}
+              replicas: {type: integer, default: 1}
+              color: {type: string, default: blue, enum: [red, blue]}
+          status:
+            type: object
+            properties:
+              replicas: {type: integer}
+"#;
+
+fn widget(name: &str, spec: &str) -> String {
+    format!("apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: {name}\nspec:\n{spec}\n")
+}
+
+struct Session<'a> {
+    k: &'a str,
+    home: tempfile::TempDir,
+    url: String,
+}
+
+impl Session<'_> {
+    async fn run(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+        kubectl(self.k, self.home.path(), &self.url, args, stdin).await
+    }
+
+    async fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let (success, out, err) = self.run(args, stdin).await;
+        assert!(success, "{} {args:?} failed: {out}{err}", self.k);
+        out
+    }
+
+    /// `kubectl get widget w1 -o <output>`.
+    async fn w1(&self, output: &str) -> String {
+        self.ok(&["get", "widget", "w1", "-o", output], None).await
+    }
+
+    async fn fails(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let (success, out, err) = self.run(args, stdin).await;
+        assert!(!success, "{} {args:?} should fail: {out}", self.k);
+        err
+    }
+}
+
+async fn session(k: &str, validate: &str) {
+    let (server, store) = common::server().await;
+    let server_for_checks = Arc::clone(&server);
+    let url = common::listen(server).await;
+    let Ok(home) = tempfile::tempdir() else {
+        panic!("tempdir")
+    };
+    let s = Session { k, home, url };
+
+    s.ok(&["apply", validate, "-f", "-"], Some(WIDGETS)).await;
+    // Served at once: no wait between the definition and its objects.
+    let (listed, out, err) = s.run(&["get", "widgets"], None).await;
+    assert!(listed && out.is_empty(), "{out}{err}");
+    assert!(
+        err.contains("No resources found in default namespace."),
+        "{err}"
+    );
+    s.ok(
+        &["apply", validate, "-f", "-"],
+        Some(&widget("w1", "  size: 3")),
+    )
+    .await;
+
+    let invalid = s
+        .fails(
+            &["create", validate, "-f", "-"],
+            Some(&widget("bad", "  size: big")),
+        )
+        .await;
+    assert!(
+        invalid.contains(r#"The Widget "bad" is invalid: spec.size: Invalid value: "string": spec.size in body must be of type integer: "string""#),
+        "{invalid}"
+    );
+    let missing = s
+        .fails(
+            &["create", validate, "-f", "-"],
+            Some(&widget("nosize", "  color: red")),
+        )
+        .await;
+    assert!(
+        missing.contains(r#"The Widget "nosize" is invalid: spec.size: Required value"#),
+        "{missing}"
+    );
+    let small = s
+        .fails(
+            &["create", validate, "-f", "-"],
+            Some(&widget("small", "  size: 0\n  color: pink")),
+        )
+        .await;
+    assert!(
+        small.contains(r#"spec.color: Unsupported value: "pink": supported values: "red", "blue""#)
+            && small.contains("spec.size: Invalid value: 0: spec.size in body should be greater than or equal to 1"),
+        "{small}"
+    );
+
+    // Unknown fields: refused under Strict, pruned otherwise.
+    let extra = widget("w2", "  size: 2\n  foo: bar");
+    let strict = s
+        .fails(&["create", "--validate=strict", "-f", "-"], Some(&extra))
+        .await;
+    assert!(strict.contains(r#"unknown field "spec.foo""#), "{strict}");
+    s.ok(&["create", "--validate=false", "-f", "-"], Some(&extra))
+        .await;
+    let spec = s
+        .ok(&["get", "widget", "w2", "-o", "jsonpath={.spec}"], None)
+        .await;
+    let spec: Value = serde_json::from_str(&spec).unwrap_or_default();
+    assert_eq!(
+        spec,
+        json!({"size": 2, "replicas": 1, "color": "blue"}),
+        "pruned and defaulted"
+    );
+
+    // Printer columns: priority 0 by default, all of them in -o wide.
+    let table = s.ok(&["get", "widgets"], None).await;
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "SIZE", "AGE"], "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("w1") && l.contains(" 3 ")),
+        "{table}"
+    );
+    let wide = s.ok(&["get", "wd", "-o", "wide"], None).await;
+    let header: Vec<&str> = wide
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "SIZE", "COLOR", "AGE"], "{wide}");
+    assert!(
+        wide.lines()
+            .any(|l| l.starts_with("w1") && l.contains("blue")),
+        "{wide}"
+    );
+
+    // The status subresource: the main resource ignores status, /status only changes it.
+    let status = r#"{"status":{"replicas":5}}"#;
+    s.ok(
+        &["patch", "widget", "w1", "--type=merge", "-p", status],
+        None,
+    )
+    .await;
+    assert_eq!(s.w1("jsonpath={.status.replicas}").await, "");
+    s.ok(
+        &[
+            "patch",
+            "widget",
+            "w1",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"replicas":5},"spec":{"size":9}}"#,
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(s.w1("jsonpath={.status.replicas}").await, "5");
+    assert_eq!(s.w1("jsonpath={.spec.size}").await, "3");
+    assert_eq!(s.w1("jsonpath={.metadata.generation}").await, "1");
+    s.ok(
+        &[
+            "patch",
+            "widget",
+            "w1",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"size":4}}"#,
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(s.w1("jsonpath={.metadata.generation}").await, "2");
+
+    // The scale subresource.
+    let scaled = s.ok(&["scale", "widget", "w1", "--replicas=7"], None).await;
+    assert!(scaled.contains("widget.example.com/w1 scaled"), "{scaled}");
+    assert_eq!(s.w1("jsonpath={.spec.replicas}").await, "7");
+
+    // Discovery: the resource, its short name, and the `all` category.
+    let resources = s
+        .ok(&["api-resources", "--api-group=example.com"], None)
+        .await;
+    let row: Vec<&str> = resources
+        .lines()
+        .find(|l| l.starts_with("widgets"))
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row,
+        ["widgets", "wd", "example.com/v1", "true", "Widget"],
+        "{resources}"
+    );
+    let all = s.ok(&["get", "all"], None).await;
+    assert!(all.contains("widget.example.com/w1"), "{all}");
+    let crd = s
+        .ok(&["get", "crd", "widgets.example.com", "-o", "json"], None)
+        .await;
+    let crd: Value = serde_json::from_str(&crd).unwrap_or_default();
+    let established = crd["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Established" && c["status"] == "True")
+    });
+    assert!(established, "{crd}");
+    assert_eq!(crd["status"]["acceptedNames"]["kind"], "Widget");
+
+    // Deleting the definition deletes its objects, then stops serving them.
+    s.ok(&["delete", "crd", "widgets.example.com"], None).await;
+    let left = store
+        .list("/registry/example.com/widgets/", ListOptions::default())
+        .await
+        .map(|page| page.items.len());
+    assert_eq!(left, Ok(0));
+    let gone = s.fails(&["get", "widgets"], None).await;
+    // kubectl's cached discovery still names the resource: the list is then a 404.
+    assert!(
+        gone.contains("the server could not find the requested resource")
+            || gone.contains(r#"the server doesn't have a resource type "widgets""#),
+        "{gone}"
+    );
+    let (code, _) = common::call(&server_for_checks, "GET", "/apis/example.com/v1", "", "").await;
+    assert_eq!(code, 404, "the group is no longer served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_133_uses_a_definition_at_once() {
+    session(KUBECTL_133, "--validate=strict").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_127_uses_a_definition_at_once() {
+    session(KUBECTL_127, "--validate=true").await;
+}
+
+fn definition(group: &str, kind: &str, plural: &str) -> Value {
+    json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {
+            "group": group, "scope": "Namespaced",
+            "names": {"plural": plural, "kind": kind},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                "type": "object",
+                "properties": {"spec": {"type": "object", "properties": {"size": {"type": "integer"}}}},
+            }}}],
+        },
+    })
+}
+
+const CRDS: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+
+#[tokio::test]
+async fn broken_definitions_are_refused_naming_the_field() {
+    let (server, _) = common::server().await;
+    let mut crd = definition("example", "Gadget", "gadgets");
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"] =
+        json!({"properties": {"spec": {"properties": {"size": {"type": "integer"}}}}});
+    let (code, status) = common::json(&server, "POST", CRDS, &crd).await;
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(status["reason"], "Invalid");
+    assert_eq!(
+        status["message"],
+        "CustomResourceDefinition.apiextensions.k8s.io \"gadgets.example\" is invalid: [\
+         spec.group: Invalid value: \"example\": should be a domain with at least one dot, \
+         spec.versions[0].schema.openAPIV3Schema.type: Required value: must not be empty at the root, \
+         spec.versions[0].schema.openAPIV3Schema.properties[spec].type: Required value: must not be empty for specified object fields]"
+    );
+    let fields: Vec<&str> = status["details"]["causes"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|c| c["field"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(fields[0], "spec.group");
+
+    let mut renamed = definition("example.com", "Gadget", "gadgets");
+    renamed["metadata"]["name"] = json!("other.example.com");
+    renamed["spec"]["versions"][0]["storage"] = json!(false);
+    let (code, status) = common::json(&server, "POST", CRDS, &renamed).await;
+    assert_eq!(code, 422);
+    let message = status["message"].as_str().unwrap_or("");
+    assert!(message.contains("metadata.name: Invalid value: \"other.example.com\": must be spec.names.plural+\".\"+spec.group"), "{message}");
+    assert!(
+        message.contains("must have exactly one version marked as storage version"),
+        "{message}"
+    );
+
+    let mut cel = definition("example.com", "Gadget", "gadgets");
+    cel["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["x-kubernetes-validations"] =
+        json!([{"rule": "self.spec.size > 0"}]);
+    let (code, status) = common::json(&server, "POST", CRDS, &cel).await;
+    assert_eq!(code, 422);
+    assert!(
+        status["message"].as_str().unwrap_or("").contains(
+            "x-kubernetes-validations: Forbidden: CEL validation rules are not supported"
+        ),
+        "{status}"
+    );
+
+    // Nothing half-made: the group is not served.
+    let (code, _) = common::call(&server, "GET", "/apis/example.com/v1", "", "").await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test]
+async fn a_second_server_on_the_store_serves_the_definition_without_a_restart() {
+    let store = Arc::new(MemoryStore::new());
+    let shared: Arc<dyn Store> = store.clone();
+    let Ok(first) = ApiServer::new(Arc::clone(&shared), Config::default()).await else {
+        panic!("first server")
+    };
+    let Ok(second) = ApiServer::new(shared, Config::default()).await else {
+        panic!("second server")
+    };
+    let gadgets = "/apis/example.com/v1/namespaces/default/gadgets";
+    let (code, _) = common::call(&second, "GET", gadgets, "", "").await;
+    assert_eq!(code, 404, "not served before the definition");
+    let (code, created) = common::json(
+        &first,
+        "POST",
+        CRDS,
+        &definition("example.com", "Gadget", "gadgets"),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    let gadget = json!({"apiVersion": "example.com/v1", "kind": "Gadget",
+                        "metadata": {"name": "g"}, "spec": {"size": 1}});
+    let mut answered = (0, Value::Null);
+    for _ in 0..100 {
+        answered = common::json(&second, "POST", gadgets, &gadget).await;
+        if answered.0 != 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(answered.0, 201, "{}", answered.1);
+    let (code, listed) = common::call(&first, "GET", gadgets, "", "").await;
+    assert_eq!(
+        (code, listed["items"][0]["metadata"]["name"].clone()),
+        (200, json!("g"))
+    );
+    let (code, stored) = common::json(&first, "GET", &format!("{gadgets}/g"), &Value::Null).await;
+    assert_eq!(code, 200);
+    assert_eq!(stored["apiVersion"], "example.com/v1");
+    let raw = store.get("/registry/example.com/gadgets/default/g").await;
+    assert!(
+        matches!(raw, Ok(Some(_))),
+        "stored under /registry/<group>/<plural>/"
+    );
+}
