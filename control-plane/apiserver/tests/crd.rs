@@ -461,3 +461,138 @@ async fn a_second_server_on_the_store_serves_the_definition_without_a_restart() 
         "stored under /registry/<group>/<plural>/"
     );
 }
+
+async fn kube_client(url: &str) -> kube::Client {
+    let Ok(uri) = url.parse() else { panic!("url") };
+    match kube::Client::try_from(kube::Config::new(uri)) {
+        Ok(client) => client,
+        Err(error) => panic!("client: {error}"),
+    }
+}
+
+#[tokio::test]
+async fn kube_rs_dynamic_objects_of_a_new_definition() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{
+        Api, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
+    };
+
+    let (server, _) = common::server().await;
+    let client = kube_client(&common::listen(server).await).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd = definition("example.com", "Gadget", "gadgets");
+    let crd: CustomResourceDefinition = match serde_json::from_value(crd) {
+        Ok(crd) => crd,
+        Err(error) => panic!("definition: {error}"),
+    };
+    if let Err(error) = crds.create(&PostParams::default(), &crd).await {
+        panic!("create definition: {error}");
+    }
+    // Discovery knows the kind right away.
+    let gvk = GroupVersionKind::gvk("example.com", "v1", "Gadget");
+    let (resource, caps) = match kube::discovery::pinned_kind(&client, &gvk).await {
+        Ok(found) => found,
+        Err(error) => panic!("discovery: {error}"),
+    };
+    assert_eq!(resource.plural, "gadgets");
+    assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
+    let gadgets: Api<DynamicObject> = Api::namespaced_with(client, "default", &resource);
+    let mut gadget = DynamicObject::new("g1", &resource);
+    gadget.data = json!({"spec": {"size": 2, "junk": true}});
+    let created = match gadgets.create(&PostParams::default(), &gadget).await {
+        Ok(created) => created,
+        Err(error) => panic!("create: {error}"),
+    };
+    assert_eq!(
+        created.data["spec"],
+        json!({"size": 2}),
+        "unknown field pruned"
+    );
+    let mut bad = DynamicObject::new("g2", &resource);
+    bad.data = json!({"spec": {"size": "two"}});
+    match gadgets.create(&PostParams::default(), &bad).await {
+        Err(kube::Error::Api(status)) => {
+            assert_eq!((status.code, status.reason.as_str()), (422, "Invalid"));
+            assert_eq!(
+                status.message,
+                r#"Gadget.example.com "g2" is invalid: spec.size: Invalid value: "string": spec.size in body must be of type integer: "string""#
+            );
+            let causes = status.details.map(|d| d.causes).unwrap_or_default();
+            assert_eq!(causes.first().map(|c| c.field.as_str()), Some("spec.size"));
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    let patch = Patch::Merge(json!({"spec": {"size": 5}}));
+    let patched = gadgets.patch("g1", &PatchParams::default(), &patch).await;
+    assert!(
+        matches!(&patched, Ok(g) if g.data["spec"]["size"] == 5),
+        "{patched:?}"
+    );
+    let listed = gadgets.list(&ListParams::default()).await;
+    assert!(matches!(&listed, Ok(l) if l.items.len() == 1), "{listed:?}");
+
+    // Deleting the definition takes its objects with it.
+    if let Err(error) = crds
+        .delete("gadgets.example.com", &Default::default())
+        .await
+    {
+        panic!("delete definition: {error}");
+    }
+    let mut gone = false;
+    for _ in 0..100 {
+        if matches!(crds.get_opt("gadgets.example.com").await, Ok(None)) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gone, "the definition is deleted once its objects are");
+    let after = gadgets.list(&ListParams::default()).await;
+    assert!(
+        matches!(after, Err(kube::Error::Api(ref s)) if s.code == 404),
+        "{after:?}"
+    );
+}
+
+#[tokio::test]
+async fn served_versions_convert_by_rewriting_the_api_version() {
+    let (server, store) = common::server().await;
+    let mut crd = definition("example.com", "Gadget", "gadgets");
+    let schema = crd["spec"]["versions"][0]["schema"].clone();
+    crd["spec"]["versions"] = json!([
+        {"name": "v1beta1", "served": true, "storage": false, "schema": schema},
+        {"name": "v1", "served": true, "storage": true, "schema": schema},
+    ]);
+    let (code, created) = common::json(&server, "POST", CRDS, &crd).await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["status"]["storedVersions"], json!(["v1"]));
+    let old = "/apis/example.com/v1beta1/namespaces/default/gadgets";
+    let gadget = json!({"apiVersion": "example.com/v1beta1", "kind": "Gadget",
+                        "metadata": {"name": "g"}, "spec": {"size": 1}});
+    let (code, made) = common::json(&server, "POST", old, &gadget).await;
+    assert_eq!(
+        (code, made["apiVersion"].clone()),
+        (201, json!("example.com/v1beta1"))
+    );
+    let raw = match store.get("/registry/example.com/gadgets/default/g").await {
+        Ok(Some(kv)) => serde_json::from_slice::<Value>(&kv.value).unwrap_or_default(),
+        other => panic!("not stored: {other:?}"),
+    };
+    assert_eq!(
+        raw["apiVersion"], "example.com/v1",
+        "stored in the storage version"
+    );
+    let (_, read) = common::call(
+        &server,
+        "GET",
+        "/apis/example.com/v1/namespaces/default/gadgets/g",
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(read["apiVersion"], "example.com/v1");
+    let (_, listed) = common::call(&server, "GET", old, "", "").await;
+    assert_eq!(listed["items"][0]["apiVersion"], "example.com/v1beta1");
+    let (_, group) = common::call(&server, "GET", "/apis/example.com", "", "").await;
+    assert_eq!(group["preferredVersion"]["version"], "v1", "{group}");
+}
