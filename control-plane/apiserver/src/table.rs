@@ -153,6 +153,9 @@ pub fn of_objects(kind: &Kind, objects: &[Value], metadata: Option<Value>) -> Va
     if let Some(custom) = &kind.custom {
         return crate::crd::columns::table(custom, objects, metadata);
     }
+    if crate::crd::is_definition(kind) {
+        return crate::crd::columns::definitions_table(objects, metadata);
+    }
     let mut definitions = vec![column(
         "Name",
         "string",

@@ -174,6 +174,7 @@ pub async fn patch(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
             return Err(ApiError::bad_request("the patch must leave an object"));
         }
         strategy::check_type(kind, &mut patched)?;
+        crate::crd::strict(kind, &patched, call.param("fieldValidation"))?;
         if meta_str(&patched, "name") != Some(name) {
             return Err(ApiError::bad_request(
                 "metadata.name: the name of an object cannot be changed by a patch",

@@ -317,6 +317,18 @@ async fn session(k: &str, validate: &str) {
     });
     assert!(established, "{crd}");
     assert_eq!(crd["status"]["acceptedNames"]["kind"], "Widget");
+    let crds = s.ok(&["get", "crds"], None).await;
+    let header: Vec<&str> = crds
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(header, ["NAME", "CREATED", "AT"], "{crds}");
+    assert!(
+        crds.contains("widgets.example.com   20"),
+        "a timestamp: {crds}"
+    );
 
     // Deleting the definition deletes its objects, then stops serving them.
     s.ok(&["delete", "crd", "widgets.example.com"], None).await;
@@ -497,6 +509,13 @@ async fn kube_rs_dynamic_objects_of_a_new_definition() {
     assert_eq!(resource.plural, "gadgets");
     assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
     let gadgets: Api<DynamicObject> = Api::namespaced_with(client, "default", &resource);
+    let watch = gadgets
+        .watch(&kube::api::WatchParams::default().timeout(10), "0")
+        .await;
+    let mut events = match watch {
+        Ok(events) => Box::pin(events),
+        Err(error) => panic!("watch: {error}"),
+    };
     let mut gadget = DynamicObject::new("g1", &resource);
     gadget.data = json!({"spec": {"size": 2, "junk": true}});
     let created = match gadgets.create(&PostParams::default(), &gadget).await {
@@ -508,6 +527,21 @@ async fn kube_rs_dynamic_objects_of_a_new_definition() {
         json!({"size": 2}),
         "unknown field pruned"
     );
+    let event = tokio::time::timeout(
+        Duration::from_secs(5),
+        futures::StreamExt::next(&mut events),
+    )
+    .await;
+    match event {
+        Ok(Some(Ok(kube::api::WatchEvent::Added(g)))) => {
+            assert_eq!(g.metadata.name.as_deref(), Some("g1"));
+            assert_eq!(
+                g.types.map(|t| t.api_version).as_deref(),
+                Some("example.com/v1")
+            );
+        }
+        other => panic!("expected ADDED g1, got {other:?}"),
+    }
     let mut bad = DynamicObject::new("g2", &resource);
     bad.data = json!({"spec": {"size": "two"}});
     match gadgets.create(&PostParams::default(), &bad).await {
@@ -595,4 +629,76 @@ async fn served_versions_convert_by_rewriting_the_api_version() {
     assert_eq!(listed["items"][0]["apiVersion"], "example.com/v1beta1");
     let (_, group) = common::call(&server, "GET", "/apis/example.com", "", "").await;
     assert_eq!(group["preferredVersion"]["version"], "v1", "{group}");
+}
+
+#[tokio::test]
+async fn a_deleted_definition_terminates_until_its_objects_are_gone() {
+    let (server, _) = common::server().await;
+    let (code, _) = common::json(
+        &server,
+        "POST",
+        CRDS,
+        &definition("example.com", "Gadget", "gadgets"),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let gadgets = "/apis/example.com/v1/namespaces/default/gadgets";
+    let held = json!({"apiVersion": "example.com/v1", "kind": "Gadget",
+        "metadata": {"name": "held", "finalizers": ["example.com/hold"]}, "spec": {"size": 1}});
+    let (code, _) = common::json(&server, "POST", gadgets, &held).await;
+    assert_eq!(code, 201);
+    let crd = format!("{CRDS}/gadgets.example.com");
+    let (code, deleting) = common::call(&server, "DELETE", &crd, "", "").await;
+    assert_eq!(code, 200, "{deleting}");
+    assert!(
+        deleting["metadata"]["deletionTimestamp"].is_string(),
+        "{deleting}"
+    );
+    let terminating = |crd: &Value| {
+        crd["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Terminating" && c["status"] == "True")
+        })
+    };
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        seen = common::call(&server, "GET", &crd, "", "").await.1;
+        if terminating(&seen) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(terminating(&seen), "{seen}");
+    let fresh = json!({"apiVersion": "example.com/v1", "kind": "Gadget",
+                       "metadata": {"name": "late"}, "spec": {"size": 1}});
+    let (code, refused) = common::json(&server, "POST", gadgets, &fresh).await;
+    assert_eq!(code, 405, "{refused}");
+    assert_eq!(
+        refused["message"],
+        "create not allowed while custom resource definition is terminating"
+    );
+    let (code, object) = common::call(&server, "GET", &format!("{gadgets}/held"), "", "").await;
+    assert!(
+        code == 200 && object["metadata"]["deletionTimestamp"].is_string(),
+        "{object}"
+    );
+    let release = r#"{"metadata":{"finalizers":null}}"#;
+    let (code, _) = common::call(
+        &server,
+        "PATCH",
+        &format!("{gadgets}/held"),
+        "application/merge-patch+json",
+        release,
+    )
+    .await;
+    assert_eq!(code, 200);
+    let mut code = 200;
+    for _ in 0..100 {
+        code = common::call(&server, "GET", &crd, "", "").await.0;
+        if code == 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(code, 404, "the definition goes once its last object did");
 }

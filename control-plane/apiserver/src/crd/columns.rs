@@ -91,11 +91,11 @@ pub fn lookup<'a>(object: &'a Value, path: &str) -> Option<&'a Value> {
     Some(current)
 }
 
-fn cell(column: &Column, object: &Value) -> Value {
+fn cell(column: &Column, object: &Value, ages: bool) -> Value {
     let Some(value) = lookup(object, &column.json_path) else {
         return Value::Null;
     };
-    if column.kind == "date" {
+    if column.kind == "date" && ages {
         if let Some(time) = value
             .as_str()
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
@@ -104,14 +104,47 @@ fn cell(column: &Column, object: &Value) -> Value {
             return json!(human_age(age.num_seconds()));
         }
     }
-    match value {
-        Value::Object(_) | Value::Array(_) => json!(value.to_string()),
-        other => other.clone(),
+    // Each type shows what it can of the value, nothing (`<none>`) otherwise, as upstream.
+    match (column.kind.as_str(), value) {
+        ("string", Value::String(_)) => value.clone(),
+        ("string", other) => json!(other.to_string()),
+        ("integer", Value::Number(n)) => n
+            .as_i64()
+            .or_else(|| n.as_f64().map(|f| f as i64))
+            .map_or(Value::Null, |i| json!(i)),
+        ("number", Value::Number(_)) | ("boolean", Value::Bool(_)) => value.clone(),
+        ("date", Value::String(_)) => value.clone(),
+        _ => Value::Null,
     }
 }
 
-/// The Table of custom objects of one version; `metadata` is the list's.
+/// The Table of definitions: Name and the creation time as a timestamp, as upstream's
+/// default table shows them.
+pub fn definitions_table(objects: &[Value], metadata: Option<Value>) -> Value {
+    let columns = CustomVersion {
+        definition: String::new(),
+        storage_version: "v1",
+        schema: None,
+        columns: vec![Column {
+            name: "Created At".into(),
+            kind: "date".into(),
+            format: String::new(),
+            description: "CreationTimestamp is a timestamp representing the server time when this object was created.".into(),
+            priority: 0,
+            json_path: ".metadata.creationTimestamp".into(),
+        }],
+        scale: None,
+        terminating: false,
+    };
+    build(&columns, objects, metadata, false)
+}
+
+/// The Table of custom objects of one version (dates as ages); `metadata` is the list's.
 pub fn table(custom: &CustomVersion, objects: &[Value], metadata: Option<Value>) -> Value {
+    build(custom, objects, metadata, true)
+}
+
+fn build(custom: &CustomVersion, objects: &[Value], metadata: Option<Value>, ages: bool) -> Value {
     let mut definitions = vec![json!({
         "name": "Name", "type": "string", "format": "name", "priority": 0,
         "description": "Name must be unique within a namespace.",
@@ -131,7 +164,7 @@ pub fn table(custom: &CustomVersion, objects: &[Value], metadata: Option<Value>)
                     .cloned()
                     .unwrap_or_else(|| json!("")),
             ];
-            cells.extend(custom.columns.iter().map(|c| cell(c, object)));
+            cells.extend(custom.columns.iter().map(|c| cell(c, object, ages)));
             json!({
                 "cells": cells,
                 "object": {

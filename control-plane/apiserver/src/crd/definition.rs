@@ -96,6 +96,7 @@ pub fn kinds_of(crd: &Value) -> Vec<Kind> {
     };
     let name = text(crd, "/metadata/name").to_string();
     let namespaced = text(crd, "/spec/scope") != "Cluster";
+    let terminating = crd.pointer("/metadata/deletionTimestamp").is_some();
     let short_names = intern::list(&strings(crd, "/spec/names/shortNames"));
     let categories = intern::list(&strings(crd, "/spec/names/categories"));
     let mut served: Vec<&Value> = versions(crd)
@@ -124,6 +125,7 @@ pub fn kinds_of(crd: &Value) -> Vec<Kind> {
                 schema: version.pointer("/schema/openAPIV3Schema").cloned(),
                 columns: columns::of_version(version),
                 scale: scale::paths_of(version),
+                terminating,
             })),
         })
         .collect()

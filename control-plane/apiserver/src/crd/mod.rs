@@ -48,6 +48,8 @@ pub struct CustomVersion {
     pub columns: Vec<columns::Column>,
     /// The scale subresource's paths, when it has one.
     pub scale: Option<scale::ScalePaths>,
+    /// Whether the definition is being deleted: its objects are, and no new ones are made.
+    pub terminating: bool,
 }
 
 /// The row of `customresourcedefinitions` itself.

@@ -30,6 +30,11 @@ pub fn prepare(kind: &Kind, object: &mut Value, old: Option<&Value>) -> ApiResul
     let Some(custom) = &kind.custom else {
         return Ok(());
     };
+    if custom.terminating && old.is_none() {
+        let mut error = ApiError::method_not_allowed("create");
+        error.message = "create not allowed while custom resource definition is terminating".into();
+        return Err(error);
+    }
     object["apiVersion"] = json!(format!("{}/{}", kind.group, custom.storage_version));
     let Some(schema) = &custom.schema else {
         return Ok(());

@@ -82,6 +82,24 @@ pub fn definition(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
     for (i, version) in versions(crd).into_iter().enumerate() {
         one_version(version, &index("spec.versions", i), &mut out);
     }
+    if old.is_some() {
+        let names: Vec<&str> = versions(crd)
+            .into_iter()
+            .filter_map(|v| v.get("name").and_then(Value::as_str))
+            .collect();
+        let stored = crd
+            .pointer("/status/storedVersions")
+            .and_then(Value::as_array);
+        for (i, version) in stored.into_iter().flatten().enumerate() {
+            if !version.as_str().is_some_and(|v| names.contains(&v)) {
+                out.push(field::invalid(
+                    &index("status.storedVersions", i),
+                    version,
+                    "must appear in spec.versions",
+                ));
+            }
+        }
+    }
     if let Some(old) = old {
         for (pointer, path) in [
             ("/spec/group", "spec.group"),
