@@ -702,3 +702,42 @@ async fn a_deleted_definition_terminates_until_its_objects_are_gone() {
     }
     assert_eq!(code, 404, "the definition goes once its last object did");
 }
+
+/// The python `kubernetes` client (PyPI, installed by hack/deps.sh test into a venv).
+const PYTHON_CLIENT: &str = "/var/cache/capstan-py/bin/python";
+
+#[tokio::test]
+async fn the_python_client_uses_custom_objects() {
+    let (server, _) = common::server().await;
+    let url = common::listen(server).await;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/crd_check.py");
+    let output = Command::new(PYTHON_CLIENT)
+        .arg(&script)
+        .arg(&url)
+        .kill_on_drop(true)
+        .output()
+        .await;
+    let output = match output {
+        Ok(output) => output,
+        Err(error) => panic!("{PYTHON_CLIENT}: {error} (hack/deps.sh test installs it)"),
+    };
+    assert!(
+        output.status.success(),
+        "the python client failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    assert_eq!(seen["conditions"], json!(["Established", "NamesAccepted"]));
+    assert_eq!(seen["created"], json!({"size": 1, "mode": "auto"}));
+    assert_eq!(
+        seen["invalid"],
+        json!([
+            422,
+            "Sprocket.example.com \"s2\" is invalid: spec.size: Invalid value: \"string\": spec.size in body must be of type integer: \"string\"",
+            "spec.size"
+        ])
+    );
+    assert_eq!(seen["scale"], json!(["Scale", 3]));
+    assert_eq!(seen["status"], json!([true, 1, 3]));
+    assert_eq!(seen["listed"], json!(["s1"]));
+}
