@@ -164,6 +164,12 @@ async fn session(k: &str, validate: &str) {
     );
     s.ok(
         &["apply", validate, "-f", "-"],
+        Some(&widget("w1", "  size: 1")),
+    )
+    .await;
+    // A second apply is a patch of the custom object.
+    s.ok(
+        &["apply", validate, "-f", "-"],
         Some(&widget("w1", "  size: 3")),
     )
     .await;
@@ -270,7 +276,7 @@ async fn session(k: &str, validate: &str) {
     .await;
     assert_eq!(s.w1("jsonpath={.status.replicas}").await, "5");
     assert_eq!(s.w1("jsonpath={.spec.size}").await, "3");
-    assert_eq!(s.w1("jsonpath={.metadata.generation}").await, "1");
+    assert_eq!(s.w1("jsonpath={.metadata.generation}").await, "2");
     s.ok(
         &[
             "patch",
@@ -283,7 +289,7 @@ async fn session(k: &str, validate: &str) {
         None,
     )
     .await;
-    assert_eq!(s.w1("jsonpath={.metadata.generation}").await, "2");
+    assert_eq!(s.w1("jsonpath={.metadata.generation}").await, "3");
 
     // The scale subresource.
     let scaled = s.ok(&["scale", "widget", "w1", "--replicas=7"], None).await;

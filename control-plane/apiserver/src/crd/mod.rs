@@ -76,6 +76,12 @@ pub fn is_definition(kind: &Kind) -> bool {
     kind.group == GROUP && kind.plural == "customresourcedefinitions"
 }
 
+/// The `openAPIV3Schema` a custom kind (one served version of a definition) is validated by,
+/// for the OpenAPI documents; `None` for built-in kinds.
+pub fn schema_of(kind: &Kind) -> Option<&Value> {
+    kind.custom.as_ref()?.schema.as_ref()
+}
+
 /// The `openAPIV3Schema` of version `version` of the definition `crd` (as stored), for the
 /// OpenAPI documents; `None` when the version is missing or has no schema.
 pub fn version_schema(crd: &Value, version: &str) -> Option<Value> {

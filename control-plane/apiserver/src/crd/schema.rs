@@ -2,7 +2,9 @@
 //! kube-apiserver's OpenAPI validator gives (`spec.size in body must be of type integer:
 //! "string"`, `Required value`, `should be greater than or equal to 1`...).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::{Mutex, OnceLock};
 
 use base64::Engine;
 use serde_json::{Map, Value};
@@ -167,7 +169,7 @@ fn check_string(schema: &Value, text: &str, value: &Value, path: &str, out: &mut
     }
     if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
         // The definition's patterns were compiled when it was accepted.
-        if regex::Regex::new(pattern).is_ok_and(|re| !re.is_match(text)) {
+        if compiled(pattern).is_some_and(|re| !re.is_match(text)) {
             out.push(field::invalid(
                 path,
                 value,
@@ -184,6 +186,25 @@ fn check_string(schema: &Value, text: &str, value: &Value, path: &str, out: &mut
             ));
         }
     }
+}
+
+/// Patterns compiled once: they come from definitions, not from requests.
+fn compiled(pattern: &str) -> Option<regex::Regex> {
+    /// Past this many patterns the cache starts over, so a definition churning its patterns
+    /// cannot grow it without end.
+    const MAX_PATTERNS: usize = 1024;
+    static CACHE: OnceLock<Mutex<HashMap<String, regex::Regex>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = cache.get(pattern) {
+        return Some(found.clone());
+    }
+    let re = regex::Regex::new(pattern).ok()?;
+    if cache.len() >= MAX_PATTERNS {
+        cache.clear();
+    }
+    cache.insert(pattern.to_string(), re.clone());
+    Some(re)
 }
 
 /// Whether `text` is of string format `format`; unknown formats accept anything, as upstream.

@@ -36,6 +36,14 @@ pub fn prepare(kind: &Kind, object: &mut Value, old: Option<&Value>) -> ApiResul
         return Err(error);
     }
     object["apiVersion"] = json!(format!("{}/{}", kind.group, custom.storage_version));
+    if let Some(old) = old.filter(|_| !kind.status_subresource) {
+        // Without a status subresource status is part of what generation counts, as upstream.
+        let generation = |o: &Value| o.pointer("/metadata/generation").and_then(Value::as_i64);
+        if object.get("status") != old.get("status") && generation(object) == generation(old) {
+            let next = generation(old).unwrap_or(0) + 1;
+            metadata_mut(object).insert("generation".into(), json!(next));
+        }
+    }
     let Some(schema) = &custom.schema else {
         return Ok(());
     };
@@ -158,4 +166,55 @@ fn prepare_definition(kind: &Kind, crd: &mut Value, old: Option<&Value>) -> ApiR
                "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"}),
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(status_subresource: bool) -> Kind {
+        let mut version = json!({"name": "v1", "served": true, "storage": true,
+            "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                "spec": {"type": "object", "properties": {"n": {"type": "integer", "default": 1}}},
+                "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}}});
+        if status_subresource {
+            version["subresources"] = json!({"status": {}});
+        }
+        let crd = json!({"metadata": {"name": "things.example.com"}, "spec": {
+            "group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "things", "kind": "Thing"}, "versions": [version]}});
+        match definition::kinds_of(&crd).into_iter().next() {
+            Some(kind) => kind,
+            None => panic!("no kind"),
+        }
+    }
+
+    #[test]
+    fn status_counts_for_generation_only_without_the_subresource() {
+        for (subresource, expected) in [(false, 2), (true, 1)] {
+            let kind = kind(subresource);
+            let old = json!({"metadata": {"name": "t", "generation": 1}, "spec": {"n": 1}});
+            let mut new = json!({"metadata": {"name": "t", "generation": 1}, "spec": {"n": 1},
+                                 "status": {"ok": true}});
+            crate::strategy::prepare_update(&kind, &mut new, &old);
+            assert_eq!(prepare(&kind, &mut new, Some(&old)), Ok(()));
+            assert_eq!(
+                new["metadata"]["generation"], expected,
+                "subresource {subresource}"
+            );
+            assert_eq!(new["apiVersion"], "example.com/v1");
+        }
+    }
+
+    #[test]
+    fn strict_names_every_unknown_field() {
+        let kind = kind(true);
+        let object = json!({"metadata": {"name": "t"}, "spec": {"n": 1, "x": 1, "y": 2}});
+        let error = strict(&kind, &object, Some("Strict")).map_err(|e| e.message);
+        assert_eq!(
+            error,
+            Err("Thing in version \"v1\" cannot be handled as a Thing: strict decoding error: unknown field \"spec.x\", unknown field \"spec.y\"".into())
+        );
+        assert_eq!(strict(&kind, &object, Some("Warn")), Ok(()));
+    }
 }
