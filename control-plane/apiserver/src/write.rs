@@ -24,6 +24,7 @@ pub async fn create(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<
     let mut object = body::decode_object(call.content_type.as_deref(), &call.body)?;
     strategy::check_type(kind, &mut object)?;
     strict::check(kind, &object, call.param("fieldValidation"))?;
+    let warnings = crate::crd::warnings(kind, &object, call.param("fieldValidation"));
     if let (Some(url), Some(body)) = (target.namespace.as_deref(), meta_str(&object, "namespace")) {
         if !body.is_empty() && body != url {
             return Err(ApiError::bad_request(
@@ -40,7 +41,10 @@ pub async fn create(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<
         call.dry_run(),
     )
     .await?;
-    Ok(call.object(201, kind, &created))
+    Ok(crate::crd::with_warnings(
+        call.object(201, kind, &created),
+        &warnings,
+    ))
 }
 
 /// Creates `object` of `kind` in `namespace` for `user`: NamespaceLifecycle, mutating
@@ -127,6 +131,7 @@ pub async fn update(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<
     let mut object = body::decode_object(call.content_type.as_deref(), &call.body)?;
     strategy::check_type(kind, &mut object)?;
     strict::check(kind, &object, call.param("fieldValidation"))?;
+    let warnings = crate::crd::warnings(kind, &object, call.param("fieldValidation"));
     match meta_str(&object, "name") {
         Some(body_name) if !body_name.is_empty() && body_name != name => {
             return Err(ApiError::bad_request(format!(
@@ -154,7 +159,10 @@ pub async fn update(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<
         return Err(ApiError::modified(kind.group, kind.plural, name));
     }
     let stored = store_update(call, target, object, &current, revision).await?;
-    Ok(call.object(200, kind, &stored))
+    Ok(crate::crd::with_warnings(
+        call.object(200, kind, &stored),
+        &warnings,
+    ))
 }
 
 /// PATCH: applies the patch to the current object and stores the result, re-reading and
@@ -175,6 +183,7 @@ pub async fn patch(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
         }
         strategy::check_type(kind, &mut patched)?;
         crate::crd::strict(kind, &patched, call.param("fieldValidation"))?;
+        let warnings = crate::crd::warnings(kind, &patched, call.param("fieldValidation"));
         if meta_str(&patched, "name") != Some(name) {
             return Err(ApiError::bad_request(
                 "metadata.name: the name of an object cannot be changed by a patch",
@@ -188,7 +197,10 @@ pub async fn patch(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
             return Err(ApiError::modified(kind.group, kind.plural, name));
         }
         match store_update(call, target, patched, &current, revision).await {
-            Ok(stored) => return Ok(call.object(200, kind, &stored)),
+            Ok(stored) => {
+                let response = call.object(200, kind, &stored);
+                return Ok(crate::crd::with_warnings(response, &warnings));
+            }
             Err(error) if error.reason == "Conflict" && pinned.is_none() => {
                 last_error = Some(error);
             }

@@ -214,6 +214,16 @@ async fn session(k: &str, validate: &str) {
     assert!(strict.contains(r#"unknown field "spec.foo""#), "{strict}");
     s.ok(&["create", "--validate=false", "-f", "-"], Some(&extra))
         .await;
+    let (made, _, warned) = s
+        .run(
+            &["create", "--validate=warn", "-f", "-"],
+            Some(&widget("w3", "  size: 2\n  bar: 1")),
+        )
+        .await;
+    assert!(
+        made && warned.contains(r#"Warning: unknown field "spec.bar""#),
+        "{warned}"
+    );
     let spec = s
         .ok(&["get", "widget", "w2", "-o", "jsonpath={.spec}"], None)
         .await;
@@ -635,6 +645,61 @@ async fn served_versions_convert_by_rewriting_the_api_version() {
     assert_eq!(listed["items"][0]["apiVersion"], "example.com/v1beta1");
     let (_, group) = common::call(&server, "GET", "/apis/example.com", "", "").await;
     assert_eq!(group["preferredVersion"]["version"], "v1", "{group}");
+
+    // A version added to the definition is served when the update answers.
+    let (_, mut current) = common::call(
+        &server,
+        "GET",
+        &format!("{CRDS}/gadgets.example.com"),
+        "",
+        "",
+    )
+    .await;
+    let mut list = current["spec"]["versions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    list.push(json!({"name": "v2", "served": true, "storage": false, "schema": schema}));
+    current["spec"]["versions"] = Value::Array(list);
+    let (code, updated) = common::json(
+        &server,
+        "PUT",
+        &format!("{CRDS}/gadgets.example.com"),
+        &current,
+    )
+    .await;
+    assert_eq!(code, 200, "{updated}");
+    let (code, read) = common::call(
+        &server,
+        "GET",
+        "/apis/example.com/v2/namespaces/default/gadgets/g",
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(
+        (code, read["apiVersion"].clone()),
+        (200, json!("example.com/v2"))
+    );
+
+    // Cluster-scoped definitions serve objects outside namespaces.
+    let mut knobs = definition("example.com", "Knob", "knobs");
+    knobs["spec"]["scope"] = json!("Cluster");
+    let (code, _) = common::json(&server, "POST", CRDS, &knobs).await;
+    assert_eq!(code, 201);
+    let knob = json!({"apiVersion": "example.com/v1", "kind": "Knob", "metadata": {"name": "k"}});
+    let (code, made) = common::json(&server, "POST", "/apis/example.com/v1/knobs", &knob).await;
+    assert_eq!(code, 201, "{made}");
+    assert!(made["metadata"].get("namespace").is_none(), "{made}");
+    let (code, _) = common::call(
+        &server,
+        "GET",
+        "/apis/example.com/v1/namespaces/default/knobs",
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(code, 404);
 }
 
 #[tokio::test]

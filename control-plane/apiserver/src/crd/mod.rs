@@ -27,7 +27,7 @@ use crate::server::ApiServer;
 use crate::status::ApiResult;
 
 pub use registry::Registry;
-pub use strategy::{prepare, read, strict};
+pub use strategy::{prepare, read, strict, warnings, with_warnings};
 
 /// The API group of the definitions.
 pub const GROUP: &str = "apiextensions.k8s.io";

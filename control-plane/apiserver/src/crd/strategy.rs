@@ -95,6 +95,36 @@ pub fn strict(kind: &Kind, object: &Value, directive: Option<&str>) -> ApiResult
     )))
 }
 
+/// The `Warning` texts of unknown fields of a custom object under `fieldValidation=Warn`,
+/// which is also what no parameter means (kube-apiserver's default).
+pub fn warnings(kind: &Kind, object: &Value, directive: Option<&str>) -> Vec<String> {
+    let Some(schema) = kind.custom.as_ref().and_then(|c| c.schema.as_ref()) else {
+        return Vec::new();
+    };
+    if !matches!(directive, None | Some("Warn") | Some("")) {
+        return Vec::new();
+    }
+    let mut pruned = object.clone();
+    prune::prune(schema, &mut pruned, "")
+        .iter()
+        .map(|f| format!("unknown field {f:?}"))
+        .collect()
+}
+
+/// `response` with one `Warning: 299 - "<text>"` header per warning, as kube sends them.
+pub fn with_warnings(
+    mut response: http::Response<crate::body::ApiBody>,
+    warnings: &[String],
+) -> http::Response<crate::body::ApiBody> {
+    for warning in warnings {
+        let escaped = warning.replace('\\', "\\\\").replace('"', "\\\"");
+        if let Ok(value) = http::HeaderValue::from_str(&format!("299 - \"{escaped}\"")) {
+            response.headers_mut().append(http::header::WARNING, value);
+        }
+    }
+    response
+}
+
 /// Defaults of a definition: singular and listKind from the kind, conversion `None`.
 fn default_definition(crd: &mut Value) {
     let kind = crd
