@@ -13,6 +13,19 @@ const DNS1035_MESSAGE: &str = "a DNS-1035 label must consist of lower case alpha
 /// What the column types may be.
 const COLUMN_TYPES: &[&str] = &["boolean", "date", "integer", "number", "string"];
 
+/// What the column formats may be.
+const COLUMN_FORMATS: &[&str] = &[
+    "byte",
+    "date",
+    "date-time",
+    "double",
+    "float",
+    "int32",
+    "int64",
+    "name",
+    "password",
+];
+
 fn text<'a>(object: &'a Value, pointer: &str) -> &'a str {
     object
         .pointer(pointer)
@@ -77,11 +90,8 @@ pub fn definition(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
             &[json!("Cluster"), json!("Namespaced")],
         )),
     }
-    names(crd, &mut out);
     version_list(crd, &mut out);
-    for (i, version) in versions(crd).into_iter().enumerate() {
-        one_version(version, &index("spec.versions", i), &mut out);
-    }
+    names(crd, &mut out);
     if old.is_some() {
         let names: Vec<&str> = versions(crd)
             .into_iter()
@@ -91,11 +101,14 @@ pub fn definition(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
             .pointer("/status/storedVersions")
             .and_then(Value::as_array);
         for (i, version) in stored.into_iter().flatten().enumerate() {
-            if !version.as_str().is_some_and(|v| names.contains(&v)) {
+            let name = version.as_str().unwrap_or("");
+            if !names.contains(&name) {
                 out.push(field::invalid(
                     &index("status.storedVersions", i),
                     version,
-                    "must appear in spec.versions",
+                    &format!(
+                        "missing from spec.versions; {name} was previously a storage version, and must remain in spec.versions until a storage migration ensures no data remains persisted in {name} and removes {name} from status.storedVersions"
+                    ),
                 ));
             }
         }
@@ -192,6 +205,7 @@ fn version_list(crd: &Value, out: &mut Vec<Cause>) {
                 &why,
             ));
         }
+        one_version(version, &index("spec.versions", i), out);
     }
     if !unique {
         out.push(field::invalid(
@@ -209,16 +223,6 @@ fn version_list(crd: &Value, out: &mut Vec<Cause>) {
             "spec.versions",
             &shown,
             "must have exactly one version marked as storage version",
-        ));
-    }
-    let served = list
-        .iter()
-        .any(|v| v.get("served").and_then(Value::as_bool) == Some(true));
-    if !list.is_empty() && !served {
-        out.push(field::invalid(
-            "spec.versions",
-            &shown,
-            "must have at least one version marked as served",
         ));
     }
 }
@@ -262,18 +266,31 @@ fn one_version(version: &Value, path: &str, out: &mut Vec<Cause>) {
             out.push(field::required(&child(&at, "name"), ""));
         }
         let kind = text(column, "/type");
+        let types = format!("must be one of {}", COLUMN_TYPES.join(","));
         if kind.is_empty() {
-            out.push(field::required(&child(&at, "type"), ""));
+            out.push(field::required(&child(&at, "type"), &types));
         } else if !COLUMN_TYPES.contains(&kind) {
-            let supported: Vec<Value> = COLUMN_TYPES.iter().map(|t| json!(t)).collect();
-            out.push(field::not_supported(
-                &child(&at, "type"),
-                &json!(kind),
-                &supported,
+            out.push(field::invalid(&child(&at, "type"), &json!(kind), &types));
+        }
+        let format = text(column, "/format");
+        if !format.is_empty() && !COLUMN_FORMATS.contains(&format) {
+            let formats = format!("must be one of {}", COLUMN_FORMATS.join(","));
+            out.push(field::invalid(
+                &child(&at, "format"),
+                &json!(format),
+                &formats,
             ));
         }
-        if text(column, "/jsonPath").is_empty() {
-            out.push(field::required(&child(&at, "jsonPath"), ""));
+        // Upstream names the field JSONPath here, unlike the JSON key.
+        let path = text(column, "/jsonPath");
+        if path.is_empty() {
+            out.push(field::required(&child(&at, "JSONPath"), ""));
+        } else if !path.starts_with('.') {
+            out.push(field::invalid(
+                &child(&at, "JSONPath"),
+                &json!(path),
+                "must be a simple json path starting with .",
+            ));
         }
     }
 }
@@ -435,8 +452,8 @@ mod tests {
             messages(&none),
             vec![
                 "metadata.name: Invalid value: \"x.example.com\": must be spec.names.plural+\".\"+spec.group",
-                "spec.versions: Invalid value: [{\"name\":\"v1\",\"served\":true,\"storage\":false}]: must have exactly one version marked as storage version",
                 "spec.versions[0].schema.openAPIV3Schema.x-kubernetes-validations: Forbidden: CEL validation rules are not supported by this server (capstan)",
+                "spec.versions: Invalid value: [{\"name\":\"v1\",\"served\":true,\"storage\":false}]: must have exactly one version marked as storage version",
             ]
         );
     }
