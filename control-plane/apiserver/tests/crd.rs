@@ -812,3 +812,59 @@ async fn the_python_client_uses_custom_objects() {
     assert_eq!(seen["status"], json!([true, 1, 3]));
     assert_eq!(seen["listed"], json!(["s1"]));
 }
+
+#[tokio::test]
+async fn a_definition_whose_kind_is_taken_is_not_served() {
+    let (server, _) = common::server().await;
+    let (code, _) = common::json(
+        &server,
+        "POST",
+        CRDS,
+        &definition("example.com", "Gadget", "gadgets"),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let (code, _) = common::json(
+        &server,
+        "POST",
+        CRDS,
+        &definition("example.com", "Gadget", "gizmos"),
+    )
+    .await;
+    assert_eq!(code, 201, "stored, as upstream stores it");
+    let refused = |crd: &Value| {
+        crd["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter().any(|c| {
+                c["type"] == "NamesAccepted"
+                    && c["status"] == "False"
+                    && c["reason"] == "KindConflict"
+            })
+        })
+    };
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        seen = common::call(
+            &server,
+            "GET",
+            &format!("{CRDS}/gizmos.example.com"),
+            "",
+            "",
+        )
+        .await
+        .1;
+        if refused(&seen) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(refused(&seen), "{seen}");
+    let message = seen["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == "NamesAccepted"))
+        .map(|c| c["message"].clone());
+    assert_eq!(message, Some(json!("\"Gadget\" is already in use")));
+    let (code, _) = common::call(&server, "GET", "/apis/example.com/v1/gizmos", "", "").await;
+    assert_eq!(code, 404, "not served");
+    let (code, _) = common::call(&server, "GET", "/apis/example.com/v1/gadgets", "", "").await;
+    assert_eq!(code, 200, "the older one is");
+}

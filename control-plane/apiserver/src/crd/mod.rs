@@ -12,6 +12,7 @@ pub mod columns;
 pub mod definition;
 pub mod field;
 pub mod intern;
+pub mod naming;
 pub mod prune;
 pub mod registry;
 pub mod scale;

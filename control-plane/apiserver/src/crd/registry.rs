@@ -3,7 +3,7 @@
 //! routes against it; a definition written through this server is served when the write
 //! answers, one written through another server on the store once the store watch tells.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -11,7 +11,7 @@ use capstan_store::{ListOptions, Revision, Store, StoreError};
 use futures::StreamExt;
 use serde_json::Value;
 
-use super::{cleanup, definition};
+use super::{cleanup, definition, naming};
 use crate::kinds::KindTable;
 
 /// How long the watch waits before relisting after the store failed it.
@@ -35,7 +35,7 @@ pub struct Registry {
 impl Registry {
     /// A registry serving `builtin` and `customresourcedefinitions`, no definitions yet.
     pub fn new(builtin: KindTable) -> Registry {
-        let table = Arc::new(build(&builtin, &[]));
+        let table = Arc::new(build(&builtin, &[], &HashMap::new()));
         Registry {
             builtin,
             served: RwLock::new((-1, table)),
@@ -60,7 +60,8 @@ impl Registry {
             .iter()
             .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
             .collect();
-        let table = Arc::new(build(&self.builtin, &definitions));
+        let refused = naming::conflicts(&definitions);
+        let table = Arc::new(build(&self.builtin, &definitions, &refused));
         {
             let mut served = self.served.write().unwrap_or_else(|e| e.into_inner());
             if page.revision >= served.0 {
@@ -72,6 +73,18 @@ impl Registry {
             .filter(|d| d.pointer("/metadata/deletionTimestamp").is_some())
         {
             self.start_cleanup(store, crd);
+        }
+        for crd in &definitions {
+            let name = crd
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            if let Some(conflict) = refused.get(name).filter(|c| !naming::reported(crd, c)) {
+                let (store, name, conflict) =
+                    (Arc::clone(store), name.to_string(), conflict.clone());
+                // Written after the reload answers: the write comes back through the watch.
+                tokio::spawn(async move { naming::report(&store, &name, &conflict).await });
+            }
         }
         Ok(page.revision)
     }
@@ -150,10 +163,21 @@ async fn watch(registry: Weak<Registry>, store: Arc<dyn Store>, mut from: Revisi
 
 /// The table of the built-in kinds, `customresourcedefinitions` and the kinds `definitions`
 /// serve (a custom kind never shadows a built-in one).
-fn build(builtin: &KindTable, definitions: &[Value]) -> KindTable {
+fn build(
+    builtin: &KindTable,
+    definitions: &[Value],
+    refused: &HashMap<String, naming::Conflict>,
+) -> KindTable {
     let mut kinds = builtin.all().to_vec();
     kinds.push(super::definition_kind());
     for crd in definitions {
+        let name = crd
+            .pointer("/metadata/name")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if refused.contains_key(name) {
+            continue;
+        }
         for kind in definition::kinds_of(crd) {
             let taken = kinds.iter().any(|k| {
                 k.group == kind.group && k.version == kind.version && k.plural == kind.plural

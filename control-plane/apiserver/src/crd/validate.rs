@@ -406,6 +406,36 @@ fn structural(schema: &Value, path: &str, level: Level, out: &mut Vec<Cause>) {
             _ => out.push(field::required(&child(path, "items"), "must be specified")),
         }
     }
+    if let Some(default) = schema.get("default") {
+        // A default must be what the schema accepts, and already pruned.
+        let at = child(path, "default");
+        let mut pruned = default.clone();
+        for dropped in super::prune::prune(schema, &mut pruned, "") {
+            out.push(field::invalid(
+                &at,
+                default,
+                &format!("must not have unknown fields: {dropped:?}"),
+            ));
+        }
+        out.extend(super::schema::validate(schema, default, &at));
+    }
+    if level == Level::Root {
+        if let Some(metadata) = properties.and_then(|p| p.get("metadata")) {
+            let restricted = metadata
+                .as_object()
+                .is_some_and(|m| m.keys().any(|k| k != "type" && k != "properties"))
+                || metadata
+                    .get("properties")
+                    .and_then(Value::as_object)
+                    .is_some_and(|p| p.keys().any(|k| k != "name" && k != "generateName"));
+            if restricted {
+                out.push(field::forbidden(
+                    &key(&child(path, "properties"), "metadata"),
+                    "must not specify anything other than name and generateName, but metadata is implicitly specified",
+                ));
+            }
+        }
+    }
     for (name, property) in properties.into_iter().flatten() {
         structural(
             property,
@@ -425,6 +455,22 @@ mod tests {
             .into_iter()
             .map(|c| format!("{}: {}", c.field, c.message))
             .collect()
+    }
+
+    #[test]
+    fn defaults_must_be_valid() {
+        let crd = json!({"metadata": {"name": "widgets.example.com"}, "spec": {
+            "group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                "type": "object", "properties": {"spec": {"type": "object", "properties": {
+                    "color": {"type": "string", "enum": ["red"], "default": "green"}}}}}}}]}});
+        assert_eq!(
+            messages(&crd),
+            vec![
+                "spec.versions[0].schema.openAPIV3Schema.properties[spec].properties[color].default: Unsupported value: \"green\": supported values: \"red\""
+            ]
+        );
     }
 
     #[test]
