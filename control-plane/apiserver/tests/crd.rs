@@ -264,6 +264,11 @@ async fn session(k: &str, validate: &str) {
     );
 
     // The status subresource: the main resource ignores status, /status only changes it.
+    assert_eq!(
+        s.w1("jsonpath={.status}").await,
+        "",
+        "created without status"
+    );
     let status = r#"{"status":{"replicas":5}}"#;
     s.ok(
         &["patch", "widget", "w1", "--type=merge", "-p", status],
@@ -467,14 +472,19 @@ async fn a_second_server_on_the_store_serves_the_definition_without_a_restart() 
     let gadget = json!({"apiVersion": "example.com/v1", "kind": "Gadget",
                         "metadata": {"name": "g"}, "spec": {"size": 1}});
     let mut answered = (0, Value::Null);
-    for _ in 0..100 {
+    let started = std::time::Instant::now();
+    for _ in 0..2000 {
         answered = common::json(&second, "POST", gadgets, &gadget).await;
         if answered.0 != 404 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
     }
     assert_eq!(answered.0, 201, "{}", answered.1);
+    eprintln!(
+        "the second server served the definition {:?} after the first stored it",
+        started.elapsed()
+    );
     let (code, listed) = common::call(&first, "GET", gadgets, "", "").await;
     assert_eq!(
         (code, listed["items"][0]["metadata"]["name"].clone()),

@@ -36,6 +36,13 @@ pub fn prepare(kind: &Kind, object: &mut Value, old: Option<&Value>) -> ApiResul
         return Err(error);
     }
     object["apiVersion"] = json!(format!("{}/{}", kind.group, custom.storage_version));
+    if old.is_none() && kind.status_subresource {
+        // Upstream creates custom objects without status when status is a subresource; the
+        // generic strategy already dropped what the client sent.
+        if let Some(map) = object.as_object_mut() {
+            map.remove("status");
+        }
+    }
     if let Some(old) = old.filter(|_| !kind.status_subresource) {
         // Without a status subresource status is part of what generation counts, as upstream.
         let generation = |o: &Value| o.pointer("/metadata/generation").and_then(Value::as_i64);
