@@ -252,6 +252,7 @@ async fn store_update(
         if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), Value::from(revision.to_string()));
         }
+        crate::crd::read(kind, &mut new);
         return Ok(new);
     }
     let key = kind.key(target.namespace.as_deref(), name);
@@ -274,6 +275,7 @@ async fn store_update(
                 Value::from(deleted_at.to_string()),
             );
         }
+        crate::crd::read(kind, &mut new);
         return Ok(new);
     }
     let stored = call
