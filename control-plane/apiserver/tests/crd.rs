@@ -653,6 +653,32 @@ async fn served_versions_convert_by_rewriting_the_api_version() {
     assert_eq!(read["apiVersion"], "example.com/v1");
     let (_, listed) = common::call(&server, "GET", old, "", "").await;
     assert_eq!(listed["items"][0]["apiVersion"], "example.com/v1beta1");
+    let table = "application/json;as=Table;v=v1;g=meta.k8s.io";
+    let request = http::Request::builder()
+        .uri(old)
+        .header("accept", table)
+        .body(http_body_util::Full::new(bytes::Bytes::new()));
+    let Ok(request) = request else {
+        panic!("request")
+    };
+    let response = server
+        .handle(request, &capstan_apiserver::RequestUser::admin())
+        .await;
+    let body = http_body_util::BodyExt::collect(response.into_body()).await;
+    let rows: Value = match body {
+        Ok(collected) => serde_json::from_slice(&collected.to_bytes()).unwrap_or_default(),
+        Err(never) => match never {},
+    };
+    let columns: Vec<&str> = rows["columnDefinitions"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        columns,
+        ["Name", "Age"],
+        "Age when the definition lists no columns"
+    );
+    assert_eq!(rows["rows"][0]["cells"][0], "g");
     let (_, group) = common::call(&server, "GET", "/apis/example.com", "", "").await;
     assert_eq!(group["preferredVersion"]["version"], "v1", "{group}");
 

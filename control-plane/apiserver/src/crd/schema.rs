@@ -490,6 +490,30 @@ mod tests {
     }
 
     #[test]
+    fn nullable_embedded_and_map_lists() {
+        let schema = json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "note": {"type": "string", "nullable": true},
+            "name": {"type": "string"},
+            "template": {"type": "object", "x-kubernetes-embedded-resource": true,
+                         "x-kubernetes-preserve-unknown-fields": true},
+            "ports": {"type": "array", "x-kubernetes-list-type": "map",
+                      "x-kubernetes-list-map-keys": ["name"],
+                      "items": {"type": "object", "properties": {"name": {"type": "string"}}}},
+        }}}});
+        let object = json!({"spec": {"note": null, "name": null, "template": {"metadata": {}},
+                            "ports": [{"name": "http"}, {"name": "http"}]}});
+        assert_eq!(
+            messages(&schema, &object),
+            vec![
+                "spec.name: Invalid value: \"null\": spec.name in body must be of type string: \"null\"",
+                "spec.ports[1]: Duplicate value: map[string]interface {}{\"name\":\"http\"}",
+                "spec.template.apiVersion: Required value: must not be empty",
+                "spec.template.kind: Required value: must not be empty",
+            ]
+        );
+    }
+
+    #[test]
     fn formats() {
         assert!(format_matches("date-time", "2024-01-02T03:04:05Z"));
         assert!(!format_matches("date-time", "yesterday"));
