@@ -17,6 +17,9 @@ use crate::kinds::KindTable;
 /// How long the watch waits before relisting after the store failed it.
 const RETRY: Duration = Duration::from_secs(1);
 
+/// How often the watch checks that its server still exists.
+const ALIVE_CHECK: Duration = Duration::from_secs(5);
+
 /// The storage prefix of the definitions.
 pub fn definitions_prefix() -> String {
     super::definition_kind().prefix()
@@ -130,7 +133,19 @@ async fn watch(registry: Weak<Registry>, store: Arc<dyn Store>, mut from: Revisi
     loop {
         match store.watch(&prefix, from).await {
             Ok(mut events) => {
-                while let Some(event) = events.next().await {
+                let mut alive = tokio::time::interval(ALIVE_CHECK);
+                loop {
+                    let event = tokio::select! {
+                        event = events.next() => event,
+                        // A dropped server's watch ends without waiting for a definition change.
+                        _ = alive.tick() => {
+                            if registry.strong_count() == 0 {
+                                return;
+                            }
+                            continue;
+                        }
+                    };
+                    let Some(event) = event else { break };
                     let Some(live) = registry.upgrade() else {
                         return;
                     };
