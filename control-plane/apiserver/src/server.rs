@@ -215,7 +215,11 @@ impl ApiServer {
             Route::Version => Ok(discovery::version(self)),
             Route::Health(_) => Ok(body::text_response(200, "ok")),
             Route::OpenApi(path) => openapi::serve(self, &path, accept),
-            Route::Resource(target) => rest::serve(self, parts, target, body, user).await,
+            Route::Resource(target) => {
+                let warnings = crate::crd::deprecation(target.kind);
+                let response = rest::serve(self, parts, target, body, user).await?;
+                Ok(crate::crd::with_warnings(response, &warnings))
+            }
             Route::Unknown => Err(ApiError::path_not_found()),
         }
     }

@@ -614,13 +614,34 @@ async fn kube_rs_dynamic_objects_of_a_new_definition() {
     );
 }
 
+/// A GET with `accept`; returns the headers and the body as JSON.
+async fn get(server: &ApiServer, uri: &str, accept: &str) -> (http::HeaderMap, Value) {
+    let request = http::Request::builder()
+        .uri(uri)
+        .header("accept", accept)
+        .body(http_body_util::Full::new(bytes::Bytes::new()));
+    let Ok(request) = request else {
+        panic!("request")
+    };
+    let response = server
+        .handle(request, &capstan_apiserver::RequestUser::admin())
+        .await;
+    let headers = response.headers().clone();
+    let body = http_body_util::BodyExt::collect(response.into_body()).await;
+    let value = match body {
+        Ok(collected) => serde_json::from_slice(&collected.to_bytes()).unwrap_or_default(),
+        Err(never) => match never {},
+    };
+    (headers, value)
+}
+
 #[tokio::test]
 async fn served_versions_convert_by_rewriting_the_api_version() {
     let (server, store) = common::server().await;
     let mut crd = definition("example.com", "Gadget", "gadgets");
     let schema = crd["spec"]["versions"][0]["schema"].clone();
     crd["spec"]["versions"] = json!([
-        {"name": "v1beta1", "served": true, "storage": false, "schema": schema},
+        {"name": "v1beta1", "served": true, "storage": false, "deprecated": true, "schema": schema},
         {"name": "v1", "served": true, "storage": true, "schema": schema},
     ]);
     let (code, created) = common::json(&server, "POST", CRDS, &crd).await;
@@ -653,22 +674,13 @@ async fn served_versions_convert_by_rewriting_the_api_version() {
     assert_eq!(read["apiVersion"], "example.com/v1");
     let (_, listed) = common::call(&server, "GET", old, "", "").await;
     assert_eq!(listed["items"][0]["apiVersion"], "example.com/v1beta1");
-    let table = "application/json;as=Table;v=v1;g=meta.k8s.io";
-    let request = http::Request::builder()
-        .uri(old)
-        .header("accept", table)
-        .body(http_body_util::Full::new(bytes::Bytes::new()));
-    let Ok(request) = request else {
-        panic!("request")
-    };
-    let response = server
-        .handle(request, &capstan_apiserver::RequestUser::admin())
-        .await;
-    let body = http_body_util::BodyExt::collect(response.into_body()).await;
-    let rows: Value = match body {
-        Ok(collected) => serde_json::from_slice(&collected.to_bytes()).unwrap_or_default(),
-        Err(never) => match never {},
-    };
+    let (headers, rows) = get(&server, old, "application/json;as=Table;v=v1;g=meta.k8s.io").await;
+    let warning = headers.get("warning").and_then(|w| w.to_str().ok());
+    assert_eq!(
+        warning,
+        Some("299 - \"example.com/v1beta1 Gadget is deprecated; use example.com/v1 Gadget\""),
+        "a deprecated version warns"
+    );
     let columns: Vec<&str> = rows["columnDefinitions"]
         .as_array()
         .map(|c| c.iter().filter_map(|c| c["name"].as_str()).collect())

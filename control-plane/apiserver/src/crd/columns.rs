@@ -135,6 +135,7 @@ pub fn definitions_table(objects: &[Value], metadata: Option<Value>) -> Value {
         }],
         scale: None,
         terminating: false,
+        deprecation: None,
     };
     build(&columns, objects, metadata, false)
 }

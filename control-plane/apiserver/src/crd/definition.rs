@@ -78,6 +78,44 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
     }
 }
 
+/// Stability of a version name: 2 GA, 1 beta, 0 alpha or unknown.
+fn stability(version: &str) -> u8 {
+    match version.strip_prefix('v') {
+        Some(rest) if rest.contains("alpha") => 0,
+        Some(rest) if rest.contains("beta") => 1,
+        Some(rest) if rest.chars().all(|c| c.is_ascii_digit()) && !rest.is_empty() => 2,
+        _ => 0,
+    }
+}
+
+/// The warning of a deprecated version: its own text, or upstream's default naming the newest
+/// served, not deprecated version at least as stable.
+fn deprecation(
+    group: &str,
+    kind: &str,
+    version: &Value,
+    served: &[(&str, bool)],
+) -> Option<String> {
+    if version.get("deprecated").and_then(Value::as_bool) != Some(true) {
+        return None;
+    }
+    if let Some(text) = version.get("deprecationWarning").and_then(Value::as_str) {
+        return Some(text.to_string());
+    }
+    let name = text(version, "/name");
+    let deprecated = format!("{group}/{name} {kind} is deprecated");
+    let newer = served.iter().find(|(other, other_deprecated)| {
+        !other_deprecated
+            && *other != name
+            && stability(other) >= stability(name)
+            && compare_versions(other, name) == Ordering::Less
+    });
+    Some(match newer {
+        Some((other, _)) => format!("{deprecated}; use {group}/{other} {kind}"),
+        None => deprecated,
+    })
+}
+
 /// The kinds `crd` serves, its served versions in priority order; none when it is not
 /// established (no single storage version, no names).
 pub fn kinds_of(crd: &Value) -> Vec<Kind> {
@@ -104,6 +142,15 @@ pub fn kinds_of(crd: &Value) -> Vec<Kind> {
         .filter(|v| v.get("served").and_then(Value::as_bool) == Some(true))
         .collect();
     served.sort_by(|a, b| compare_versions(text(a, "/name"), text(b, "/name")));
+    let served_names: Vec<(&str, bool)> = served
+        .iter()
+        .map(|v| {
+            (
+                text(v, "/name"),
+                v.get("deprecated").and_then(Value::as_bool) == Some(true),
+            )
+        })
+        .collect();
     served
         .into_iter()
         .map(|version| Kind {
@@ -126,6 +173,7 @@ pub fn kinds_of(crd: &Value) -> Vec<Kind> {
                 columns: columns::of_version(version),
                 scale: scale::paths_of(version),
                 terminating,
+                deprecation: deprecation(group, kind, version, &served_names),
             })),
         })
         .collect()
@@ -153,6 +201,23 @@ mod tests {
         assert!(kinds[0].status_subresource && !kinds[1].status_subresource);
         assert_eq!(kinds[0].short_names, &["wd"]);
         assert_eq!(kinds[1].prefix(), "/registry/example.com/widgets/");
+        let old = json!({"metadata": {"name": "widgets.example.com"}, "spec": {
+        "group": "example.com", "names": {"plural": "widgets", "kind": "Widget"},
+        "versions": [
+            {"name": "v1beta1", "served": true, "storage": false, "deprecated": true},
+            {"name": "v1", "served": true, "storage": true},
+        ]}});
+        let warnings: Vec<Option<String>> = kinds_of(&old)
+            .iter()
+            .map(|k| k.custom.as_ref().and_then(|c| c.deprecation.clone()))
+            .collect();
+        assert_eq!(
+            warnings,
+            [
+                None,
+                Some("example.com/v1beta1 Widget is deprecated; use example.com/v1 Widget".into())
+            ]
+        );
         let mut all = vec!["v1alpha1", "v2", "v1beta2", "v1", "foo", "v10beta1"];
         all.sort_by(|a, b| compare_versions(a, b));
         assert_eq!(all, ["v2", "v1", "v10beta1", "v1beta2", "v1alpha1", "foo"]);

@@ -51,6 +51,8 @@ pub struct CustomVersion {
     pub scale: Option<scale::ScalePaths>,
     /// Whether the definition is being deleted: its objects are, and no new ones are made.
     pub terminating: bool,
+    /// The warning every request to a deprecated version gets.
+    pub deprecation: Option<String>,
 }
 
 /// The row of `customresourcedefinitions` itself.
@@ -91,6 +93,15 @@ pub fn version_schema(crd: &Value, version: &str) -> Option<Value> {
         .find(|v| v.get("name").and_then(Value::as_str) == Some(version))?
         .pointer("/schema/openAPIV3Schema")
         .cloned()
+}
+
+/// The warnings a request to `kind` gets: the deprecation of its version, if any.
+pub fn deprecation(kind: &Kind) -> Vec<String> {
+    kind.custom
+        .as_ref()
+        .and_then(|c| c.deprecation.clone())
+        .into_iter()
+        .collect()
 }
 
 /// The object a write stored, as the client sees it (in its version, defaulted); a definition
