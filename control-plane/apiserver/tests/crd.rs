@@ -957,3 +957,71 @@ async fn deleting_a_namespace_deletes_its_custom_objects() {
         "the namespace's custom objects are deleted with it"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_on_one_etcd_learn_of_definitions_through_the_store_watch() {
+    let cluster = match tokio::task::spawn_blocking(capstan_testkit::etcd::EtcdCluster::start).await
+    {
+        Ok(Ok(cluster)) => cluster,
+        other => panic!("etcd: {other:?}"),
+    };
+    let endpoints = cluster.endpoints();
+    let connect = || async {
+        match capstan_store::etcd::EtcdStore::connect(&endpoints, "").await {
+            Ok(store) => Arc::new(store) as Arc<dyn Store>,
+            Err(error) => panic!("connect: {error}"),
+        }
+    };
+    let Ok(first) = ApiServer::new(connect().await, Config::default()).await else {
+        panic!("first server")
+    };
+    let Ok(second) = ApiServer::new(connect().await, Config::default()).await else {
+        panic!("second server")
+    };
+    let (code, created) = common::json(
+        &first,
+        "POST",
+        CRDS,
+        &definition("example.com", "Gadget", "gadgets"),
+    )
+    .await;
+    assert_eq!(code, 201, "{created}");
+    let gadgets = "/apis/example.com/v1/namespaces/default/gadgets";
+    let gadget = json!({"apiVersion": "example.com/v1", "kind": "Gadget",
+                        "metadata": {"name": "g"}, "spec": {"size": "one"}});
+    let mut answered = (0, Value::Null);
+    for _ in 0..500 {
+        answered = common::json(&second, "POST", gadgets, &gadget).await;
+        if answered.0 != 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        answered.0, 422,
+        "validated by the schema the watch brought: {}",
+        answered.1
+    );
+    let (code, _) = common::call(
+        &first,
+        "DELETE",
+        &format!("{CRDS}/gadgets.example.com"),
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(code, 200);
+    let mut code = 200;
+    for _ in 0..500 {
+        code = common::call(&second, "GET", gadgets, "", "").await.0;
+        if code == 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        code, 404,
+        "the second server stops serving the deleted definition"
+    );
+    drop(cluster);
+}
