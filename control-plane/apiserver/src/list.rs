@@ -30,7 +30,15 @@ const EXPIRED_CONTINUE: &str = "The provided continue parameter is too old to di
 pub fn selectors(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Selectors> {
     Ok(Selectors {
         labels: LabelSelector::parse(call.param("labelSelector").unwrap_or(""))?,
-        fields: FieldSelector::parse(call.param("fieldSelector").unwrap_or(""), target.kind.kind)?,
+        fields: match target.kind.custom.as_ref() {
+            Some(custom) => FieldSelector::parse_custom(
+                call.param("fieldSelector").unwrap_or(""),
+                &custom.selectable,
+            )?,
+            None => {
+                FieldSelector::parse(call.param("fieldSelector").unwrap_or(""), target.kind.kind)?
+            }
+        },
     })
 }
 

@@ -1025,3 +1025,60 @@ async fn two_servers_on_one_etcd_learn_of_definitions_through_the_store_watch() 
     );
     drop(cluster);
 }
+
+#[tokio::test]
+async fn selectable_fields_select_custom_objects() {
+    let (server, _) = common::server().await;
+    let mut crd = definition("example.com", "Gadget", "gadgets");
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]["color"] =
+        json!({"type": "string"});
+    crd["spec"]["versions"][0]["selectableFields"] = json!([{"jsonPath": ".spec.nope"}]);
+    let (code, refused) = common::json(&server, "POST", CRDS, &crd).await;
+    assert_eq!(code, 422);
+    assert!(
+        refused["message"].as_str().unwrap_or("").contains(
+            "spec.versions[0].selectableFields[0].jsonPath: Invalid value: \".spec.nope\": is an invalid path"
+        ),
+        "{refused}"
+    );
+    crd["spec"]["versions"][0]["selectableFields"] = json!([{"jsonPath": ".spec.color"}]);
+    let (code, created) = common::json(&server, "POST", CRDS, &crd).await;
+    assert_eq!(code, 201, "{created}");
+    let gadgets = "/apis/example.com/v1/namespaces/default/gadgets";
+    for (name, color) in [("red-one", "red"), ("blue-one", "blue")] {
+        let gadget = json!({"apiVersion": "example.com/v1", "kind": "Gadget",
+                            "metadata": {"name": name}, "spec": {"size": 1, "color": color}});
+        let (code, _) = common::json(&server, "POST", gadgets, &gadget).await;
+        assert_eq!(code, 201);
+    }
+    let (code, red) = common::call(
+        &server,
+        "GET",
+        &format!("{gadgets}?fieldSelector=spec.color%3Dred"),
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(code, 200);
+    let names: Vec<&str> = red["items"]
+        .as_array()
+        .map(|i| {
+            i.iter()
+                .filter_map(|o| o["metadata"]["name"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(names, ["red-one"]);
+    let (code, unknown) = common::call(
+        &server,
+        "GET",
+        &format!("{gadgets}?fieldSelector=spec.size%3D1"),
+        "",
+        "",
+    )
+    .await;
+    assert_eq!(
+        (code, unknown["message"].clone()),
+        (400, json!("field label not supported: spec.size"))
+    );
+}

@@ -136,6 +136,7 @@ pub fn definitions_table(objects: &[Value], metadata: Option<Value>) -> Value {
         scale: None,
         terminating: false,
         deprecation: None,
+        selectable: Vec::new(),
     };
     build(&columns, objects, metadata, false)
 }

@@ -78,6 +78,21 @@ pub fn compare_versions(a: &str, b: &str) -> Ordering {
     }
 }
 
+/// `selectableFields` of a version as field selector names: `.spec.color` is `spec.color`.
+fn selectable(version: &Value) -> Vec<String> {
+    version
+        .get("selectableFields")
+        .and_then(Value::as_array)
+        .map(|fields| {
+            fields
+                .iter()
+                .filter_map(|f| f.get("jsonPath").and_then(Value::as_str))
+                .map(|p| p.trim_start_matches('.').to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// Stability of a version name: 2 GA, 1 beta, 0 alpha or unknown.
 fn stability(version: &str) -> u8 {
     match version.strip_prefix('v') {
@@ -174,6 +189,7 @@ pub fn kinds_of(crd: &Value) -> Vec<Kind> {
                 scale: scale::paths_of(version),
                 terminating,
                 deprecation: deprecation(group, kind, version, &served_names),
+                selectable: selectable(version),
             })),
         })
         .collect()

@@ -53,6 +53,8 @@ pub struct CustomVersion {
     pub terminating: bool,
     /// The warning every request to a deprecated version gets.
     pub deprecation: Option<String>,
+    /// `selectableFields`, as field selector names (`spec.color`).
+    pub selectable: Vec<String>,
 }
 
 /// The row of `customresourcedefinitions` itself.

@@ -257,6 +257,7 @@ fn one_version(version: &Value, path: &str, out: &mut Vec<Cause>) {
             }
         }
     }
+    selectable_fields(version, path, out);
     let columns = version
         .get("additionalPrinterColumns")
         .and_then(Value::as_array);
@@ -292,6 +293,68 @@ fn one_version(version: &Value, path: &str, out: &mut Vec<Cause>) {
                 "must be a simple json path starting with .",
             ));
         }
+    }
+}
+
+/// How many fields a version may make selectable, as upstream.
+const MAX_SELECTABLE_FIELDS: usize = 8;
+
+/// The schema of the field at a dotted path (`spec.color`), through `properties`.
+fn schema_at<'a>(schema: &'a Value, path: &str) -> Option<&'a Value> {
+    path.split('.')
+        .try_fold(schema, |s, field| s.get("properties")?.get(field))
+}
+
+fn selectable_fields(version: &Value, path: &str, out: &mut Vec<Cause>) {
+    let Some(fields) = version.get("selectableFields").and_then(Value::as_array) else {
+        return;
+    };
+    let at = child(path, "selectableFields");
+    let schema = version.pointer("/schema/openAPIV3Schema");
+    let mut seen: Vec<&str> = Vec::new();
+    for (i, selectable) in fields.iter().enumerate() {
+        let field_path = child(&index(&at, i), "jsonPath");
+        let json_path = selectable
+            .get("jsonPath")
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        if json_path.is_empty() {
+            out.push(field::required(&field_path, ""));
+            continue;
+        }
+        let dotted = json_path.trim_start_matches('.');
+        let found = schema.and_then(|s| schema_at(s, dotted));
+        let shown = json!(json_path);
+        match found {
+            None => out.push(field::invalid(
+                &field_path,
+                &shown,
+                "is an invalid path: does not refer to a valid field",
+            )),
+            Some(_) if dotted.starts_with("metadata.") => out.push(field::invalid(
+                &field_path,
+                &shown,
+                "must not point to fields in metadata",
+            )),
+            Some(s) if !matches!(s.get("type").and_then(Value::as_str), Some("string" | "boolean" | "integer")) => {
+                out.push(field::invalid(
+                    &field_path,
+                    &shown,
+                    "must point to a field of type string, boolean or integer. Enum string fields and strings with formats are allowed.",
+                ))
+            }
+            Some(_) if seen.contains(&dotted) => {
+                out.push(field::duplicate(&field_path, &field::show(&shown)))
+            }
+            Some(_) => seen.push(dotted),
+        }
+    }
+    if seen.len() > MAX_SELECTABLE_FIELDS {
+        out.push(field::too_many(
+            &at,
+            seen.len(),
+            MAX_SELECTABLE_FIELDS as u64,
+        ));
     }
 }
 
