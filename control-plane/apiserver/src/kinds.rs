@@ -101,6 +101,9 @@ impl Kind {
 
     /// The list kind, e.g. `PodList`.
     pub fn list_kind(&self) -> String {
+        if let Some(custom) = &self.custom {
+            return custom.list_kind.clone();
+        }
         format!("{}List", self.kind)
     }
 }

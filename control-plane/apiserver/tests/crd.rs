@@ -443,6 +443,17 @@ async fn broken_definitions_are_refused_naming_the_field() {
         "{status}"
     );
 
+    let mut webhook = definition("example.com", "Gadget", "gadgets");
+    webhook["spec"]["conversion"] = json!({"strategy": "Webhook"});
+    let (code, status) = common::json(&server, "POST", CRDS, &webhook).await;
+    assert_eq!(code, 422);
+    assert!(
+        status["message"].as_str().unwrap_or("").contains(
+            "spec.conversion.strategy: Forbidden: Webhook conversion is not supported by this server (capstan)"
+        ),
+        "{status}"
+    );
+
     // Nothing half-made: the group is not served.
     let (code, _) = common::call(&server, "GET", "/apis/example.com/v1", "", "").await;
     assert_eq!(code, 404);
@@ -640,6 +651,7 @@ async fn served_versions_convert_by_rewriting_the_api_version() {
     let (server, store) = common::server().await;
     let mut crd = definition("example.com", "Gadget", "gadgets");
     let schema = crd["spec"]["versions"][0]["schema"].clone();
+    crd["spec"]["names"]["listKind"] = json!("GadgetCollection");
     crd["spec"]["versions"] = json!([
         {"name": "v1beta1", "served": true, "storage": false, "deprecated": true, "schema": schema},
         {"name": "v1", "served": true, "storage": true, "schema": schema},
@@ -674,6 +686,10 @@ async fn served_versions_convert_by_rewriting_the_api_version() {
     assert_eq!(read["apiVersion"], "example.com/v1");
     let (_, listed) = common::call(&server, "GET", old, "", "").await;
     assert_eq!(listed["items"][0]["apiVersion"], "example.com/v1beta1");
+    assert_eq!(
+        listed["kind"], "GadgetCollection",
+        "the definition's listKind"
+    );
     let (headers, rows) = get(&server, old, "application/json;as=Table;v=v1;g=meta.k8s.io").await;
     let warning = headers.get("warning").and_then(|w| w.to_str().ok());
     assert_eq!(

@@ -137,6 +137,7 @@ pub fn definitions_table(objects: &[Value], metadata: Option<Value>) -> Value {
         terminating: false,
         deprecation: None,
         selectable: Vec::new(),
+        list_kind: String::new(),
     };
     build(&columns, objects, metadata, false)
 }

@@ -148,6 +148,10 @@ pub fn kinds_of(crd: &Value) -> Vec<Kind> {
         s => s.to_string(),
     };
     let name = text(crd, "/metadata/name").to_string();
+    let list_kind = match text(crd, "/spec/names/listKind") {
+        "" => format!("{kind}List"),
+        l => l.to_string(),
+    };
     let namespaced = text(crd, "/spec/scope") != "Cluster";
     let terminating = crd.pointer("/metadata/deletionTimestamp").is_some();
     let short_names = intern::list(&strings(crd, "/spec/names/shortNames"));
@@ -190,6 +194,7 @@ pub fn kinds_of(crd: &Value) -> Vec<Kind> {
                 terminating,
                 deprecation: deprecation(group, kind, version, &served_names),
                 selectable: selectable(version),
+                list_kind: list_kind.clone(),
             })),
         })
         .collect()
@@ -214,6 +219,7 @@ mod tests {
         let versions: Vec<&str> = kinds.iter().map(|k| k.version).collect();
         assert_eq!(versions, ["v1", "v1beta1"]);
         assert_eq!(kinds[0].singular, "widget");
+        assert_eq!(kinds[0].list_kind(), "WidgetList");
         assert!(kinds[0].status_subresource && !kinds[1].status_subresource);
         assert_eq!(kinds[0].short_names, &["wd"]);
         assert_eq!(kinds[1].prefix(), "/registry/example.com/widgets/");

@@ -55,6 +55,8 @@ pub struct CustomVersion {
     pub deprecation: Option<String>,
     /// `selectableFields`, as field selector names (`spec.color`).
     pub selectable: Vec<String>,
+    /// `spec.names.listKind`.
+    pub list_kind: String,
 }
 
 /// The row of `customresourcedefinitions` itself.

@@ -92,6 +92,26 @@ pub fn definition(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
     }
     version_list(crd, &mut out);
     names(crd, &mut out);
+    if crd.pointer("/spec/preserveUnknownFields") == Some(&Value::Bool(true)) {
+        out.push(field::invalid(
+            "spec.preserveUnknownFields",
+            &Value::Bool(true),
+            "must be false",
+        ));
+    }
+    match text(crd, "/spec/conversion/strategy") {
+        "" | "None" => {}
+        // Not pretended: objects would be served unconverted.
+        "Webhook" => out.push(field::forbidden(
+            "spec.conversion.strategy",
+            "Webhook conversion is not supported by this server (capstan): use None",
+        )),
+        other => out.push(field::not_supported(
+            "spec.conversion.strategy",
+            &json!(other),
+            &[json!("None"), json!("Webhook")],
+        )),
+    }
     if old.is_some() {
         let names: Vec<&str> = versions(crd)
             .into_iter()
