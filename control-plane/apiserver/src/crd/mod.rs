@@ -11,6 +11,7 @@ pub mod cleanup;
 pub mod columns;
 pub mod definition;
 pub mod field;
+pub mod format;
 pub mod intern;
 pub mod naming;
 pub mod prune;
@@ -18,6 +19,7 @@ pub mod registry;
 pub mod scale;
 pub mod schema;
 pub mod strategy;
+pub mod structural;
 pub mod validate;
 
 use capstan_store::KeyValue;
