@@ -7,6 +7,26 @@ use serde_json::Value;
 
 use super::field::{child, index};
 
+/// The fields of ObjectMeta: what decoding keeps of the metadata of a custom object (and of
+/// an embedded resource).
+const OBJECT_META: &[&str] = &[
+    "name",
+    "generateName",
+    "namespace",
+    "selfLink",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "finalizers",
+    "managedFields",
+];
+
 fn flag(schema: &Value, name: &str) -> bool {
     schema.get(name).and_then(Value::as_bool) == Some(true)
 }
@@ -30,6 +50,19 @@ fn walk(schema: &Value, value: &mut Value, path: &str, root: bool, dropped: &mut
             for name in names {
                 if (root || embedded) && matches!(name.as_str(), "apiVersion" | "kind" | "metadata")
                 {
+                    if name == "metadata" {
+                        if let Some(Value::Object(meta)) = map.get_mut("metadata") {
+                            let unknown: Vec<String> = meta
+                                .keys()
+                                .filter(|k| !OBJECT_META.contains(&k.as_str()))
+                                .cloned()
+                                .collect();
+                            for field in unknown {
+                                meta.remove(&field);
+                                dropped.push(format!("{}.{field}", child(path, "metadata")));
+                            }
+                        }
+                    }
                     continue;
                 }
                 let at = child(path, &name);
@@ -119,11 +152,14 @@ mod tests {
                 "name": {"type": "string"}, "mode": {"type": "string", "default": "auto"}}}},
         }}}});
         let mut object = json!({"apiVersion": "example.com/v1", "kind": "Widget",
-            "metadata": {"name": "w"}, "extra": 1,
+            "metadata": {"name": "w", "color": "red"}, "extra": 1,
             "spec": {"foo": true, "labels": {"a": "b"}, "free": {"x": {"y": 1}},
                      "items": [{"name": "a", "junk": 2}]}});
         let dropped = prune(&schema, &mut object, "");
-        assert_eq!(dropped, vec!["extra", "spec.foo", "spec.items[0].junk"]);
+        assert_eq!(
+            dropped,
+            vec!["extra", "metadata.color", "spec.foo", "spec.items[0].junk"]
+        );
         default(&schema, &mut object);
         assert_eq!(
             object["spec"],
