@@ -73,18 +73,31 @@ fn aggregated_resource(kind: &Kind) -> Value {
             "verbs": STATUS_VERBS,
         }]);
     }
+    if kind.custom.as_ref().is_some_and(|c| c.scale.is_some()) {
+        let scale =
+            json!({"subresource": "scale", "responseKind": scale_kind(), "verbs": STATUS_VERBS});
+        match resource["subresources"].as_array_mut() {
+            Some(list) => list.push(scale),
+            None => resource["subresources"] = json!([scale]),
+        }
+    }
     resource
+}
+
+/// What the scale subresource of custom resources answers with.
+fn scale_kind() -> Value {
+    json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
 }
 
 /// The aggregated entry of one group, all its versions.
 fn aggregated_group(server: &ApiServer, group: &str) -> Value {
     let versions: Vec<Value> = server
-        .kinds
+        .served()
         .versions(group)
         .into_iter()
         .map(|version| {
             let resources: Vec<Value> = server
-                .kinds
+                .served()
                 .of(group, version)
                 .into_iter()
                 .map(aggregated_resource)
@@ -105,7 +118,7 @@ pub fn core_versions(server: &ApiServer, accept: Option<&str>) -> Response<ApiBo
     if let Some(version) = aggregated(accept) {
         return aggregated_response(version, vec![aggregated_group(server, "")]);
     }
-    let versions = server.kinds.versions("");
+    let versions = server.served().versions("");
     body::json_response(
         200,
         &json!({
@@ -118,7 +131,7 @@ pub fn core_versions(server: &ApiServer, accept: Option<&str>) -> Response<ApiBo
 
 fn group_entry(server: &ApiServer, group: &str) -> Value {
     let versions: Vec<Value> = server
-        .kinds
+        .served()
         .versions(group)
         .into_iter()
         .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
@@ -129,7 +142,7 @@ fn group_entry(server: &ApiServer, group: &str) -> Value {
 
 fn named_groups(server: &ApiServer) -> Vec<&'static str> {
     server
-        .kinds
+        .served()
         .groups()
         .into_iter()
         .filter(|g| !g.is_empty())
@@ -157,7 +170,7 @@ pub fn groups(server: &ApiServer, accept: Option<&str>) -> Response<ApiBody> {
 
 /// `/apis/<group>`.
 pub fn group(server: &ApiServer, group: &str) -> ApiResult<Response<ApiBody>> {
-    if group.is_empty() || server.kinds.versions(group).is_empty() {
+    if group.is_empty() || server.served().versions(group).is_empty() {
         return Err(ApiError::path_not_found());
     }
     let mut entry = group_entry(server, group);
@@ -168,7 +181,8 @@ pub fn group(server: &ApiServer, group: &str) -> ApiResult<Response<ApiBody>> {
 
 /// `/api/v1` or `/apis/<group>/<version>`: the APIResourceList, subresources as `pods/status`.
 pub fn resources(server: &ApiServer, group: &str, version: &str) -> ApiResult<Response<ApiBody>> {
-    let kinds = server.kinds.of(group, version);
+    let table = server.served();
+    let kinds = table.of(group, version);
     if kinds.is_empty() {
         return Err(ApiError::path_not_found());
     }
@@ -194,6 +208,17 @@ pub fn resources(server: &ApiServer, group: &str, version: &str) -> ApiResult<Re
                 "singularName": "",
                 "namespaced": kind.namespaced,
                 "kind": kind.kind,
+                "verbs": STATUS_VERBS,
+            }));
+        }
+        if kind.custom.as_ref().is_some_and(|c| c.scale.is_some()) {
+            resources.push(json!({
+                "name": format!("{}/scale", kind.plural),
+                "singularName": "",
+                "namespaced": kind.namespaced,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
                 "verbs": STATUS_VERBS,
             }));
         }

@@ -42,6 +42,9 @@ pub struct Kind {
     /// A create-only review resource: POST answers in the object's status, nothing is stored
     /// (SubjectAccessReview, TokenReview...).
     pub create_only: bool,
+    /// What a CustomResourceDefinition says of this version (schema, columns, scale); `None`
+    /// for built-in kinds.
+    pub custom: Option<std::sync::Arc<crate::crd::CustomVersion>>,
 }
 
 /// The verbs every resource in the table serves.
@@ -75,6 +78,10 @@ impl Kind {
     /// The storage prefix of the kind, `/registry/pods/` or `/registry/deployments.apps/`...
     /// with kube's etcd layout: core and the legacy groups without a suffix.
     pub fn prefix(&self) -> String {
+        if self.custom.is_some() {
+            // Custom resources are stored as kube-apiserver stores them: group, then plural.
+            return format!("/registry/{}/{}/", self.group, self.plural);
+        }
         if self.group.is_empty() {
             format!("/registry/{}/", self.plural)
         } else {
@@ -109,6 +116,9 @@ impl Kind {
 
     /// The list kind, e.g. `PodList`.
     pub fn list_kind(&self) -> String {
+        if let Some(custom) = &self.custom {
+            return custom.list_kind.clone();
+        }
         format!("{}List", self.kind)
     }
 }
@@ -138,6 +148,7 @@ const fn row(
         delete_returns_object: false,
         name_rule: NameRule::Subdomain,
         create_only: false,
+        custom: None,
     }
 }
 

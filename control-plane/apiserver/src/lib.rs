@@ -7,6 +7,7 @@ pub mod apply;
 pub mod authn;
 pub mod authz;
 pub mod body;
+pub mod crd;
 pub mod default_serviceaccount;
 pub mod delete;
 pub mod discovery;

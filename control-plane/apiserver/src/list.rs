@@ -30,7 +30,15 @@ const EXPIRED_CONTINUE: &str = "The provided continue parameter is too old to di
 pub fn selectors(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Selectors> {
     Ok(Selectors {
         labels: LabelSelector::parse(call.param("labelSelector").unwrap_or(""))?,
-        fields: FieldSelector::parse(call.param("fieldSelector").unwrap_or(""), target.kind.kind)?,
+        fields: match target.kind.custom.as_ref() {
+            Some(custom) => FieldSelector::parse_custom(
+                call.param("fieldSelector").unwrap_or(""),
+                &custom.selectable,
+            )?,
+            None => {
+                FieldSelector::parse(call.param("fieldSelector").unwrap_or(""), target.kind.kind)?
+            }
+        },
     })
 }
 
@@ -158,7 +166,8 @@ pub async fn serve(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
         revision = Some(page.revision);
         let last_key = page.items.last().map(|kv| kv.key.clone());
         for kv in &page.items {
-            let object = rest::decode(kv)?;
+            let mut object = rest::decode(kv)?;
+            crate::crd::read(kind, &mut object);
             if selectors.matches(&object) {
                 items.push(object);
             }
@@ -209,7 +218,8 @@ pub async fn read_all(call: &Call<'_>, target: &Target<'_>) -> ApiResult<(Vec<Va
         .map_err(|e| rest::store_error(e, target.kind, ""))?;
     let mut items = Vec::new();
     for kv in &page.items {
-        let object = rest::decode(kv)?;
+        let mut object = rest::decode(kv)?;
+        crate::crd::read(target.kind, &mut object);
         if selectors.matches(&object) {
             items.push(object);
         }

@@ -46,7 +46,7 @@ pub async fn terminate(
         .await
         .map_err(|e| rest::store_error(e, kind, &name))?;
     let store = Arc::clone(&server.store);
-    let kinds = server.kinds.clone();
+    let kinds = (*server.served()).clone();
     tokio::spawn(async move { cleanup(store, kinds, name).await });
     Ok((200, rest::decode(&stored)?))
 }

@@ -61,7 +61,8 @@ pub fn serve(server: &ApiServer, parts: &Parts) -> ApiResult<Response<ApiBody>> 
     let path = parts.uri.path().trim_end_matches('/');
     let headers = &parts.headers;
     let accept = header(headers, header::ACCEPT);
-    let kinds = server.kinds.all();
+    let served = server.served();
+    let kinds = served.all();
     let version = &server.config.git_version;
     let docs = || documents::get(kinds, &definitions::BuiltinOnly, version);
     if path == "/openapi/v2" {

@@ -118,6 +118,9 @@ pub async fn serve(
             }
             crate::tokens::request::create(&call, &target).await
         }
+        (_, Some(_), Some("scale")) if kind.custom.as_ref().is_some_and(|c| c.scale.is_some()) => {
+            crate::crd::scale::serve(&call, &target, &parts.method).await
+        }
         (_, Some(_), Some(sub)) if sub != "status" || !kind.status_subresource => {
             Err(ApiError::path_not_found())
         }
@@ -146,7 +149,9 @@ pub async fn get_object(
         .await
         .map_err(|e| store_error(e, kind, name))?
         .ok_or_else(|| ApiError::not_found(kind.group, kind.plural, name))?;
-    Ok((decode(&stored)?, stored.mod_revision))
+    let mut object = decode(&stored)?;
+    crate::crd::read(kind, &mut object);
+    Ok((object, stored.mod_revision))
 }
 
 /// The object stored in `kv`, with `metadata.resourceVersion` set to the revision that last

@@ -110,6 +110,8 @@ pub struct ApiServer {
     pub(crate) config: Config,
     pub(crate) admission: Vec<Box<dyn crate::admission::Plugin>>,
     pub(crate) authorizer: crate::authz::Authorizer,
+    /// The served kinds with those CustomResourceDefinitions add.
+    pub(crate) crds: Arc<crate::crd::Registry>,
 }
 
 impl ApiServer {
@@ -120,13 +122,22 @@ impl ApiServer {
             crate::authz::Authorizer::start(&config.authorization_modes, Arc::clone(&store))
                 .await
                 .map_err(|e| ApiError::internal(format!("load the RBAC policy: {e}")))?;
+        let kinds = KindTable::default();
+        let crds = Arc::new(crate::crd::Registry::new(kinds.clone()));
         let server = Arc::new(ApiServer {
             store,
-            kinds: KindTable::default(),
+            kinds,
             config,
             admission: crate::admission::chain(),
             authorizer,
+            crds,
         });
+        let revision = server
+            .crds
+            .reload(&server.store)
+            .await
+            .map_err(|e| rest::store_error(e, &crate::crd::definition_kind(), ""))?;
+        server.crds.spawn_watch(Arc::clone(&server.store), revision);
         server.ensure_system_namespaces().await?;
         crate::admission::priority::ensure_system_classes(&server).await?;
         crate::default_serviceaccount::ensure_all(&server).await?;
@@ -169,9 +180,14 @@ impl ApiServer {
         Ok(())
     }
 
-    /// The kinds served.
+    /// The built-in kinds served.
     pub fn kinds(&self) -> &KindTable {
         &self.kinds
+    }
+
+    /// Every kind served now: the built-in ones and those CustomResourceDefinitions add.
+    pub fn served(&self) -> Arc<KindTable> {
+        self.crds.table()
     }
 
     /// Answers one request, already authenticated as `user`. The body is read here, within the
@@ -222,7 +238,9 @@ impl ApiServer {
         body: Bytes,
         user: &RequestUser,
     ) -> ApiResult<Response<ApiBody>> {
-        let route = route::parse(&self.kinds, parts.uri.path());
+        // One snapshot per request: definitions changing meanwhile do not move the target.
+        let kinds = self.served();
+        let route = route::parse(&kinds, parts.uri.path());
         let impersonated =
             crate::authz::impersonation::impersonate(&self.authorizer, user, &parts.headers)?;
         let user = impersonated.as_ref().unwrap_or(user);
@@ -251,7 +269,11 @@ impl ApiServer {
             Route::Health(_) => Ok(body::text_response(200, "ok")),
             Route::OpenApi(_) => openapi::serve(self, parts),
             Route::ServiceAccountIssuer(path) => crate::tokens::oidc::serve(self, &path),
-            Route::Resource(target) => rest::serve(self, parts, target, body, user).await,
+            Route::Resource(target) => {
+                let warnings = crate::crd::deprecation(target.kind);
+                let response = rest::serve(self, parts, target, body, user).await?;
+                Ok(crate::crd::with_warnings(response, &warnings))
+            }
             Route::Unknown => Err(ApiError::path_not_found()),
         }
     }

@@ -150,6 +150,12 @@ fn cells(kind: &Kind, object: &Value) -> Vec<Value> {
 
 /// The Table of `objects`; `metadata` is the list's (resourceVersion, continue).
 pub fn of_objects(kind: &Kind, objects: &[Value], metadata: Option<Value>) -> Value {
+    if let Some(custom) = &kind.custom {
+        return crate::crd::columns::table(custom, objects, metadata);
+    }
+    if crate::crd::is_definition(kind) {
+        return crate::crd::columns::definitions_table(objects, metadata);
+    }
     let mut definitions = vec![column(
         "Name",
         "string",

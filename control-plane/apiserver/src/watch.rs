@@ -124,7 +124,9 @@ impl Watcher {
 
     fn decoded(&self, kv: &KeyValue, revision: i64) -> Option<Value> {
         // Undecodable bytes were logged by decode_at; the watcher skips them.
-        rest::decode_at(kv, revision).ok()
+        let mut object = rest::decode_at(kv, revision).ok()?;
+        crate::crd::read(&self.kind, &mut object);
+        Some(object)
     }
 
     async fn stream(&self) {

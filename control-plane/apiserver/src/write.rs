@@ -26,6 +26,7 @@ pub async fn create(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<
     let mut object = body::decode_object(call.content_type.as_deref(), &call.body)?;
     strategy::check_type(kind, &mut object)?;
     strict::check(kind, &object, call.param("fieldValidation"))?;
+    let warnings = crate::crd::warnings(kind, &object, call.param("fieldValidation"));
     if let (Some(url), Some(body)) = (target.namespace.as_deref(), meta_str(&object, "namespace")) {
         if !body.is_empty() && body != url {
             return Err(ApiError::bad_request(
@@ -44,7 +45,10 @@ pub async fn create(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<
         Some(&manager),
     )
     .await?;
-    Ok(call.object(201, kind, &created))
+    Ok(crate::crd::with_warnings(
+        call.object(201, kind, &created),
+        &warnings,
+    ))
 }
 
 /// Creates `object` of `kind` in `namespace` for `user`: mutating admission, the create
@@ -90,12 +94,14 @@ pub async fn create_object_as(
     }
     let name = meta_str(&object, "name").unwrap_or("").to_string();
     strategy::validate(kind, &object)?;
+    crate::crd::prepare(kind, &mut object, None)?;
     let attributes = admission::Attributes {
         name: &name,
         ..attributes
     };
     admission::validate(&server.admission, &attributes, Some(&object)).await?;
     if dry_run {
+        crate::crd::read(kind, &mut object);
         return Ok(object);
     }
     let key = kind.key(namespace, &name);
@@ -110,7 +116,7 @@ pub async fn create_object_as(
             tracing::warn!(namespace = %name, %error, "could not create the default service account");
         }
     }
-    rest::decode(&stored)
+    crate::crd::stored(server, kind, &stored).await
 }
 
 /// PUT: replaces the object (or its status) in full.
@@ -121,6 +127,7 @@ pub async fn update(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<
     strategy::check_type(kind, &mut object)?;
     strict::check(kind, &object, call.param("fieldValidation"))?;
     apply::options::manager(call, apply::options::Options::Update)?;
+    let warnings = crate::crd::warnings(kind, &object, call.param("fieldValidation"));
     match meta_str(&object, "name") {
         Some(body_name) if !body_name.is_empty() && body_name != name => {
             return Err(ApiError::bad_request(format!(
@@ -148,7 +155,10 @@ pub async fn update(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<
         return Err(ApiError::modified(kind.group, kind.plural, name));
     }
     let stored = store_update(call, target, object, &current, revision).await?;
-    Ok(call.object(200, kind, &stored))
+    Ok(crate::crd::with_warnings(
+        call.object(200, kind, &stored),
+        &warnings,
+    ))
 }
 
 /// PATCH: applies the patch to the current object and stores the result, re-reading and
@@ -181,6 +191,9 @@ pub async fn patch(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
             &patched,
             call.param("fieldValidation"),
         )?;
+        crate::crd::strict(kind, &patched, call.param("fieldValidation"))?;
+        let mut warnings = warnings;
+        warnings.extend(crate::crd::warnings(kind, &patched, call.param("fieldValidation")));
         if meta_str(&patched, "name") != Some(name) {
             return Err(ApiError::bad_request(
                 "metadata.name: the name of an object cannot be changed by a patch",
@@ -204,15 +217,10 @@ pub async fn patch(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
     Err(last_error.unwrap_or_else(|| ApiError::modified(kind.group, kind.plural, name)))
 }
 
-/// Adds a `Warning` header per warning, as kube-apiserver sends them (code 299).
-fn with_warnings(mut response: Response<ApiBody>, warnings: &[String]) -> Response<ApiBody> {
-    for warning in warnings {
-        let text = format!("299 - {}", serde_json::Value::from(warning.as_str()));
-        if let Ok(value) = http::HeaderValue::from_str(&text) {
-            response.headers_mut().append(http::header::WARNING, value);
-        }
-    }
-    response
+/// `response`, its request's warnings joined by `warnings` (the server writes them all as
+/// `Warning` headers, once each).
+fn with_warnings(response: Response<ApiBody>, warnings: &[String]) -> Response<ApiBody> {
+    crate::crd::with_warnings(response, warnings)
 }
 
 /// Stores `new` over `current` (read at `revision`) through the update strategy of the main
@@ -276,6 +284,7 @@ pub(crate) async fn store_update_as(
         );
     }
     strategy::validate(kind, &new)?;
+    crate::crd::prepare(kind, &mut new, Some(current))?;
     admission::validate(&call.server.admission, &attributes, Some(&new)).await?;
     let mut unchanged = current.clone();
     if let Some(meta) = unchanged.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -285,6 +294,7 @@ pub(crate) async fn store_update_as(
         if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), Value::from(revision.to_string()));
         }
+        crate::crd::read(kind, &mut new);
         return Ok(new);
     }
     let key = kind.key(target.namespace.as_deref(), name);
@@ -307,6 +317,7 @@ pub(crate) async fn store_update_as(
                 Value::from(deleted_at.to_string()),
             );
         }
+        crate::crd::read(kind, &mut new);
         return Ok(new);
     }
     let stored = call
@@ -315,5 +326,5 @@ pub(crate) async fn store_update_as(
         .update(&key, rest::encode(&new), revision)
         .await
         .map_err(|e| rest::store_error(e, kind, name))?;
-    rest::decode(&stored)
+    crate::crd::stored(call.server, kind, &stored).await
 }

@@ -80,6 +80,9 @@ pub fn unknown_fields(api_version: &str, kind: &str, object: &Value) -> Option<V
 /// Applies the request's `fieldValidation`: `Strict` refuses unknown fields with 400, as
 /// kube-apiserver does; `Warn` and `Ignore` (and no parameter) let them through.
 pub fn check(kind: &Kind, object: &Value, directive: Option<&str>) -> ApiResult<()> {
+    if kind.custom.is_some() {
+        return crate::crd::strict(kind, object, directive);
+    }
     if directive != Some("Strict") {
         return Ok(());
     }
