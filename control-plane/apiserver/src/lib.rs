@@ -6,6 +6,7 @@ pub mod admission;
 pub mod authn;
 pub mod authz;
 pub mod body;
+pub mod cache;
 pub mod delete;
 pub mod discovery;
 pub mod kinds;

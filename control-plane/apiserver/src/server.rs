@@ -67,6 +67,8 @@ pub struct Config {
     pub default_watch_timeout: Duration,
     /// The `gitVersion` `/version` reports.
     pub git_version: String,
+    /// Recent events the watch cache keeps per kind for watches from a recent resourceVersion.
+    pub watch_cache_events: usize,
 }
 
 impl Default for Config {
@@ -75,6 +77,7 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(60),
             default_watch_timeout: Duration::from_secs(30 * 60),
             git_version: "v1.33.0-capstan".into(),
+            watch_cache_events: 4096,
         }
     }
 }
@@ -89,6 +92,7 @@ pub struct ApiServer {
     pub(crate) kinds: KindTable,
     pub(crate) config: Config,
     pub(crate) admission: Vec<Box<dyn crate::admission::Plugin>>,
+    pub(crate) caches: crate::cache::Caches,
 }
 
 impl ApiServer {
@@ -98,8 +102,9 @@ impl ApiServer {
         let server = Arc::new(ApiServer {
             store,
             kinds: KindTable::default(),
-            config,
             admission: crate::admission::chain(),
+            caches: crate::cache::Caches::new(config.watch_cache_events),
+            config,
         });
         server.ensure_system_namespaces().await?;
         Ok(server)
