@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod kinds;
 pub mod kubeconfig;
 pub mod list;
+pub mod list_items;
 pub mod namespaces;
 pub mod openapi;
 pub mod openapi_v2;

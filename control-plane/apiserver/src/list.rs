@@ -9,12 +9,12 @@ use http::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::body::{self, ApiBody};
+use crate::body::ApiBody;
+use crate::list_items::Items;
 use crate::rest::{self, Call};
 use crate::route::Target;
 use crate::selectors::{FieldSelector, LabelSelector, Selectors};
 use crate::status::{ApiError, ApiResult};
-use crate::table;
 
 /// The continue token's content, base64 JSON as upstream's.
 #[derive(Debug, Serialize, Deserialize)]
@@ -130,7 +130,7 @@ pub async fn serve(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
         }
     }
     let continued = start.is_some();
-    let mut items = Vec::new();
+    let mut items = Items::new(!call.table && !call.yaml);
     let mut next = None;
     let mut remaining_count = None;
     let from_cache = match cached(call, target, &prefix).await {
@@ -194,19 +194,7 @@ pub async fn serve(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
             metadata["remainingItemCount"] = json!(count);
         }
     }
-    if call.table {
-        return Ok(body::json_response(
-            200,
-            &table::of_objects(kind, &items, Some(metadata)),
-        ));
-    }
-    let list = json!({
-        "kind": kind.list_kind(),
-        "apiVersion": kind.api_version(),
-        "metadata": metadata,
-        "items": items,
-    });
-    Ok(body::object_response(200, &list, call.yaml))
+    Ok(items.respond(kind, metadata, call.table, call.yaml))
 }
 
 /// The objects under `prefix` from the kind's watch cache, for a first page at
@@ -240,7 +228,7 @@ fn page_of(
     objects: &[std::sync::Arc<capstan_store::KeyValue>],
     selectors: &Selectors,
     limit: usize,
-    items: &mut Vec<Value>,
+    items: &mut Items,
 ) -> ApiResult<(Option<String>, Option<usize>)> {
     for (i, kv) in objects.iter().enumerate() {
         let object = rest::decode(kv)?;
