@@ -15,6 +15,7 @@ use crate::{
     WatchStream, check_size,
 };
 
+mod checkpoint;
 mod read;
 mod schema;
 mod watch;
@@ -30,6 +31,7 @@ const WATCH_BUFFER: usize = 1024;
 pub struct SqliteStore {
     shared: Arc<Shared>,
     writer: Writer,
+    _checkpointer: checkpoint::Checkpointer,
 }
 
 /// What the store, its writer thread and its watches share.
@@ -87,6 +89,7 @@ impl SqliteStore {
         let path = path.into();
         let (conn, revision, compacted) = schema::open_writer(&path)?;
         tracing::info!(path = %path.display(), revision, compacted, "opened the store");
+        let checkpointer = checkpoint::Checkpointer::start(path.clone())?;
         let shared = Arc::new(Shared {
             readers: Readers::new(path),
             revision: AtomicI64::new(revision),
@@ -94,7 +97,11 @@ impl SqliteStore {
             events: Mutex::new(Some(broadcast::channel(WATCH_BUFFER).0)),
         });
         let writer = Writer::start(conn, revision, compacted, shared.clone())?;
-        Ok(SqliteStore { shared, writer })
+        Ok(SqliteStore {
+            shared,
+            writer,
+            _checkpointer: checkpointer,
+        })
     }
 
     /// The revision at and below which history has been compacted.
