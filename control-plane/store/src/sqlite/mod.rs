@@ -27,6 +27,9 @@ use writer::{Op, Outcome, Writer};
 /// Live events a watcher may fall behind by before it goes back to reading the table.
 const WATCH_BUFFER: usize = 1024;
 
+/// Revisions one compaction transaction forgets at most.
+const COMPACT_STEP: Revision = 500;
+
 /// A [`Store`] in one SQLite file.
 pub struct SqliteStore {
     shared: Arc<Shared>,
@@ -210,10 +213,24 @@ impl Store for SqliteStore {
 
     fn compact(&self, revision: Revision) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            match self.writer.submit(Op::Compact { revision }).await? {
-                Outcome::Compacted => Ok(()),
-                _ => Err(unexpected("compaction")),
+            // In steps, each its own transaction, so writes queued meanwhile go between them
+            // instead of waiting for the whole compaction. A refused one (already compacted,
+            // or in the future) is one step, refused as a whole.
+            let from = self.compacted();
+            let current = self.shared.revision.load(Ordering::Acquire);
+            let mut at = if revision > current || revision <= from {
+                revision - 1
+            } else {
+                from
+            };
+            while at < revision {
+                let step = (at + COMPACT_STEP).min(revision);
+                match self.writer.submit(Op::Compact { revision: step }).await? {
+                    Outcome::Compacted => at = step,
+                    _ => return Err(unexpected("compaction")),
+                }
             }
+            Ok(())
         })
     }
 }
