@@ -9,12 +9,12 @@ use http::Response;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::body::{self, ApiBody};
+use crate::body::ApiBody;
+use crate::list_items::Items;
 use crate::rest::{self, Call};
 use crate::route::Target;
 use crate::selectors::{FieldSelector, LabelSelector, Selectors};
 use crate::status::{ApiError, ApiResult};
-use crate::table;
 
 /// The continue token's content, base64 JSON as upstream's.
 #[derive(Debug, Serialize, Deserialize)]
@@ -138,10 +138,21 @@ pub async fn serve(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
         }
     }
     let continued = start.is_some();
-    let mut items = Vec::new();
+    let mut items = Items::new(!call.table && !call.yaml);
     let mut next = None;
     let mut remaining_count = None;
+    let from_cache = match cached(call, target, &prefix).await {
+        Some((objects, at)) => {
+            revision = Some(at);
+            (next, remaining_count) = page_of(&objects, &selectors, limit, &mut items)?;
+            true
+        }
+        None => false,
+    };
     loop {
+        if from_cache {
+            break;
+        }
         let wanted = if limit == 0 {
             None
         } else {
@@ -192,19 +203,55 @@ pub async fn serve(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
             metadata["remainingItemCount"] = json!(count);
         }
     }
-    if call.table {
-        return Ok(body::json_response(
-            200,
-            &table::of_objects(kind, &items, Some(metadata)),
-        ));
+    Ok(items.respond(kind, metadata, call.table, call.yaml))
+}
+
+/// The objects under `prefix` from the kind's watch cache, for a first page at
+/// `resourceVersion=0` (any recent state will do, as upstream serves it from its cache).
+async fn cached(
+    call: &Call<'_>,
+    target: &Target<'_>,
+    prefix: &str,
+) -> Option<(Vec<std::sync::Arc<capstan_store::KeyValue>>, i64)> {
+    let any = call.param("resourceVersion") == Some("0")
+        && call.param("continue").is_none_or(str::is_empty)
+        && matches!(
+            call.param("resourceVersionMatch"),
+            None | Some("") | Some("NotOlderThan")
+        );
+    if !any {
+        return None;
     }
-    let list = json!({
-        "kind": kind.list_kind(),
-        "apiVersion": kind.api_version(),
-        "metadata": metadata,
-        "items": items,
-    });
-    Ok(body::object_response(200, &list, call.yaml))
+    let cacher = call
+        .server
+        .caches
+        .ready(&call.server.store, &target.kind.prefix())
+        .await?;
+    let (objects, revision, _) = cacher.snapshot(prefix, false)?;
+    Some((objects, revision))
+}
+
+/// Fills `items` with the first `limit` (0: all) of `objects` the selectors pick; the key to
+/// continue after and, without selectors, how many keys follow it.
+fn page_of(
+    objects: &[std::sync::Arc<capstan_store::KeyValue>],
+    selectors: &Selectors,
+    limit: usize,
+    items: &mut Items,
+) -> ApiResult<(Option<String>, Option<usize>)> {
+    for (i, kv) in objects.iter().enumerate() {
+        let object = rest::decode(kv)?;
+        if !selectors.matches(&object) {
+            continue;
+        }
+        items.push(object);
+        let rest = objects.len() - i - 1;
+        if limit > 0 && items.len() >= limit && rest > 0 {
+            let count = selectors.is_empty().then_some(rest);
+            return Ok((Some(kv.key.clone()), count));
+        }
+    }
+    Ok((None, None))
 }
 
 /// Every object the request's selectors pick, at the latest revision, and that revision.

@@ -84,6 +84,8 @@ pub struct Config {
     pub authorization_modes: Vec<crate::authz::Mode>,
     /// The token authenticators TokenReview runs (`None`: TokenReview says it has none).
     pub token_authenticator: Option<Arc<crate::authn::Authenticator>>,
+    /// Recent events the watch cache keeps per kind for watches from a recent resourceVersion.
+    pub watch_cache_events: usize,
 }
 
 impl Default for Config {
@@ -95,6 +97,7 @@ impl Default for Config {
             service_account_tokens: None,
             authorization_modes: vec![crate::authz::Mode::Rbac],
             token_authenticator: None,
+            watch_cache_events: 4096,
         }
     }
 }
@@ -112,6 +115,7 @@ pub struct ApiServer {
     pub(crate) authorizer: crate::authz::Authorizer,
     /// The served kinds with those CustomResourceDefinitions add.
     pub(crate) crds: Arc<crate::crd::Registry>,
+    pub(crate) caches: crate::cache::Caches,
 }
 
 impl ApiServer {
@@ -127,10 +131,11 @@ impl ApiServer {
         let server = Arc::new(ApiServer {
             store,
             kinds,
-            config,
             admission: crate::admission::chain(),
             authorizer,
             crds,
+            caches: crate::cache::Caches::new(config.watch_cache_events),
+            config,
         });
         let revision = server
             .crds

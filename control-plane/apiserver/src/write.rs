@@ -193,7 +193,11 @@ pub async fn patch(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
         )?;
         crate::crd::strict(kind, &patched, call.param("fieldValidation"))?;
         let mut warnings = warnings;
-        warnings.extend(crate::crd::warnings(kind, &patched, call.param("fieldValidation")));
+        warnings.extend(crate::crd::warnings(
+            kind,
+            &patched,
+            call.param("fieldValidation"),
+        ));
         if meta_str(&patched, "name") != Some(name) {
             return Err(ApiError::bad_request(
                 "metadata.name: the name of an object cannot be changed by a patch",

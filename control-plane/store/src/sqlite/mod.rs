@@ -15,6 +15,7 @@ use crate::{
     WatchStream, check_size,
 };
 
+mod checkpoint;
 mod read;
 mod schema;
 mod watch;
@@ -26,10 +27,14 @@ use writer::{Op, Outcome, Writer};
 /// Live events a watcher may fall behind by before it goes back to reading the table.
 const WATCH_BUFFER: usize = 1024;
 
+/// Revisions one compaction transaction forgets at most.
+const COMPACT_STEP: Revision = 500;
+
 /// A [`Store`] in one SQLite file.
 pub struct SqliteStore {
     shared: Arc<Shared>,
     writer: Writer,
+    _checkpointer: checkpoint::Checkpointer,
 }
 
 /// What the store, its writer thread and its watches share.
@@ -87,6 +92,7 @@ impl SqliteStore {
         let path = path.into();
         let (conn, revision, compacted) = schema::open_writer(&path)?;
         tracing::info!(path = %path.display(), revision, compacted, "opened the store");
+        let checkpointer = checkpoint::Checkpointer::start(path.clone())?;
         let shared = Arc::new(Shared {
             readers: Readers::new(path),
             revision: AtomicI64::new(revision),
@@ -94,7 +100,11 @@ impl SqliteStore {
             events: Mutex::new(Some(broadcast::channel(WATCH_BUFFER).0)),
         });
         let writer = Writer::start(conn, revision, compacted, shared.clone())?;
-        Ok(SqliteStore { shared, writer })
+        Ok(SqliteStore {
+            shared,
+            writer,
+            _checkpointer: checkpointer,
+        })
     }
 
     /// The revision at and below which history has been compacted.
@@ -203,10 +213,24 @@ impl Store for SqliteStore {
 
     fn compact(&self, revision: Revision) -> BoxFuture<'_, Result<()>> {
         Box::pin(async move {
-            match self.writer.submit(Op::Compact { revision }).await? {
-                Outcome::Compacted => Ok(()),
-                _ => Err(unexpected("compaction")),
+            // In steps, each its own transaction, so writes queued meanwhile go between them
+            // instead of waiting for the whole compaction. A refused one (already compacted,
+            // or in the future) is one step, refused as a whole.
+            let from = self.compacted();
+            let current = self.shared.revision.load(Ordering::Acquire);
+            let mut at = if revision > current || revision <= from {
+                revision - 1
+            } else {
+                from
+            };
+            while at < revision {
+                let step = (at + COMPACT_STEP).min(revision);
+                match self.writer.submit(Op::Compact { revision: step }).await? {
+                    Outcome::Compacted => at = step,
+                    _ => return Err(unexpected("compaction")),
+                }
             }
+            Ok(())
         })
     }
 }

@@ -60,6 +60,13 @@ pub(super) fn open_writer(path: &Path) -> Result<(Connection, Revision, Revision
     }
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(db_error("set synchronous = FULL"))?;
+    // Checkpoints are the checkpoint thread's job (see checkpoint.rs); this is a backstop.
+    conn.pragma_update(
+        None,
+        "wal_autocheckpoint",
+        super::checkpoint::WRITER_AUTOCHECKPOINT,
+    )
+    .map_err(db_error("set wal_autocheckpoint"))?;
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |row| row.get(0))
         .map_err(db_error("read the schema version"))?;

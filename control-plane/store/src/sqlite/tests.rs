@@ -159,3 +159,66 @@ async fn a_watch_that_falls_behind_catches_up_from_the_table() {
         .collect();
     assert_eq!(seen, (1..=total).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_in_steps_keeps_what_each_key_held_and_forgets_the_rest() {
+    let dir = temp_dir();
+    let store = SqliteStore::open_in(dir.path()).unwrap();
+    // An object compacted once and changed after, one never changed, and many writes, so the
+    // compaction spans several steps.
+    let old = store.create("/k/old", b"0".to_vec()).await.unwrap();
+    store.create("/k/still", b"s".to_vec()).await.unwrap();
+    store.compact(old.mod_revision + 1).await.unwrap();
+    let mut last = store
+        .update("/k/old", b"1".to_vec(), old.mod_revision)
+        .await
+        .unwrap();
+    for i in 0..1200 {
+        store
+            .create(&format!("/many/{i}"), vec![b'x'; 16])
+            .await
+            .unwrap();
+        if i == 600 {
+            last = store
+                .update("/k/old", b"2".to_vec(), last.mod_revision)
+                .await
+                .unwrap();
+            store.delete("/many/0", None).await.unwrap();
+        }
+    }
+    let target = store.revision().await.unwrap() - 10;
+    store.compact(target).await.unwrap();
+    assert_eq!(store.compacted(), target);
+    let at = |revision| ListOptions {
+        revision: Some(revision),
+        ..ListOptions::default()
+    };
+    let keys = store.list("/k/", at(target)).await.unwrap();
+    let values: Vec<&[u8]> = keys.items.iter().map(|kv| kv.value.as_slice()).collect();
+    assert_eq!(values, [b"2".as_slice(), b"s"]);
+    let many = store.list("/many/", at(target)).await.unwrap();
+    assert_eq!(many.items.len(), 1200 - 10 - 1, "the deleted one is gone");
+    assert!(matches!(
+        store.list("/k/", at(target - 1)).await,
+        Err(StoreError::Compacted { .. })
+    ));
+    let rows: i64 = store
+        .read(|conn| {
+            conn.query_row(
+                "SELECT COUNT(*) FROM log WHERE key = ?1",
+                [b"/k/old".as_slice()],
+                |r| r.get(0),
+            )
+            .map_err(super::schema::db_error("count"))
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        rows, 1,
+        "only the row in force at the compaction point is kept"
+    );
+    assert!(matches!(
+        store.compact(target).await,
+        Err(StoreError::Compacted { .. })
+    ));
+}

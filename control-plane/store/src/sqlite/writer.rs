@@ -322,12 +322,16 @@ fn apply(tx: &Transaction<'_>, op: &Op, pending: &mut Pending) -> Result<Result<
             }
             // Keeps, of each key, the row in force at the compaction point (reads at that
             // revision and the `prev` of later events need it) unless that row is a deletion.
+            // Only keys written since the last compaction can have such rows: the others'
+            // were removed then, so the rest of the log (every untouched object) is not read.
             let removed = tx
                 .execute(
-                    "DELETE FROM log WHERE revision <= ?1 AND (deleted = 1 OR revision < \
+                    "DELETE FROM log WHERE revision <= ?1 \
+                     AND key IN (SELECT key FROM log WHERE revision > ?2 AND revision <= ?1) \
+                     AND (deleted = 1 OR revision < \
                      (SELECT MAX(newer.revision) FROM log AS newer \
                       WHERE newer.key = log.key AND newer.revision <= ?1))",
-                    [*revision],
+                    [*revision, pending.compacted],
                 )
                 .map_err(db_error("compact the log"))?;
             tracing::debug!(revision, removed, "compacted the store's history");
