@@ -24,10 +24,13 @@ pub mod secure;
 pub mod selectors;
 pub mod server;
 pub mod status;
+pub mod strategies;
 pub mod strategy;
+pub mod subresources;
 pub mod table;
 pub mod tls;
 pub mod validation;
+pub mod warnings;
 pub mod watch;
 pub mod write;
 

@@ -14,7 +14,7 @@ use crate::kinds::Kind;
 use crate::route::{self, Target};
 use crate::server::{ApiServer, RequestUser};
 use crate::status::{ApiError, ApiResult};
-use crate::{delete, list, table, watch, write};
+use crate::{delete, list, subresources, table, watch, write};
 
 pub use crate::write::create_object;
 
@@ -90,7 +90,7 @@ pub async fn serve(
         body,
     };
     let kind = target.kind;
-    match (
+    let answer = match (
         &parts.method,
         target.name.as_deref(),
         target.subresource.as_deref(),
@@ -104,9 +104,10 @@ pub async fn serve(
             write::create(&call, &target).await
         }
         (&Method::DELETE, None, _) => delete::collection(&call, &target).await,
-        (_, Some(_), Some(sub)) if sub != "status" || !kind.status_subresource => {
-            Err(ApiError::path_not_found())
+        (method, Some(_), Some(sub)) if sub != "status" => {
+            subresources::serve(&call, &target, method).await
         }
+        (_, Some(_), Some(_)) if !kind.status_subresource => Err(ApiError::path_not_found()),
         (&Method::GET, Some(name), _) => {
             let (object, _) = get_object(server, kind, target.namespace.as_deref(), name).await?;
             Ok(call.object(200, kind, &object))
@@ -115,7 +116,8 @@ pub async fn serve(
         (&Method::PATCH, Some(_), _) => write::patch(&call, &target).await,
         (&Method::DELETE, Some(_), None) => delete::object(&call, &target).await,
         (method, _, _) => Err(ApiError::method_not_allowed(method.as_str())),
-    }
+    };
+    answer.map(|response| crate::warnings::add(kind, &parts.method, response))
 }
 
 /// Reads one object, with its resourceVersion, and the revision it was last changed at.

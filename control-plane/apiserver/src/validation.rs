@@ -118,7 +118,7 @@ pub fn check_metadata(kind: &Kind, object: &Value) -> Vec<Cause> {
 pub fn check_kind(kind: &Kind, object: &Value) -> Vec<Cause> {
     match (kind.group, kind.kind) {
         ("", "Pod") => check_pod_spec(object.get("spec"), "spec"),
-        _ => Vec::new(),
+        _ => crate::strategies::check(kind, object),
     }
 }
 

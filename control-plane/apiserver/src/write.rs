@@ -72,6 +72,7 @@ pub async fn create_object(
     };
     admission::mutate(&server.admission, &attributes, Some(&mut object)).await?;
     strategy::prepare_create(kind, &mut object, namespace);
+    crate::strategies::prepare_create(kind, &mut object, user);
     let name = meta_str(&object, "name").unwrap_or("").to_string();
     strategy::validate(kind, &object)?;
     let attributes = admission::Attributes {

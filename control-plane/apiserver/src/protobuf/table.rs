@@ -27,6 +27,11 @@ pub const KINDS: &[(&str, &str, &str)] = &[
         "ClusterRoleBinding",
         "ClusterRoleBinding",
     ),
+    (
+        "certificates.k8s.io/v1",
+        "CertificateSigningRequest",
+        "CertificateSigningRequest",
+    ),
 ];
 
 const META: super::schema::Field = f(1, "metadata", Msg("ObjectMeta"));
@@ -566,6 +571,46 @@ pub const MESSAGES: &[Message] = &[
     m(
         "RoleRef",
         &[f(1, "apiGroup", Str), f(2, "kind", Str), f(3, "name", Str)],
+    ),
+    // k8s.io/api/certificates/v1 (kubectl certificate approve|deny sends the CSR back).
+    m(
+        "CertificateSigningRequest",
+        &[
+            META,
+            f(2, "spec", Msg("CertificateSigningRequestSpec")),
+            f(3, "status", Msg("CertificateSigningRequestStatus")),
+        ],
+    ),
+    m(
+        "CertificateSigningRequestSpec",
+        &[
+            f(1, "request", Bytes),
+            f(7, "signerName", Str),
+            k(8, "expirationSeconds", I32),
+            r(5, "usages", Str),
+            f(2, "username", Str),
+            f(3, "uid", Str),
+            r(4, "groups", Str),
+            f(6, "extra", Opaque),
+        ],
+    ),
+    m(
+        "CertificateSigningRequestStatus",
+        &[
+            r(1, "conditions", Msg("CertificateSigningRequestCondition")),
+            f(2, "certificate", Bytes),
+        ],
+    ),
+    m(
+        "CertificateSigningRequestCondition",
+        &[
+            f(1, "type", Str),
+            f(6, "status", Str),
+            f(2, "reason", Str),
+            f(3, "message", Str),
+            f(4, "lastUpdateTime", Time),
+            f(5, "lastTransitionTime", Time),
+        ],
     ),
 ];
 

@@ -1,0 +1,655 @@
+//! The API surface beyond the core set: every kind in discovery as kubectl lists it, the
+//! subresources (scale, binding, eviction, ephemeral containers, approval, the node-streaming
+//! ones), with kubectl 1.33 and 1.27 where a kubectl command drives them.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::process::Command;
+
+const KUBECTL_133: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
+const KUBECTL_127: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
+
+/// Runs kubectl against `server` with a throwaway home; returns (success, stdout, stderr).
+async fn kubectl(binary: &str, server: &str, args: &[&str]) -> (bool, String, String) {
+    let Ok(home) = tempfile::tempdir() else {
+        panic!("no tempdir")
+    };
+    let mut command = Command::new(binary);
+    command
+        .arg("--server")
+        .arg(server)
+        .arg("--cache-dir")
+        .arg(home.path().join("cache"))
+        .args(args)
+        .env("HOME", home.path())
+        .env("KUBECONFIG", home.path().join("none"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let Ok(child) = command.spawn() else {
+        panic!("cannot run {binary}")
+    };
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await;
+    let Ok(Ok(output)) = output else {
+        panic!("kubectl {args:?} did not finish")
+    };
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn ok(binary: &str, server: &str, args: &[&str]) -> String {
+    let (success, out, err) = kubectl(binary, server, args).await;
+    assert!(success, "kubectl {args:?} failed: {out}{err}");
+    out
+}
+
+async fn fails(binary: &str, server: &str, args: &[&str]) -> String {
+    let (success, out, err) = kubectl(binary, server, args).await;
+    assert!(!success, "kubectl {args:?} should fail: {out}");
+    err
+}
+
+/// Upstream's `kubectl api-resources` rows (v1.33): name, short names, apiVersion,
+/// namespaced, kind.
+const UPSTREAM: &[(&str, &str, &str, bool, &str)] = &[
+    ("configmaps", "cm", "v1", true, "ConfigMap"),
+    ("endpoints", "ep", "v1", true, "Endpoints"),
+    ("events", "ev", "v1", true, "Event"),
+    ("limitranges", "limits", "v1", true, "LimitRange"),
+    ("namespaces", "ns", "v1", false, "Namespace"),
+    ("nodes", "no", "v1", false, "Node"),
+    (
+        "persistentvolumeclaims",
+        "pvc",
+        "v1",
+        true,
+        "PersistentVolumeClaim",
+    ),
+    ("persistentvolumes", "pv", "v1", false, "PersistentVolume"),
+    ("pods", "po", "v1", true, "Pod"),
+    ("podtemplates", "", "v1", true, "PodTemplate"),
+    (
+        "replicationcontrollers",
+        "rc",
+        "v1",
+        true,
+        "ReplicationController",
+    ),
+    ("resourcequotas", "quota", "v1", true, "ResourceQuota"),
+    ("secrets", "", "v1", true, "Secret"),
+    ("serviceaccounts", "sa", "v1", true, "ServiceAccount"),
+    ("services", "svc", "v1", true, "Service"),
+    (
+        "mutatingwebhookconfigurations",
+        "",
+        "admissionregistration.k8s.io/v1",
+        false,
+        "MutatingWebhookConfiguration",
+    ),
+    (
+        "validatingadmissionpolicies",
+        "",
+        "admissionregistration.k8s.io/v1",
+        false,
+        "ValidatingAdmissionPolicy",
+    ),
+    (
+        "validatingadmissionpolicybindings",
+        "",
+        "admissionregistration.k8s.io/v1",
+        false,
+        "ValidatingAdmissionPolicyBinding",
+    ),
+    (
+        "validatingwebhookconfigurations",
+        "",
+        "admissionregistration.k8s.io/v1",
+        false,
+        "ValidatingWebhookConfiguration",
+    ),
+    (
+        "controllerrevisions",
+        "",
+        "apps/v1",
+        true,
+        "ControllerRevision",
+    ),
+    ("daemonsets", "ds", "apps/v1", true, "DaemonSet"),
+    ("deployments", "deploy", "apps/v1", true, "Deployment"),
+    ("replicasets", "rs", "apps/v1", true, "ReplicaSet"),
+    ("statefulsets", "sts", "apps/v1", true, "StatefulSet"),
+    (
+        "horizontalpodautoscalers",
+        "hpa",
+        "autoscaling/v2",
+        true,
+        "HorizontalPodAutoscaler",
+    ),
+    ("cronjobs", "cj", "batch/v1", true, "CronJob"),
+    ("jobs", "", "batch/v1", true, "Job"),
+    (
+        "certificatesigningrequests",
+        "csr",
+        "certificates.k8s.io/v1",
+        false,
+        "CertificateSigningRequest",
+    ),
+    ("leases", "", "coordination.k8s.io/v1", true, "Lease"),
+    (
+        "endpointslices",
+        "",
+        "discovery.k8s.io/v1",
+        true,
+        "EndpointSlice",
+    ),
+    ("events", "ev", "events.k8s.io/v1", true, "Event"),
+    (
+        "ingressclasses",
+        "",
+        "networking.k8s.io/v1",
+        false,
+        "IngressClass",
+    ),
+    ("ingresses", "ing", "networking.k8s.io/v1", true, "Ingress"),
+    (
+        "ipaddresses",
+        "ip",
+        "networking.k8s.io/v1",
+        false,
+        "IPAddress",
+    ),
+    (
+        "networkpolicies",
+        "netpol",
+        "networking.k8s.io/v1",
+        true,
+        "NetworkPolicy",
+    ),
+    (
+        "servicecidrs",
+        "",
+        "networking.k8s.io/v1",
+        false,
+        "ServiceCIDR",
+    ),
+    (
+        "runtimeclasses",
+        "",
+        "node.k8s.io/v1",
+        false,
+        "RuntimeClass",
+    ),
+    (
+        "poddisruptionbudgets",
+        "pdb",
+        "policy/v1",
+        true,
+        "PodDisruptionBudget",
+    ),
+    (
+        "priorityclasses",
+        "pc",
+        "scheduling.k8s.io/v1",
+        false,
+        "PriorityClass",
+    ),
+    ("csidrivers", "", "storage.k8s.io/v1", false, "CSIDriver"),
+    ("csinodes", "", "storage.k8s.io/v1", false, "CSINode"),
+    (
+        "csistoragecapacities",
+        "",
+        "storage.k8s.io/v1",
+        true,
+        "CSIStorageCapacity",
+    ),
+    (
+        "storageclasses",
+        "sc",
+        "storage.k8s.io/v1",
+        false,
+        "StorageClass",
+    ),
+    (
+        "volumeattachments",
+        "",
+        "storage.k8s.io/v1",
+        false,
+        "VolumeAttachment",
+    ),
+];
+
+async fn api_resources(k: &str) {
+    let (server, _) = common::server().await;
+    let url = common::listen(server).await;
+    let out = ok(k, &url, &["api-resources", "--no-headers"]).await;
+    let rows: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    for (name, short, version, namespaced, kind) in UPSTREAM {
+        let mut expected: Vec<String> = vec![name.to_string()];
+        if !short.is_empty() {
+            expected.push(short.to_string());
+        }
+        expected.extend([
+            version.to_string(),
+            namespaced.to_string(),
+            kind.to_string(),
+        ]);
+        assert!(
+            rows.iter().any(|r| *r == expected),
+            "{expected:?} not in\n{out}"
+        );
+    }
+    let wide = ok(k, &url, &["api-resources", "-o", "wide", "--no-headers"]).await;
+    let pods = wide.lines().find(|l| l.starts_with("pods ")).unwrap_or("");
+    assert!(
+        pods.contains("create,delete,deletecollection,get,list,patch,update,watch")
+            && pods.contains("all"),
+        "{wide}"
+    );
+    let webhooks = wide
+        .lines()
+        .find(|l| l.starts_with("validatingwebhookconfigurations "))
+        .unwrap_or("");
+    assert!(webhooks.contains("api-extensions"), "{wide}");
+    let workloads = ok(
+        k,
+        &url,
+        &["api-resources", "--categories=all", "-o", "name"],
+    )
+    .await;
+    for name in [
+        "cronjobs.batch",
+        "replicationcontrollers",
+        "horizontalpodautoscalers.autoscaling",
+    ] {
+        assert!(workloads.lines().any(|l| l == name), "{workloads}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_resources_match_upstream_1_33() {
+    api_resources(KUBECTL_133).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn api_resources_match_upstream_1_27() {
+    api_resources(KUBECTL_127).await;
+}
+
+#[tokio::test]
+async fn discovery_lists_subresources_with_their_kinds() {
+    let (server, _) = common::server().await;
+    let (_, core) = common::json(&server, "GET", "/api/v1", &Value::Null).await;
+    let names: Vec<&str> = core["resources"]
+        .as_array()
+        .map(|r| r.iter().filter_map(|r| r["name"].as_str()).collect())
+        .unwrap_or_default();
+    for sub in [
+        "pods/binding",
+        "pods/eviction",
+        "pods/log",
+        "pods/exec",
+        "pods/ephemeralcontainers",
+        "namespaces/finalize",
+        "nodes/proxy",
+        "replicationcontrollers/scale",
+    ] {
+        assert!(names.contains(&sub), "{sub} missing: {names:?}");
+    }
+    let (_, apps) = common::json(&server, "GET", "/apis/apps/v1", &Value::Null).await;
+    let scale = apps["resources"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["name"] == "deployments/scale"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    assert_eq!(
+        (&scale["group"], &scale["version"], &scale["kind"]),
+        (&json!("autoscaling"), &json!("v1"), &json!("Scale"))
+    );
+}
+
+const DEPLOYMENT: &str = r#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"web"},
+ "spec":{"replicas":1,"selector":{"matchLabels":{"app":"web"}},
+ "template":{"metadata":{"labels":{"app":"web"}},"spec":{"containers":[{"name":"c","image":"nginx"}]}}}}"#;
+
+async fn scale_with(k: &str) {
+    let (server, _) = common::server().await;
+    let (code, _) = common::call(
+        &server,
+        "POST",
+        "/apis/apps/v1/namespaces/default/deployments",
+        "application/json",
+        DEPLOYMENT,
+    )
+    .await;
+    assert_eq!(code, 201);
+    let url = common::listen(server.clone()).await;
+    let out = ok(k, &url, &["scale", "deployment", "web", "--replicas=3"]).await;
+    assert!(out.contains("deployment.apps/web scaled"), "{out}");
+    let (_, deploy) = common::json(
+        &server,
+        "GET",
+        "/apis/apps/v1/namespaces/default/deployments/web",
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(deploy["spec"]["replicas"], 3);
+    assert_eq!(
+        deploy["metadata"]["generation"], 2,
+        "scaling is a spec change"
+    );
+    let (_, scale) = common::json(
+        &server,
+        "GET",
+        "/apis/apps/v1/namespaces/default/deployments/web/scale",
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(scale["kind"], "Scale");
+    assert_eq!(scale["apiVersion"], "autoscaling/v1");
+    assert_eq!(scale["spec"]["replicas"], 3);
+    assert_eq!(scale["status"]["selector"], "app=web");
+    let (code, bad) = common::json(
+        &server,
+        "PUT",
+        "/apis/apps/v1/namespaces/default/deployments/web/scale",
+        &json!({"kind": "Scale", "apiVersion": "autoscaling/v1", "metadata": {"name": "web"}, "spec": {"replicas": -1}}),
+    )
+    .await;
+    assert_eq!(code, 422, "{bad}");
+    assert_eq!(bad["details"]["causes"][0]["field"], "spec.replicas");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_1_33_scales_a_deployment() {
+    scale_with(KUBECTL_133).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_1_27_scales_a_deployment() {
+    scale_with(KUBECTL_127).await;
+}
+
+/// A CSR body: the request is any PEM CERTIFICATE REQUEST block (nobody signs it here).
+fn csr(name: &str) -> Value {
+    use base64::Engine;
+    let pem = "-----BEGIN CERTIFICATE REQUEST-----\nMIIBAA==\n-----END CERTIFICATE REQUEST-----\n";
+    let request = base64::engine::general_purpose::STANDARD.encode(pem);
+    json!({
+        "apiVersion": "certificates.k8s.io/v1",
+        "kind": "CertificateSigningRequest",
+        "metadata": {"name": name},
+        "spec": {"request": request, "signerName": "kubernetes.io/kube-apiserver-client", "usages": ["client auth"]},
+    })
+}
+
+async fn approve_with(k: &str) {
+    let (server, _) = common::server().await;
+    for name in ["alice", "bob"] {
+        let (code, body) = common::json(
+            &server,
+            "POST",
+            "/apis/certificates.k8s.io/v1/certificatesigningrequests",
+            &csr(name),
+        )
+        .await;
+        assert_eq!(code, 201, "{body}");
+        assert_eq!(body["spec"]["username"], "system:admin", "{body}");
+    }
+    let url = common::listen(server.clone()).await;
+    let out = ok(k, &url, &["certificate", "approve", "alice"]).await;
+    assert!(out.contains("approved"), "{out}");
+    let out = ok(k, &url, &["certificate", "deny", "bob"]).await;
+    assert!(out.contains("denied"), "{out}");
+    let path = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+    let (_, alice) = common::json(&server, "GET", &format!("{path}/alice"), &Value::Null).await;
+    assert_eq!(alice["status"]["conditions"][0]["type"], "Approved");
+    assert_eq!(alice["status"]["conditions"][0]["reason"], "KubectlApprove");
+    let (_, bob) = common::json(&server, "GET", &format!("{path}/bob"), &Value::Null).await;
+    assert_eq!(bob["status"]["conditions"][0]["type"], "Denied");
+    // Approved and Denied together are refused, as upstream.
+    let mut both = alice.clone();
+    if let Some(conditions) = both["status"]["conditions"].as_array_mut() {
+        conditions.push(json!({"type": "Denied", "status": "True"}));
+    }
+    let (code, error) =
+        common::json(&server, "PUT", &format!("{path}/alice/approval"), &both).await;
+    assert_eq!(code, 422, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("Approved and Denied conditions are mutually exclusive")),
+        "{error}"
+    );
+    let conditions = ok(
+        k,
+        &url,
+        &[
+            "get",
+            "csr",
+            "-o",
+            "jsonpath={.items[*].status.conditions[0].type}",
+        ],
+    )
+    .await;
+    assert_eq!(conditions, "Approved Denied");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_1_33_approves_and_denies_csrs() {
+    approve_with(KUBECTL_133).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_1_27_approves_and_denies_csrs() {
+    approve_with(KUBECTL_127).await;
+}
+
+const POD: &str = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"web","labels":{"app":"web"}},
+ "spec":{"containers":[{"name":"c","image":"nginx"}]}}"#;
+
+const PODS: &str = "/api/v1/namespaces/default/pods";
+
+async fn make_pod(server: &capstan_apiserver::ApiServer, name: &str) {
+    let body = POD.replace("\"web\",\"labels\"", &format!("\"{name}\",\"labels\""));
+    let (code, created) = common::call(server, "POST", PODS, "application/json", &body).await;
+    assert_eq!(code, 201, "{created}");
+}
+
+async fn set_phase(server: &capstan_apiserver::ApiServer, name: &str, phase: &str) {
+    let (code, body) = common::call(
+        server,
+        "PATCH",
+        &format!("{PODS}/{name}/status"),
+        "application/merge-patch+json",
+        &json!({"status": {"phase": phase}}).to_string(),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+}
+
+#[tokio::test]
+async fn binding_sets_the_node_once() {
+    let (server, _) = common::server().await;
+    make_pod(&server, "web").await;
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "web"}, "target": {"kind": "Node", "name": "n1"}});
+    let (code, body) =
+        common::json(&server, "POST", &format!("{PODS}/web/binding"), &binding).await;
+    assert_eq!((code, &body["status"]), (201, &json!("Success")), "{body}");
+    let (_, pod) = common::json(&server, "GET", &format!("{PODS}/web"), &Value::Null).await;
+    assert_eq!(pod["spec"]["nodeName"], "n1");
+    assert_eq!(pod["status"]["conditions"][0]["type"], "PodScheduled");
+    let mut again = binding.clone();
+    again["target"]["name"] = json!("n2");
+    let (code, body) = common::json(&server, "POST", &format!("{PODS}/web/binding"), &again).await;
+    assert_eq!(code, 409, "{body}");
+    assert_eq!(
+        body["message"],
+        "Operation cannot be fulfilled on pods/binding \"web\": pod web is already assigned to node \"n1\""
+    );
+    let mut unnamed = binding.clone();
+    unnamed["target"] = json!({"kind": "Node"});
+    let (code, body) =
+        common::json(&server, "POST", &format!("{PODS}/web/binding"), &unnamed).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["details"]["causes"][0]["field"], "target.name");
+}
+
+#[tokio::test]
+async fn eviction_honours_the_disruption_budget() {
+    let (server, _) = common::server().await;
+    make_pod(&server, "web").await;
+    set_phase(&server, "web", "Running").await;
+    let pdbs = "/apis/policy/v1/namespaces/default/poddisruptionbudgets";
+    let pdb = json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "budget"},
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}});
+    let (code, body) = common::json(&server, "POST", pdbs, &pdb).await;
+    assert_eq!(code, 201, "{body}");
+    let status = |allowed: i64| json!({"status": {"observedGeneration": 1, "disruptionsAllowed": allowed, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1}});
+    let patch_status = |allowed: i64| {
+        let server = server.clone();
+        async move {
+            let (code, body) = common::call(
+                &server,
+                "PATCH",
+                &format!("{pdbs}/budget/status"),
+                "application/merge-patch+json",
+                &status(allowed).to_string(),
+            )
+            .await;
+            assert_eq!(code, 200, "{body}");
+        }
+    };
+    patch_status(0).await;
+    let eviction = json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": "web", "namespace": "default"}});
+    let (code, body) =
+        common::json(&server, "POST", &format!("{PODS}/web/eviction"), &eviction).await;
+    assert_eq!(code, 429, "{body}");
+    assert_eq!(body["reason"], "TooManyRequests");
+    assert_eq!(
+        body["message"],
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    );
+    assert_eq!(
+        body["details"]["causes"][0]["message"],
+        "The disruption budget budget needs 1 healthy pods and has 1 currently"
+    );
+    let (code, _) = common::json(&server, "GET", &format!("{PODS}/web"), &Value::Null).await;
+    assert_eq!(code, 200, "a refused eviction leaves the pod");
+
+    patch_status(1).await;
+    let (code, body) =
+        common::json(&server, "POST", &format!("{PODS}/web/eviction"), &eviction).await;
+    assert_eq!(code, 201, "{body}");
+    let (code, _) = common::json(&server, "GET", &format!("{PODS}/web"), &Value::Null).await;
+    assert_eq!(code, 404, "the evicted pod is deleted");
+    let (_, budget) = common::json(&server, "GET", &format!("{pdbs}/budget"), &Value::Null).await;
+    assert_eq!(budget["status"]["disruptionsAllowed"], 0);
+    assert!(
+        budget["status"]["disruptedPods"]["web"].is_string(),
+        "{budget}"
+    );
+
+    // Pending pods are not protected, as upstream.
+    make_pod(&server, "pending").await;
+    let mut eviction = eviction;
+    eviction["metadata"]["name"] = json!("pending");
+    let (code, body) = common::json(
+        &server,
+        "POST",
+        &format!("{PODS}/pending/eviction"),
+        &eviction,
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+}
+
+#[tokio::test]
+async fn ephemeral_containers_change_only_through_their_subresource() {
+    let (server, _) = common::server().await;
+    make_pod(&server, "web").await;
+    let path = format!("{PODS}/web/ephemeralcontainers");
+    let patch = json!({"spec": {"ephemeralContainers": [{"name": "debug", "image": "busybox", "targetContainerName": "c"}]}});
+    let (code, body) = common::call(
+        &server,
+        "PATCH",
+        &path,
+        "application/strategic-merge-patch+json",
+        &patch.to_string(),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["spec"]["ephemeralContainers"][0]["name"], "debug");
+    let (code, body) = common::call(
+        &server,
+        "PATCH",
+        &path,
+        "application/merge-patch+json",
+        &json!({"spec": {"ephemeralContainers": []}}).to_string(),
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("may not be removed")),
+        "{body}"
+    );
+    let (code, body) = common::call(&server, "PATCH", &path, "application/merge-patch+json", &json!({"spec": {"ephemeralContainers": [{"name": "debug", "image": "busybox", "targetContainerName": "c"}, {"name": "c", "image": "x"}]}}).to_string()).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(
+        body["details"]["causes"][0]["reason"],
+        "FieldValueDuplicate"
+    );
+}
+
+async fn streaming_errors_with(k: &str) {
+    let (server, _) = common::server().await;
+    make_pod(&server, "web").await;
+    let url = common::listen(server.clone()).await;
+    let err = fails(k, &url, &["logs", "web"]).await;
+    assert!(
+        err.contains("pod web does not have a host assigned"),
+        "{err}"
+    );
+    let binding = json!({"metadata": {"name": "web"}, "target": {"kind": "Node", "name": "n1"}});
+    let (code, _) = common::json(&server, "POST", &format!("{PODS}/web/binding"), &binding).await;
+    assert_eq!(code, 201);
+    set_phase(&server, "web", "Running").await;
+    let err = fails(k, &url, &["logs", "web"]).await;
+    assert!(
+        err.contains("no kubelet endpoint is known for node \"n1\"")
+            && err.contains("not implemented"),
+        "{err}"
+    );
+    let err = fails(k, &url, &["exec", "web", "--", "true"]).await;
+    assert!(
+        err.contains("no kubelet endpoint is known for node \"n1\""),
+        "{err}"
+    );
+    let err = fails(k, &url, &["logs", "web", "-c", "nope"]).await;
+    assert!(
+        err.contains("container nope is not valid for pod web"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_1_33_logs_and_exec_say_no_kubelet_endpoint() {
+    streaming_errors_with(KUBECTL_133).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_1_27_logs_and_exec_say_no_kubelet_endpoint() {
+    streaming_errors_with(KUBECTL_127).await;
+}
