@@ -111,7 +111,11 @@ pub async fn run(
     }
 
     let store = open_store(&options).await?;
-    let server = ApiServer::new(Arc::clone(&store), Config::default())
+    let config = Config {
+        service_cluster_ip_range: options.service_cluster_ip_range,
+        ..Config::default()
+    };
+    let server = ApiServer::new(Arc::clone(&store), config)
         .await
         .map_err(|e| RunError::Api(e.message.clone()))?;
     let compactor = capstan_store::compactor::spawn(Arc::clone(&store), Default::default());

@@ -67,6 +67,10 @@ pub struct Config {
     pub default_watch_timeout: Duration,
     /// The `gitVersion` `/version` reports.
     pub git_version: String,
+    /// `--service-cluster-ip-range`: where Services' ClusterIPs are allocated.
+    pub service_cluster_ip_range: ipnet::IpNet,
+    /// `--service-node-port-range`: where Services' nodePorts are allocated.
+    pub service_node_port_range: std::ops::RangeInclusive<u16>,
 }
 
 impl Default for Config {
@@ -75,6 +79,11 @@ impl Default for Config {
             bookmark_interval: Duration::from_secs(60),
             default_watch_timeout: Duration::from_secs(30 * 60),
             git_version: "v1.33.0-capstan".into(),
+            service_cluster_ip_range: ipnet::IpNet::V4(ipnet::Ipv4Net::new_assert(
+                std::net::Ipv4Addr::new(10, 96, 0, 0),
+                12,
+            )),
+            service_node_port_range: 30000..=32767,
         }
     }
 }

@@ -80,15 +80,19 @@ pub async fn create_object(
         ..attributes
     };
     admission::validate(&server.admission, &attributes, Some(&object)).await?;
+    let allocated = crate::strategies::allocate(server, kind, &mut object, None).await?;
     if dry_run {
+        crate::strategies::release(server, allocated).await;
         return Ok(object);
     }
     let key = kind.key(namespace, &name);
-    let stored = server
-        .store
-        .create(&key, rest::encode(&object))
-        .await
-        .map_err(|e| rest::store_error(e, kind, &name))?;
+    let stored = match server.store.create(&key, rest::encode(&object)).await {
+        Ok(stored) => stored,
+        Err(error) => {
+            crate::strategies::release(server, allocated).await;
+            return Err(rest::store_error(error, kind, &name));
+        }
+    };
     tracing::debug!(%key, revision = stored.mod_revision, "created");
     rest::decode(&stored)
 }
@@ -225,15 +229,22 @@ async fn store_update(
         strategy::prepare_status_update(&new, current)
     } else {
         strategy::prepare_update(kind, &mut new, current);
+        crate::strategies::prepare_update(kind, &mut new, current)?;
         new
     };
     strategy::validate(kind, &new)?;
     admission::validate(&call.server.admission, &attributes, Some(&new)).await?;
+    let allocated = if target.subresource.is_none() {
+        crate::strategies::allocate(call.server, kind, &mut new, Some(current)).await?
+    } else {
+        crate::strategies::Allocated::default()
+    };
     let mut unchanged = current.clone();
     if let Some(meta) = unchanged.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
     }
     if new == unchanged || call.dry_run() {
+        crate::strategies::release(call.server, allocated).await;
         if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), Value::from(revision.to_string()));
         }
@@ -253,6 +264,8 @@ async fn store_update(
             .await
             .map_err(|e| rest::store_error(e, kind, name))?;
         tracing::debug!(%key, "deleted: its last finalizer was removed");
+        crate::strategies::release(call.server, allocated).await;
+        crate::strategies::after_delete(call.server, kind, current).await;
         if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert(
                 "resourceVersion".into(),
@@ -261,11 +274,18 @@ async fn store_update(
         }
         return Ok(new);
     }
-    let stored = call
+    let stored = match call
         .server
         .store
         .update(&key, rest::encode(&new), revision)
         .await
-        .map_err(|e| rest::store_error(e, kind, name))?;
+    {
+        Ok(stored) => stored,
+        Err(error) => {
+            crate::strategies::release(call.server, allocated).await;
+            return Err(rest::store_error(error, kind, name));
+        }
+    };
+    crate::strategies::after_update(call.server, kind, current, &new).await;
     rest::decode(&stored)
 }
