@@ -122,7 +122,8 @@ pub fn check_kind(kind: &Kind, object: &Value) -> Vec<Cause> {
     }
 }
 
-fn check_pod_spec(spec: Option<&Value>, path: &str) -> Vec<Cause> {
+/// The checks of a pod spec at `path` (pods' `spec`, templates' `spec.template.spec`).
+pub fn check_pod_spec(spec: Option<&Value>, path: &str) -> Vec<Cause> {
     let mut causes = Vec::new();
     let containers = spec
         .and_then(|s| s.get("containers"))

@@ -2,9 +2,12 @@
 //! create-time fields of one kind family per file. `strategy`, `validation` and the write
 //! verbs call in here.
 
+mod config;
+mod cron;
 mod csr;
 mod service;
 pub mod service_alloc;
+mod workloads;
 
 use serde_json::Value;
 
@@ -25,17 +28,42 @@ pub fn prepare_create(kind: &Kind, object: &mut Value, user: &RequestUser) {
     match (kind.group, kind.kind) {
         ("certificates.k8s.io", "CertificateSigningRequest") => csr::prepare_create(object, user),
         ("", "Service") => service::defaults(object),
+        ("", "Secret") => config::prepare_secret(object),
+        ("batch", "Job") => {
+            workloads::defaults(kind.kind, object);
+            workloads::prepare_job(object);
+        }
+        _ if is_workload(kind) => workloads::defaults(kind.kind, object),
         _ => {}
     }
+}
+
+fn is_workload(kind: &Kind) -> bool {
+    matches!(
+        (kind.group, kind.kind),
+        (
+            "apps",
+            "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet"
+        ) | ("", "ReplicationController")
+            | ("batch", "Job" | "CronJob")
+    )
 }
 
 /// What an update of the main resource keeps of, or refuses to change in, the stored object
 /// (after the shared update strategy ran).
 pub fn prepare_update(kind: &Kind, new: &mut Value, old: &Value) -> ApiResult<()> {
-    let causes = if is_service(kind) {
-        service::prepare_update(new, old)
-    } else {
-        Vec::new()
+    let causes = match (kind.group, kind.kind) {
+        ("", "Service") => service::prepare_update(new, old),
+        ("", "ConfigMap") => config::check_update(new, old, false),
+        ("", "Secret") => {
+            config::prepare_secret(new);
+            config::check_update(new, old, true)
+        }
+        _ if is_workload(kind) => {
+            workloads::defaults(kind.kind, new);
+            Vec::new()
+        }
+        _ => Vec::new(),
     };
     if causes.is_empty() {
         return Ok(());
@@ -49,6 +77,9 @@ pub fn check(kind: &Kind, object: &Value) -> Vec<Cause> {
     match (kind.group, kind.kind) {
         ("certificates.k8s.io", "CertificateSigningRequest") => csr::check(object),
         ("", "Service") => service::check(object),
+        ("", "ConfigMap") => config::check(object, false),
+        ("", "Secret") => config::check(object, true),
+        _ if is_workload(kind) => workloads::check(kind.kind, object),
         _ => Vec::new(),
     }
 }
