@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod openapi_v2;
 pub mod patch;
 pub mod pki;
+pub mod printers;
 pub mod protobuf;
 pub mod rest;
 pub mod route;
