@@ -8,6 +8,7 @@ pub mod authz;
 pub mod body;
 pub mod delete;
 pub mod discovery;
+pub mod events;
 pub mod kinds;
 pub mod kubeconfig;
 pub mod list;

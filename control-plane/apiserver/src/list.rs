@@ -158,7 +158,7 @@ pub async fn serve(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
         revision = Some(page.revision);
         let last_key = page.items.last().map(|kv| kv.key.clone());
         for kv in &page.items {
-            let object = rest::decode(kv)?;
+            let object = crate::events::to_view(kind, rest::decode(kv)?);
             if selectors.matches(&object) {
                 items.push(object);
             }
@@ -209,7 +209,7 @@ pub async fn read_all(call: &Call<'_>, target: &Target<'_>) -> ApiResult<(Vec<Va
         .map_err(|e| rest::store_error(e, target.kind, ""))?;
     let mut items = Vec::new();
     for kv in &page.items {
-        let object = rest::decode(kv)?;
+        let object = crate::events::to_view(target.kind, rest::decode(kv)?);
         if selectors.matches(&object) {
             items.push(object);
         }

@@ -54,6 +54,13 @@ impl Call<'_> {
 
     /// A response with one object, in the form the client asked for.
     pub fn object(&self, code: u16, kind: &Kind, object: &Value) -> Response<ApiBody> {
+        let converted;
+        let object = if crate::events::is_view(kind) {
+            converted = crate::events::to_view(kind, object.clone());
+            &converted
+        } else {
+            object
+        };
         if self.table {
             return body::json_response(
                 code,
@@ -134,7 +141,8 @@ pub async fn get_object(
         .await
         .map_err(|e| store_error(e, kind, name))?
         .ok_or_else(|| ApiError::not_found(kind.group, kind.plural, name))?;
-    Ok((decode(&stored)?, stored.mod_revision))
+    let object = crate::events::to_view(kind, decode(&stored)?);
+    Ok((object, stored.mod_revision))
 }
 
 /// The object stored in `kv`, with `metadata.resourceVersion` set to the revision that last
@@ -163,7 +171,7 @@ pub fn decode_at(kv: &KeyValue, revision: i64) -> ApiResult<Value> {
 
 /// The bytes stored for an object: without resourceVersion, which is the store's revision.
 pub fn encode(object: &Value) -> Vec<u8> {
-    let mut stored = object.clone();
+    let mut stored = crate::events::to_storage(object).unwrap_or_else(|| object.clone());
     if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
     }

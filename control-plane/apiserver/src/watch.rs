@@ -124,7 +124,9 @@ impl Watcher {
 
     fn decoded(&self, kv: &KeyValue, revision: i64) -> Option<Value> {
         // Undecodable bytes were logged by decode_at; the watcher skips them.
-        rest::decode_at(kv, revision).ok()
+        rest::decode_at(kv, revision)
+            .ok()
+            .map(|object| crate::events::to_view(&self.kind, object))
     }
 
     async fn stream(&self) {

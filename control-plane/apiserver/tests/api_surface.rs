@@ -653,3 +653,98 @@ async fn kubectl_1_33_logs_and_exec_say_no_kubelet_endpoint() {
 async fn kubectl_1_27_logs_and_exec_say_no_kubelet_endpoint() {
     streaming_errors_with(KUBECTL_127).await;
 }
+
+#[tokio::test]
+async fn events_are_one_store_seen_through_both_api_versions() {
+    let (server, _) = common::server().await;
+    let core = "/api/v1/namespaces/default/events";
+    let new = "/apis/events.k8s.io/v1/namespaces/default/events";
+    let event = json!({"apiVersion": "v1", "kind": "Event", "metadata": {"name": "old"},
+        "involvedObject": {"kind": "Pod", "name": "web"}, "reason": "Started", "message": "started container",
+        "type": "Normal", "count": 3, "source": {"component": "kubelet"}});
+    let (code, body) = common::json(&server, "POST", core, &event).await;
+    assert_eq!(code, 201, "{body}");
+    let (code, seen) = common::json(&server, "GET", &format!("{new}/old"), &Value::Null).await;
+    assert_eq!(code, 200, "{seen}");
+    assert_eq!(seen["apiVersion"], "events.k8s.io/v1");
+    assert_eq!(seen["regarding"]["name"], "web");
+    assert_eq!(seen["note"], "started container");
+    assert_eq!(seen["deprecatedCount"], 3);
+    assert_eq!(seen["deprecatedSource"]["component"], "kubelet");
+    assert!(seen.get("message").is_none(), "{seen}");
+
+    let fresh = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "fresh"},
+        "eventTime": "2026-01-01T00:00:00.000000Z", "reportingController": "example.com/ctl", "reportingInstance": "ctl-1",
+        "action": "Scale", "reason": "Scaled", "type": "Normal", "regarding": {"kind": "Deployment", "name": "web"}, "note": "scaled up"});
+    let (code, created) = common::json(&server, "POST", new, &fresh).await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["note"], "scaled up");
+    let (_, as_core) = common::json(&server, "GET", &format!("{core}/fresh"), &Value::Null).await;
+    assert_eq!(as_core["apiVersion"], "v1");
+    assert_eq!(as_core["message"], "scaled up");
+    assert_eq!(as_core["involvedObject"]["kind"], "Deployment");
+    assert_eq!(as_core["reportingComponent"], "example.com/ctl");
+
+    let (code, patched) = common::call(
+        &server,
+        "PATCH",
+        &format!("{new}/fresh"),
+        "application/merge-patch+json",
+        r#"{"note":"scaled again"}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{patched}");
+    assert_eq!(patched["note"], "scaled again");
+    let (_, as_core) = common::json(&server, "GET", &format!("{core}/fresh"), &Value::Null).await;
+    assert_eq!(as_core["message"], "scaled again");
+
+    let (_, listed) = common::json(&server, "GET", new, &Value::Null).await;
+    let notes: Vec<&str> = listed["items"]
+        .as_array()
+        .map(|i| i.iter().filter_map(|e| e["note"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(notes.len(), 2, "{listed}");
+    assert_eq!(listed["kind"], "EventList");
+
+    let mut incomplete = fresh.clone();
+    incomplete["metadata"]["name"] = json!("incomplete");
+    incomplete
+        .as_object_mut()
+        .map(|o| o.remove("reportingController"));
+    let (code, error) = common::json(&server, "POST", new, &incomplete).await;
+    assert_eq!(code, 422, "{error}");
+    assert_eq!(
+        error["details"]["causes"][0]["field"],
+        "reportingController"
+    );
+
+    let url = common::listen(server.clone()).await;
+    let out = ok(KUBECTL_133, &url, &["get", "events.events.k8s.io"]).await;
+    assert!(
+        out.contains("deployment/web") && out.contains("scaled again"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn webhook_configurations_warn_that_they_do_nothing() {
+    let (server, _) = common::server().await;
+    let url = common::listen(server).await;
+    let Ok(dir) = tempfile::tempdir() else {
+        panic!("tempdir")
+    };
+    let file = dir.path().join("hook.yaml");
+    let hook = "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata:\n  name: hook\nwebhooks: []\n";
+    if std::fs::write(&file, hook).is_err() {
+        panic!("write");
+    }
+    let path = file.to_string_lossy().into_owned();
+    let (success, out, err) = kubectl(KUBECTL_133, &url, &["create", "-f", &path]).await;
+    assert!(success, "{out}{err}");
+    assert!(
+        err.contains(
+            "Warning: capstan stores admission webhook configurations but does not call webhooks"
+        ),
+        "{err}"
+    );
+}

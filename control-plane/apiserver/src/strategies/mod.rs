@@ -77,6 +77,7 @@ pub fn check(kind: &Kind, object: &Value) -> Vec<Cause> {
     match (kind.group, kind.kind) {
         ("certificates.k8s.io", "CertificateSigningRequest") => csr::check(object),
         ("", "Service") => service::check(object),
+        ("events.k8s.io", "Event") => crate::events::check(object),
         ("", "ConfigMap") => config::check(object, false),
         ("", "Secret") => config::check(object, true),
         _ if is_workload(kind) => workloads::check(kind.kind, object),
