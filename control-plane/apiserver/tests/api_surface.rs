@@ -748,3 +748,216 @@ async fn webhook_configurations_warn_that_they_do_nothing() {
         "{err}"
     );
 }
+
+async fn typed_creates_with(k: &str) {
+    let (server, _) = common::server().await;
+    let url = common::listen(server.clone()).await;
+    ok(
+        k,
+        &url,
+        &[
+            "create",
+            "cronjob",
+            "tick",
+            "--image=busybox",
+            "--schedule=*/5 * * * *",
+        ],
+    )
+    .await;
+    ok(
+        k,
+        &url,
+        &[
+            "create",
+            "poddisruptionbudget",
+            "budget",
+            "--selector=app=web",
+            "--min-available=1",
+        ],
+    )
+    .await;
+    ok(
+        k,
+        &url,
+        &[
+            "create",
+            "ingress",
+            "site",
+            "--class=nginx",
+            "--rule=a.example.com/=web:80",
+        ],
+    )
+    .await;
+    let (_, cronjob) = common::json(
+        &server,
+        "GET",
+        "/apis/batch/v1/namespaces/default/cronjobs/tick",
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(cronjob["spec"]["schedule"], "*/5 * * * *");
+    assert_eq!(
+        cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"],
+        "busybox"
+    );
+    let (_, pdb) = common::json(
+        &server,
+        "GET",
+        "/apis/policy/v1/namespaces/default/poddisruptionbudgets/budget",
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(pdb["spec"]["minAvailable"], 1);
+    assert_eq!(pdb["spec"]["selector"]["matchLabels"]["app"], "web");
+    let (_, ingress) = common::json(
+        &server,
+        "GET",
+        "/apis/networking.k8s.io/v1/namespaces/default/ingresses/site",
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(ingress["spec"]["rules"][0]["host"], "a.example.com");
+    assert_eq!(
+        ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"]["number"],
+        80
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_1_33_typed_creates_of_the_new_kinds() {
+    typed_creates_with(KUBECTL_133).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_1_27_typed_creates_of_the_new_kinds() {
+    typed_creates_with(KUBECTL_127).await;
+}
+
+/// `kubectl drain` evicts through pods/eviction: refused while the budget allows no
+/// disruption, done once it allows one.
+async fn drain_with(k: &str) {
+    let (server, _) = common::server().await;
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}});
+    let (code, _) = common::json(&server, "POST", "/api/v1/nodes", &node).await;
+    assert_eq!(code, 201);
+    make_pod(&server, "web").await;
+    let binding = json!({"metadata": {"name": "web"}, "target": {"kind": "Node", "name": "n1"}});
+    common::json(&server, "POST", &format!("{PODS}/web/binding"), &binding).await;
+    set_phase(&server, "web", "Running").await;
+    let pdbs = "/apis/policy/v1/namespaces/default/poddisruptionbudgets";
+    let pdb = json!({"metadata": {"name": "budget"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}});
+    common::json(&server, "POST", pdbs, &pdb).await;
+    let status = |allowed: i64| {
+        json!({"status": {"observedGeneration": 1, "disruptionsAllowed": allowed, "currentHealthy": 1, "desiredHealthy": 1, "expectedPods": 1}}).to_string()
+    };
+    common::call(
+        &server,
+        "PATCH",
+        &format!("{pdbs}/budget/status"),
+        "application/merge-patch+json",
+        &status(0),
+    )
+    .await;
+    let url = common::listen(server.clone()).await;
+    let (success, out, err) = kubectl(k, &url, &["drain", "n1", "--force", "--timeout=2s"]).await;
+    assert!(!success, "{out}");
+    assert!(
+        err.contains("Cannot evict pod as it would violate the pod's disruption budget."),
+        "{err}"
+    );
+    let (_, node) = common::json(&server, "GET", "/api/v1/nodes/n1", &Value::Null).await;
+    assert_eq!(
+        node["spec"]["unschedulable"], true,
+        "drain cordoned the node"
+    );
+    common::call(
+        &server,
+        "PATCH",
+        &format!("{pdbs}/budget/status"),
+        "application/merge-patch+json",
+        &status(1),
+    )
+    .await;
+    // The pod is bound: the eviction is a graceful delete, so finish it as the node would.
+    let drained = tokio::spawn({
+        let url = url.clone();
+        let k = k.to_string();
+        async move { kubectl(&k, &url, &["drain", "n1", "--force", "--timeout=20s"]).await }
+    });
+    for _ in 0..100 {
+        let (_, pod) = common::json(&server, "GET", &format!("{PODS}/web"), &Value::Null).await;
+        if pod["metadata"]["deletionTimestamp"].is_string() {
+            common::call(
+                &server,
+                "DELETE",
+                &format!("{PODS}/web?gracePeriodSeconds=0"),
+                "application/json",
+                "",
+            )
+            .await;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Ok((success, out, err)) = drained.await else {
+        panic!("drain task")
+    };
+    assert!(success, "{out}{err}");
+    assert!(out.contains("evicted") && out.contains("drained"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_1_33_drain_honours_the_budget() {
+    drain_with(KUBECTL_133).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_1_27_drain_honours_the_budget() {
+    drain_with(KUBECTL_127).await;
+}
+
+#[tokio::test]
+async fn finalize_and_node_proxy() {
+    let (server, _) = common::server().await;
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}});
+    common::json(&server, "POST", "/api/v1/namespaces", &ns).await;
+    let mut finalized = ns.clone();
+    finalized["spec"] = json!({"finalizers": []});
+    let (code, body) = common::json(
+        &server,
+        "PUT",
+        "/api/v1/namespaces/team/finalize",
+        &finalized,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body["spec"].get("finalizers").is_none(), "{body}");
+    let (code, body) = common::json(
+        &server,
+        "POST",
+        "/api/v1/namespaces/team/finalize",
+        &finalized,
+    )
+    .await;
+    assert_eq!(code, 405, "{body}");
+    let node = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}});
+    common::json(&server, "POST", "/api/v1/nodes", &node).await;
+    let (code, body) = common::json(
+        &server,
+        "GET",
+        "/api/v1/nodes/n1/proxy/metrics",
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(code, 503, "a proxy path names the node's proxy: {body}");
+    let (code, body) = common::json(&server, "GET", "/api/v1/nodes/n1/proxy", &Value::Null).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("no kubelet endpoint is known for node \"n1\"")),
+        "{body}"
+    );
+    let (code, _) = common::json(&server, "GET", "/api/v1/nodes/n2/proxy", &Value::Null).await;
+    assert_eq!(code, 404);
+}

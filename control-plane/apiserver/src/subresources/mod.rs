@@ -92,6 +92,11 @@ pub fn extra(kind: &Kind) -> &'static [Subresource] {
             verbs: PROXY_VERBS,
             response: Some(("", "v1", "NodeProxyOptions")),
         }],
+        ("", "services") => &[Subresource {
+            name: "proxy",
+            verbs: PROXY_VERBS,
+            response: Some(("", "v1", "ServiceProxyOptions")),
+        }],
         ("", "namespaces") => &[Subresource {
             name: "finalize",
             verbs: &["update"],

@@ -1,5 +1,5 @@
 //! The subresources kube-apiserver proxies to a node's kubelet: pods' `log`, `exec`, `attach`,
-//! `portforward` and `proxy`, and nodes' `proxy`. The node agent serves no streaming endpoint
+//! `portforward` and `proxy`, and nodes' `proxy` (and services' `proxy`, not built either). The node agent serves no streaming endpoint
 //! yet, so after the checks upstream makes first (the pod is scheduled, the container exists)
 //! they answer a Status saying so, never an empty stream.
 
@@ -15,6 +15,14 @@ use crate::status::{ApiError, ApiResult};
 pub async fn serve(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<ApiBody>> {
     let name = target.name.as_deref().unwrap_or("");
     let sub = target.subresource.as_deref().unwrap_or("");
+    if target.kind.plural == "services" {
+        rest::get_object(call.server, target.kind, target.namespace.as_deref(), name).await?;
+        return Err(ApiError::new(
+            503,
+            "ServiceUnavailable",
+            format!("proxying to service {name} is not implemented"),
+        ));
+    }
     let node = if target.kind.plural == "nodes" {
         // Checks the node exists: a missing one is a 404 as upstream.
         rest::get_object(call.server, target.kind, None, name).await?;
