@@ -949,9 +949,9 @@ async fn finalize_and_node_proxy() {
         &Value::Null,
     )
     .await;
-    assert_eq!(code, 503, "a proxy path names the node's proxy: {body}");
+    assert_eq!(code, 400, "a proxy path names the node's proxy: {body}");
     let (code, body) = common::json(&server, "GET", "/api/v1/nodes/n1/proxy", &Value::Null).await;
-    assert_eq!(code, 503, "{body}");
+    assert_eq!(code, 400, "{body}");
     assert!(
         body["message"]
             .as_str()

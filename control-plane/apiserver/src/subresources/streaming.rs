@@ -17,11 +17,9 @@ pub async fn serve(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
     let sub = target.subresource.as_deref().unwrap_or("");
     if target.kind.plural == "services" {
         rest::get_object(call.server, target.kind, target.namespace.as_deref(), name).await?;
-        return Err(ApiError::new(
-            503,
-            "ServiceUnavailable",
-            format!("proxying to service {name} is not implemented"),
-        ));
+        return Err(ApiError::bad_request(format!(
+            "proxying to service {name} is not implemented"
+        )));
     }
     let node = if target.kind.plural == "nodes" {
         // Checks the node exists: a missing one is a 404 as upstream.
@@ -47,15 +45,12 @@ pub async fn serve(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
     Err(no_kubelet(&node, sub))
 }
 
-/// The error of a node without a known kubelet endpoint. No Retry-After: retrying cannot help.
+/// The error of a node without a known kubelet endpoint: a 400, as upstream's other refusals
+/// here, since retrying cannot help (clients such as kube-rs retry 503s for minutes).
 fn no_kubelet(node: &str, sub: &str) -> ApiError {
-    ApiError::new(
-        503,
-        "ServiceUnavailable",
-        format!(
-            "no kubelet endpoint is known for node \"{node}\": the node agent does not serve {sub} yet (not implemented)"
-        ),
-    )
+    ApiError::bad_request(format!(
+        "no kubelet endpoint is known for node \"{node}\": the node agent does not serve {sub} yet (not implemented)"
+    ))
 }
 
 /// The container a request names: given and in the pod, or the pod's only one (upstream's
