@@ -137,3 +137,52 @@ async fn scale_eviction_logs_and_events_through_kube_rs() {
         Some("p")
     );
 }
+
+/// The python `kubernetes` client (PyPI, installed by hack/deps.sh test into a venv).
+const PYTHON_CLIENT: &str = "/var/cache/capstan-py/bin/python";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_python_client_uses_the_subresources() {
+    let (server, _) = common::server().await;
+    let url = common::listen(server).await;
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/surface_check.py");
+    let output = tokio::process::Command::new(PYTHON_CLIENT)
+        .arg(&script)
+        .arg(&url)
+        .kill_on_drop(true)
+        .output()
+        .await;
+    let output = match output {
+        Ok(output) => output,
+        Err(error) => panic!("{PYTHON_CLIENT}: {error} (hack/deps.sh test installs it)"),
+    };
+    assert!(
+        output.status.success(),
+        "the python client failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let seen: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+    assert_eq!(seen["scale"], json!([3, "app=py"]));
+    assert_eq!(
+        seen["invalid"],
+        json!([422, "spec.template.metadata.labels"])
+    );
+    assert_eq!(seen["node"], "n1");
+    assert_eq!(
+        seen["eviction"],
+        json!([
+            429,
+            "Cannot evict pod as it would violate the pod's disruption budget."
+        ])
+    );
+    assert_eq!(seen["log"][0], 400);
+    assert!(
+        seen["log"][1]
+            .as_str()
+            .is_some_and(|m| m.starts_with("no kubelet endpoint is known for node \"n1\"")),
+        "{seen}"
+    );
+    assert_eq!(seen["events"], json!([["hello", "p"]]));
+    assert_eq!(seen["service"], json!([true, true]));
+}
