@@ -345,3 +345,51 @@ async fn invalid_services_name_upstream_fields() {
         "refused services allocate nothing: {held}"
     );
 }
+
+#[tokio::test]
+async fn leaked_holders_are_reclaimed_once_old_but_not_while_young() {
+    let store: Arc<dyn Store> = Arc::new(capstan_store::memory::MemoryStore::new());
+    let server = small_range_server(store.clone()).await;
+    let holder = |at: &str| {
+        json!({"metadata": {"creationTimestamp": at}, "spec": {"parentRef": {"resource": "services", "namespace": "default", "name": "gone"}}})
+            .to_string()
+            .into_bytes()
+    };
+    let key = "/registry/capstan/servicenodeports/30001";
+    if store
+        .create(key, holder("2020-01-01T00:00:00Z"))
+        .await
+        .is_err()
+    {
+        panic!("seed");
+    }
+    let young = "/registry/capstan/servicenodeports/30002";
+    let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string();
+    if store.create(young, holder(&now)).await.is_err() {
+        panic!("seed");
+    }
+    let (code, svc) = create(
+        &server,
+        &service(
+            "a",
+            json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30001}]}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        code, 201,
+        "an old holder whose service is gone is reclaimed: {svc}"
+    );
+    let (code, error) = create(
+        &server,
+        &service(
+            "b",
+            json!({"type": "NodePort", "ports": [{"port": 80, "nodePort": 30002}]}),
+        ),
+    )
+    .await;
+    assert_eq!(
+        code, 422,
+        "a young holder may be a write in flight: {error}"
+    );
+}

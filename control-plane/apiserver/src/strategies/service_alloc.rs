@@ -21,6 +21,10 @@ use crate::strategy::{self, meta_str};
 /// Where nodePort holders live: not a served kind, so no client lists them.
 pub const NODE_PORT_PREFIX: &str = "/registry/capstan/servicenodeports/";
 
+/// How old a holder must be before it may be reclaimed: younger ones may belong to a write
+/// still in flight, whose Service is not stored yet.
+const RECLAIM_AFTER_SECONDS: i64 = 60;
+
 /// Random picks before a range is scanned in order.
 const RANDOM_TRIES: usize = 32;
 /// The largest range scanned in order when random picks keep hitting taken values.
@@ -223,6 +227,17 @@ async fn take(
         return Ok(false);
     };
     let holder: Value = serde_json::from_slice(&existing.value).unwrap_or(Value::Null);
+    let young = holder
+        .pointer("/metadata/creationTimestamp")
+        .and_then(Value::as_str)
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .is_none_or(|t| {
+            (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds()
+                < RECLAIM_AFTER_SECONDS
+        });
+    if young {
+        return Ok(false);
+    }
     let (namespace, name) = match holder.pointer("/spec/parentRef") {
         Some(parent) => (
             parent
@@ -366,7 +381,10 @@ fn full(what: &str) -> ApiError {
 
 fn port_holder(service: &Value) -> Value {
     let (namespace, name) = owner(service);
-    json!({"spec": {"parentRef": {"resource": "services", "namespace": namespace, "name": name}}})
+    json!({
+        "metadata": {"creationTimestamp": strategy::now()},
+        "spec": {"parentRef": {"resource": "services", "namespace": namespace, "name": name}},
+    })
 }
 
 async fn claim_port(server: &ApiServer, service: &Value, port: u16, field: &str) -> ApiResult<()> {
