@@ -277,6 +277,20 @@ async fn tables_with(k: &str) {
         assert!(code == 201, "{resource}: {created}");
     }
     let url = common::listen(server).await;
+    // The `all` category, each kind under its own header.
+    let all = kubectl(k, &url, &["get", "all"]).await;
+    for name in [
+        "pod/p",
+        "service/s",
+        "deployment.apps/d",
+        "replicaset.apps/r",
+        "statefulset.apps/st",
+        "daemonset.apps/ds",
+        "job.batch/j",
+        "cronjob.batch/cj",
+    ] {
+        assert!(all.contains(name), "{name} not in\n{all}");
+    }
     for (resource, _, body, headers, wide, cell) in cases() {
         let name = body["metadata"]["name"].as_str().unwrap_or("");
         let out = kubectl(k, &url, &["get", resource, name]).await;
