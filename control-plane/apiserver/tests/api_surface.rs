@@ -961,3 +961,60 @@ async fn finalize_and_node_proxy() {
     let (code, _) = common::json(&server, "GET", "/api/v1/nodes/n2/proxy", &Value::Null).await;
     assert_eq!(code, 404);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_describe_reads_the_new_kinds() {
+    let (server, _) = common::server().await;
+    let url = common::listen(server.clone()).await;
+    ok(
+        KUBECTL_133,
+        &url,
+        &[
+            "create",
+            "deployment",
+            "web",
+            "--image=nginx",
+            "--replicas=2",
+        ],
+    )
+    .await;
+    ok(
+        KUBECTL_133,
+        &url,
+        &[
+            "create",
+            "cronjob",
+            "tick",
+            "--image=busybox",
+            "--schedule=*/5 * * * *",
+        ],
+    )
+    .await;
+    ok(
+        KUBECTL_133,
+        &url,
+        &[
+            "create",
+            "poddisruptionbudget",
+            "budget",
+            "--selector=app=web",
+            "--min-available=1",
+        ],
+    )
+    .await;
+    ok(
+        KUBECTL_133,
+        &url,
+        &["create", "service", "nodeport", "web", "--tcp=80:8080"],
+    )
+    .await;
+    for (what, expect) in [
+        ("deployment/web", "Replicas:"),
+        ("cronjob/tick", "Schedule:"),
+        ("pdb/budget", "Min available:"),
+        ("service/web", "NodePort:"),
+    ] {
+        let out = ok(KUBECTL_133, &url, &["describe", what]).await;
+        assert!(out.contains(expect), "{what}: {out}");
+    }
+}
