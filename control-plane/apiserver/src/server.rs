@@ -111,6 +111,7 @@ impl ApiServer {
             admission: crate::admission::chain(),
         });
         server.ensure_system_namespaces().await?;
+        crate::strategies::service_alloc::ensure_default_cidr(&server).await?;
         Ok(server)
     }
 

@@ -344,6 +344,14 @@ async fn invalid_services_name_upstream_fields() {
         json!([]),
         "refused services allocate nothing: {held}"
     );
+    let (_, cidr) = common::json(
+        &server,
+        "GET",
+        "/apis/networking.k8s.io/v1/servicecidrs/kubernetes",
+        &Value::Null,
+    )
+    .await;
+    assert_eq!(cidr["spec"]["cidrs"], json!(["10.96.0.0/12"]), "{cidr}");
 }
 
 #[tokio::test]

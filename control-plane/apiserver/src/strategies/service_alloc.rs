@@ -441,6 +441,30 @@ async fn random_port(server: &ApiServer, service: &Value) -> ApiResult<u16> {
     Err(full("nodePort"))
 }
 
+/// Makes the `kubernetes` ServiceCIDR of `--service-cluster-ip-range` when missing, as
+/// kube-apiserver 1.33 does: it names the range ClusterIPs come from.
+pub async fn ensure_default_cidr(server: &ApiServer) -> ApiResult<()> {
+    let Some(kind) = server.kinds.find("networking.k8s.io", "v1", "servicecidrs") else {
+        return Ok(());
+    };
+    let range = server.config.service_cluster_ip_range.to_string();
+    let cidr = json!({
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "ServiceCIDR",
+        "metadata": {"name": "kubernetes", "uid": strategy::new_uid(), "creationTimestamp": strategy::now()},
+        "spec": {"cidrs": [range]},
+        "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "", "message": "Kubernetes Service CIDR is ready", "lastTransitionTime": strategy::now()}]},
+    });
+    match server
+        .store
+        .create(&kind.key(None, "kubernetes"), rest::encode(&cidr))
+        .await
+    {
+        Ok(_) | Err(capstan_store::StoreError::AlreadyExists(_)) => Ok(()),
+        Err(error) => Err(rest::store_error(error, kind, "kubernetes")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
