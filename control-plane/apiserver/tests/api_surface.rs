@@ -412,6 +412,18 @@ async fn approve_with(k: &str) {
     let out = ok(k, &url, &["certificate", "deny", "bob"]).await;
     assert!(out.contains("denied"), "{out}");
     let path = "/apis/certificates.k8s.io/v1/certificatesigningrequests";
+    // The spec is the requester's: an update of the main resource keeps it.
+    let (code, kept) = common::call(
+        &server,
+        "PATCH",
+        &format!("{path}/alice"),
+        "application/merge-patch+json",
+        r#"{"metadata":{"labels":{"a":"b"}},"spec":{"username":"mallory"}}"#,
+    )
+    .await;
+    assert_eq!(code, 200, "{kept}");
+    assert_eq!(kept["spec"]["username"], "system:admin");
+    assert_eq!(kept["metadata"]["labels"]["a"], "b");
     let (_, alice) = common::json(&server, "GET", &format!("{path}/alice"), &Value::Null).await;
     assert_eq!(alice["status"]["conditions"][0]["type"], "Approved");
     assert_eq!(alice["status"]["conditions"][0]["reason"], "KubectlApprove");

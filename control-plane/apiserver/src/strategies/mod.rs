@@ -55,6 +55,11 @@ pub fn prepare_update(kind: &Kind, new: &mut Value, old: &Value) -> ApiResult<()
     let causes = match (kind.group, kind.kind) {
         ("", "Service") => service::prepare_update(new, old),
         ("", "ConfigMap") => config::check_update(new, old, false),
+        // Only metadata changes through the main resource, as upstream's csrStrategy.
+        ("certificates.k8s.io", "CertificateSigningRequest") => {
+            new["spec"] = old.get("spec").cloned().unwrap_or(Value::Null);
+            Vec::new()
+        }
         ("", "Secret") => {
             config::prepare_secret(new);
             config::check_update(new, old, true)
