@@ -120,6 +120,7 @@ async fn delete_one(
             .await
             .map_err(|e| rest::store_error(e, kind, name))?;
         tracing::debug!(%key, "deleted");
+        crate::strategies::after_delete(server, kind, &current).await;
     }
     if kind.delete_returns_object {
         return Ok((200, current));

@@ -81,6 +81,16 @@ fn aggregated_resource(kind: &Kind) -> Value {
             None => resource["subresources"] = json!([scale]),
         }
     }
+    let extra = crate::subresources::aggregated(kind);
+    if !extra.is_empty() {
+        let slot = &mut resource["subresources"];
+        if !slot.is_array() {
+            *slot = json!([]);
+        }
+        if let Some(list) = slot.as_array_mut() {
+            list.extend(extra);
+        }
+    }
     resource
 }
 
@@ -222,6 +232,7 @@ pub fn resources(server: &ApiServer, group: &str, version: &str) -> ApiResult<Re
                 "verbs": STATUS_VERBS,
             }));
         }
+        resources.extend(crate::subresources::legacy(kind));
     }
     let group_version = if group.is_empty() {
         version.to_string()

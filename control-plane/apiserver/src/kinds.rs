@@ -82,7 +82,8 @@ impl Kind {
             // Custom resources are stored as kube-apiserver stores them: group, then plural.
             return format!("/registry/{}/{}/", self.group, self.plural);
         }
-        if self.group.is_empty() {
+        // events.k8s.io/v1 is another view of the core events, as upstream stores them.
+        if self.group.is_empty() || self.group == "events.k8s.io" {
             format!("/registry/{}/", self.plural)
         } else {
             format!("/registry/{}.{}/", self.plural, self.group)
@@ -328,6 +329,65 @@ pub fn builtin() -> Vec<Kind> {
             true,
         ),
         row(
+            "scheduling.k8s.io",
+            "PriorityClass",
+            "priorityclasses",
+            "priorityclass",
+            false,
+            &["pc"],
+            &[],
+            false,
+        ),
+        with(
+            row(
+                "",
+                "PersistentVolume",
+                "persistentvolumes",
+                "persistentvolume",
+                false,
+                &["pv"],
+                &[],
+                true,
+            ),
+            &|k| k.delete_returns_object = true,
+        ),
+        with(
+            row(
+                "",
+                "PersistentVolumeClaim",
+                "persistentvolumeclaims",
+                "persistentvolumeclaim",
+                true,
+                &["pvc"],
+                &[],
+                true,
+            ),
+            &|k| k.delete_returns_object = true,
+        ),
+        row(
+            "",
+            "PodTemplate",
+            "podtemplates",
+            "podtemplate",
+            true,
+            &[],
+            &[],
+            false,
+        ),
+        with(
+            row(
+                "",
+                "ReplicationController",
+                "replicationcontrollers",
+                "replicationcontroller",
+                true,
+                &["rc"],
+                ALL,
+                true,
+            ),
+            &workload,
+        ),
+        row(
             "",
             "LimitRange",
             "limitranges",
@@ -337,26 +397,251 @@ pub fn builtin() -> Vec<Kind> {
             &[],
             false,
         ),
-        // Stored and served for LimitRanger and ResourceQuota; nothing provisions them yet.
         row(
-            "",
-            "PersistentVolumeClaim",
-            "persistentvolumeclaims",
-            "persistentvolumeclaim",
+            "apps",
+            "ControllerRevision",
+            "controllerrevisions",
+            "controllerrevision",
             true,
-            &["pvc"],
+            &[],
+            &[],
+            false,
+        ),
+        with(
+            row(
+                "batch",
+                "CronJob",
+                "cronjobs",
+                "cronjob",
+                true,
+                &["cj"],
+                ALL,
+                true,
+            ),
+            &workload,
+        ),
+        with(
+            row(
+                "autoscaling",
+                "HorizontalPodAutoscaler",
+                "horizontalpodautoscalers",
+                "horizontalpodautoscaler",
+                true,
+                &["hpa"],
+                ALL,
+                true,
+            ),
+            &|k| k.version = "v2",
+        ),
+        with(
+            row(
+                "policy",
+                "PodDisruptionBudget",
+                "poddisruptionbudgets",
+                "poddisruptionbudget",
+                true,
+                &["pdb"],
+                &[],
+                true,
+            ),
+            &workload,
+        ),
+        row(
+            "certificates.k8s.io",
+            "CertificateSigningRequest",
+            "certificatesigningrequests",
+            "certificatesigningrequest",
+            false,
+            &["csr"],
             &[],
             true,
         ),
         row(
-            "scheduling.k8s.io",
-            "PriorityClass",
-            "priorityclasses",
-            "priorityclass",
+            "storage.k8s.io",
+            "StorageClass",
+            "storageclasses",
+            "storageclass",
             false,
-            &["pc"],
+            &["sc"],
             &[],
             false,
+        ),
+        row(
+            "storage.k8s.io",
+            "CSIDriver",
+            "csidrivers",
+            "csidriver",
+            false,
+            &[],
+            &[],
+            false,
+        ),
+        row(
+            "storage.k8s.io",
+            "CSINode",
+            "csinodes",
+            "csinode",
+            false,
+            &[],
+            &[],
+            false,
+        ),
+        row(
+            "storage.k8s.io",
+            "VolumeAttachment",
+            "volumeattachments",
+            "volumeattachment",
+            false,
+            &[],
+            &[],
+            true,
+        ),
+        row(
+            "storage.k8s.io",
+            "CSIStorageCapacity",
+            "csistoragecapacities",
+            "csistoragecapacity",
+            true,
+            &[],
+            &[],
+            false,
+        ),
+        with(
+            row(
+                "networking.k8s.io",
+                "Ingress",
+                "ingresses",
+                "ingress",
+                true,
+                &["ing"],
+                &[],
+                true,
+            ),
+            &workload,
+        ),
+        row(
+            "networking.k8s.io",
+            "IngressClass",
+            "ingressclasses",
+            "ingressclass",
+            false,
+            &[],
+            &[],
+            false,
+        ),
+        with(
+            row(
+                "networking.k8s.io",
+                "NetworkPolicy",
+                "networkpolicies",
+                "networkpolicy",
+                true,
+                &["netpol"],
+                &[],
+                false,
+            ),
+            &workload,
+        ),
+        // Named by the address itself, IPv6 colons included.
+        with(
+            row(
+                "networking.k8s.io",
+                "IPAddress",
+                "ipaddresses",
+                "ipaddress",
+                false,
+                &["ip"],
+                &[],
+                false,
+            ),
+            &path_names,
+        ),
+        row(
+            "networking.k8s.io",
+            "ServiceCIDR",
+            "servicecidrs",
+            "servicecidr",
+            false,
+            &[],
+            &[],
+            true,
+        ),
+        row(
+            "node.k8s.io",
+            "RuntimeClass",
+            "runtimeclasses",
+            "runtimeclass",
+            false,
+            &[],
+            &[],
+            false,
+        ),
+        // Served from the same objects as core events, converted (see `events`).
+        with(
+            row(
+                "events.k8s.io",
+                "Event",
+                "events",
+                "event",
+                true,
+                &["ev"],
+                &[],
+                false,
+            ),
+            &path_names,
+        ),
+        // Stored only: webhooks are not called nor policies evaluated (a Warning says so).
+        with(
+            row(
+                ADMISSION,
+                "MutatingWebhookConfiguration",
+                "mutatingwebhookconfigurations",
+                "mutatingwebhookconfiguration",
+                false,
+                &[],
+                EXTENSIONS,
+                false,
+            ),
+            &workload,
+        ),
+        with(
+            row(
+                ADMISSION,
+                "ValidatingWebhookConfiguration",
+                "validatingwebhookconfigurations",
+                "validatingwebhookconfiguration",
+                false,
+                &[],
+                EXTENSIONS,
+                false,
+            ),
+            &workload,
+        ),
+        with(
+            row(
+                ADMISSION,
+                "ValidatingAdmissionPolicy",
+                "validatingadmissionpolicies",
+                "validatingadmissionpolicy",
+                false,
+                &[],
+                EXTENSIONS,
+                true,
+            ),
+            &workload,
+        ),
+        with(
+            row(
+                ADMISSION,
+                "ValidatingAdmissionPolicyBinding",
+                "validatingadmissionpolicybindings",
+                "validatingadmissionpolicybinding",
+                false,
+                &[],
+                EXTENSIONS,
+                false,
+            ),
+            &workload,
         ),
         // Stored and served; not yet enforced. Their names are path segments (`system:...`).
         with(rbac("Role", "roles", "role", true), &path_names),
@@ -381,6 +666,8 @@ pub fn builtin() -> Vec<Kind> {
 }
 
 const RBAC: &str = "rbac.authorization.k8s.io";
+const ADMISSION: &str = "admissionregistration.k8s.io";
+const EXTENSIONS: &[&str] = &["api-extensions"];
 
 /// The review resources: create-only, cluster-scoped but for LocalSubjectAccessReview.
 fn reviews() -> Vec<Kind> {
@@ -494,6 +781,20 @@ impl Default for KindTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_resource_is_served_once() {
+        let mut seen = std::collections::HashSet::new();
+        for kind in builtin() {
+            assert!(
+                seen.insert((kind.group, kind.version, kind.plural)),
+                "{}/{} {} is in the table twice",
+                kind.group,
+                kind.version,
+                kind.plural
+            );
+        }
+    }
 
     #[test]
     fn keys_follow_kube_etcd_layout() {

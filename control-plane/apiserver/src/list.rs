@@ -177,7 +177,7 @@ pub async fn serve(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
         revision = Some(page.revision);
         let last_key = page.items.last().map(|kv| kv.key.clone());
         for kv in &page.items {
-            let mut object = rest::decode(kv)?;
+            let mut object = crate::events::to_view(kind, rest::decode(kv)?);
             crate::crd::read(kind, &mut object);
             if selectors.matches(&object) {
                 items.push(object);
@@ -265,7 +265,7 @@ pub async fn read_all(call: &Call<'_>, target: &Target<'_>) -> ApiResult<(Vec<Va
         .map_err(|e| rest::store_error(e, target.kind, ""))?;
     let mut items = Vec::new();
     for kv in &page.items {
-        let mut object = rest::decode(kv)?;
+        let mut object = crate::events::to_view(target.kind, rest::decode(kv)?);
         crate::crd::read(target.kind, &mut object);
         if selectors.matches(&object) {
             items.push(object);

@@ -14,7 +14,7 @@ use crate::kinds::Kind;
 use crate::route::{self, Target};
 use crate::server::{ApiServer, RequestUser};
 use crate::status::{ApiError, ApiResult};
-use crate::{delete, list, table, watch, write};
+use crate::{delete, list, subresources, table, watch, write};
 
 pub use crate::write::create_object;
 
@@ -56,6 +56,13 @@ impl Call<'_> {
 
     /// A response with one object, in the form the client asked for.
     pub fn object(&self, code: u16, kind: &Kind, object: &Value) -> Response<ApiBody> {
+        let converted;
+        let object = if crate::events::is_view(kind) {
+            converted = crate::events::to_view(kind, object.clone());
+            &converted
+        } else {
+            object
+        };
         if self.table {
             return body::json_response(
                 code,
@@ -96,7 +103,7 @@ pub async fn serve(
     if kind.create_only {
         return crate::reviews::serve(&call, &parts.method, &target).await;
     }
-    match (
+    let answer = match (
         &parts.method,
         target.name.as_deref(),
         target.subresource.as_deref(),
@@ -121,9 +128,10 @@ pub async fn serve(
         (_, Some(_), Some("scale")) if kind.custom.as_ref().is_some_and(|c| c.scale.is_some()) => {
             crate::crd::scale::serve(&call, &target, &parts.method).await
         }
-        (_, Some(_), Some(sub)) if sub != "status" || !kind.status_subresource => {
-            Err(ApiError::path_not_found())
+        (method, Some(_), Some(sub)) if sub != "status" => {
+            subresources::serve(&call, &target, method).await
         }
+        (_, Some(_), Some(_)) if !kind.status_subresource => Err(ApiError::path_not_found()),
         (&Method::GET, Some(name), _) => {
             let (object, _) = get_object(server, kind, target.namespace.as_deref(), name).await?;
             Ok(call.object(200, kind, &object))
@@ -132,7 +140,8 @@ pub async fn serve(
         (&Method::PATCH, Some(_), _) => write::patch(&call, &target).await,
         (&Method::DELETE, Some(_), None) => delete::object(&call, &target).await,
         (method, _, _) => Err(ApiError::method_not_allowed(method.as_str())),
-    }
+    };
+    answer.map(|response| crate::warnings::add(kind, &parts.method, response))
 }
 
 /// Reads one object, with its resourceVersion, and the revision it was last changed at.
@@ -149,7 +158,7 @@ pub async fn get_object(
         .await
         .map_err(|e| store_error(e, kind, name))?
         .ok_or_else(|| ApiError::not_found(kind.group, kind.plural, name))?;
-    let mut object = decode(&stored)?;
+    let mut object = crate::events::to_view(kind, decode(&stored)?);
     crate::crd::read(kind, &mut object);
     Ok((object, stored.mod_revision))
 }
@@ -180,7 +189,7 @@ pub fn decode_at(kv: &KeyValue, revision: i64) -> ApiResult<Value> {
 
 /// The bytes stored for an object: without resourceVersion, which is the store's revision.
 pub fn encode(object: &Value) -> Vec<u8> {
-    let mut stored = object.clone();
+    let mut stored = crate::events::to_storage(object).unwrap_or_else(|| object.clone());
     if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
     }

@@ -122,12 +122,15 @@ fn resource<'a>(table: &'a KindTable, group: &str, version: &str, rest: &[&str])
                 [] => target(plural, Some(ns), None, None),
                 [name] => target(plural, Some(ns), Some(name), None),
                 [name, sub] => target(plural, Some(ns), Some(name), Some(sub)),
+                // A proxy path goes on past the subresource.
+                [name, "proxy", ..] => target(plural, Some(ns), Some(name), Some("proxy")),
                 _ => None,
             }
         }
         [plural] => target(plural, None, None, None),
         [plural, name] => target(plural, None, Some(name), None),
         [plural, name, sub] => target(plural, None, Some(name), Some(sub)),
+        [plural, name, "proxy", ..] => target(plural, None, Some(name), Some("proxy")),
         _ => None,
     };
     found.map(Route::Resource).unwrap_or(Route::Unknown)

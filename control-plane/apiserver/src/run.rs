@@ -179,6 +179,7 @@ pub async fn run(
         service_account_tokens: Some(token_settings),
         authorization_modes: options.authorization_modes.clone(),
         token_authenticator: Some(Arc::clone(&authenticator)),
+        service_cluster_ip_range: options.service_cluster_ip_range,
         ..Config::default()
     };
     let server = ApiServer::new(Arc::clone(&store), config)

@@ -86,6 +86,10 @@ pub struct Config {
     pub token_authenticator: Option<Arc<crate::authn::Authenticator>>,
     /// Recent events the watch cache keeps per kind for watches from a recent resourceVersion.
     pub watch_cache_events: usize,
+    /// `--service-cluster-ip-range`: where Services' ClusterIPs are allocated.
+    pub service_cluster_ip_range: ipnet::IpNet,
+    /// `--service-node-port-range`: where Services' nodePorts are allocated.
+    pub service_node_port_range: std::ops::RangeInclusive<u16>,
 }
 
 impl Default for Config {
@@ -98,6 +102,11 @@ impl Default for Config {
             authorization_modes: vec![crate::authz::Mode::Rbac],
             token_authenticator: None,
             watch_cache_events: 4096,
+            service_cluster_ip_range: ipnet::IpNet::V4(ipnet::Ipv4Net::new_assert(
+                std::net::Ipv4Addr::new(10, 96, 0, 0),
+                12,
+            )),
+            service_node_port_range: 30000..=32767,
         }
     }
 }
@@ -155,6 +164,7 @@ impl ApiServer {
                 .await
                 .map_err(|e| ApiError::internal(format!("load the RBAC policy: {e}")))?;
         }
+        crate::strategies::service_alloc::ensure_default_cidr(&server).await?;
         Ok(server)
     }
 

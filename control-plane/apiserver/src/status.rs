@@ -149,7 +149,9 @@ impl ApiError {
             1 => listed.join(""),
             _ => format!("[{}]", listed.join(", ")),
         };
-        let message = format!("{kind} \"{name}\" is invalid: {what}");
+        // Upstream names the group-qualified kind (`Deployment.apps`); kubectl prints its own
+        // sentence from details.kind.
+        let message = format!("{} \"{name}\" is invalid: {what}", qualified(group, kind));
         let mut error = ApiError::new(422, "Invalid", message).about(group, kind, name);
         error.details.causes = causes;
         error

@@ -156,6 +156,21 @@ pub fn of_objects(kind: &Kind, objects: &[Value], metadata: Option<Value>) -> Va
     if crate::crd::is_definition(kind) {
         return crate::crd::columns::definitions_table(objects, metadata);
     }
+    if let Some(printed) = crate::printers::columns(kind) {
+        let definitions: Vec<Value> = printed
+            .iter()
+            .map(|(name, kind, priority)| {
+                let mut definition = column(name, kind, name);
+                definition["priority"] = json!(priority);
+                definition
+            })
+            .collect();
+        let rows = objects
+            .iter()
+            .map(|object| row_of(crate::printers::cells(kind, object), object))
+            .collect();
+        return table(definitions, rows, metadata);
+    }
     let mut definitions = vec![column(
         "Name",
         "string",
@@ -169,16 +184,25 @@ pub fn of_objects(kind: &Kind, objects: &[Value], metadata: Option<Value>) -> Va
             let mut row = vec![json!(str_at(object, "/metadata/name"))];
             row.extend(cells(kind, object));
             row.push(json!(age(object)));
-            json!({
-                "cells": row,
-                "object": {
-                    "kind": "PartialObjectMetadata",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
-                },
-            })
+            row_of(row, object)
         })
         .collect();
+    table(definitions, rows, metadata)
+}
+
+/// One row: its cells and the object's metadata, as kubectl reads them.
+fn row_of(cells: Vec<Value>, object: &Value) -> Value {
+    json!({
+        "cells": cells,
+        "object": {
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
+        },
+    })
+}
+
+fn table(definitions: Vec<Value>, rows: Vec<Value>, metadata: Option<Value>) -> Value {
     json!({
         "kind": "Table",
         "apiVersion": "meta.k8s.io/v1",

@@ -118,11 +118,12 @@ pub fn check_metadata(kind: &Kind, object: &Value) -> Vec<Cause> {
 pub fn check_kind(kind: &Kind, object: &Value) -> Vec<Cause> {
     match (kind.group, kind.kind) {
         ("", "Pod") => check_pod_spec(object.get("spec"), "spec"),
-        _ => Vec::new(),
+        _ => crate::strategies::check(kind, object),
     }
 }
 
-fn check_pod_spec(spec: Option<&Value>, path: &str) -> Vec<Cause> {
+/// The checks of a pod spec at `path` (pods' `spec`, templates' `spec.template.spec`).
+pub fn check_pod_spec(spec: Option<&Value>, path: &str) -> Vec<Cause> {
     let mut causes = Vec::new();
     let containers = spec
         .and_then(|s| s.get("containers"))

@@ -130,12 +130,7 @@ fn start(call: &Call<'_>) -> ApiResult<Start> {
         }
     }
     if !causes.is_empty() {
-        let mut error = ApiError::invalid("meta.k8s.io", "ListOptions", "", causes);
-        // Upstream names the group-qualified kind, as kubectl prints it.
-        error.message = error
-            .message
-            .replacen("ListOptions", "ListOptions.meta.k8s.io", 1);
-        return Err(error);
+        return Err(ApiError::invalid("meta.k8s.io", "ListOptions", "", causes));
     }
     let revision = match rv {
         Some(rv) => Some(rest::parse_revision(rv)?),
@@ -237,7 +232,8 @@ impl Watcher {
 
     fn decoded(&self, kv: &KeyValue, revision: i64) -> Option<Value> {
         // Undecodable bytes were logged by decode_at; the watcher skips them.
-        let mut object = rest::decode_at(kv, revision).ok()?;
+        let object = rest::decode_at(kv, revision).ok()?;
+        let mut object = crate::events::to_view(&self.kind, object);
         crate::crd::read(&self.kind, &mut object);
         Some(object)
     }

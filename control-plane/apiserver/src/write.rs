@@ -89,6 +89,7 @@ pub async fn create_object_as(
     };
     admission::mutate(&server.admission, &attributes, Some(&mut object)).await?;
     strategy::prepare_create(kind, &mut object, namespace);
+    crate::strategies::prepare_create(kind, &mut object, user);
     if let Some(manager) = manager {
         apply::record_update(kind, None, &mut object, manager, None);
     }
@@ -100,16 +101,20 @@ pub async fn create_object_as(
         ..attributes
     };
     admission::validate(&server.admission, &attributes, Some(&object)).await?;
+    let allocated = crate::strategies::allocate(server, kind, &mut object, None).await?;
     if dry_run {
+        crate::strategies::release(server, allocated).await;
         crate::crd::read(kind, &mut object);
         return Ok(object);
     }
     let key = kind.key(namespace, &name);
-    let stored = server
-        .store
-        .create(&key, rest::encode(&object))
-        .await
-        .map_err(|e| rest::store_error(e, kind, &name))?;
+    let stored = match server.store.create(&key, rest::encode(&object)).await {
+        Ok(stored) => stored,
+        Err(error) => {
+            crate::strategies::release(server, allocated).await;
+            return Err(rest::store_error(error, kind, &name));
+        }
+    };
     tracing::debug!(%key, revision = stored.mod_revision, "created");
     if kind.group.is_empty() && kind.plural == "namespaces" {
         if let Err(error) = crate::default_serviceaccount::ensure(server, &name).await {
@@ -276,6 +281,7 @@ pub(crate) async fn store_update_as(
         status_only
     } else {
         strategy::prepare_update(kind, &mut new, current);
+        crate::strategies::prepare_update(kind, &mut new, current)?;
         new
     };
     if let Some(manager) = manager {
@@ -290,11 +296,17 @@ pub(crate) async fn store_update_as(
     strategy::validate(kind, &new)?;
     crate::crd::prepare(kind, &mut new, Some(current))?;
     admission::validate(&call.server.admission, &attributes, Some(&new)).await?;
+    let allocated = if target.subresource.is_none() {
+        crate::strategies::allocate(call.server, kind, &mut new, Some(current)).await?
+    } else {
+        crate::strategies::Allocated::default()
+    };
     let mut unchanged = current.clone();
     if let Some(meta) = unchanged.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
     }
     if new == unchanged || call.dry_run() {
+        crate::strategies::release(call.server, allocated).await;
         if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("resourceVersion".into(), Value::from(revision.to_string()));
         }
@@ -315,6 +327,8 @@ pub(crate) async fn store_update_as(
             .await
             .map_err(|e| rest::store_error(e, kind, name))?;
         tracing::debug!(%key, "deleted: its last finalizer was removed");
+        crate::strategies::release(call.server, allocated).await;
+        crate::strategies::after_delete(call.server, kind, current).await;
         if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert(
                 "resourceVersion".into(),
@@ -324,11 +338,18 @@ pub(crate) async fn store_update_as(
         crate::crd::read(kind, &mut new);
         return Ok(new);
     }
-    let stored = call
+    let stored = match call
         .server
         .store
         .update(&key, rest::encode(&new), revision)
         .await
-        .map_err(|e| rest::store_error(e, kind, name))?;
+    {
+        Ok(stored) => stored,
+        Err(error) => {
+            crate::strategies::release(call.server, allocated).await;
+            return Err(rest::store_error(error, kind, name));
+        }
+    };
+    crate::strategies::after_update(call.server, kind, current, &new).await;
     crate::crd::stored(call.server, kind, &stored).await
 }

@@ -589,13 +589,12 @@ async fn every_served_kind_explains() {
     let url = common::listen(server).await;
     let kinds = capstan_apiserver::kinds::KindTable::default();
     for kind in kinds.all() {
-        let resource = if kind.group.is_empty() {
-            kind.plural.to_string()
-        } else {
-            format!("{}.{}", kind.plural, kind.group)
-        };
+        // explain reads `a.b.c` as resource a, fields b.c: the group goes in --api-version,
+        // as users pick events.k8s.io's Event over core's.
+        let resource = kind.plural;
+        let api_version = format!("--api-version={}", kind.api_version());
         for (binary, over_v2) in [(KUBECTL_133, false), (KUBECTL_127, true)] {
-            let out = explain(binary, &url, &[&resource], over_v2).await;
+            let out = explain(binary, &url, &[resource, &api_version], over_v2).await;
             let first_line = out.lines().find(|l| l.starts_with("KIND:"));
             assert_eq!(
                 first_line.map(|l| l.trim_start_matches("KIND:").trim()),

@@ -132,7 +132,11 @@ async fn bad_input_gets_kube_errors_and_stores_nothing() {
 async fn generate_name_status_subresource_and_generation() {
     let (server, _) = server().await;
     let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"generateName": "web-"}, "spec": {"replicas": 1}, "status": {"replicas": 9}});
+        "metadata": {"generateName": "web-"}, "spec": {"replicas": 1,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c", "image": "nginx"}]}}},
+        "status": {"replicas": 9}});
     let deployments = "/apis/apps/v1/namespaces/default/deployments";
     let (code, created) = json(&server, "POST", deployments, &deploy).await;
     assert_eq!(code, 201, "{created}");

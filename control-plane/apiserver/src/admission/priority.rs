@@ -264,12 +264,7 @@ async fn validate_class(attributes: &Attributes<'_>, class: &Value) -> ApiResult
         }
     }
     if !causes.is_empty() {
-        let mut error = ApiError::invalid(GROUP, "PriorityClass", name, causes);
-        error.message =
-            error
-                .message
-                .replacen("PriorityClass", "PriorityClass.scheduling.k8s.io", 1);
-        return Err(error);
+        return Err(ApiError::invalid(GROUP, "PriorityClass", name, causes));
     }
     if global_default {
         if let Some(existing) = default_class(attributes.server).await? {

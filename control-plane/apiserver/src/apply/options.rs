@@ -31,12 +31,8 @@ impl Options {
 
 fn invalid(options: Options, causes: Vec<Cause>) -> ApiError {
     let kind = options.kind();
-    let mut error = ApiError::invalid("meta.k8s.io", kind, "", causes);
-    // Upstream names the group kind: `PatchOptions.meta.k8s.io "" is invalid: ...`.
-    error.message = error
-        .message
-        .replacen(kind, &format!("{kind}.meta.k8s.io"), 1);
-    error
+    // `PatchOptions.meta.k8s.io "" is invalid: ...`, as upstream.
+    ApiError::invalid("meta.k8s.io", kind, "", causes)
 }
 
 fn check_manager(manager: &str) -> Vec<Cause> {

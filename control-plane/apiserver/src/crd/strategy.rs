@@ -14,11 +14,7 @@ use crate::strategy::{meta_str, metadata_mut};
 /// The Invalid error of a custom object or definition, whose message names the kind with its
 /// group (`Widget.example.com "w" is invalid: ...`), as upstream's.
 fn invalid(kind: &Kind, name: &str, causes: Vec<crate::status::Cause>) -> ApiError {
-    let mut error = ApiError::invalid(kind.group, kind.kind, name, causes);
-    let plain = format!("{} \"{name}\" is invalid", kind.kind);
-    let qualified = format!("{}.{} \"{name}\" is invalid", kind.kind, kind.group);
-    error.message = error.message.replacen(&plain, &qualified, 1);
-    error
+    ApiError::invalid(kind.group, kind.kind, name, causes)
 }
 
 /// Prepares `object` of `kind`, about to be stored (`old` on updates), after the generic

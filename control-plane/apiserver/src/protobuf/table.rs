@@ -55,6 +55,15 @@ pub const KINDS: &[(&str, &str, &str)] = &[
         "SelfSubjectReview",
         "SelfSubjectReview",
     ),
+    (
+        "certificates.k8s.io/v1",
+        "CertificateSigningRequest",
+        "CertificateSigningRequest",
+    ),
+    ("batch/v1", "CronJob", "CronJob"),
+    ("policy/v1", "PodDisruptionBudget", "PodDisruptionBudget"),
+    ("policy/v1", "Eviction", "Eviction"),
+    ("networking.k8s.io/v1", "Ingress", "Ingress"),
 ];
 
 const META: super::schema::Field = f(1, "metadata", Msg("ObjectMeta"));
@@ -682,6 +691,189 @@ pub const MESSAGES: &[Message] = &[
         &[f(1, "token", Str), r(2, "audiences", Str)],
     ),
     m("SelfSubjectReview", &[META]),
+    // k8s.io/api/certificates/v1 (kubectl certificate approve|deny sends the CSR back).
+    m(
+        "CertificateSigningRequest",
+        &[
+            META,
+            f(2, "spec", Msg("CertificateSigningRequestSpec")),
+            f(3, "status", Msg("CertificateSigningRequestStatus")),
+        ],
+    ),
+    m(
+        "CertificateSigningRequestSpec",
+        &[
+            f(1, "request", Bytes),
+            f(7, "signerName", Str),
+            k(8, "expirationSeconds", I32),
+            r(5, "usages", Str),
+            f(2, "username", Str),
+            f(3, "uid", Str),
+            r(4, "groups", Str),
+            f(6, "extra", Opaque),
+        ],
+    ),
+    m(
+        "CertificateSigningRequestStatus",
+        &[
+            r(1, "conditions", Msg("CertificateSigningRequestCondition")),
+            f(2, "certificate", Bytes),
+        ],
+    ),
+    m(
+        "CertificateSigningRequestCondition",
+        &[
+            f(1, "type", Str),
+            f(6, "status", Str),
+            f(2, "reason", Str),
+            f(3, "message", Str),
+            f(4, "lastUpdateTime", Time),
+            f(5, "lastTransitionTime", Time),
+        ],
+    ),
+    // k8s.io/api/batch/v1 CronJob (kubectl create cronjob).
+    m(
+        "CronJob",
+        &[
+            META,
+            f(2, "spec", Msg("CronJobSpec")),
+            f(3, "status", Msg("CronJobStatus")),
+        ],
+    ),
+    m(
+        "CronJobSpec",
+        &[
+            f(1, "schedule", Str),
+            k(8, "timeZone", Str),
+            k(2, "startingDeadlineSeconds", I64),
+            f(3, "concurrencyPolicy", Str),
+            k(4, "suspend", Bool),
+            f(5, "jobTemplate", Msg("JobTemplateSpec")),
+            k(6, "successfulJobsHistoryLimit", I32),
+            k(7, "failedJobsHistoryLimit", I32),
+        ],
+    ),
+    m(
+        "CronJobStatus",
+        &[
+            r(1, "active", Msg("ObjectReference")),
+            f(4, "lastScheduleTime", Time),
+            f(5, "lastSuccessfulTime", Time),
+        ],
+    ),
+    m("JobTemplateSpec", &[META, f(2, "spec", Msg("JobSpec"))]),
+    // k8s.io/api/policy/v1 (kubectl create poddisruptionbudget, kubectl drain).
+    m(
+        "PodDisruptionBudget",
+        &[
+            META,
+            f(2, "spec", Msg("PodDisruptionBudgetSpec")),
+            f(3, "status", Msg("PodDisruptionBudgetStatus")),
+        ],
+    ),
+    m(
+        "PodDisruptionBudgetSpec",
+        &[
+            f(1, "minAvailable", IntOrString),
+            f(2, "selector", Msg("LabelSelector")),
+            f(3, "maxUnavailable", IntOrString),
+            k(4, "unhealthyPodEvictionPolicy", Str),
+        ],
+    ),
+    m(
+        "PodDisruptionBudgetStatus",
+        &[
+            f(1, "observedGeneration", I64),
+            f(2, "disruptedPods", Map(&Time)),
+            f(3, "disruptionsAllowed", I32),
+            f(4, "currentHealthy", I32),
+            f(5, "desiredHealthy", I32),
+            f(6, "expectedPods", I32),
+            r(7, "conditions", Opaque),
+        ],
+    ),
+    m(
+        "Eviction",
+        &[META, f(2, "deleteOptions", Msg("DeleteOptions"))],
+    ),
+    m(
+        "DeleteOptions",
+        &[
+            k(1, "gracePeriodSeconds", I64),
+            f(2, "preconditions", Msg("Preconditions")),
+            k(3, "orphanDependents", Bool),
+            k(4, "propagationPolicy", Str),
+            r(5, "dryRun", Str),
+            k(6, "ignoreStoreReadErrorWithClusterBreakingPotential", Bool),
+        ],
+    ),
+    m(
+        "Preconditions",
+        &[k(1, "uid", Str), k(2, "resourceVersion", Str)],
+    ),
+    // k8s.io/api/networking/v1 Ingress (kubectl create ingress).
+    m(
+        "Ingress",
+        &[
+            META,
+            f(2, "spec", Msg("IngressSpec")),
+            f(3, "status", Msg("IngressStatus")),
+        ],
+    ),
+    m(
+        "IngressSpec",
+        &[
+            k(4, "ingressClassName", Str),
+            f(1, "defaultBackend", Msg("IngressBackend")),
+            r(2, "tls", Msg("IngressTLS")),
+            r(3, "rules", Msg("IngressRule")),
+        ],
+    ),
+    m(
+        "IngressBackend",
+        &[
+            f(4, "service", Msg("IngressServiceBackend")),
+            f(3, "resource", Msg("TypedLocalObjectReference")),
+        ],
+    ),
+    m(
+        "TypedLocalObjectReference",
+        &[k(1, "apiGroup", Str), f(2, "kind", Str), f(3, "name", Str)],
+    ),
+    m(
+        "IngressServiceBackend",
+        &[f(1, "name", Str), f(2, "port", Msg("ServiceBackendPort"))],
+    ),
+    m(
+        "ServiceBackendPort",
+        &[f(1, "name", Str), f(2, "number", I32)],
+    ),
+    m("IngressTLS", &[r(1, "hosts", Str), f(2, "secretName", Str)]),
+    m(
+        "IngressRule",
+        &[f(1, "host", Str), inline(2, "IngressRuleValue")],
+    ),
+    m(
+        "IngressRuleValue",
+        &[f(1, "http", Msg("HTTPIngressRuleValue"))],
+    ),
+    m(
+        "HTTPIngressRuleValue",
+        &[r(1, "paths", Msg("HTTPIngressPath"))],
+    ),
+    m(
+        "HTTPIngressPath",
+        &[
+            f(1, "path", Str),
+            k(3, "pathType", Str),
+            f(2, "backend", Msg("IngressBackend")),
+        ],
+    ),
+    m(
+        "IngressStatus",
+        &[f(1, "loadBalancer", Msg("IngressLoadBalancerStatus"))],
+    ),
+    m("IngressLoadBalancerStatus", &[r(1, "ingress", Opaque)]),
 ];
 
 /// The message called `name`.

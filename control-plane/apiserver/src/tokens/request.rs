@@ -23,9 +23,7 @@ const KIND: &str = "TokenRequest";
 
 /// `TokenRequest.authentication.k8s.io "<name>" is invalid: ...`.
 fn invalid(name: &str, causes: Vec<Cause>) -> ApiError {
-    let mut error = ApiError::invalid(GROUP, KIND, name, causes);
-    error.message = error.message.replacen(KIND, &format!("{KIND}.{GROUP}"), 1);
-    error
+    ApiError::invalid(GROUP, KIND, name, causes)
 }
 
 fn invalid_value(field: &str, value: &Value, detail: &str) -> Cause {
