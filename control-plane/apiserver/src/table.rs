@@ -44,108 +44,11 @@ fn age(object: &Value) -> String {
     }
 }
 
-fn count(object: &Value, fields: &[&str]) -> usize {
-    fields
-        .iter()
-        .filter_map(|f| object.get(*f).and_then(Value::as_object))
-        .map(|m| m.len())
-        .sum()
-}
-
 fn str_at<'a>(object: &'a Value, pointer: &str) -> &'a str {
     object
         .pointer(pointer)
         .and_then(Value::as_str)
         .unwrap_or("")
-}
-
-fn int_at(object: &Value, pointer: &str) -> i64 {
-    object.pointer(pointer).and_then(Value::as_i64).unwrap_or(0)
-}
-
-/// The kind's columns between Name and Age, and each object's cells for them.
-fn columns(kind: &Kind) -> Vec<Value> {
-    let cols: &[(&str, &str)] = match (kind.group, kind.kind) {
-        ("", "Pod") => &[
-            ("Ready", "string"),
-            ("Status", "string"),
-            ("Restarts", "string"),
-        ],
-        ("", "Namespace") => &[("Status", "string")],
-        ("", "ConfigMap") => &[("Data", "integer")],
-        ("", "Secret") => &[("Type", "string"), ("Data", "integer")],
-        ("", "Node") => &[("Status", "string"), ("Version", "string")],
-        ("apps", "Deployment") => &[
-            ("Ready", "string"),
-            ("Up-to-date", "integer"),
-            ("Available", "integer"),
-        ],
-        _ => &[],
-    };
-    cols.iter().map(|(n, t)| column(n, t, n)).collect()
-}
-
-fn cells(kind: &Kind, object: &Value) -> Vec<Value> {
-    match (kind.group, kind.kind) {
-        ("", "Pod") => {
-            let statuses = object
-                .pointer("/status/containerStatuses")
-                .and_then(Value::as_array);
-            let total = object
-                .pointer("/spec/containers")
-                .and_then(Value::as_array)
-                .map_or(0, Vec::len);
-            let ready = statuses.map_or(0, |s| {
-                s.iter()
-                    .filter(|c| c.get("ready") == Some(&json!(true)))
-                    .count()
-            });
-            let restarts: i64 =
-                statuses.map_or(0, |s| s.iter().map(|c| int_at(c, "/restartCount")).sum());
-            let status = if object.pointer("/metadata/deletionTimestamp").is_some() {
-                "Terminating"
-            } else {
-                str_at(object, "/status/phase")
-            };
-            vec![
-                json!(format!("{ready}/{total}")),
-                json!(status),
-                json!(restarts.to_string()),
-            ]
-        }
-        ("", "Namespace") => vec![json!(str_at(object, "/status/phase"))],
-        ("", "ConfigMap") => vec![json!(count(object, &["data", "binaryData"]))],
-        ("", "Secret") => vec![
-            json!(str_at(object, "/type")),
-            json!(count(object, &["data"])),
-        ],
-        ("", "Node") => {
-            let ready = object
-                .pointer("/status/conditions")
-                .and_then(Value::as_array)
-                .and_then(|c| c.iter().find(|c| c.get("type") == Some(&json!("Ready"))))
-                .map(|c| str_at(c, "/status") == "True");
-            let status = match ready {
-                Some(true) => "Ready",
-                Some(false) => "NotReady",
-                None => "Unknown",
-            };
-            vec![
-                json!(status),
-                json!(str_at(object, "/status/nodeInfo/kubeletVersion")),
-            ]
-        }
-        ("apps", "Deployment") => vec![
-            json!(format!(
-                "{}/{}",
-                int_at(object, "/status/readyReplicas"),
-                int_at(object, "/spec/replicas")
-            )),
-            json!(int_at(object, "/status/updatedReplicas")),
-            json!(int_at(object, "/status/availableReplicas")),
-        ],
-        _ => vec![],
-    }
 }
 
 /// The Table of `objects`; `metadata` is the list's (resourceVersion, continue).
@@ -171,19 +74,17 @@ pub fn of_objects(kind: &Kind, objects: &[Value], metadata: Option<Value>) -> Va
             .collect();
         return table(definitions, rows, metadata);
     }
+    // Kinds upstream prints with no columns of their own: Name and Age.
     let mut definitions = vec![column(
         "Name",
         "string",
         "Name must be unique within a namespace.",
     )];
-    definitions.extend(columns(kind));
     definitions.push(column("Age", "string", "CreationTimestamp is a timestamp representing the server time when this object was created."));
     let rows: Vec<Value> = objects
         .iter()
         .map(|object| {
-            let mut row = vec![json!(str_at(object, "/metadata/name"))];
-            row.extend(cells(kind, object));
-            row.push(json!(age(object)));
+            let row = vec![json!(str_at(object, "/metadata/name")), json!(age(object))];
             row_of(row, object)
         })
         .collect();

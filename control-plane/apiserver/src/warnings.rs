@@ -1,7 +1,7 @@
 //! `Warning` headers (RFC 7234 code 299, as kube-apiserver sends them and kubectl prints them)
 //! for writes whose objects are stored but do nothing here, so nobody takes them for enforced.
 
-use http::{HeaderValue, Method, Response};
+use http::{Method, Response};
 
 use crate::body::ApiBody;
 use crate::kinds::Kind;
@@ -21,13 +21,12 @@ pub fn stored_only(kind: &Kind) -> Option<&'static str> {
     }
 }
 
-/// Adds the stored-only warning of `kind` to the answer of a write.
-pub fn add(kind: &Kind, method: &Method, mut response: Response<ApiBody>) -> Response<ApiBody> {
+/// Adds the stored-only warning of `kind` to the answer of a write (through the request's
+/// warning collector, which writes every warning once).
+pub fn add(kind: &Kind, method: &Method, response: Response<ApiBody>) -> Response<ApiBody> {
     let write = matches!(*method, Method::POST | Method::PUT | Method::PATCH);
     if let (true, Some(text)) = (write, stored_only(kind)) {
-        if let Ok(value) = HeaderValue::from_str(&format!("299 - \"{text}\"")) {
-            response.headers_mut().append(http::header::WARNING, value);
-        }
+        crate::admission::warnings::add(text);
     }
     response
 }
