@@ -69,6 +69,21 @@ pub fn wants_yaml(accept: Option<&str>) -> bool {
     accept.is_some_and(|a| a.trim_start().starts_with("application/yaml"))
 }
 
+/// The media types resource responses come in (protobuf responses are not built).
+pub const RESPONSE_TYPES: &[&str] = &["application/json", "application/yaml"];
+
+/// Whether a response in one of [`RESPONSE_TYPES`] satisfies `accept` (no header, `*/*`,
+/// `application/*`, or one of them with any parameters, tables included).
+pub fn acceptable(accept: Option<&str>) -> bool {
+    let Some(accept) = accept.filter(|a| !a.trim().is_empty()) else {
+        return true;
+    };
+    accept.split(',').any(|range| {
+        let media = range.split(';').next().unwrap_or("").trim();
+        media == "*/*" || media == "application/*" || RESPONSE_TYPES.contains(&media)
+    })
+}
+
 fn full(bytes: impl Into<Bytes>) -> ApiBody {
     Full::new(bytes.into()).boxed()
 }

@@ -89,6 +89,11 @@ pub async fn serve(
             .map(str::to_string)
     };
     let accept = header(http::header::ACCEPT);
+    // A client that takes protobuf only (no JSON) is told so rather than sent JSON it
+    // cannot read.
+    if !body::acceptable(accept.as_deref()) {
+        return Err(ApiError::not_acceptable());
+    }
     let call = Call {
         server,
         user,

@@ -157,6 +157,18 @@ impl ApiError {
         error
     }
 
+    /// An `Accept` header no response type satisfies (kube's 406 NotAcceptable).
+    pub fn not_acceptable() -> ApiError {
+        ApiError::new(
+            406,
+            "NotAcceptable",
+            format!(
+                "only the following media types are accepted: {}",
+                crate::body::RESPONSE_TYPES.join(", ")
+            ),
+        )
+    }
+
     /// A request the server cannot make sense of.
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(400, "BadRequest", message)

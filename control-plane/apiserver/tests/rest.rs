@@ -479,3 +479,41 @@ async fn created_pods_get_their_qos_class() {
         assert_eq!(created["status"]["qosClass"], expected, "{name}");
     }
 }
+
+#[tokio::test]
+async fn a_client_taking_protobuf_only_is_told_what_is_served() {
+    let (server, _) = server().await;
+    let get = |accept: &'static str| {
+        let server = &server;
+        async move {
+            let request = Request::builder()
+                .uri(CMS)
+                .header("accept", accept)
+                .body(Full::new(Bytes::new()));
+            let Ok(request) = request else {
+                panic!("request")
+            };
+            let response = server.handle(request, &RequestUser::admin()).await;
+            let code = response.status().as_u16();
+            let Ok(body) = response.into_body().collect().await else {
+                panic!("body")
+            };
+            let status: Value = serde_json::from_slice(&body.to_bytes()).unwrap_or(Value::Null);
+            (code, status)
+        }
+    };
+    let (code, status) = get("application/vnd.kubernetes.protobuf").await;
+    assert_eq!(
+        (code, status["reason"].clone()),
+        (406, json!("NotAcceptable"))
+    );
+    assert_eq!(
+        status["message"],
+        "only the following media types are accepted: application/json, application/yaml"
+    );
+    // client-go's default for components: protobuf first, JSON as the fallback.
+    let (code, list) = get("application/vnd.kubernetes.protobuf, application/json").await;
+    assert_eq!((code, list["kind"].clone()), (200, json!("ConfigMapList")));
+    let (code, _) = get("*/*").await;
+    assert_eq!(code, 200);
+}
