@@ -121,6 +121,28 @@ async fn session(k: &str, validate: &str) {
     assert_eq!(x, "2", "apply updated the configmap");
     ok(k, s, &["label", "cm", "applied", "tier=web"], None).await;
     ok(k, s, &["annotate", "cm", "applied", "note=hi"], None).await;
+    let columns = ok(
+        k,
+        s,
+        &[
+            "get",
+            "cm",
+            "applied",
+            "-o",
+            "custom-columns=NAME:.metadata.name,TIER:.metadata.labels.tier,NOTE:.metadata.annotations.note",
+        ],
+        None,
+    )
+    .await;
+    let rows: Vec<Vec<&str>> = columns
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [vec!["NAME", "TIER", "NOTE"], vec!["applied", "web", "hi"]],
+        "{columns}"
+    );
     ok(
         k,
         s,
