@@ -14,6 +14,7 @@ pub mod field;
 pub mod format;
 pub mod intern;
 pub mod naming;
+pub mod openapi;
 pub mod prune;
 pub mod registry;
 pub mod scale;
