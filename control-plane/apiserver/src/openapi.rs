@@ -7,11 +7,11 @@
 //! current one), gzip when the client takes it.
 //!
 //! Which schema a kind gets is a lookup by (group, version, kind), never by a list kept here:
-//! first a [`definitions::SchemaSource`] (today [`definitions::BuiltinOnly`], which has none;
-//! CustomResourceDefinitions are meant to pass theirs in its place, bumping its revision when
-//! one changes), then k8s-openapi's type of that (group, version, kind), else a permissive
+//! first a [`definitions::SchemaSource`] (the CustomResourceDefinitions' schemas,
+//! [`crate::crd::openapi::CrdSchemas`], whose revision is the served table's stamp), then
+//! k8s-openapi's type of that (group, version, kind), else a permissive
 //! `x-kubernetes-preserve-unknown-fields` object. The documents follow whatever the kinds table
-//! holds when asked: a changed table (or source revision) builds a new set and drops the old.
+//! holds when asked: a changed table (so a new stamp) builds a new set and drops the old.
 
 mod catalog;
 pub mod definitions;
@@ -61,10 +61,12 @@ pub fn serve(server: &ApiServer, parts: &Parts) -> ApiResult<Response<ApiBody>> 
     let path = parts.uri.path().trim_end_matches('/');
     let headers = &parts.headers;
     let accept = header(headers, header::ACCEPT);
-    let served = server.served();
+    // The table and its stamp together: the stamp keys the cached documents.
+    let (stamp, served) = server.crds.snapshot();
     let kinds = served.all();
     let version = &server.config.git_version;
-    let docs = || documents::get(kinds, &definitions::BuiltinOnly, version);
+    let source = crate::crd::openapi::CrdSchemas::new(&served, stamp);
+    let docs = || documents::get(kinds, &source, version);
     if path == "/openapi/v2" {
         let offered = [
             "application/json",

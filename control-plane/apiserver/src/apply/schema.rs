@@ -4,8 +4,8 @@
 //! `x-kubernetes-list-type`, `x-kubernetes-list-map-keys` and `x-kubernetes-map-type`
 //! ([`CustomSchema::from_openapi`]), and without them every list is atomic.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, LazyLock, PoisonError, RwLock};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -37,39 +37,17 @@ pub trait Schema: Send + Sync {
     }
 }
 
-/// Schemas of custom kinds by (group, version, kind), as their definitions register them.
-type Registry = RwLock<HashMap<(String, String, String), Arc<CustomSchema>>>;
-
-static CUSTOM: LazyLock<Registry> = LazyLock::new(Registry::default);
-
-fn key(group: &str, version: &str, kind: &str) -> (String, String, String) {
-    (group.to_string(), version.to_string(), kind.to_string())
-}
-
-/// Makes apply merge the lists of `group`/`version` `kind` by `schema` (what a
-/// CustomResourceDefinition's `openAPIV3Schema` declares, read by [`CustomSchema::from_openapi`]).
-pub fn register(group: &str, version: &str, kind: &str, schema: CustomSchema) {
-    let mut registry = CUSTOM.write().unwrap_or_else(PoisonError::into_inner);
-    registry.insert(key(group, version, kind), Arc::new(schema));
-}
-
-/// Forgets the schema of a custom kind (its definition went): its lists are atomic again.
-pub fn unregister(group: &str, version: &str, kind: &str) {
-    let mut registry = CUSTOM.write().unwrap_or_else(PoisonError::into_inner);
-    registry.remove(&key(group, version, kind));
-}
-
-/// The schema of a kind: the built-in tables for the built-in groups, a registered custom
-/// schema, or atomic lists.
+/// The schema of a kind: a custom kind's own (read from its definition's `openAPIV3Schema`
+/// when the kind was built, so it lives and dies with the served table), the built-in tables
+/// for the built-in groups, or atomic lists.
 pub fn for_kind(kind: &Kind) -> Arc<dyn Schema> {
+    if let Some(custom) = &kind.custom {
+        return Arc::clone(&custom.apply) as Arc<dyn Schema>;
+    }
     if is_builtin_group(kind.group) {
         return Arc::new(Builtin);
     }
-    let registry = CUSTOM.read().unwrap_or_else(PoisonError::into_inner);
-    match registry.get(&key(kind.group, kind.version, kind.kind)) {
-        Some(custom) => Arc::clone(custom) as Arc<dyn Schema>,
-        None => Arc::new(AtomicLists),
-    }
+    Arc::new(AtomicLists)
 }
 
 /// Groups kube defines: core, unqualified legacy groups and `*.k8s.io`. CRDs cannot use them.
@@ -285,37 +263,31 @@ mod tests {
     }
 
     #[test]
-    fn registered_custom_kinds_use_their_schema() {
-        let kind = Kind {
-            group: "example.com",
-            version: "v1",
-            kind: "Widget",
-            ..first_builtin()
+    fn custom_kinds_use_their_definitions_schema() {
+        let crd = json!({
+            "metadata": {"name": "widgets.example.com"},
+            "spec": {"group": "example.com", "scope": "Namespaced",
+                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget",
+                          "listKind": "WidgetList"},
+                "versions": [{"name": "v1", "served": true, "storage": true,
+                    "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                        "spec": {"type": "object", "properties": {"items": {
+                            "type": "array", "x-kubernetes-list-type": "map",
+                            "x-kubernetes-list-map-keys": ["id"],
+                            "items": {"type": "object"}}}}}}}}]}});
+        let kinds = crate::crd::definition::kinds_of(&crd);
+        let Some(kind) = kinds.first() else {
+            panic!("no kind from {crd}")
+        };
+        assert_eq!(for_kind(kind).list_type(&["spec", "items"]), map(&["id"]));
+        // The same kind without its definition: nothing else remembers the schema.
+        let bare = Kind {
+            custom: None,
+            ..kind.clone()
         };
         assert_eq!(
-            for_kind(&kind).list_type(&["spec", "items"]),
+            for_kind(&bare).list_type(&["spec", "items"]),
             ListType::Atomic
         );
-        let schema = json!({"properties": {"spec": {"properties": {"items": {
-            "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["id"]}}}}});
-        register(
-            "example.com",
-            "v1",
-            "Widget",
-            CustomSchema::from_openapi(&schema),
-        );
-        assert_eq!(for_kind(&kind).list_type(&["spec", "items"]), map(&["id"]));
-        unregister("example.com", "v1", "Widget");
-        assert_eq!(
-            for_kind(&kind).list_type(&["spec", "items"]),
-            ListType::Atomic
-        );
-    }
-
-    fn first_builtin() -> Kind {
-        match crate::kinds::builtin().into_iter().next() {
-            Some(kind) => kind,
-            None => panic!("no built-in kinds"),
-        }
     }
 }

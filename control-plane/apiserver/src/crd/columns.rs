@@ -125,6 +125,7 @@ pub fn definitions_table(objects: &[Value], metadata: Option<Value>) -> Value {
         definition: String::new(),
         storage_version: "v1",
         schema: None,
+        apply: Default::default(),
         columns: vec![Column {
             name: "Created At".into(),
             kind: "date".into(),

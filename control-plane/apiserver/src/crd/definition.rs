@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::{CustomVersion, columns, intern, scale};
+use crate::apply::schema::CustomSchema;
 use crate::kinds::{Kind, NameRule};
 
 fn text<'a>(object: &'a Value, pointer: &str) -> &'a str {
@@ -189,6 +190,12 @@ pub fn kinds_of(crd: &Value) -> Vec<Kind> {
             custom: Some(Arc::new(CustomVersion {
                 definition: name.clone(),
                 storage_version: intern::string(storage),
+                apply: Arc::new(
+                    version
+                        .pointer("/schema/openAPIV3Schema")
+                        .map(CustomSchema::from_openapi)
+                        .unwrap_or_default(),
+                ),
                 schema: version.pointer("/schema/openAPIV3Schema").cloned(),
                 columns: columns::of_version(version),
                 scale: scale::paths_of(version),

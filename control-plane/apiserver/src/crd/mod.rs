@@ -14,6 +14,7 @@ pub mod field;
 pub mod format;
 pub mod intern;
 pub mod naming;
+pub mod openapi;
 pub mod prune;
 pub mod registry;
 pub mod scale;
@@ -21,6 +22,8 @@ pub mod schema;
 pub mod strategy;
 pub mod structural;
 pub mod validate;
+
+use std::sync::Arc;
 
 use capstan_store::KeyValue;
 use serde_json::Value;
@@ -59,6 +62,9 @@ pub struct CustomVersion {
     pub selectable: Vec<String>,
     /// `spec.names.listKind`.
     pub list_kind: String,
+    /// The list and map semantics of `schema` for server-side apply, read once when the
+    /// version is built so that every request (and every server) merges by the same table.
+    pub apply: Arc<crate::apply::schema::CustomSchema>,
 }
 
 /// The row of `customresourcedefinitions` itself.

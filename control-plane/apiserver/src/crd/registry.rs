@@ -4,6 +4,7 @@
 //! answers, one written through another server on the store once the store watch tells.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -25,12 +26,21 @@ pub fn definitions_prefix() -> String {
     super::definition_kind().prefix()
 }
 
+/// Stamps of served tables, unique in the process: two registries (two servers in one
+/// process) never share one, so caches keyed by a stamp can't mix their tables up.
+static STAMPS: AtomicU64 = AtomicU64::new(1);
+
+fn next_stamp() -> u64 {
+    STAMPS.fetch_add(1, Ordering::Relaxed)
+}
+
 /// The kinds a server serves, rebuilt as definitions come and go.
 #[derive(Debug)]
 pub struct Registry {
     builtin: KindTable,
-    /// The table and the store revision it was built at (an older listing never replaces it).
-    served: RwLock<(Revision, Arc<KindTable>)>,
+    /// The table, the store revision it was built at (an older listing never replaces it) and
+    /// its stamp, which changes only when the table's content does.
+    served: RwLock<(Revision, Arc<KindTable>, u64)>,
     /// Definitions whose cleanup runs in this process.
     cleaning: Mutex<HashSet<String>>,
 }
@@ -41,7 +51,7 @@ impl Registry {
         let table = Arc::new(build(&builtin, &[], &HashMap::new()));
         Registry {
             builtin,
-            served: RwLock::new((-1, table)),
+            served: RwLock::new((-1, table, next_stamp())),
             cleaning: Mutex::new(HashSet::new()),
         }
     }
@@ -50,6 +60,14 @@ impl Registry {
     pub fn table(&self) -> Arc<KindTable> {
         let served = self.served.read().unwrap_or_else(|e| e.into_inner());
         Arc::clone(&served.1)
+    }
+
+    /// The table and its stamp, read together: the stamp is unique in the process to this
+    /// content of this registry's table, so what is derived from the table (the OpenAPI
+    /// documents) can be cached by it without looking at the table.
+    pub fn snapshot(&self) -> (u64, Arc<KindTable>) {
+        let served = self.served.read().unwrap_or_else(|e| e.into_inner());
+        (served.2, Arc::clone(&served.1))
     }
 
     /// Reads every definition from the store and serves what they define; starts the cleanup
@@ -68,7 +86,14 @@ impl Registry {
         {
             let mut served = self.served.write().unwrap_or_else(|e| e.into_inner());
             if page.revision >= served.0 {
-                *served = (page.revision, table);
+                // A reload that changed nothing served (a status write, say) keeps the stamp,
+                // so the documents are not rebuilt for it.
+                let stamp = if served.1.all() == table.all() {
+                    served.2
+                } else {
+                    next_stamp()
+                };
+                *served = (page.revision, table, stamp);
             }
         }
         for crd in definitions

@@ -23,8 +23,8 @@ pub trait SchemaSource: Send + Sync {
     /// is always there). `None` falls through to the built-in types.
     fn schema(&self, group: &str, version: &str, kind: &str) -> Option<Value>;
 
-    /// Changes whenever any answer of [`SchemaSource::schema`] does, so cached documents are
-    /// rebuilt.
+    /// Changes whenever any answer of [`SchemaSource::schema`] or the kinds asked about do
+    /// (together with the number of kinds it keys the cached documents), so they are rebuilt.
     fn revision(&self) -> u64;
 }
 
