@@ -1,5 +1,6 @@
 //! Protobuf bodies sent in process: an unsupported kind is a clear 415, malformed bytes a 400
-//! that stores nothing, and protobuf `Accept` is answered in JSON.
+//! that stores nothing, and client-go's protobuf `Accept` (`application/vnd.kubernetes.protobuf,
+//! */*`) is answered in JSON.
 
 mod common;
 
@@ -51,7 +52,8 @@ async fn send(
         .method(method)
         .uri(uri)
         .header("content-type", PROTOBUF)
-        .header("accept", "application/vnd.kubernetes.protobuf")
+        // What client-go sends with a protobuf content type and no accept list of its own.
+        .header("accept", "application/vnd.kubernetes.protobuf, */*")
         .body(Full::new(Bytes::from(body)));
     let Ok(request) = request else {
         panic!("request")
