@@ -155,18 +155,26 @@ fn set_default(map: &mut Map<String, Value>, key: &str, value: Value) {
     }
 }
 
-/// The pod defaults the kubelet and the node agent read (a subset of kube's SetDefaults_Pod).
-fn default_pod(object: &mut Value) {
+/// The pod defaults the kubelet and the node agent read (a subset of kube's SetDefaults_Pod):
+/// the pod spec's own, plus the two only a Pod (not a template) gets.
+pub fn default_pod(object: &mut Value) {
     let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
     };
+    default_pod_spec(spec);
+    set_default(spec, "enableServiceLinks", json!(true));
+    // Upstream's Priority admission sets it on Pods only; templates show none.
+    set_default(spec, "priority", json!(0));
+}
+
+/// Upstream's SetDefaults_PodSpec and SetDefaults_Container/ContainerPort: what a Pod and
+/// every pod template (in Deployments, Jobs, ...) get alike.
+pub fn default_pod_spec(spec: &mut Map<String, Value>) {
     set_default(spec, "restartPolicy", json!("Always"));
     set_default(spec, "terminationGracePeriodSeconds", json!(30));
     set_default(spec, "dnsPolicy", json!("ClusterFirst"));
     set_default(spec, "schedulerName", json!("default-scheduler"));
     set_default(spec, "securityContext", json!({}));
-    set_default(spec, "enableServiceLinks", json!(true));
-    set_default(spec, "priority", json!(0));
     for list in ["initContainers", "containers"] {
         let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else {
             continue;
@@ -192,6 +200,11 @@ fn default_pod(object: &mut Value) {
             );
             set_default(container, "terminationMessagePolicy", json!("File"));
             set_default(container, "resources", json!({}));
+            if let Some(ports) = container.get_mut("ports").and_then(Value::as_array_mut) {
+                for port in ports.iter_mut().filter_map(Value::as_object_mut) {
+                    set_default(port, "protocol", json!("TCP"));
+                }
+            }
         }
     }
 }

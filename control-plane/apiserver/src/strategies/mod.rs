@@ -5,6 +5,8 @@
 mod config;
 mod cron;
 mod csr;
+mod immutable;
+mod pod;
 mod service;
 pub mod service_alloc;
 mod workloads;
@@ -34,6 +36,7 @@ pub fn prepare_create(kind: &Kind, object: &mut Value, user: &RequestUser) {
             workloads::prepare_job(object);
         }
         _ if is_workload(kind) => workloads::defaults(kind.kind, object),
+        ("", "PodTemplate") => workloads::defaults(kind.kind, object),
         _ => {}
     }
 }
@@ -55,6 +58,11 @@ pub fn prepare_update(kind: &Kind, new: &mut Value, old: &Value) -> ApiResult<()
     let causes = match (kind.group, kind.kind) {
         ("", "Service") => service::prepare_update(new, old),
         ("", "ConfigMap") => config::check_update(new, old, false),
+        ("", "Pod") => {
+            // Upstream decodes (and so defaults) the new pod before comparing it.
+            crate::strategy::default_pod(new);
+            pod::check_update(new, old)
+        }
         // Only metadata changes through the main resource, as upstream's csrStrategy.
         ("certificates.k8s.io", "CertificateSigningRequest") => {
             new["spec"] = old.get("spec").cloned().unwrap_or(Value::Null);
@@ -65,6 +73,10 @@ pub fn prepare_update(kind: &Kind, new: &mut Value, old: &Value) -> ApiResult<()
             config::check_update(new, old, true)
         }
         _ if is_workload(kind) => {
+            workloads::defaults(kind.kind, new);
+            immutable::check_update(kind.kind, new, old)
+        }
+        ("", "PodTemplate") => {
             workloads::defaults(kind.kind, new);
             Vec::new()
         }
