@@ -1,0 +1,460 @@
+//! Update-time validation as kube-apiserver 1.33: what a Pod update may change, immutable
+//! workload selectors, StatefulSet and Job specs, and the pod-template defaults workloads
+//! get; the printed texts through kubectl 1.33 and 1.27.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::process::Command;
+
+const KUBECTL_133: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
+const KUBECTL_127: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
+const PODS: &str = "/api/v1/namespaces/default/pods";
+const FORBIDDEN: &str = "spec: Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
+
+/// Runs kubectl with its own home; `editor` becomes KUBE_EDITOR. Returns (success, out, err).
+async fn kubectl(
+    binary: &str,
+    server: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    editor: Option<&str>,
+) -> (bool, String, String) {
+    let Ok(home_dir) = tempfile::tempdir() else {
+        panic!("cannot make a temporary home")
+    };
+    let home = home_dir.path();
+    let mut command = Command::new(binary);
+    command
+        .arg("--server")
+        .arg(server)
+        .arg("--cache-dir")
+        .arg(home.join("cache"))
+        .args(args)
+        .env("HOME", home)
+        .env("KUBECONFIG", home.join("none"))
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(editor) = editor {
+        command.env("KUBE_EDITOR", editor);
+    }
+    let Ok(mut child) = command.spawn() else {
+        panic!("cannot run {binary}")
+    };
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        use tokio::io::AsyncWriteExt;
+        let _ = pipe.write_all(text.as_bytes()).await;
+    }
+    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await;
+    let Ok(Ok(output)) = output else {
+        panic!("kubectl {args:?} did not finish")
+    };
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: nginx:1.27\n";
+const DEPLOY: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  selector:\n    matchLabels:\n      app: web\n  template:\n    metadata:\n      labels:\n        app: web\n    spec:\n      containers:\n      - name: c\n        image: nginx\n";
+
+async fn session(k: &str) {
+    let (server, _) = common::server().await;
+    let url = common::listen(server).await;
+    let s = url.as_str();
+    let run = |args: Vec<String>, stdin: Option<&'static str>, editor: Option<String>| {
+        let url = url.clone();
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            kubectl(k, &url, &args, stdin, editor.as_deref()).await
+        }
+    };
+    let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let (ok, out, err) = run(args(&["create", "-f", "-"]), Some(POD), None).await;
+    assert!(ok, "{out}{err}");
+    let (ok, out, err) = run(args(&["set", "image", "pod/p", "c=nginx:1.28"]), None, None).await;
+    assert!(ok, "set image: {out}{err}");
+    // kubectl edit: the editor rewrites the image in the file kubectl hands it.
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+    let script = dir.path().join("edit.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nsed -i 's/nginx:1.28/nginx:1.29/' \"$1\"\n",
+    )
+    .unwrap_or_else(|e| panic!("write: {e}"));
+    let editor = format!("sh {}", script.display());
+    let (ok, out, err) = run(args(&["edit", "pod", "p"]), None, Some(editor)).await;
+    assert!(ok, "edit: {out}{err}");
+    let (_, image, _) = kubectl(
+        k,
+        s,
+        &[
+            "get",
+            "pod",
+            "p",
+            "-o",
+            "jsonpath={.spec.containers[0].image}",
+        ],
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(image, "nginx:1.29");
+    let (ok, _, err) = kubectl(
+        k,
+        s,
+        &[
+            "patch",
+            "pod",
+            "p",
+            "-p",
+            r#"{"spec":{"restartPolicy":"Never"}}"#,
+        ],
+        None,
+        None,
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("The Pod \"p\" is invalid: {FORBIDDEN}")),
+        "{err}"
+    );
+
+    let (ok, out, err) = run(args(&["create", "-f", "-"]), Some(DEPLOY), None).await;
+    assert!(ok, "{out}{err}");
+    let (ok, _, err) = kubectl(
+        k,
+        s,
+        &[
+            "patch",
+            "deploy",
+            "d",
+            "-p",
+            r#"{"spec":{"selector":{"matchLabels":{"app":"db"}},"template":{"metadata":{"labels":{"app":"db"}}}}}"#,
+        ],
+        None,
+        None,
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        err.contains("The Deployment \"d\" is invalid: spec.selector: Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"db\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable"),
+        "{err}"
+    );
+    // The pod template got the Pod's defaults, and the Deployment its own.
+    let (_, yaml, _) = kubectl(k, s, &["get", "deploy", "d", "-o", "json"], None, None).await;
+    let deploy: Value = serde_json::from_str(&yaml).unwrap_or(Value::Null);
+    let spec = &deploy["spec"]["template"]["spec"];
+    assert_eq!(spec["dnsPolicy"], "ClusterFirst", "{deploy}");
+    assert_eq!(spec["containers"][0]["imagePullPolicy"], "Always");
+    assert_eq!(
+        deploy["spec"]["strategy"]["rollingUpdate"]["maxSurge"],
+        "25%"
+    );
+}
+
+#[tokio::test]
+async fn kubectl_1_33_prints_upstreams_update_errors() {
+    session(KUBECTL_133).await;
+}
+
+#[tokio::test]
+async fn kubectl_1_27_prints_upstreams_update_errors() {
+    session(KUBECTL_127).await;
+}
+
+fn pod(name: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+        "spec": {"containers": [{"name": "c", "image": "nginx:1.27"}],
+            "activeDeadlineSeconds": 100,
+            "tolerations": [{"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 60}]}})
+}
+
+async fn put_spec(
+    server: &capstan_apiserver::ApiServer,
+    path: &str,
+    change: impl FnOnce(&mut Value),
+) -> (u16, Value) {
+    let (code, mut current) = common::json(server, "GET", path, &Value::Null).await;
+    assert_eq!(code, 200, "{current}");
+    change(&mut current);
+    common::json(server, "PUT", path, &current).await
+}
+
+fn first_cause(error: &Value) -> (String, String) {
+    let cause = &error["details"]["causes"][0];
+    (
+        cause["field"].as_str().unwrap_or("").to_string(),
+        cause["message"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+#[tokio::test]
+async fn pod_updates_change_only_upstreams_mutable_fields() {
+    let (server, _) = common::server().await;
+    let (code, created) = common::json(&server, "POST", PODS, &pod("p")).await;
+    assert_eq!(code, 201, "{created}");
+    let path = format!("{PODS}/p");
+    // Values Go does not tell from unset (false, empty lists) change nothing.
+    let (code, body) = put_spec(&server, &path, |p| {
+        p["spec"]["containers"][0]["stdin"] = json!(false);
+        p["spec"]["readinessGates"] = json!([]);
+    })
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = put_spec(&server, &path, |p| {
+        p["spec"]["containers"][0]["image"] = json!("nginx:1.28");
+        p["spec"]["activeDeadlineSeconds"] = json!(50);
+        p["spec"]["tolerations"][0]["tolerationSeconds"] = json!(30);
+        p["spec"]["tolerations"]
+            .as_array_mut()
+            .map(|t| t.push(json!({"key": "new", "operator": "Exists"})));
+    })
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let cases: Vec<(Box<dyn FnOnce(&mut Value)>, &str, &str)> = vec![
+        (
+            Box::new(|p| p["spec"]["activeDeadlineSeconds"] = json!(80)),
+            "spec.activeDeadlineSeconds",
+            "Invalid value: 80: must be less than or equal to previous value",
+        ),
+        (
+            Box::new(|p| {
+                p["spec"]
+                    .as_object_mut()
+                    .map(|s| s.remove("activeDeadlineSeconds"));
+            }),
+            "spec.activeDeadlineSeconds",
+            "Invalid value: null: must not update from a positive integer to nil value",
+        ),
+        (
+            Box::new(|p| {
+                p["spec"]["tolerations"] = json!([{"key": "new", "operator": "Exists"}]);
+            }),
+            "spec.tolerations",
+            "Forbidden: existing toleration can not be modified except its tolerationSeconds",
+        ),
+        (
+            Box::new(|p| p["spec"]["nodeName"] = json!("n1")),
+            "spec",
+            FORBIDDEN.trim_start_matches("spec: "),
+        ),
+        (
+            Box::new(|p| p["spec"]["containers"][0]["name"] = json!("renamed")),
+            "spec",
+            FORBIDDEN.trim_start_matches("spec: "),
+        ),
+        (
+            Box::new(|p| {
+                p["spec"]["containers"]
+                    .as_array_mut()
+                    .map(|c| c.push(json!({"name": "d", "image": "busybox"})));
+            }),
+            "spec.containers",
+            "Forbidden: pod updates may not add or remove containers",
+        ),
+    ];
+    for (change, field, message) in cases {
+        let (code, error) = put_spec(&server, &path, change).await;
+        assert_eq!(code, 422, "{error}");
+        assert_eq!(
+            first_cause(&error),
+            (field.to_string(), message.to_string())
+        );
+    }
+    // A negative grace period may be raised to 1 (and to nothing else).
+    let mut negative = pod("g");
+    negative["spec"]["terminationGracePeriodSeconds"] = json!(-5);
+    let (code, body) = common::json(&server, "POST", PODS, &negative).await;
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = put_spec(&server, &format!("{PODS}/g"), |p| {
+        p["spec"]["terminationGracePeriodSeconds"] = json!(2);
+    })
+    .await;
+    assert_eq!(code, 422, "{body}");
+    let (code, body) = put_spec(&server, &format!("{PODS}/g"), |p| {
+        p["spec"]["terminationGracePeriodSeconds"] = json!(1);
+    })
+    .await;
+    assert_eq!(code, 200, "{body}");
+    // nodeName is the binding's to set.
+    let binding = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"},
+        "target": {"kind": "Node", "name": "n1"}});
+    let (code, body) = common::json(&server, "POST", &format!("{path}/binding"), &binding).await;
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = put_spec(&server, &path, |p| p["spec"]["nodeName"] = json!("n2")).await;
+    assert_eq!(code, 422, "{body}");
+    let (code, body) = put_spec(&server, &path, |p| {
+        p["metadata"]["labels"] = json!({"a": "b"});
+    })
+    .await;
+    assert_eq!(code, 200, "labels still change: {body}");
+}
+
+fn apps(kind: &str, extra: Value) -> Value {
+    let mut object = json!({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": "w"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "c", "image": "nginx:1.27",
+                    "ports": [{"containerPort": 80}]}]}}}});
+    if let (Some(spec), Some(extra)) = (object["spec"].as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    object
+}
+
+#[tokio::test]
+async fn workload_selectors_and_statefulset_specs_are_immutable() {
+    let (server, _) = common::server().await;
+    for (kind, plural) in [
+        ("Deployment", "deployments"),
+        ("ReplicaSet", "replicasets"),
+        ("DaemonSet", "daemonsets"),
+        ("StatefulSet", "statefulsets"),
+    ] {
+        let base = format!("/apis/apps/v1/namespaces/default/{plural}");
+        let (code, body) = common::json(&server, "POST", &base, &apps(kind, json!({}))).await;
+        assert_eq!(code, 201, "{body}");
+        let path = format!("{base}/w");
+        let (code, error) = put_spec(&server, &path, |o| {
+            o["spec"]["selector"]["matchLabels"]["tier"] = json!("x");
+            o["spec"]["template"]["metadata"]["labels"]["tier"] = json!("x");
+        })
+        .await;
+        assert_eq!(code, 422, "{kind}: {error}");
+        if kind == "StatefulSet" {
+            assert_eq!(first_cause(&error), ("spec".to_string(), "Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden".to_string()));
+        } else {
+            assert_eq!(first_cause(&error), ("spec.selector".to_string(), "Invalid value: v1.LabelSelector{MatchLabels:map[string]string{\"app\":\"web\", \"tier\":\"x\"}, MatchExpressions:[]v1.LabelSelectorRequirement(nil)}: field is immutable".to_string()), "{kind}");
+        }
+        // The template's image may change.
+        let (code, body) = put_spec(&server, &path, |o| {
+            o["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:1.28");
+        })
+        .await;
+        assert_eq!(code, 200, "{kind}: {body}");
+        // The template has the Pod's spec defaults, not the Pod-only ones.
+        let spec = &body["spec"]["template"]["spec"];
+        assert_eq!(spec["restartPolicy"], "Always", "{kind}");
+        assert_eq!(spec["schedulerName"], "default-scheduler");
+        assert_eq!(spec["terminationGracePeriodSeconds"], 30);
+        assert_eq!(spec["securityContext"], json!({}));
+        assert!(spec.get("enableServiceLinks").is_none() && spec.get("priority").is_none());
+        let container = &spec["containers"][0];
+        assert_eq!(container["imagePullPolicy"], "IfNotPresent");
+        assert_eq!(container["terminationMessagePath"], "/dev/termination-log");
+        assert_eq!(container["terminationMessagePolicy"], "File");
+        assert_eq!(container["ports"][0]["protocol"], "TCP");
+    }
+    let sts = "/apis/apps/v1/namespaces/default/statefulsets/w";
+    let (code, body) = put_spec(&server, sts, |o| o["spec"]["serviceName"] = json!("svc")).await;
+    assert_eq!(code, 422, "{body}");
+    let (code, body) = put_spec(&server, sts, |o| {
+        o["spec"]["replicas"] = json!(3);
+        o["spec"]["minReadySeconds"] = json!(5);
+    })
+    .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["spec"]["podManagementPolicy"], "OrderedReady");
+    assert_eq!(
+        body["spec"]["updateStrategy"]["rollingUpdate"]["partition"],
+        0
+    );
+}
+
+#[tokio::test]
+async fn job_specs_are_immutable_but_while_suspended() {
+    let (server, _) = common::server().await;
+    let base = "/apis/batch/v1/namespaces/default/jobs";
+    let job = |name: &str, suspend: bool| {
+        json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+            "spec": {"suspend": suspend, "template": {"spec": {"restartPolicy": "Never",
+                "containers": [{"name": "c", "image": "busybox"}]}}}})
+    };
+    let (code, body) = common::json(&server, "POST", base, &job("j", false)).await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(
+        body["spec"]["template"]["spec"]["dnsPolicy"],
+        "ClusterFirst"
+    );
+    let path = format!("{base}/j");
+    let (code, error) = put_spec(&server, &path, |o| o["spec"]["completions"] = json!(3)).await;
+    assert_eq!(code, 422, "{error}");
+    assert_eq!(
+        first_cause(&error),
+        (
+            "spec.completions".to_string(),
+            "Invalid value: 3: field is immutable".to_string()
+        )
+    );
+    let (code, error) = put_spec(&server, &path, |o| {
+        o["spec"]["template"]["spec"]["nodeSelector"] = json!({"zone": "a"});
+    })
+    .await;
+    assert_eq!(code, 422, "{error}");
+    assert_eq!(first_cause(&error).0, "spec.template");
+    let (code, error) = put_spec(&server, &path, |o| {
+        o["spec"]["selector"]["matchLabels"]["extra"] = json!("x");
+    })
+    .await;
+    assert_eq!(code, 422, "{error}");
+    assert_eq!(first_cause(&error).0, "spec.selector");
+    // A suspended Job that never started may get new scheduling directives, not new images.
+    let (code, body) = common::json(&server, "POST", base, &job("s", true)).await;
+    assert_eq!(code, 201, "{body}");
+    let path = format!("{base}/s");
+    let (code, body) = put_spec(&server, &path, |o| {
+        o["spec"]["template"]["spec"]["nodeSelector"] = json!({"zone": "a"});
+    })
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = put_spec(&server, &path, |o| {
+        o["spec"]["template"]["spec"]["containers"][0]["image"] = json!("alpine");
+    })
+    .await;
+    assert_eq!(code, 422, "{body}");
+}
+
+#[tokio::test]
+async fn cronjob_and_podtemplate_templates_get_pod_defaults() {
+    let (server, _) = common::server().await;
+    let cron = json!({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "c"},
+        "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": {"template": {"spec": {
+            "restartPolicy": "OnFailure", "containers": [{"name": "c", "image": "busybox"}]}}}}}});
+    let (code, body) = common::json(
+        &server,
+        "POST",
+        "/apis/batch/v1/namespaces/default/cronjobs",
+        &cron,
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let spec = &body["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(spec["containers"][0]["imagePullPolicy"], "Always", "{body}");
+    assert_eq!(spec["dnsPolicy"], "ClusterFirst");
+    let template = json!({"apiVersion": "v1", "kind": "PodTemplate", "metadata": {"name": "t"},
+        "template": {"spec": {"containers": [{"name": "c", "image": "busybox:1"}]}}});
+    let (code, body) = common::json(
+        &server,
+        "POST",
+        "/api/v1/namespaces/default/podtemplates",
+        &template,
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(
+        body["template"]["spec"]["containers"][0]["imagePullPolicy"],
+        "IfNotPresent"
+    );
+    assert_eq!(body["template"]["spec"]["restartPolicy"], "Always");
+}
