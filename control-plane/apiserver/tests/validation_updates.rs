@@ -459,3 +459,88 @@ async fn cronjob_and_podtemplate_templates_get_pod_defaults() {
     );
     assert_eq!(body["template"]["spec"]["restartPolicy"], "Always");
 }
+
+#[tokio::test]
+async fn volumes_claims_and_storage_classes_as_upstream() {
+    let (server, _) = common::server().await;
+    let claims = "/api/v1/namespaces/default/persistentvolumeclaims";
+    let bad = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "c"},
+        "spec": {"resources": {}}});
+    let (code, error) = common::json(&server, "POST", claims, &bad).await;
+    assert_eq!(code, 422, "{error}");
+    let fields: Vec<&str> = error["details"]["causes"]
+        .as_array()
+        .map(|c| c.iter().filter_map(|c| c["field"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(fields, ["spec.accessModes", "spec.resources[storage]"]);
+    assert_eq!(
+        error["details"]["causes"][0]["message"],
+        "Required value: at least 1 access mode is required"
+    );
+    let claim = json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "c"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}});
+    let (code, body) = common::json(&server, "POST", claims, &claim).await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["spec"]["volumeMode"], "Filesystem");
+    let (code, error) = put_spec(&server, &format!("{claims}/c"), |o| {
+        o["spec"]["accessModes"] = json!(["ReadWriteMany"]);
+    })
+    .await;
+    assert_eq!(code, 422, "{error}");
+    assert_eq!(first_cause(&error), ("spec".to_string(), "Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims".to_string()));
+
+    let volumes = "/api/v1/persistentvolumes";
+    let none = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "v"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"}}});
+    let (code, error) = common::json(&server, "POST", volumes, &none).await;
+    assert_eq!(code, 422, "{error}");
+    assert_eq!(
+        first_cause(&error),
+        (
+            "spec".to_string(),
+            "Required value: must specify a volume type".to_string()
+        )
+    );
+    let mut two = none.clone();
+    two["spec"]["hostPath"] = json!({"path": "/tmp"});
+    two["spec"]["nfs"] = json!({"server": "s", "path": "/"});
+    let (code, error) = common::json(&server, "POST", volumes, &two).await;
+    assert_eq!(code, 422, "{error}");
+    assert_eq!(first_cause(&error).0, "spec.nfs");
+    let mut one = none.clone();
+    one["spec"]["hostPath"] = json!({"path": "/tmp"});
+    let (code, body) = common::json(&server, "POST", volumes, &one).await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["spec"]["persistentVolumeReclaimPolicy"], "Retain");
+    let (code, error) = put_spec(&server, &format!("{volumes}/v"), |o| {
+        o["spec"]["hostPath"]["path"] = json!("/other");
+    })
+    .await;
+    assert_eq!(code, 422, "{error}");
+    assert_eq!(first_cause(&error).0, "spec.persistentvolumesource");
+
+    let classes = "/apis/storage.k8s.io/v1/storageclasses";
+    let class = json!({"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "s"}});
+    let (code, error) = common::json(&server, "POST", classes, &class).await;
+    assert_eq!(code, 422, "{error}");
+    assert_eq!(
+        first_cause(&error),
+        ("provisioner".to_string(), "Required value".to_string())
+    );
+    let mut class = class;
+    class["provisioner"] = json!("example.com/p");
+    let (code, body) = common::json(&server, "POST", classes, &class).await;
+    assert_eq!(code, 201, "{body}");
+    let (code, error) = put_spec(&server, &format!("{classes}/s"), |o| {
+        o["provisioner"] = json!("other.com/p");
+    })
+    .await;
+    assert_eq!(code, 422, "{error}");
+    assert_eq!(
+        first_cause(&error),
+        (
+            "provisioner".to_string(),
+            "Forbidden: updates to provisioner are forbidden.".to_string()
+        )
+    );
+}

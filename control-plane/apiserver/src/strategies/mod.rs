@@ -9,6 +9,7 @@ mod immutable;
 mod pod;
 mod service;
 pub mod service_alloc;
+mod storage;
 mod workloads;
 
 use serde_json::Value;
@@ -37,6 +38,9 @@ pub fn prepare_create(kind: &Kind, object: &mut Value, user: &RequestUser) {
         }
         _ if is_workload(kind) => workloads::defaults(kind.kind, object),
         ("", "PodTemplate") => workloads::defaults(kind.kind, object),
+        ("", "PersistentVolume" | "PersistentVolumeClaim") | ("storage.k8s.io", "StorageClass") => {
+            storage::defaults(kind.kind, object)
+        }
         _ => {}
     }
 }
@@ -80,6 +84,18 @@ pub fn prepare_update(kind: &Kind, new: &mut Value, old: &Value) -> ApiResult<()
             workloads::defaults(kind.kind, new);
             Vec::new()
         }
+        ("", "PersistentVolume") => {
+            storage::defaults(kind.kind, new);
+            storage::check_volume_update(new, old)
+        }
+        ("", "PersistentVolumeClaim") => {
+            storage::defaults(kind.kind, new);
+            storage::check_claim_update(new, old)
+        }
+        ("storage.k8s.io", "StorageClass") => {
+            storage::defaults(kind.kind, new);
+            storage::check_class_update(new, old)
+        }
         _ => Vec::new(),
     };
     if causes.is_empty() {
@@ -98,6 +114,9 @@ pub fn check(kind: &Kind, object: &Value) -> Vec<Cause> {
         ("", "ConfigMap") => config::check(object, false),
         ("", "Secret") => config::check(object, true),
         _ if is_workload(kind) => workloads::check(kind.kind, object),
+        ("", "PersistentVolume") => storage::check_volume(object),
+        ("", "PersistentVolumeClaim") => storage::check_claim(object),
+        ("storage.k8s.io", "StorageClass") => storage::check_class(object),
         _ => Vec::new(),
     }
 }
