@@ -544,3 +544,97 @@ async fn volumes_claims_and_storage_classes_as_upstream() {
         )
     );
 }
+
+fn fields_and_messages(error: &Value) -> Vec<(String, String)> {
+    error["details"]["causes"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .map(|c| {
+                    (
+                        c["field"].as_str().unwrap_or("").to_string(),
+                        c["message"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn ingresses_and_network_policies_as_upstream() {
+    let (server, _) = common::server().await;
+    let ingresses = "/apis/networking.k8s.io/v1/namespaces/default/ingresses";
+    let bad = json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "i"},
+        "spec": {"rules": [{"host": "a.example.com", "http": {"paths": [
+            {"path": "/", "backend": {"service": {"name": "web"}}},
+            {"path": "x", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}});
+    let (code, error) = common::json(&server, "POST", ingresses, &bad).await;
+    assert_eq!(code, 422, "{error}");
+    let got = fields_and_messages(&error);
+    let want = [
+        (
+            "spec.rules[0].http.paths[0].pathType",
+            "Required value: pathType must be specified",
+        ),
+        (
+            "spec.rules[0].http.paths[0].backend.service.port",
+            "Required value: port name or number is required",
+        ),
+        (
+            "spec.rules[0].http.paths[1].path",
+            "Invalid value: \"x\": must be an absolute path",
+        ),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(f, m)| (f.to_string(), m.to_string()))
+        .collect();
+    assert_eq!(got, want);
+    let good = json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "i"},
+        "spec": {"rules": [{"http": {"paths": [{"path": "/", "pathType": "Prefix",
+            "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}});
+    let (code, body) = common::json(&server, "POST", ingresses, &good).await;
+    assert_eq!(code, 201, "{body}");
+
+    let policies = "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies";
+    let bad = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "n"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Sideways"],
+            "ingress": [{"ports": [{"protocol": "ICMP", "port": 80, "endPort": 70}],
+                "from": [{}, {"ipBlock": {"cidr": "10.0.0.0/8"}, "podSelector": {}}]}]}});
+    let (code, error) = common::json(&server, "POST", policies, &bad).await;
+    assert_eq!(code, 422, "{error}");
+    let got = fields_and_messages(&error);
+    let want = [
+        (
+            "spec.ingress[0].ports[0].protocol",
+            "Unsupported value: \"ICMP\": supported values: \"SCTP\", \"TCP\", \"UDP\"",
+        ),
+        (
+            "spec.ingress[0].ports[0].endPort",
+            "Invalid value: 70: must be greater than or equal to `port`",
+        ),
+        (
+            "spec.ingress[0].from[0]",
+            "Required value: must specify a peer",
+        ),
+        (
+            "spec.ingress[0].from[1]",
+            "Forbidden: may not specify both ipBlock and another peer",
+        ),
+        (
+            "spec.policyTypes[1]",
+            "Unsupported value: \"Sideways\": supported values: \"Egress\", \"Ingress\"",
+        ),
+    ];
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(f, m)| (f.to_string(), m.to_string()))
+        .collect();
+    assert_eq!(got, want);
+    let good = json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "n"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": 80}], "from": [{"ipBlock": {"cidr": "10.0.0.0/8"}}]}]}});
+    let (code, body) = common::json(&server, "POST", policies, &good).await;
+    assert_eq!(code, 201, "{body}");
+}

@@ -6,6 +6,7 @@ mod config;
 mod cron;
 mod csr;
 mod immutable;
+mod networking;
 mod pod;
 mod service;
 pub mod service_alloc;
@@ -117,6 +118,8 @@ pub fn check(kind: &Kind, object: &Value) -> Vec<Cause> {
         ("", "PersistentVolume") => storage::check_volume(object),
         ("", "PersistentVolumeClaim") => storage::check_claim(object),
         ("storage.k8s.io", "StorageClass") => storage::check_class(object),
+        ("networking.k8s.io", "Ingress") => networking::check_ingress(object),
+        ("networking.k8s.io", "NetworkPolicy") => networking::check_network_policy(object),
         _ => Vec::new(),
     }
 }
