@@ -175,6 +175,7 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>) {
     set_default(spec, "dnsPolicy", json!("ClusterFirst"));
     set_default(spec, "schedulerName", json!("default-scheduler"));
     set_default(spec, "securityContext", json!({}));
+    default_volumes(spec);
     for list in ["initContainers", "containers"] {
         let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else {
             continue;
@@ -204,6 +205,37 @@ pub fn default_pod_spec(spec: &mut Map<String, Value>) {
                 for port in ports.iter_mut().filter_map(Value::as_object_mut) {
                     set_default(port, "protocol", json!("TCP"));
                 }
+            }
+            for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                if let Some(probe) = container.get_mut(probe).and_then(Value::as_object_mut) {
+                    default_probe(probe);
+                }
+            }
+        }
+    }
+}
+
+/// Upstream's SetDefaults_Probe and SetDefaults_HTTPGetAction.
+fn default_probe(probe: &mut Map<String, Value>) {
+    set_default(probe, "timeoutSeconds", json!(1));
+    set_default(probe, "periodSeconds", json!(10));
+    set_default(probe, "successThreshold", json!(1));
+    set_default(probe, "failureThreshold", json!(3));
+    if let Some(get) = probe.get_mut("httpGet").and_then(Value::as_object_mut) {
+        set_default(get, "path", json!("/"));
+        set_default(get, "scheme", json!("HTTP"));
+    }
+}
+
+/// Upstream's volume-source defaults: 0644 file modes for projected-like sources.
+fn default_volumes(spec: &mut Map<String, Value>) {
+    let Some(volumes) = spec.get_mut("volumes").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for volume in volumes.iter_mut().filter_map(Value::as_object_mut) {
+        for source in ["secret", "configMap", "downwardAPI", "projected"] {
+            if let Some(source) = volume.get_mut(source).and_then(Value::as_object_mut) {
+                set_default(source, "defaultMode", json!(420));
             }
         }
     }

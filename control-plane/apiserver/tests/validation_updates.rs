@@ -638,3 +638,28 @@ async fn ingresses_and_network_policies_as_upstream() {
     let (code, body) = common::json(&server, "POST", policies, &good).await;
     assert_eq!(code, 201, "{body}");
 }
+
+#[tokio::test]
+async fn templates_get_probe_and_volume_defaults() {
+    let (server, _) = common::server().await;
+    let mut deploy = apps("Deployment", json!({}));
+    deploy["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] =
+        json!({"httpGet": {"port": 80}});
+    deploy["spec"]["template"]["spec"]["volumes"] =
+        json!([{"name": "s", "secret": {"secretName": "x"}}]);
+    let (code, body) = common::json(
+        &server,
+        "POST",
+        "/apis/apps/v1/namespaces/default/deployments",
+        &deploy,
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let spec = &body["spec"]["template"]["spec"];
+    assert_eq!(
+        spec["containers"][0]["readinessProbe"],
+        json!({"httpGet": {"port": 80, "path": "/", "scheme": "HTTP"}, "timeoutSeconds": 1,
+            "periodSeconds": 10, "successThreshold": 1, "failureThreshold": 3})
+    );
+    assert_eq!(spec["volumes"][0]["secret"]["defaultMode"], 420);
+}
