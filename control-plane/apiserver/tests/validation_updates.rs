@@ -489,6 +489,34 @@ async fn volumes_claims_and_storage_classes_as_upstream() {
     assert_eq!(code, 422, "{error}");
     assert_eq!(first_cause(&error), ("spec".to_string(), "Forbidden: spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims".to_string()));
 
+    // A bound claim may grow, never shrink.
+    let (code, body) = common::call(
+        &server,
+        "PATCH",
+        &format!("{claims}/c/status"),
+        "application/merge-patch+json",
+        &json!({"status": {"phase": "Bound"}}).to_string(),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = put_spec(&server, &format!("{claims}/c"), |o| {
+        o["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
+    })
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, error) = put_spec(&server, &format!("{claims}/c"), |o| {
+        o["spec"]["resources"]["requests"]["storage"] = json!("1Gi");
+    })
+    .await;
+    assert_eq!(code, 422, "{error}");
+    assert_eq!(
+        first_cause(&error),
+        (
+            "spec.resources.requests.storage".to_string(),
+            "Forbidden: field can not be less than previous value".to_string()
+        )
+    );
+
     let volumes = "/api/v1/persistentvolumes";
     let none = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "v"},
         "spec": {"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"}}});
