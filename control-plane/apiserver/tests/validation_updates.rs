@@ -691,3 +691,27 @@ async fn templates_get_probe_and_volume_defaults() {
     );
     assert_eq!(spec["volumes"][0]["secret"]["defaultMode"], 420);
 }
+
+#[tokio::test]
+async fn a_secrets_type_never_changes() {
+    let (server, _) = common::server().await;
+    let secrets = "/api/v1/namespaces/default/secrets";
+    for (name, immutable) in [("s", false), ("i", true)] {
+        let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name},
+            "immutable": immutable, "data": {"k": "dg=="}});
+        let (code, body) = common::json(&server, "POST", secrets, &secret).await;
+        assert_eq!(code, 201, "{body}");
+        let (code, error) = put_spec(&server, &format!("{secrets}/{name}"), |o| {
+            o["type"] = json!("example.com/other");
+        })
+        .await;
+        assert_eq!(code, 422, "{error}");
+        assert_eq!(
+            first_cause(&error),
+            (
+                "type".to_string(),
+                "Invalid value: \"example.com/other\": field is immutable".to_string()
+            )
+        );
+    }
+}
