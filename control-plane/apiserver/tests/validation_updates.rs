@@ -715,3 +715,35 @@ async fn a_secrets_type_never_changes() {
         );
     }
 }
+
+#[tokio::test]
+async fn claims_and_claim_templates_get_upstreams_defaults() {
+    let (server, _) = common::server().await;
+    let claim = json!({"metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "1Gi"}}}});
+    let mut sts = apps("StatefulSet", json!({}));
+    sts["spec"]["volumeClaimTemplates"] = json!([claim]);
+    let (code, body) = common::json(
+        &server,
+        "POST",
+        "/apis/apps/v1/namespaces/default/statefulsets",
+        &sts,
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    let template = &body["spec"]["volumeClaimTemplates"][0];
+    assert_eq!(template["spec"]["volumeMode"], "Filesystem", "{body}");
+    assert_eq!(template["status"]["phase"], "Pending");
+    let mut claim = claim;
+    claim["apiVersion"] = json!("v1");
+    claim["kind"] = json!("PersistentVolumeClaim");
+    let (code, body) = common::json(
+        &server,
+        "POST",
+        "/api/v1/namespaces/default/persistentvolumeclaims",
+        &claim,
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["status"]["phase"], "Pending", "{body}");
+}

@@ -10,7 +10,7 @@ mod networking;
 mod pod;
 mod service;
 pub mod service_alloc;
-mod storage;
+pub(crate) mod storage;
 mod workloads;
 
 use serde_json::Value;

@@ -274,8 +274,8 @@ pub fn check_class_update(new: &Value, old: &Value) -> Vec<Cause> {
 
 fn set_default(object: &mut Value, pointer: &str, value: Value) {
     let (parent, key) = pointer.rsplit_once('/').unwrap_or(("", pointer));
-    if object.pointer(parent).is_none() && parent == "/spec" {
-        object["spec"] = json!({});
+    if object.pointer(parent).is_none() && (parent == "/spec" || parent == "/status") {
+        object[&parent[1..]] = json!({});
     }
     if let Some(map) = object.pointer_mut(parent).and_then(Value::as_object_mut) {
         if map.get(key).is_none_or(Value::is_null) {
@@ -284,8 +284,8 @@ fn set_default(object: &mut Value, pointer: &str, value: Value) {
     }
 }
 
-/// Upstream's SetDefaults of PersistentVolume, PersistentVolumeClaim and StorageClass, so an
-/// update that leaves them out changes nothing.
+/// Upstream's SetDefaults of PersistentVolume, PersistentVolumeClaim (also a StatefulSet's
+/// claim templates) and StorageClass, so an update that leaves them out changes nothing.
 pub fn defaults(kind: &str, object: &mut Value) {
     match kind {
         "PersistentVolume" => {
@@ -295,8 +295,12 @@ pub fn defaults(kind: &str, object: &mut Value) {
                 json!("Retain"),
             );
             set_default(object, "/spec/volumeMode", json!("Filesystem"));
+            set_default(object, "/status/phase", json!("Pending"));
         }
-        "PersistentVolumeClaim" => set_default(object, "/spec/volumeMode", json!("Filesystem")),
+        "PersistentVolumeClaim" => {
+            set_default(object, "/spec/volumeMode", json!("Filesystem"));
+            set_default(object, "/status/phase", json!("Pending"));
+        }
         "StorageClass" => {
             set_default(object, "/reclaimPolicy", json!("Delete"));
             set_default(object, "/volumeBindingMode", json!("Immediate"));

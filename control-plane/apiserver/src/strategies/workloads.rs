@@ -58,6 +58,14 @@ pub fn defaults(kind: &str, object: &mut Value) {
                 "persistentVolumeClaimRetentionPolicy",
                 json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
             );
+            if let Some(claims) = spec
+                .get_mut("volumeClaimTemplates")
+                .and_then(Value::as_array_mut)
+            {
+                for claim in claims.iter_mut() {
+                    super::storage::defaults("PersistentVolumeClaim", claim);
+                }
+            }
         }
         "DaemonSet" => {
             set_default(
