@@ -155,18 +155,27 @@ fn set_default(map: &mut Map<String, Value>, key: &str, value: Value) {
     }
 }
 
-/// The pod defaults the kubelet and the node agent read (a subset of kube's SetDefaults_Pod).
-fn default_pod(object: &mut Value) {
+/// The pod defaults the kubelet and the node agent read (a subset of kube's SetDefaults_Pod):
+/// the pod spec's own, plus the two only a Pod (not a template) gets.
+pub fn default_pod(object: &mut Value) {
     let Some(spec) = object.get_mut("spec").and_then(Value::as_object_mut) else {
         return;
     };
+    default_pod_spec(spec);
+    set_default(spec, "enableServiceLinks", json!(true));
+    // Upstream's Priority admission sets it on Pods only; templates show none.
+    set_default(spec, "priority", json!(0));
+}
+
+/// Upstream's SetDefaults_PodSpec and SetDefaults_Container/ContainerPort: what a Pod and
+/// every pod template (in Deployments, Jobs, ...) get alike.
+pub fn default_pod_spec(spec: &mut Map<String, Value>) {
     set_default(spec, "restartPolicy", json!("Always"));
     set_default(spec, "terminationGracePeriodSeconds", json!(30));
     set_default(spec, "dnsPolicy", json!("ClusterFirst"));
     set_default(spec, "schedulerName", json!("default-scheduler"));
     set_default(spec, "securityContext", json!({}));
-    set_default(spec, "enableServiceLinks", json!(true));
-    set_default(spec, "priority", json!(0));
+    default_volumes(spec);
     for list in ["initContainers", "containers"] {
         let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) else {
             continue;
@@ -192,6 +201,42 @@ fn default_pod(object: &mut Value) {
             );
             set_default(container, "terminationMessagePolicy", json!("File"));
             set_default(container, "resources", json!({}));
+            if let Some(ports) = container.get_mut("ports").and_then(Value::as_array_mut) {
+                for port in ports.iter_mut().filter_map(Value::as_object_mut) {
+                    set_default(port, "protocol", json!("TCP"));
+                }
+            }
+            for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                if let Some(probe) = container.get_mut(probe).and_then(Value::as_object_mut) {
+                    default_probe(probe);
+                }
+            }
+        }
+    }
+}
+
+/// Upstream's SetDefaults_Probe and SetDefaults_HTTPGetAction.
+fn default_probe(probe: &mut Map<String, Value>) {
+    set_default(probe, "timeoutSeconds", json!(1));
+    set_default(probe, "periodSeconds", json!(10));
+    set_default(probe, "successThreshold", json!(1));
+    set_default(probe, "failureThreshold", json!(3));
+    if let Some(get) = probe.get_mut("httpGet").and_then(Value::as_object_mut) {
+        set_default(get, "path", json!("/"));
+        set_default(get, "scheme", json!("HTTP"));
+    }
+}
+
+/// Upstream's volume-source defaults: 0644 file modes for projected-like sources.
+fn default_volumes(spec: &mut Map<String, Value>) {
+    let Some(volumes) = spec.get_mut("volumes").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for volume in volumes.iter_mut().filter_map(Value::as_object_mut) {
+        for source in ["secret", "configMap", "downwardAPI", "projected"] {
+            if let Some(source) = volume.get_mut(source).and_then(Value::as_object_mut) {
+                set_default(source, "defaultMode", json!(420));
+            }
         }
     }
 }

@@ -283,7 +283,17 @@ async fn object_counts_services_and_claims_are_charged() {
             )
         )
     );
-    // Growing a claim is charged too.
+    // Growing a claim is charged too. Only a bound claim may grow (upstream's
+    // ValidatePersistentVolumeClaimUpdate, which runs before quota admission), so bind it.
+    let (code, body) = common::call(
+        &server,
+        "PATCH",
+        "/api/v1/namespaces/kinds/persistentvolumeclaims/c1/status",
+        "application/merge-patch+json",
+        &json!({"status": {"phase": "Bound"}}).to_string(),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
     let grow = json!({"spec": {"resources": {"requests": {"storage": "2Gi"}}}});
     let (code, body) = common::call(
         &server,

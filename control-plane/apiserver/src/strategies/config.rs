@@ -107,10 +107,16 @@ pub fn check(object: &Value, secret: bool) -> Vec<Cause> {
 /// What an update of an `immutable` ConfigMap or Secret may not do.
 pub fn check_update(new: &Value, old: &Value, secret: bool) -> Vec<Cause> {
     let mut causes = Vec::new();
+    // A Secret's type never changes, immutable or not (upstream's ValidateSecretUpdate).
+    if secret && new.get("type") != old.get("type") && old.get("type").is_some() {
+        let shown = json!(new.get("type").and_then(Value::as_str).unwrap_or(""));
+        causes.push(Cause {
+            reason: "FieldValueInvalid".into(),
+            message: format!("Invalid value: {shown}: field is immutable"),
+            field: "type".into(),
+        });
+    }
     if old.get("immutable") != Some(&json!(true)) {
-        if secret && new.get("type") != old.get("type") && old.get("type").is_some() {
-            causes.push(Cause::immutable("type"));
-        }
         return causes;
     }
     let forbidden = |field: &str| Cause {

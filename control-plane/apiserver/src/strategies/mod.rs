@@ -5,8 +5,12 @@
 mod config;
 mod cron;
 mod csr;
+mod immutable;
+mod networking;
+mod pod;
 mod service;
 pub mod service_alloc;
+pub(crate) mod storage;
 mod workloads;
 
 use serde_json::Value;
@@ -34,6 +38,10 @@ pub fn prepare_create(kind: &Kind, object: &mut Value, user: &RequestUser) {
             workloads::prepare_job(object);
         }
         _ if is_workload(kind) => workloads::defaults(kind.kind, object),
+        ("", "PodTemplate") => workloads::defaults(kind.kind, object),
+        ("", "PersistentVolume" | "PersistentVolumeClaim") | ("storage.k8s.io", "StorageClass") => {
+            storage::defaults(kind.kind, object)
+        }
         _ => {}
     }
 }
@@ -55,6 +63,11 @@ pub fn prepare_update(kind: &Kind, new: &mut Value, old: &Value) -> ApiResult<()
     let causes = match (kind.group, kind.kind) {
         ("", "Service") => service::prepare_update(new, old),
         ("", "ConfigMap") => config::check_update(new, old, false),
+        ("", "Pod") => {
+            // Upstream decodes (and so defaults) the new pod before comparing it.
+            crate::strategy::default_pod(new);
+            pod::check_update(new, old)
+        }
         // Only metadata changes through the main resource, as upstream's csrStrategy.
         ("certificates.k8s.io", "CertificateSigningRequest") => {
             new["spec"] = old.get("spec").cloned().unwrap_or(Value::Null);
@@ -66,7 +79,23 @@ pub fn prepare_update(kind: &Kind, new: &mut Value, old: &Value) -> ApiResult<()
         }
         _ if is_workload(kind) => {
             workloads::defaults(kind.kind, new);
+            immutable::check_update(kind.kind, new, old)
+        }
+        ("", "PodTemplate") => {
+            workloads::defaults(kind.kind, new);
             Vec::new()
+        }
+        ("", "PersistentVolume") => {
+            storage::defaults(kind.kind, new);
+            storage::check_volume_update(new, old)
+        }
+        ("", "PersistentVolumeClaim") => {
+            storage::defaults(kind.kind, new);
+            storage::check_claim_update(new, old)
+        }
+        ("storage.k8s.io", "StorageClass") => {
+            storage::defaults(kind.kind, new);
+            storage::check_class_update(new, old)
         }
         _ => Vec::new(),
     };
@@ -86,6 +115,11 @@ pub fn check(kind: &Kind, object: &Value) -> Vec<Cause> {
         ("", "ConfigMap") => config::check(object, false),
         ("", "Secret") => config::check(object, true),
         _ if is_workload(kind) => workloads::check(kind.kind, object),
+        ("", "PersistentVolume") => storage::check_volume(object),
+        ("", "PersistentVolumeClaim") => storage::check_claim(object),
+        ("storage.k8s.io", "StorageClass") => storage::check_class(object),
+        ("networking.k8s.io", "Ingress") => networking::check_ingress(object),
+        ("networking.k8s.io", "NetworkPolicy") => networking::check_network_policy(object),
         _ => Vec::new(),
     }
 }

@@ -25,6 +25,10 @@ fn spec_mut(object: &mut Value) -> Option<&mut Map<String, Value>> {
 
 /// Upstream's SetDefaults of the kind (apps/v1, core/v1 RC, batch/v1).
 pub fn defaults(kind: &str, object: &mut Value) {
+    template_defaults(kind, object);
+    if kind == "PodTemplate" {
+        return;
+    }
     let Some(spec) = spec_mut(object) else {
         return;
     };
@@ -54,6 +58,14 @@ pub fn defaults(kind: &str, object: &mut Value) {
                 "persistentVolumeClaimRetentionPolicy",
                 json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
             );
+            if let Some(claims) = spec
+                .get_mut("volumeClaimTemplates")
+                .and_then(Value::as_array_mut)
+            {
+                for claim in claims.iter_mut() {
+                    super::storage::defaults("PersistentVolumeClaim", claim);
+                }
+            }
         }
         "DaemonSet" => {
             set_default(
@@ -95,6 +107,19 @@ pub fn defaults(kind: &str, object: &mut Value) {
             }
         }
         _ => {}
+    }
+}
+
+/// The pod template's defaults, the same a Pod gets (upstream defaults every embedded
+/// PodTemplateSpec with SetDefaults_PodSpec).
+fn template_defaults(kind: &str, object: &mut Value) {
+    let pointer = match kind {
+        "PodTemplate" => "/template/spec",
+        "CronJob" => "/spec/jobTemplate/spec/template/spec",
+        _ => "/spec/template/spec",
+    };
+    if let Some(spec) = object.pointer_mut(pointer).and_then(Value::as_object_mut) {
+        crate::strategy::default_pod_spec(spec);
     }
 }
 
@@ -182,7 +207,7 @@ pub fn prepare_job(object: &mut Value) {
 }
 
 /// A label map as Go's `%#v` prints it in upstream's messages.
-fn go_map(labels: Option<&Value>) -> String {
+pub(super) fn go_map(labels: Option<&Value>) -> String {
     let Some(map) = labels.and_then(Value::as_object) else {
         return "map[string]string(nil)".into();
     };
