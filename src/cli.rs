@@ -284,6 +284,27 @@ pub struct ControlPlaneArgs {
     /// AlwaysDeny (Node is not implemented yet).
     #[arg(long, default_value = "RBAC", value_name = "MODES")]
     pub authorization_mode: String,
+
+    /// Do not run the scheduler in this process (k3s's flag).
+    #[arg(long)]
+    pub disable_scheduler: bool,
+
+    /// Do not run the controller manager in this process (k3s's flag).
+    #[arg(long)]
+    pub disable_controller_manager: bool,
+
+    /// Controllers to run, as kube-controller-manager's flag: `*` for all, `name` to enable,
+    /// `-name` to disable (comma-separated).
+    #[arg(long, value_name = "NAMES", value_delimiter = ',', default_value = "*")]
+    pub controllers: Vec<String>,
+
+    /// The pods' address range; node IPAM gives each Node a podCIDR from it when set.
+    #[arg(long, value_name = "CIDR")]
+    pub cluster_cidr: Option<ipnet::IpNet>,
+
+    /// Prefix length of each Node's podCIDR carved from --cluster-cidr.
+    #[arg(long, value_name = "BITS", default_value_t = 24)]
+    pub node_cidr_mask_size: u8,
 }
 
 /// `--service-account-max-token-expiration`: a Go duration, 0 or between 1 h and 2^32 s.

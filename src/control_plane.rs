@@ -1,7 +1,12 @@
-//! `capstan control-plane`: the API server over the embedded store or etcd, until SIGTERM or
-//! SIGINT. The scheduler and controllers are not built yet.
+//! `capstan control-plane`: the API server over the embedded store or etcd, with the scheduler
+//! and the controller manager in the same process (each an API client through the in-process
+//! transport, each acting only while it holds its Lease), until SIGTERM or SIGINT.
+
+use std::sync::Arc;
 
 use capstan_apiserver::run::ControlPlaneOptions;
+use capstan_apiserver::{ApiServer, InProcess, RequestUser};
+use tokio::sync::watch;
 
 use crate::cli::ControlPlaneArgs;
 
@@ -23,15 +28,70 @@ pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
         service_account_max_token_expiration: args.service_account_max_token_expiration,
         authorization_modes,
     };
+    let identity = capstan_leader::default_identity();
+    let mut controller_options = capstan_controllers::ControllerOptions::new(&identity);
+    controller_options.controllers = args.controllers;
+    controller_options.cluster_cidr = args.cluster_cidr;
+    controller_options.node_cidr_mask_size = args.node_cidr_mask_size;
+    let scheduler_options = capstan_scheduler::SchedulerOptions::new(&identity);
+    let (run_scheduler, run_controllers) =
+        (!args.disable_scheduler, !args.disable_controller_manager);
+
     let tokio = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("start the async runtime: {e}"))?;
-    tokio
-        .block_on(capstan_apiserver::run::run(
-            options,
-            |address| tracing::info!(%address, "ready"),
-            capstan_runtime::server::shutdown_signal(),
-        ))
-        .map_err(|e| e.to_string())
+    let (stop, stopped) = watch::channel(false);
+    let mut loops = tokio::task::JoinSet::new();
+    let handle = tokio.handle().clone();
+    let ready = |address, server: Arc<ApiServer>| {
+        tracing::info!(%address, "ready");
+        if run_scheduler {
+            let client = in_process(&server, "system:kube-scheduler");
+            loops.spawn_on(
+                capstan_scheduler::run(client, scheduler_options, until(stopped.clone())),
+                &handle,
+            );
+        }
+        if run_controllers {
+            let client = in_process(&server, "system:kube-controller-manager");
+            loops.spawn_on(
+                capstan_controllers::run(client, controller_options, until(stopped.clone())),
+                &handle,
+            );
+        }
+    };
+    let result = tokio.block_on(async {
+        capstan_apiserver::run::run(options, ready, async {
+            capstan_runtime::server::shutdown_signal().await;
+            // The loops give their Leases up first, so that another control plane takes over
+            // at once instead of after the lease duration.
+            let _ = stop.send(true);
+        })
+        .await
+    });
+    let _ = stop.send(true);
+    tokio.block_on(async {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while loops.join_next().await.is_some() {}
+        })
+        .await;
+    });
+    result.map_err(|e| e.to_string())
+}
+
+/// An in-process client as one of the control plane's own users. They are in system:masters
+/// until the bootstrap roles of the scheduler and the controllers exist.
+fn in_process(server: &Arc<ApiServer>, name: &str) -> kube::Client {
+    let user = RequestUser {
+        name: name.into(),
+        uid: None,
+        groups: vec!["system:masters".into(), "system:authenticated".into()],
+    };
+    kube::Client::new(InProcess::new(Arc::clone(server), user), "default")
+}
+
+/// Completes when `stopped` turns true.
+async fn until(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|stopped| *stopped).await;
 }

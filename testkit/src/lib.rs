@@ -13,6 +13,7 @@ pub mod distribution;
 pub mod error;
 pub mod etcd;
 pub mod images;
+pub mod kubectl;
 pub mod mounts;
 pub mod names;
 pub mod netns;

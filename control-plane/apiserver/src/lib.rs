@@ -13,6 +13,7 @@ pub mod default_serviceaccount;
 pub mod delete;
 pub mod discovery;
 pub mod events;
+pub mod in_process;
 pub mod kinds;
 pub mod kubeconfig;
 pub mod list;
@@ -46,6 +47,7 @@ pub mod warnings;
 pub mod watch;
 pub mod write;
 
+pub use in_process::InProcess;
 pub use server::{
     AllowAllAsAdmin, ApiServer, Authenticate, Config, RequestUser, serve, serve_connection,
 };

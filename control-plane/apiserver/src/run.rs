@@ -103,10 +103,11 @@ pub enum RunError {
 }
 
 /// Runs the control plane until `shutdown` completes. `ready` is told the address served
-/// once requests are answered.
+/// once requests are answered, with the server, for in-process clients (scheduler,
+/// controllers) to reach through [`crate::InProcess`].
 pub async fn run(
     options: ControlPlaneOptions,
-    ready: impl FnOnce(SocketAddr),
+    ready: impl FnOnce(SocketAddr, Arc<ApiServer>),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RunError> {
     let started = Instant::now();
@@ -193,7 +194,7 @@ pub async fn run(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "serving the Kubernetes API"
     );
-    ready(address);
+    ready(address, Arc::clone(&server));
     crate::secure::serve_tls(listener, tls, server, authenticator, shutdown).await;
     compactor.abort();
     tracing::info!("control plane stopped");

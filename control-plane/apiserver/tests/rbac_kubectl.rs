@@ -56,7 +56,7 @@ impl Plane {
             };
             let ran = runtime.block_on(run::run(
                 options,
-                move |address| {
+                move |address, _| {
                     let _ = ready_tx.send(address);
                 },
                 async {

@@ -45,7 +45,7 @@ impl Plane {
         tokio::spawn(async move {
             let result = run(
                 options,
-                move |address| {
+                move |address, _| {
                     let _ = ready_tx.send(address);
                 },
                 async move {
@@ -533,7 +533,7 @@ async fn max_token_expiration_shortens_requests_and_is_bounded() {
     };
     let result = run(
         options(&dir.path().join("cp"), Some(Duration::from_secs(60))),
-        |_| {},
+        |_, _| {},
         async {},
     )
     .await;

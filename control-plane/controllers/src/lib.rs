@@ -1,0 +1,41 @@
+//! Capstan's controller manager: the kube-controller-manager loops that matter to users, each a
+//! loop over watch caches (state in, desired state out, API writes) that reaches the cluster
+//! only through a `kube::Client`. Several control planes may run against one store: the loops
+//! run only in the holder of the `kube-system/kube-controller-manager` Lease.
+
+pub mod context;
+pub mod registry;
+
+use std::future::Future;
+
+pub use context::{Context, ControllerOptions};
+
+/// Runs the enabled controllers whenever this process holds the controller manager's Lease,
+/// until `shutdown` completes.
+pub async fn run(
+    client: kube::Client,
+    options: ControllerOptions,
+    shutdown: impl Future<Output = ()>,
+) {
+    let election = capstan_leader::LeaderElection {
+        identity: options.identity.clone(),
+        ..capstan_leader::LeaderElection::new(
+            "kube-system",
+            "kube-controller-manager",
+            &options.identity,
+        )
+    };
+    let election = match options.leader_election.clone() {
+        Some(timings) => capstan_leader::LeaderElection {
+            lease_duration: timings.lease_duration,
+            renew_deadline: timings.renew_deadline,
+            retry_period: timings.retry_period,
+            ..election
+        },
+        None => election,
+    };
+    let context = Context::new(client.clone(), options);
+    election
+        .run(client, || registry::run_enabled(context.clone()), shutdown)
+        .await;
+}

@@ -1,0 +1,36 @@
+//! The controllers by name (kube-controller-manager's `--controllers` names), and how they are
+//! started together.
+
+use futures::future::BoxFuture;
+use tokio::task::JoinSet;
+
+use crate::context::Context;
+
+/// A controller's loop: runs until dropped.
+pub type Start = fn(Context) -> BoxFuture<'static, ()>;
+
+/// Every controller, by its upstream name.
+pub fn all() -> Vec<(&'static str, Start)> {
+    vec![]
+}
+
+/// Starts each enabled controller as a task and waits; dropping the future stops them all
+/// (leadership lost, or shutdown).
+pub async fn run_enabled(context: Context) {
+    let mut tasks = JoinSet::new();
+    for (name, start) in all() {
+        if !context.options.enabled(name) {
+            tracing::info!(controller = name, "controller disabled");
+            continue;
+        }
+        tracing::info!(controller = name, "starting controller");
+        tasks.spawn(start(context.clone()));
+    }
+    while let Some(ended) = tasks.join_next().await {
+        if let Err(error) = ended {
+            tracing::error!(%error, "a controller stopped");
+        }
+    }
+    // With every controller ended, keep holding the lease rather than flapping.
+    futures::future::pending::<()>().await;
+}
