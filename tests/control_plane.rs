@@ -8,7 +8,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::time::{Duration, Instant};
 
 use capstan_testkit::etcd::EtcdCluster;
@@ -89,26 +89,9 @@ impl ControlPlane {
     }
 
     fn kubectl_with(&self, binary: &str, args: &[&str], stdin: Option<&str>) -> Output {
-        let mut child = Command::new(binary)
-            .arg("--kubeconfig")
-            .arg(self.kubeconfig())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        if let Some(text) = stdin {
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .unwrap()
-                .write_all(text.as_bytes())
-                .unwrap();
-        }
-        drop(child.stdin.take());
-        child.wait_with_output().unwrap()
+        capstan_testkit::kubectl::Kubectl::kubeconfig(binary, &self.kubeconfig())
+            .stdin(stdin)
+            .output_blocking(args)
     }
 
     fn kubectl(&self, args: &[&str]) -> Output {

@@ -208,24 +208,11 @@ impl Fixture {
         args: &[&str],
         stdin: &[u8],
     ) -> Output {
-        let mut command = tokio::process::Command::new(binary);
-        command
-            .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let mut child = command.spawn().expect("run kubectl");
-        let mut input = child.stdin.take().unwrap();
-        input.write_all(stdin).await.unwrap();
-        drop(input);
-        tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+        capstan_testkit::kubectl::Kubectl::kubeconfig(binary, &self.kubeconfig)
+            .envs(env)
+            .stdin_bytes(stdin)
+            .output(args)
             .await
-            .unwrap_or_else(|_| panic!("kubectl {args:?} hung\n{}", self.runtime.log()))
-            .unwrap()
     }
 
     fn explain(&self, output: &Output) -> String {

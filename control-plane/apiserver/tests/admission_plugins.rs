@@ -6,11 +6,7 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use serde_json::{Value, json};
-use tokio::process::Command;
 
 const KUBECTL_133: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 
@@ -32,37 +28,12 @@ impl Kubectl {
 
     /// Runs kubectl; (success, stdout, stderr).
     async fn run(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
-        let mut command = Command::new(KUBECTL_133);
-        command
-            .arg("--server")
-            .arg(&self.url)
-            .args(args)
-            .env("HOME", self.home.path())
-            .env("KUBECONFIG", self.home.path().join("none"))
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let Ok(mut child) = command.spawn() else {
-            panic!("cannot run {KUBECTL_133}")
-        };
-        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            use tokio::io::AsyncWriteExt;
-            let _ = pipe.write_all(text.as_bytes()).await;
-        }
-        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await;
-        let Ok(Ok(output)) = output else {
-            panic!("kubectl {args:?} did not finish")
-        };
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        let output = capstan_testkit::kubectl::Kubectl::server(KUBECTL_133, &self.url)
+            .home(self.home.path())
+            .stdin(stdin)
+            .run(args)
+            .await;
+        (output.success, output.stdout, output.stderr)
     }
 
     async fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {

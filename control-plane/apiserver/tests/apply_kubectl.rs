@@ -5,11 +5,7 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use serde_json::Value;
-use tokio::process::Command;
 
 const KUBECTL_133: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 const KUBECTL_127: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
@@ -41,41 +37,13 @@ impl Kubectl {
         stdin: Option<&str>,
         env: &[(&str, &str)],
     ) -> (bool, String, String) {
-        let home = self.home.path();
-        let mut command = Command::new(self.binary);
-        command
-            .arg("--server")
-            .arg(&self.server)
-            .arg("--cache-dir")
-            .arg(home.join("cache"))
-            .args(args)
-            .env("HOME", home)
-            .env("KUBECONFIG", home.join("none"))
-            .envs(env.iter().copied())
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        let Ok(mut child) = command.spawn() else {
-            panic!("cannot run {}", self.binary)
-        };
-        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            use tokio::io::AsyncWriteExt;
-            let _ = pipe.write_all(text.as_bytes()).await;
-        }
-        let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await;
-        let Ok(Ok(output)) = output else {
-            panic!("kubectl {args:?} did not finish")
-        };
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stdout).into_owned(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
+        let output = capstan_testkit::kubectl::Kubectl::server(self.binary, &self.server)
+            .home(self.home.path())
+            .envs(env)
+            .stdin(stdin)
+            .run(args)
+            .await;
+        (output.success, output.stdout, output.stderr)
     }
 
     async fn ok(&self, args: &[&str], stdin: Option<&str>) -> String {

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,39 +25,12 @@ async fn kubectl(
     args: &[&str],
     stdin: Option<&str>,
 ) -> (bool, String, String) {
-    let mut command = Command::new(binary);
-    command
-        .arg("--server")
-        .arg(server)
-        .arg("--cache-dir")
-        .arg(home.join("cache"))
-        .args(args)
-        .env("HOME", home)
-        .env("KUBECONFIG", home.join("none"))
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let Ok(mut child) = command.spawn() else {
-        panic!("cannot run {binary}")
-    };
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        use tokio::io::AsyncWriteExt;
-        let _ = pipe.write_all(text.as_bytes()).await;
-    }
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await;
-    let Ok(Ok(output)) = output else {
-        panic!("kubectl {args:?} did not finish")
-    };
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let output = capstan_testkit::kubectl::Kubectl::server(binary, server)
+        .home(home)
+        .stdin(stdin)
+        .run(args)
+        .await;
+    (output.success, output.stdout, output.stderr)
 }
 
 const WIDGETS: &str = r#"

@@ -5,15 +5,11 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use bytes::Bytes;
 use capstan_apiserver::RequestUser;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
-use tokio::process::Command;
 
 const KUBECTL_133: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 const KUBECTL_127: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
@@ -27,43 +23,12 @@ async fn kubectl(
     env: &[(&str, &str)],
     stdin: Option<&str>,
 ) -> (bool, String, String) {
-    let Ok(home) = tempfile::tempdir() else {
-        panic!("no temporary directory")
-    };
-    let mut command = Command::new(binary);
-    command
-        .arg("--server")
-        .arg(server)
-        .arg("--cache-dir")
-        .arg(home.path().join("cache"))
-        .args(args)
-        .env("HOME", home.path())
-        .env("KUBECONFIG", home.path().join("none"))
-        .envs(env.iter().copied())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let Ok(mut child) = command.spawn() else {
-        panic!("cannot run {binary}")
-    };
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        use tokio::io::AsyncWriteExt;
-        let _ = pipe.write_all(text.as_bytes()).await;
-    }
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await;
-    let Ok(Ok(output)) = output else {
-        panic!("kubectl {args:?} did not finish")
-    };
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let output = capstan_testkit::kubectl::Kubectl::server(binary, server)
+        .envs(env)
+        .stdin(stdin)
+        .run(args)
+        .await;
+    (output.success, output.stdout, output.stderr)
 }
 
 /// `kubectl explain`, over OpenAPI v2 (`--output=plaintext-openapiv2`) when `over_v2`.

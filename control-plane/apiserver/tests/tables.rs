@@ -3,46 +3,13 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use serde_json::{Value, json};
-use tokio::process::Command;
 
 const KUBECTL_133: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 const KUBECTL_127: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
 
 async fn kubectl(binary: &str, server: &str, args: &[&str]) -> String {
-    let Ok(home) = tempfile::tempdir() else {
-        panic!("no tempdir")
-    };
-    let mut command = Command::new(binary);
-    command
-        .arg("--server")
-        .arg(server)
-        .arg("--cache-dir")
-        .arg(home.path().join("cache"))
-        .args(args)
-        .env("HOME", home.path())
-        .env("KUBECONFIG", home.path().join("none"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let Ok(child) = command.spawn() else {
-        panic!("cannot run {binary}")
-    };
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await;
-    let Ok(Ok(output)) = output else {
-        panic!("kubectl {args:?} did not finish")
-    };
-    let out = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "kubectl {args:?}: {out}{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    out
+    capstan_testkit::kubectl::ok(binary, server, args, None).await
 }
 
 const TEMPLATE: &str = r#"{"metadata":{"labels":{"app":"web"}},"spec":{"containers":[{"name":"c","image":"nginx:1"}]}}"#;

@@ -4,11 +4,7 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::Duration;
-
 use serde_json::{Value, json};
-use tokio::process::Command;
 
 const KUBECTL_133: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 const KUBECTL_127: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
@@ -23,46 +19,12 @@ async fn kubectl(
     stdin: Option<&str>,
     editor: Option<&str>,
 ) -> (bool, String, String) {
-    let Ok(home_dir) = tempfile::tempdir() else {
-        panic!("cannot make a temporary home")
-    };
-    let home = home_dir.path();
-    let mut command = Command::new(binary);
-    command
-        .arg("--server")
-        .arg(server)
-        .arg("--cache-dir")
-        .arg(home.join("cache"))
-        .args(args)
-        .env("HOME", home)
-        .env("KUBECONFIG", home.join("none"))
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
+    let mut kubectl = capstan_testkit::kubectl::Kubectl::server(binary, server).stdin(stdin);
     if let Some(editor) = editor {
-        command.env("KUBE_EDITOR", editor);
+        kubectl = kubectl.env("KUBE_EDITOR", editor);
     }
-    let Ok(mut child) = command.spawn() else {
-        panic!("cannot run {binary}")
-    };
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        use tokio::io::AsyncWriteExt;
-        let _ = pipe.write_all(text.as_bytes()).await;
-    }
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await;
-    let Ok(Ok(output)) = output else {
-        panic!("kubectl {args:?} did not finish")
-    };
-    (
-        output.status.success(),
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
+    let output = kubectl.run(args).await;
+    (output.success, output.stdout, output.stderr)
 }
 
 const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  containers:\n  - name: c\n    image: nginx:1.27\n";

@@ -3,11 +3,6 @@
 
 #![allow(dead_code)]
 
-use std::process::Stdio;
-use std::time::Duration;
-
-use tokio::process::Command;
-
 /// kubectl 1.33.
 pub const KUBECTL_133: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 /// kubectl 1.27.
@@ -25,42 +20,11 @@ pub struct Output {
 
 /// Runs `binary` against `server` with `args`, feeding `stdin`.
 pub async fn kubectl(binary: &str, server: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    let home = match tempfile::tempdir() {
-        Ok(dir) => dir,
-        Err(error) => panic!("tempdir: {error}"),
-    };
-    let mut command = Command::new(binary);
-    command
-        .arg("--server")
-        .arg(server)
-        .arg("--cache-dir")
-        .arg(home.path().join("cache"))
-        .args(args)
-        .env("HOME", home.path())
-        .env("KUBECONFIG", home.path().join("none"))
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let Ok(mut child) = command.spawn() else {
-        panic!("cannot run {binary}")
-    };
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        use tokio::io::AsyncWriteExt;
-        let _ = pipe.write_all(text.as_bytes()).await;
-    }
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await;
-    let Ok(Ok(output)) = output else {
-        panic!("kubectl {args:?} did not finish")
-    };
+    let output = capstan_testkit::kubectl::run(binary, server, args, stdin).await;
     Output {
-        success: output.status.success(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        success: output.success,
+        stdout: output.stdout,
+        stderr: output.stderr,
     }
 }
 
