@@ -45,7 +45,7 @@ fn age(pod: &Pod) -> String {
     let Some(start) = pod.status.as_ref().and_then(|s| s.start_time.as_ref()) else {
         return "-".into();
     };
-    let seconds = crate::status::now().as_second() - start.0.as_second();
+    let seconds = crate::pods::status::now().as_second() - start.0.as_second();
     match seconds {
         s if s < 120 => format!("{s}s"),
         s if s < 7200 => format!("{}m", s / 60),

@@ -1,26 +1,24 @@
-//! The node agent: kubelet semantics (pod sources, pod workers, probes, QoS, eviction, status)
-//! and the service proxy.
+//! The node agent: kubelet semantics, in parts that name what they do:
+//! - [`config`]: the KubeletConfiguration file and flags;
+//! - [`source`]: pod sources (the manifest directory today) merged into one desired set;
+//! - [`pods`]: a worker per pod driving it to its desired state, and what a worker computes
+//!   (admission, environment, downward API, resources, hooks, status);
+//! - [`probes`]: startup, liveness and readiness checks;
+//! - [`volumes`]: the volumes a pod mounts, and [`objects`] the ConfigMaps and Secrets they read;
+//! - [`node`]: the node's own facts, its cgroup tree and image GC, and the agent's assembly;
+//! - [`endpoint`]: the kubelet's HTTP endpoints (read-only API, summary, metrics);
+//! - [`cri`]: the runtime behind the CRI traits; [`commands`]: people's local commands.
 
-pub mod admission;
 pub mod commands;
 pub mod config;
 pub mod cri;
-pub mod downward;
-pub mod env;
-pub mod hooks;
-pub mod image_gc;
-pub mod metrics;
+pub mod endpoint;
 pub mod names;
 pub mod node;
 pub mod objects;
-pub mod pod_cgroups;
 pub mod pods;
 pub mod probes;
-pub mod read_only;
-pub mod resources;
 pub mod source;
-pub mod status;
-pub mod summary;
 pub mod volumes;
 
 /// Where the agent looks for static pod manifests unless told otherwise.

@@ -44,6 +44,26 @@ pub fn dns1123_label_error(name: &str) -> Option<String> {
     (!is_label_body(name)).then(|| LABEL_MESSAGE.to_string())
 }
 
+/// IANA service names: at most 15 lowercase alphanumerics or '-', with a letter, no '--'.
+pub fn port_name_error(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.len() > 15 {
+        return Some("must be no more than 15 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Some("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)");
+    }
+    if !name.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Some("must contain at least one letter (a-z)");
+    }
+    if name.starts_with('-') || name.ends_with('-') || name.contains("--") {
+        return Some("must not begin or end with a hyphen, nor contain adjacent hyphens");
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use capstan_proto::{
 use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::labels;
-use crate::resources;
+use crate::pods::resources;
 
 /// Annotation carrying the container's restart count, as the kubelet sets it.
 pub const RESTART_COUNT: &str = "io.kubernetes.container.restartCount";

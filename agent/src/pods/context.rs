@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use k8s_openapi::api::core::v1::{Pod, PodStatus};
 
 use crate::cri::Cri;
+use crate::node::pod_cgroups::PodCgroups;
 use crate::objects::ObjectLookup;
-use crate::pod_cgroups::PodCgroups;
 
 /// Node facts and settings the workers need.
 #[derive(Debug, Clone)]
@@ -33,7 +33,7 @@ pub struct NodeSettings {
     /// The cluster's DNS domain, for pods' /etc/hosts and search paths.
     pub cluster_domain: Option<String>,
     /// Memory QoS, when enabled and the host has cgroup v2.
-    pub memory_qos: Option<crate::resources::MemoryQos>,
+    pub memory_qos: Option<crate::pods::resources::MemoryQos>,
     /// How often a worker resyncs without events.
     pub resync: std::time::Duration,
 }
@@ -104,7 +104,7 @@ pub struct NodeContext {
     /// Which pod each container the workers have seen belongs to, for routing runtime events.
     pub container_owners: Mutex<HashMap<String, String>>,
     /// Counters for /metrics.
-    pub metrics: crate::metrics::Metrics,
+    pub metrics: crate::endpoint::metrics::Metrics,
     /// Probe results by kind, for /metrics.
     pub probe_counters: Arc<crate::probes::ProbeCounters>,
 }

@@ -1,12 +1,19 @@
 //! Pods on this node: a worker per pod, the registry that starts and stops workers as the
 //! desired set changes, and the routing of runtime events to the workers they concern.
 
+pub mod admission;
 pub mod backoff;
 pub mod container_config;
 pub mod context;
+pub mod downward;
+pub mod env;
+pub mod hooks;
 pub mod labels;
+pub mod mailbox;
 pub mod probing;
+pub mod resources;
 pub mod sandbox_config;
+pub mod status;
 pub mod view;
 pub mod worker;
 
@@ -18,10 +25,10 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use tonic::Request;
 
-use crate::admission::{self, Allocatable};
+use admission::Allocatable;
 pub use context::{NodeContext, NodeSettings, PodRecord, PodStore};
+use mailbox::{WorkerHandle, WorkerMessage};
 use view::PodView;
-use worker::{WorkerHandle, WorkerMessage};
 
 /// The pod workers, keyed by pod UID.
 pub struct PodWorkers {
@@ -98,12 +105,12 @@ impl PodWorkers {
                 .collect();
             if let Err(rejection) = admission::admit(pod, &running, self.allocatable) {
                 tracing::warn!(pod = ?pod.metadata.name, reason = %rejection.reason, message = %rejection.message, "pod rejected");
-                let inputs = crate::status::StatusInputs {
+                let inputs = crate::pods::status::StatusInputs {
                     rejected: Some((rejection.reason, rejection.message)),
                     host_ips: self.ctx.settings.host_ips.clone(),
                     ..Default::default()
                 };
-                let status = crate::status::pod_status(pod, &PodView::default(), &inputs);
+                let status = crate::pods::status::pod_status(pod, &PodView::default(), &inputs);
                 self.ctx.store.set(
                     uid,
                     PodRecord {
@@ -129,8 +136,15 @@ impl PodWorkers {
         let burstable: i64 = workers
             .values()
             .map(|(pod, _)| pod)
-            .filter(|pod| crate::resources::qos_class(pod) == crate::resources::QosClass::Burstable)
-            .map(|pod| crate::resources::pod_requests(pod).cpu_millis.unwrap_or(0))
+            .filter(|pod| {
+                crate::pods::resources::qos_class(pod)
+                    == crate::pods::resources::QosClass::Burstable
+            })
+            .map(|pod| {
+                crate::pods::resources::pod_requests(pod)
+                    .cpu_millis
+                    .unwrap_or(0)
+            })
             .sum();
         if let Err(e) = self.ctx.cgroups.size_burstable(burstable) {
             tracing::debug!(error = %e, "burstable cgroup not resized");
@@ -258,7 +272,7 @@ impl PodWorkers {
 
 /// An orphan's pod object is gone, so its QoS class is unknown: try each class.
 fn remove_orphan_cgroup(ctx: &NodeContext, uid: &str) {
-    use crate::resources::QosClass;
+    use crate::pods::resources::QosClass;
     for qos in [
         QosClass::Guaranteed,
         QosClass::Burstable,

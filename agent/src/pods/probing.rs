@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 use k8s_openapi::api::core::v1::{Container, Pod, Probe};
 use tokio::sync::mpsc;
 
+use super::mailbox::WorkerMessage;
 use super::view::PodView;
-use super::worker::WorkerMessage;
 use crate::cri::Cri;
 use crate::probes::{
     ProbeCounters, ProbeHandle, ProbeKind, ProbeResult, ProbeTarget, spawn_probe_worker,

@@ -19,36 +19,15 @@ use tonic::{Request, Status};
 use super::backoff::Backoff;
 use super::container_config::{ResolvedContainer, container_config};
 use super::context::{NodeContext, PodRecord};
+use super::mailbox::{WorkerHandle, WorkerMessage};
 use super::probing::{ProbeReport, Probing};
 use super::sandbox_config::sandbox_config;
 use super::view::{ContainerInfo, PodView};
-use crate::downward::PodRuntimeInfo;
-use crate::hooks::{HookEvent, run_hook};
+use crate::pods::downward::PodRuntimeInfo;
+use crate::pods::hooks::{HookEvent, run_hook};
+use crate::pods::status::{StatusInputs, Waiting, pod_status};
 use crate::probes::ProbeTarget;
-use crate::status::{StatusInputs, Waiting, pod_status};
 use crate::volumes::{self, PodVolumes};
-
-/// What a worker is told.
-#[derive(Debug)]
-pub enum WorkerMessage {
-    /// Something about the pod's containers changed in the runtime.
-    Wake,
-    /// The pod was removed from its source: stop it within its grace period.
-    Terminate,
-}
-
-/// The handle the registry keeps.
-#[derive(Debug, Clone)]
-pub struct WorkerHandle {
-    sender: mpsc::UnboundedSender<WorkerMessage>,
-}
-
-impl WorkerHandle {
-    /// Sends a message; a worker that already finished ignores it.
-    pub fn send(&self, message: WorkerMessage) {
-        let _ = self.sender.send(message);
-    }
-}
 
 /// Starts the worker of `pod` and returns its handle; `on_exit` runs when it has finished
 /// terminating the pod.
@@ -68,7 +47,7 @@ pub fn spawn(
         uid,
         backoff: Backoff::default(),
         waiting: HashMap::new(),
-        start_time: crate::status::now(),
+        start_time: crate::pods::status::now(),
         accepted: Instant::now(),
         ready_after: None,
         terminating: false,
@@ -78,7 +57,7 @@ pub fn spawn(
         worker.run(receiver).await;
         on_exit();
     });
-    WorkerHandle { sender }
+    WorkerHandle::new(sender)
 }
 
 struct PodWorker {
@@ -894,7 +873,7 @@ fn resolve_container(
     volumes: Option<&PodVolumes>,
     info: &PodRuntimeInfo,
 ) -> Result<ResolvedContainer, String> {
-    let env = crate::env::container_env(pod, container, info, ctx.objects.as_ref())
+    let env = crate::pods::env::container_env(pod, container, info, ctx.objects.as_ref())
         .map_err(|e| e.to_string())?;
     let mut mounts = match volumes {
         Some(volumes) => volumes

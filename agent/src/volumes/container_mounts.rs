@@ -18,8 +18,8 @@ use nix::mount::{MsFlags, mount};
 use nix::sys::stat::{Mode, SFlag, fstat};
 
 use super::{PodVolumes, PreparedVolume, VolumeError, mount_table};
-use crate::downward::container_path;
-use crate::env::expand;
+use crate::pods::downward::container_path;
+use crate::pods::env::expand;
 
 /// Where a container's termination message goes unless its spec says otherwise.
 pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";

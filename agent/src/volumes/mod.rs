@@ -20,9 +20,9 @@ use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::{Pod, Volume};
 
-use crate::downward::PodRuntimeInfo;
 use crate::objects::ObjectLookup;
-use crate::resources;
+use crate::pods::downward::PodRuntimeInfo;
+use crate::pods::resources;
 
 pub use container_mounts::{DEFAULT_TERMINATION_MESSAGE_PATH, termination_log_path};
 pub use etc_hosts::{ETC_HOSTS, etc_hosts_mount, etc_hosts_path, pod_hostname};

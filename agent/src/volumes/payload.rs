@@ -8,8 +8,8 @@ use k8s_openapi::api::core::v1::{
 };
 
 use super::atomic::{FileProjection, Payload, validate_path};
-use crate::downward::{self, PodRuntimeInfo, find_container};
 use crate::objects::ObjectLookup;
+use crate::pods::downward::{self, PodRuntimeInfo, find_container};
 
 /// The mode of files whose volume sets no `defaultMode` (the API default for every kind).
 pub const DEFAULT_MODE: i32 = 0o644;

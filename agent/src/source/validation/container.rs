@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{Container, ContainerPort};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity as ApiQuantity;
 
 use crate::config::quantity::Quantity;
-use crate::names::dns1123_label_error;
+use crate::names::{dns1123_label_error, port_name_error};
 
 use super::Errors;
 use super::probe::{validate_handler, validate_probe};
@@ -152,26 +152,6 @@ fn validate_port(p: &ContainerPort, path: &str, host_network: bool, e: &mut Erro
             e.invalid(format!("{path}.name"), name, why);
         }
     }
-}
-
-/// IANA service names: at most 15 lowercase alphanumerics or '-', with a letter, no '--'.
-pub(super) fn port_name_error(name: &str) -> Option<&'static str> {
-    if name.is_empty() || name.len() > 15 {
-        return Some("must be no more than 15 characters");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Some("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)");
-    }
-    if !name.bytes().any(|b| b.is_ascii_lowercase()) {
-        return Some("must contain at least one letter (a-z)");
-    }
-    if name.starts_with('-') || name.ends_with('-') || name.contains("--") {
-        return Some("must not begin or end with a hyphen, nor contain adjacent hyphens");
-    }
-    None
 }
 
 fn validate_resources(

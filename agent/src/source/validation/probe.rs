@@ -4,7 +4,7 @@ use k8s_openapi::api::core::v1::{HTTPGetAction, LifecycleHandler, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::Errors;
-use super::container::port_name_error;
+use crate::names::port_name_error;
 
 fn port_or_name(port: &IntOrString, field: String, e: &mut Errors) {
     match port {

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use crate::resources::{milli_value, whole_value};
+use crate::pods::resources::{milli_value, whole_value};
 
 /// What the kubelet knows about a pod beyond its spec: its addresses once the sandbox has them,
 /// and the node's allocatable resources, which stand in for a container limit that is unset.

@@ -10,8 +10,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
+use crate::pods::resources;
 use crate::pods::view::{ContainerInfo, PodView};
-use crate::resources;
 
 /// Why a container is not running right now, as the worker decided (CrashLoopBackOff,
 /// ErrImagePull, CreateContainerError, PodInitializing, ...).

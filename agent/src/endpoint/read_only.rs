@@ -75,7 +75,7 @@ async fn route(ctx: &NodeContext, request: Request<Incoming>) -> Reply {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok"),
         "/pods" | "/pods/" => pods(ctx),
         "/metrics" => metrics(ctx),
-        "/stats/summary" => crate::summary::summary(ctx).await.map_or_else(
+        "/stats/summary" => crate::endpoint::summary::summary(ctx).await.map_or_else(
             |e| reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e),
             |json| reply(StatusCode::OK, "application/json", json),
         ),

@@ -1,6 +1,9 @@
 //! `capstan node`'s agent half: node facts, the cgroup tree, the pod workers fed by the pod
 //! sources, runtime events, and the read-only API.
 
+pub mod image_gc;
+pub mod pod_cgroups;
+
 use std::sync::Arc;
 
 use capstan_cgroups::Hierarchy;
@@ -8,11 +11,11 @@ use capstan_proto::VersionRequest;
 use tokio::sync::mpsc;
 use tonic::Request;
 
-use crate::admission::Allocatable;
 use crate::config::AgentConfig;
 use crate::cri::Cri;
+use crate::node::pod_cgroups::PodCgroups;
 use crate::objects::ObjectLookup;
-use crate::pod_cgroups::PodCgroups;
+use crate::pods::admission::Allocatable;
 use crate::pods::{NodeContext, NodeSettings, PodWorkers};
 use crate::source::PodSetUpdate;
 
@@ -141,7 +144,7 @@ pub async fn start(
             cluster_domain: config.cluster_domain.clone(),
             resync: config.sync_frequency,
             memory_qos: (config.memory_qos && hierarchy_is_v2).then_some(
-                crate::resources::MemoryQos {
+                crate::pods::resources::MemoryQos {
                     throttling_factor: config.memory_throttling_factor,
                     allocatable_memory: allocatable.memory,
                 },
@@ -155,22 +158,24 @@ pub async fn start(
     });
     let read_only = match config.read_only_address {
         Some(address) => {
-            let (listener, bound) =
-                crate::read_only::bind(&address.to_string())
-                    .await
-                    .map_err(|source| NodeError::Bind {
-                        address: address.to_string(),
-                        source,
-                    })?;
+            let (listener, bound) = crate::endpoint::read_only::bind(&address.to_string())
+                .await
+                .map_err(|source| NodeError::Bind {
+                    address: address.to_string(),
+                    source,
+                })?;
             tracing::info!(address = %bound, "read-only API listening");
-            tokio::spawn(crate::read_only::serve(listener, Arc::clone(&ctx)));
+            tokio::spawn(crate::endpoint::read_only::serve(
+                listener,
+                Arc::clone(&ctx),
+            ));
             Some(bound)
         }
         None => None,
     };
-    tokio::spawn(crate::image_gc::run(
+    tokio::spawn(crate::node::image_gc::run(
         Arc::clone(&ctx),
-        crate::image_gc::ImageGcPolicy {
+        crate::node::image_gc::ImageGcPolicy {
             high_percent: config.image_gc_high_threshold_percent,
             low_percent: config.image_gc_low_threshold_percent,
             minimum_age: config.image_minimum_gc_age,

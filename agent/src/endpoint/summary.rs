@@ -10,7 +10,7 @@ use tonic::Request;
 use crate::pods::NodeContext;
 
 fn rfc3339_nanos(nanos: i64) -> String {
-    crate::status::time_from_nanos(nanos)
+    crate::pods::status::time_from_nanos(nanos)
         .map(|t| t.0.to_string())
         .unwrap_or_default()
 }

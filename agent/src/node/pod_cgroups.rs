@@ -4,7 +4,7 @@
 use capstan_cgroups::{CgroupError, Hierarchy, Limits};
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::resources::{self, MIN_SHARES, QosClass};
+use crate::pods::resources::{self, MIN_SHARES, QosClass};
 
 /// Pod cgroups below one root.
 #[derive(Debug, Clone)]

@@ -5,10 +5,10 @@
 use capstan_proto::KeyValue;
 use k8s_openapi::api::core::v1::{Container, Pod, Secret};
 
-use crate::downward::{self, container_path, find_container};
 use crate::objects::ObjectLookup;
+use crate::pods::downward::{self, container_path, find_container};
 
-pub use crate::downward::PodRuntimeInfo;
+pub use crate::pods::downward::PodRuntimeInfo;
 
 /// A container's environment and its command line with references expanded.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::resources;
+use crate::pods::resources;
 
 /// What the node can give to pods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,31 @@
+//! What a pod worker is told, and the handle through which the registry and the pod's probes
+//! tell it.
+
+use tokio::sync::mpsc;
+
+/// What a worker is told.
+#[derive(Debug)]
+pub enum WorkerMessage {
+    /// Something about the pod's containers changed in the runtime.
+    Wake,
+    /// The pod was removed from its source: stop it within its grace period.
+    Terminate,
+}
+
+/// The handle the registry keeps.
+#[derive(Debug, Clone)]
+pub struct WorkerHandle {
+    sender: mpsc::UnboundedSender<WorkerMessage>,
+}
+
+impl WorkerHandle {
+    /// The handle of the worker reading from `sender`'s channel.
+    pub(crate) fn new(sender: mpsc::UnboundedSender<WorkerMessage>) -> WorkerHandle {
+        WorkerHandle { sender }
+    }
+
+    /// Sends a message; a worker that already finished ignores it.
+    pub fn send(&self, message: WorkerMessage) {
+        let _ = self.sender.send(message);
+    }
+}
