@@ -192,8 +192,36 @@ pub struct NodeArgs {
     #[arg(long, value_name = "N")]
     pub max_pods: Option<u32>,
 
+    /// Join the API server this kubeconfig names: register the Node, renew its Lease, run the
+    /// pods bound to it and report their status. Without it the node stays standalone.
+    #[arg(long, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Labels to register the Node with: `key=value` pairs, comma-separated (with --kubeconfig).
+    #[arg(long, value_name = "LABELS", value_parser = parse_node_labels, default_value = "")]
+    pub node_labels: std::collections::BTreeMap<String, String>,
+
+    /// Taints to register the Node with: `key[=value]:Effect`, comma-separated (with
+    /// --kubeconfig).
+    #[arg(long, value_name = "TAINTS", value_parser = parse_taints, default_value = "")]
+    pub register_with_taints: Taints,
+
     #[command(flatten)]
     pub runtime: RuntimeArgs,
+}
+
+/// The taints of `--register-with-taints`.
+#[derive(Debug, Clone, Default)]
+pub struct Taints(pub Vec<capstan_agent::node::register::Taint>);
+
+fn parse_taints(text: &str) -> Result<Taints, String> {
+    capstan_agent::node::register::parse_taints(text)
+        .map(Taints)
+        .map_err(|e| e.to_string())
+}
+
+fn parse_node_labels(text: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    capstan_agent::node::register::parse_labels(text).map_err(|e| e.to_string())
 }
 
 /// Flags of `capstan runtime` (also accepted by `capstan node` for its built-in runtime).

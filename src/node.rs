@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use capstan_agent::config::{AgentConfig, Overrides};
 use capstan_agent::cri::{Cri, DynRuntimeService};
+use capstan_agent::node::register::Registration;
 use capstan_agent::objects::{NoObjects, ObjectDir, ObjectLookup};
-use capstan_agent::source::{FileSource, PodConfig};
+use capstan_agent::source::{ApiSource, FileSource, PodConfig, SourceName};
 use tokio::sync::mpsc;
 
 use crate::cli::{ExecArgs, NodeArgs};
@@ -64,17 +65,37 @@ async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String> {
         Some(dir) => Arc::new(ObjectDir::new(dir.clone())),
         None => Arc::new(NoObjects),
     };
+    let client = match &args.kubeconfig {
+        Some(file) => Some(
+            capstan_agent::node::join::client(file)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
     let (updates, receiver) = mpsc::channel(16);
     let mut sources = Vec::new();
     if let Some(file) = FileSource::from_config(&config) {
         file.spawn(updates.clone());
-        sources.push(capstan_agent::source::SourceName::File);
+        sources.push(SourceName::File);
+    }
+    if let Some(client) = &client {
+        ApiSource::new(client.clone(), &config.node_name).spawn(updates.clone());
+        sources.push(SourceName::Api);
     }
     drop(updates);
     let desired = PodConfig::spawn(sources, receiver);
-    let _node = capstan_agent::node::start(&config, cri, objects, desired)
+    let node = capstan_agent::node::start(&config, cri, objects, desired)
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(client) = client {
+        let registration = Registration {
+            node_name: config.node_name.clone(),
+            labels: args.node_labels.clone(),
+            taints: args.register_with_taints.0.clone(),
+        };
+        capstan_agent::node::join::spawn(client, &config, &node, registration);
+    }
     match runtime {
         Some(runtime) => capstan_runtime::server::serve_runtime(
             &runtime,

@@ -2,13 +2,17 @@
 //! sources, runtime events, and the read-only API.
 
 pub mod image_gc;
+pub mod join;
+pub mod lease;
 pub mod pod_cgroups;
+pub mod register;
+pub mod status;
 
 use std::sync::Arc;
 
 use capstan_cgroups::Hierarchy;
 use capstan_proto::VersionRequest;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tonic::Request;
 
 use crate::config::AgentConfig;
@@ -16,6 +20,7 @@ use crate::cri::Cri;
 use crate::node::pod_cgroups::PodCgroups;
 use crate::objects::ObjectLookup;
 use crate::pods::admission::Allocatable;
+use crate::pods::status_sync::DesiredSet;
 use crate::pods::{NodeContext, NodeSettings, PodWorkers};
 use crate::source::PodSetUpdate;
 
@@ -78,6 +83,10 @@ pub struct Node {
     pub workers: Arc<PodWorkers>,
     /// The read-only API's bound address, if served.
     pub read_only: Option<std::net::SocketAddr>,
+    /// The desired pods as last applied.
+    pub desired: watch::Receiver<DesiredSet>,
+    /// The runtime as the Node's nodeInfo names it: `<runtime name>://<version>`.
+    pub runtime_version: String,
 }
 
 /// Starts the agent: cgroup tree, event follower, read-only API. Desired pod sets sent on
@@ -128,6 +137,7 @@ pub async fn start(
         pods = allocatable.pods,
         "node agent starting"
     );
+    let runtime_version = format!("{}://{}", version.runtime_name, version.runtime_version);
     let ctx = Arc::new(NodeContext {
         cri,
         runtime_name: version.runtime_name,
@@ -184,10 +194,17 @@ pub async fn start(
     let workers = Arc::new(PodWorkers::new(ctx, allocatable));
     tokio::spawn(Arc::clone(&workers).follow_events());
     let applier = Arc::clone(&workers);
+    let (applied, desired_set) = watch::channel(DesiredSet::default());
     tokio::spawn(async move {
         while let Some(set) = desired.recv().await {
             applier.apply(&set.pod_map(), set.sources_ready).await;
+            applied.send_replace(Arc::clone(&set.pods));
         }
     });
-    Ok(Node { workers, read_only })
+    Ok(Node {
+        workers,
+        read_only,
+        desired: desired_set,
+        runtime_version,
+    })
 }

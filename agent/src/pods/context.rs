@@ -53,6 +53,7 @@ pub struct PodRecord {
 #[derive(Debug, Default)]
 pub struct PodStore {
     pods: RwLock<BTreeMap<String, PodRecord>>,
+    changed: tokio::sync::Notify,
 }
 
 impl PodStore {
@@ -61,6 +62,7 @@ impl PodStore {
         if let Ok(mut pods) = self.pods.write() {
             pods.insert(uid.to_string(), record);
         }
+        self.notify_changed();
     }
 
     /// Forgets the pod `uid`.
@@ -68,6 +70,22 @@ impl PodStore {
         if let Ok(mut pods) = self.pods.write() {
             pods.remove(uid);
         }
+        self.notify_changed();
+    }
+
+    /// One pod by UID.
+    pub fn get(&self, uid: &str) -> Option<PodRecord> {
+        self.pods.read().ok()?.get(uid).cloned()
+    }
+
+    /// Wakes the one waiter of [`PodStore::changed`] (or the next one to wait).
+    pub fn notify_changed(&self) {
+        self.changed.notify_one();
+    }
+
+    /// Waits until a status was recorded or removed, or a worker finished, since the last wait.
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
     /// Every pod with its status, ordered by UID.

@@ -10,6 +10,12 @@ pub enum WorkerMessage {
     Wake,
     /// The pod was removed from its source: stop it within its grace period.
     Terminate,
+    /// The pod was marked for deletion in the API server: stop it within `grace_seconds`
+    /// (its `deletionGracePeriodSeconds`) when that is shorter than its own grace period.
+    Delete {
+        /// The deletion's grace period.
+        grace_seconds: i64,
+    },
 }
 
 /// The handle the registry keeps.

@@ -14,6 +14,7 @@ pub mod probing;
 pub mod resources;
 pub mod sandbox_config;
 pub mod status;
+pub mod status_sync;
 pub mod view;
 pub mod worker;
 
@@ -63,6 +64,13 @@ impl PodWorkers {
     /// Until every source has reported (`sources_ready`), a pod missing from the set may only
     /// not have been listed yet: nothing is stopped then.
     pub async fn apply(&self, desired: &BTreeMap<String, Pod>, sources_ready: bool) {
+        // A pod marked for deletion in the API server is stopped within the deletion's grace
+        // period and never (re)started; the status sync deletes it once its worker is done.
+        let deleting: BTreeMap<&String, i64> = desired
+            .iter()
+            .filter(|(_, pod)| pod.metadata.deletion_timestamp.is_some())
+            .map(|(uid, pod)| (uid, pod.metadata.deletion_grace_period_seconds.unwrap_or(0)))
+            .collect();
         let sweep = sources_ready
             && self
                 .orphans_swept
@@ -70,13 +78,23 @@ impl PodWorkers {
                 .map(|mut swept| !std::mem::replace(&mut *swept, true))
                 .unwrap_or(false);
         if sweep {
-            self.stop_orphans(desired).await;
+            // A pod deleted while the agent was down is an orphan too.
+            let wanted: BTreeMap<String, Pod> = desired
+                .iter()
+                .filter(|(uid, _)| !deleting.contains_key(uid))
+                .map(|(uid, pod)| (uid.clone(), pod.clone()))
+                .collect();
+            self.stop_orphans(&wanted).await;
         }
         let Ok(mut workers) = self.workers.lock() else {
             return;
         };
         for (uid, (_, handle)) in workers.iter() {
-            if sources_ready && !desired.contains_key(uid) {
+            if let Some(grace_seconds) = deleting.get(uid) {
+                handle.send(WorkerMessage::Delete {
+                    grace_seconds: *grace_seconds,
+                });
+            } else if sources_ready && !desired.contains_key(uid) {
                 handle.send(WorkerMessage::Terminate);
             }
         }
@@ -93,7 +111,7 @@ impl PodWorkers {
         // is rejected does not depend on hashing.
         let mut new: Vec<(&String, &Pod)> = desired
             .iter()
-            .filter(|(uid, _)| !workers.contains_key(*uid))
+            .filter(|(uid, _)| !workers.contains_key(*uid) && !deleting.contains_key(uid))
             .filter(|(uid, _)| !self.rejected.lock().is_ok_and(|r| r.contains_key(*uid)))
             .collect();
         new.sort_by_key(|(_, pod)| pod.metadata.name.clone());
@@ -126,10 +144,13 @@ impl PodWorkers {
             }
             let registry = Arc::clone(&self.workers);
             let done_uid = uid.clone();
+            let ctx = Arc::clone(&self.ctx);
             let handle = worker::spawn(Arc::clone(&self.ctx), pod.clone(), move || {
                 if let Ok(mut workers) = registry.lock() {
                     workers.remove(&done_uid);
                 }
+                // The status sync waits for this to finish a deletion.
+                ctx.store.notify_changed();
             });
             workers.insert(uid.clone(), (pod.clone(), handle));
         }
@@ -149,6 +170,14 @@ impl PodWorkers {
         if let Err(e) = self.ctx.cgroups.size_burstable(burstable) {
             tracing::debug!(error = %e, "burstable cgroup not resized");
         }
+    }
+
+    /// Whether the pod `uid` has a worker (running or stopping).
+    pub fn has_worker(&self, uid: &str) -> bool {
+        self.workers
+            .lock()
+            .map(|w| w.contains_key(uid))
+            .unwrap_or(true)
     }
 
     /// Whether any worker is still running (pods stopping included).

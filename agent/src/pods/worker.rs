@@ -51,6 +51,7 @@ pub fn spawn(
         accepted: Instant::now(),
         ready_after: None,
         terminating: false,
+        grace_override: None,
         sandbox_error: None,
     };
     tokio::spawn(async move {
@@ -73,6 +74,8 @@ struct PodWorker {
     accepted: Instant,
     ready_after: Option<Duration>,
     terminating: bool,
+    /// A deletion's grace period, shorter than the spec's.
+    grace_override: Option<i64>,
     sandbox_error: Option<(String, String)>,
 }
 
@@ -124,17 +127,27 @@ impl PodWorker {
             };
             let deadline = deadline.unwrap_or_else(|| Instant::now() + self.ctx.settings.resync);
             tokio::select! {
-                message = receiver.recv() => match message {
-                    Some(WorkerMessage::Wake) => {}
-                    Some(WorkerMessage::Terminate) | None => self.terminating = true,
-                },
+                message = receiver.recv() => self.receive(message),
                 _ = tokio::time::sleep_until(deadline.into()) => {}
             }
             // Coalesce bursts of events into one sync.
             while let Ok(message) = receiver.try_recv() {
-                if matches!(message, WorkerMessage::Terminate) {
-                    self.terminating = true;
-                }
+                self.receive(Some(message));
+            }
+        }
+    }
+
+    /// Takes in a message (None: the registry is gone, which stops the pod too).
+    fn receive(&mut self, message: Option<WorkerMessage>) {
+        match message {
+            Some(WorkerMessage::Wake) => {}
+            Some(WorkerMessage::Terminate) | None => self.terminating = true,
+            Some(WorkerMessage::Delete { grace_seconds }) => {
+                self.terminating = true;
+                let shortest = self
+                    .grace_override
+                    .map_or(grace_seconds, |g| g.min(grace_seconds));
+                self.grace_override = Some(shortest.max(0));
             }
         }
     }
@@ -249,11 +262,13 @@ impl PodWorker {
     }
 
     fn grace_seconds(&self) -> i64 {
-        self.pod
+        let spec = self
+            .pod
             .spec
             .as_ref()
             .and_then(|s| s.termination_grace_period_seconds)
-            .unwrap_or(30)
+            .unwrap_or(30);
+        self.grace_override.map_or(spec, |g| g.min(spec))
     }
 
     fn spec_container(&self, name: &str) -> Option<Container> {

@@ -1,6 +1,6 @@
 //! Pod sources, merged into one desired set as the kubelet's config mux does.
 //!
-//! Each source (the manifest directory today, the API server next) sends full snapshots of its
+//! Each source (the manifest directory, the API server) sends full snapshots of its
 //! pods as [`SourceUpdate`]s on one mpsc channel; [`PodConfig`] keeps the latest snapshot per
 //! source and turns them into the desired set, keyed by UID, and the changes since the last set.
 //! Because a static pod's UID is a hash of its content, an edited manifest is a removal plus an
@@ -22,6 +22,7 @@
 //! # }
 //! ```
 
+pub mod api;
 mod defaults;
 pub mod file;
 mod merge;
@@ -34,6 +35,7 @@ use std::path::PathBuf;
 
 use k8s_openapi::api::core::v1::Pod;
 
+pub use api::ApiSource;
 pub use defaults::{SYSTEM_CLUSTER_CRITICAL, SYSTEM_NODE_CRITICAL, apply_defaults};
 pub use file::FileSource;
 pub use merge::{DesiredPod, PodChanges, PodConfig, PodSetUpdate};

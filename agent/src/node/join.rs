@@ -1,0 +1,76 @@
+//! Node mode: what the agent runs when it joins an API server. It registers the Node (retrying
+//! until the API server answers), then keeps its status and Lease up to date, and pushes the
+//! pods' statuses. The API pod source is wired with the other sources by the caller.
+
+use std::path::Path;
+
+use kube::config::{KubeConfigOptions, Kubeconfig};
+
+use super::Node;
+use super::register::Registration;
+use crate::config::AgentConfig;
+use crate::pods::status_sync::StatusSync;
+
+/// Why the API server cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum JoinError {
+    /// The kubeconfig could not be read or used.
+    #[error("kubeconfig {file}: {reason}")]
+    Kubeconfig {
+        /// The file.
+        file: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A client for the API server the kubeconfig at `file` names (its current context).
+pub async fn client(file: &Path) -> Result<kube::Client, JoinError> {
+    let error = |reason: String| JoinError::Kubeconfig {
+        file: file.display().to_string(),
+        reason,
+    };
+    let kubeconfig = Kubeconfig::read_from(file).map_err(|e| error(e.to_string()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .map_err(|e| error(e.to_string()))?;
+    kube::Client::try_from(config).map_err(|e| error(e.to_string()))
+}
+
+/// Starts the node's API side on the current tokio runtime: registration, then the status loop
+/// and the Lease; and the pod status sync at once (it has nothing to push before pods come).
+pub fn spawn(client: kube::Client, config: &AgentConfig, node: &Node, registration: Registration) {
+    let config = config.clone();
+    let runtime_version = node.runtime_version.clone();
+    let registering = client.clone();
+    tokio::spawn(async move {
+        let mut retry = std::time::Duration::from_millis(200);
+        loop {
+            match super::register::register(&registering, &registration).await {
+                Ok(_) => break,
+                Err(error) => {
+                    tracing::warn!(node = %registration.node_name, %error, "node not registered; retrying in {retry:?}");
+                    tokio::time::sleep(retry).await;
+                    retry = (retry * 2).min(std::time::Duration::from_secs(7));
+                }
+            }
+        }
+        let update = config.node_status_update_frequency;
+        let report = config.node_status_report_frequency;
+        let name = config.node_name.clone();
+        tokio::spawn(super::status::run(
+            registering.clone(),
+            config,
+            runtime_version,
+            update,
+            report,
+        ));
+        tokio::spawn(super::lease::run(registering, name));
+    });
+    let sync = StatusSync::new(
+        client,
+        std::sync::Arc::clone(&node.workers),
+        node.desired.clone(),
+    );
+    tokio::spawn(sync.run());
+}

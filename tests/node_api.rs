@@ -1,0 +1,440 @@
+//! `capstan node --kubeconfig` joining `capstan control-plane`, both the real binary: the Node
+//! registered with its status and Lease, a pod bound to it (no scheduler: spec.nodeName set)
+//! run and reported through kubectl, then deleted with its default grace period and gone from
+//! the runtime and the host, while a static pod runs alongside.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use capstan_testkit::images::{ManifestFormat, catalog};
+use capstan_testkit::kubectl::{KUBECTL, Kubectl};
+use capstan_testkit::registry::LocalRegistry;
+use common::{CniSetup, RuntimeProcess, free_port, http_get};
+use serde_json::Value;
+
+/// `capstan control-plane` on a free port with its data in a temp directory; killed on drop.
+struct ControlPlane {
+    child: Child,
+    data_dir: PathBuf,
+    log: PathBuf,
+}
+
+impl ControlPlane {
+    fn start(dir: &Path) -> Self {
+        let data_dir = dir.join("control-plane");
+        let log = dir.join("control-plane.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_capstan"))
+            .args([
+                "--log-level",
+                "info",
+                "control-plane",
+                "--bind-address",
+                "127.0.0.1",
+            ])
+            .args(["--disable-scheduler", "--disable-controller-manager"])
+            .arg("--secure-port")
+            .arg(free_port().to_string())
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let plane = ControlPlane {
+            child,
+            data_dir,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if plane.kubeconfig().exists() {
+                let out = plane.kubectl().run_blocking(&["get", "--raw", "/readyz"]);
+                if out.0 && out.1 == "ok" {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the control plane did not get ready:\n{}",
+                plane.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        plane
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("admin.kubeconfig")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kubectl(&self) -> Kubectl {
+        Kubectl::kubeconfig(KUBECTL, &self.kubeconfig())
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+trait Blocking {
+    /// (success, stdout, stderr)
+    fn run_blocking(&self, args: &[&str]) -> (bool, String, String);
+}
+
+impl Blocking for Kubectl {
+    fn run_blocking(&self, args: &[&str]) -> (bool, String, String) {
+        let out = self.output_blocking(args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+struct Cluster {
+    plane: ControlPlane,
+    node: RuntimeProcess,
+    registry: LocalRegistry,
+    port: u16,
+    dir: tempfile::TempDir,
+    _cni: CniSetup,
+}
+
+impl Cluster {
+    fn start() -> Self {
+        let registry = LocalRegistry::start().unwrap();
+        let images = catalog().unwrap();
+        registry
+            .client()
+            .push_image("shell", "1", &images.shell, ManifestFormat::Oci)
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let plane = ControlPlane::start(dir.path());
+        let node_dir = dir.path().join("node");
+        std::fs::create_dir_all(&node_dir).unwrap();
+        let cni = CniSetup::new(&node_dir, None);
+        let config = format!(
+            "[registry]\ninsecure = [\"{}\"]\n{}",
+            registry.host(),
+            cni.toml()
+        );
+        let port = free_port();
+        let kubeconfig = plane.kubeconfig();
+        let node = RuntimeProcess::start_node(
+            &node_dir,
+            &config,
+            port,
+            &[
+                "--kubeconfig",
+                kubeconfig.to_str().unwrap(),
+                "--node-labels",
+                "capstan.test/role=edge",
+                "--register-with-taints",
+                "capstan.test/dedicated=yes:NoSchedule",
+            ],
+        );
+        Cluster {
+            plane,
+            node,
+            registry,
+            port,
+            dir,
+            _cni: cni,
+        }
+    }
+
+    fn logs(&self) -> String {
+        format!(
+            "node log:\n{}\ncontrol plane log:\n{}",
+            tail(&self.node.log(), 80),
+            tail(&self.plane.log(), 30)
+        )
+    }
+
+    fn kubectl_ok(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let (ok, out, err) = self.plane.kubectl().stdin(stdin).run_blocking(args);
+        assert!(ok, "kubectl {args:?}: {err}\n{}", self.logs());
+        out
+    }
+
+    fn get_json(&self, args: &[&str]) -> Option<Value> {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        let (ok, out, _) = self.plane.kubectl().run_blocking(&all);
+        ok.then(|| serde_json::from_str(&out).ok()).flatten()
+    }
+
+    /// Polls `kubectl get ARGS -o json` until `check` accepts it.
+    fn wait_for(&self, args: &[&str], timeout: Duration, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let got = self.get_json(args);
+            if let Some(value) = &got
+                && check(value)
+            {
+                return value.clone();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{args:?} not as expected within {timeout:?}: {}\n{}",
+                    serde_json::to_string_pretty(&got).unwrap_or_default(),
+                    self.logs()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn read_only_pods(&self) -> Vec<Value> {
+        match http_get(self.port, "/pods") {
+            Ok((200, body)) => serde_json::from_str::<Value>(&body).unwrap()["items"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+fn condition<'a>(object: &'a Value, kind: &str) -> Option<&'a Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind)
+}
+
+fn monitors_under(dir: &Path) -> usize {
+    let needle = format!("{}/", dir.display());
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .filter(|c| c.contains("monitor") && c.contains(&needle))
+        .count()
+}
+
+#[test]
+fn a_node_joins_runs_a_bound_pod_and_deletes_it_gracefully() {
+    capstan_testkit::require_root();
+    let started = Instant::now();
+    let c = Cluster::start();
+
+    // The Node registers Ready, with its capacity, system info, labels and taints.
+    let node = c.wait_for(&["get", "node", "node1"], Duration::from_secs(20), |n| {
+        condition(n, "Ready").is_some_and(|r| r["status"] == "True")
+    });
+    let ready = condition(&node, "Ready").unwrap();
+    assert_eq!(ready["reason"], "KubeletReady");
+    assert_eq!(ready["message"], "kubelet is posting ready status");
+    for (kind, reason) in [
+        ("MemoryPressure", "KubeletHasSufficientMemory"),
+        ("DiskPressure", "KubeletHasNoDiskPressure"),
+        ("PIDPressure", "KubeletHasSufficientPID"),
+    ] {
+        let cond = condition(&node, kind).unwrap_or_else(|| panic!("{kind}: {node}"));
+        assert_eq!(
+            (cond["status"].as_str(), cond["reason"].as_str()),
+            (Some("False"), Some(reason))
+        );
+    }
+    let status = &node["status"];
+    for resource in ["cpu", "memory", "ephemeral-storage", "pods"] {
+        assert!(
+            status["capacity"][resource].is_string(),
+            "capacity {resource}: {status}"
+        );
+        assert!(
+            status["allocatable"][resource].is_string(),
+            "allocatable {resource}: {status}"
+        );
+    }
+    assert_eq!(status["capacity"]["pods"], "110");
+    let info = &status["nodeInfo"];
+    assert!(
+        info["containerRuntimeVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("capstan://"),
+        "{info}"
+    );
+    assert!(
+        info["kubeletVersion"]
+            .as_str()
+            .unwrap()
+            .starts_with("v1.33"),
+        "{info}"
+    );
+    assert_eq!(info["operatingSystem"], "linux");
+    assert!(!info["kernelVersion"].as_str().unwrap().is_empty());
+    assert!(!info["osImage"].as_str().unwrap().is_empty());
+    assert_eq!(status["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
+    let addresses = status["addresses"].as_array().unwrap();
+    assert!(
+        addresses.iter().any(|a| a["type"] == "InternalIP"),
+        "{addresses:?}"
+    );
+    assert!(
+        addresses
+            .iter()
+            .any(|a| a["type"] == "Hostname" && a["address"] == "node1")
+    );
+    let labels = &node["metadata"]["labels"];
+    assert_eq!(labels["kubernetes.io/hostname"], "node1");
+    assert_eq!(labels["kubernetes.io/os"], "linux");
+    assert_eq!(labels["capstan.test/role"], "edge");
+    assert_eq!(node["spec"]["taints"][0]["key"], "capstan.test/dedicated");
+    assert_eq!(node["spec"]["taints"][0]["effect"], "NoSchedule");
+
+    // The Lease is held by the node, owned by its Node, and renewed.
+    let lease_args = ["get", "lease", "-n", "kube-node-lease", "node1"];
+    let lease = c.wait_for(&lease_args, Duration::from_secs(10), |l| {
+        l["spec"]["renewTime"].is_string()
+    });
+    assert_eq!(lease["spec"]["holderIdentity"], "node1");
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 40);
+    assert_eq!(lease["metadata"]["ownerReferences"][0]["kind"], "Node");
+    assert_eq!(
+        lease["metadata"]["ownerReferences"][0]["uid"],
+        node["metadata"]["uid"]
+    );
+    let first_renewal = lease["spec"]["renewTime"].clone();
+    c.wait_for(&lease_args, Duration::from_secs(15), |l| {
+        l["spec"]["renewTime"] != first_renewal
+    });
+
+    // A static pod runs alongside the API's pods (and is not posted: no mirror pods yet).
+    let image = format!("{}/shell:1", c.registry.host());
+    let sleeper = "trap 'exit 0' TERM; while true; do sleep 0.2; done";
+    std::fs::write(
+        c.node.dir.join("manifests/static.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: static}}\nspec:\n  terminationGracePeriodSeconds: 5\n  containers:\n  - name: c\n    image: {image}\n    command: [sh, -c, \"{sleeper}\"]\n"
+        ),
+    )
+    .unwrap();
+
+    // A pod bound to the node by hand (no scheduler) runs and is reported through the API.
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: bound, namespace: default}}\nspec:\n  nodeName: node1\n  automountServiceAccountToken: false\n  terminationGracePeriodSeconds: 20\n  containers:\n  - name: c\n    image: {image}\n    command: [sh, -c, \"{sleeper}\"]\n"
+    );
+    c.kubectl_ok(&["apply", "-f", "-"], Some(&pod));
+    let running = c.wait_for(&["get", "pod", "bound"], Duration::from_secs(30), |p| {
+        p["status"]["phase"] == "Running"
+            && p["status"]["containerStatuses"][0]["ready"] == true
+            && p["status"]["podIP"].is_string()
+    });
+    let status = &running["status"];
+    assert!(
+        status["containerStatuses"][0]["containerID"]
+            .as_str()
+            .unwrap()
+            .starts_with("capstan://"),
+        "{status}"
+    );
+    assert_eq!(
+        status["hostIP"],
+        addresses
+            .iter()
+            .find(|a| a["type"] == "InternalIP")
+            .unwrap()["address"]
+    );
+    assert_eq!(condition(&running, "Ready").unwrap()["status"], "True");
+    assert_eq!(
+        condition(&running, "ContainersReady").unwrap()["status"],
+        "True"
+    );
+    assert_eq!(status["qosClass"], "BestEffort");
+    let uid = running["metadata"]["uid"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !c
+        .read_only_pods()
+        .iter()
+        .any(|p| p["metadata"]["name"] == "static-node1" && p["status"]["phase"] == "Running")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the static pod did not run\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        c.get_json(&["get", "pod", "static-node1"]).is_none(),
+        "no mirror pod yet"
+    );
+    assert_eq!(monitors_under(c.dir.path()), 2, "one pod monitor per pod");
+
+    // kubectl delete (the pod's own grace period) returns once the node stopped and deleted it.
+    let deleting = Instant::now();
+    let (ok, out, err) = c.plane.kubectl().run_blocking(&["delete", "pod", "bound"]);
+    assert!(ok, "{out}{err}\n{}", c.logs());
+    assert!(out.contains("pod \"bound\" deleted"), "{out}");
+    assert!(
+        deleting.elapsed() < Duration::from_secs(15),
+        "stopped as soon as its container exited, not after the whole grace period: {:?}",
+        deleting.elapsed()
+    );
+    let (ok, _, err) = c.plane.kubectl().run_blocking(&["get", "pod", "bound"]);
+    assert!(!ok && err.contains("NotFound"), "{err}");
+    let pod_dir = c.node.dir.join("agent/pods").join(&uid);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while monitors_under(c.dir.path()) != 1 || pod_dir.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted pod left its monitor or directory\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        !c.read_only_pods()
+            .iter()
+            .any(|p| p["metadata"]["uid"] == uid.as_str()),
+        "the node forgot the pod"
+    );
+    let mounts: Vec<PathBuf> = capstan_testkit::mounts::mounted_under(c.dir.path())
+        .into_iter()
+        .filter(|m| m.to_string_lossy().contains(&uid))
+        .collect();
+    assert!(
+        mounts.is_empty(),
+        "mounts left by the deleted pod: {mounts:?}"
+    );
+
+    // The static pod goes with its file, and then nothing of either pod is left on the host.
+    std::fs::remove_file(c.node.dir.join("manifests/static.yaml")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while monitors_under(c.dir.path()) != 0 || !c.read_only_pods().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the static pod did not stop\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left = capstan_testkit::mounts::mounted_under(c.dir.path());
+    assert!(left.is_empty(), "mounts left: {left:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "took {:?}",
+        started.elapsed()
+    );
+}
