@@ -432,6 +432,29 @@ fn a_node_joins_runs_a_bound_pod_and_deletes_it_gracefully() {
     }
     let left = capstan_testkit::mounts::mounted_under(c.dir.path());
     assert!(left.is_empty(), "mounts left: {left:?}");
+
+    // Every write to the API server went through the first time, and the pod's status was
+    // patched on changes only (created, started, ready, stopping: a handful of patches).
+    let log = c.node.log();
+    for failure in [
+        "status not pushed",
+        "node status not posted",
+        "lease not renewed",
+        "stopped pod not deleted",
+        "node not registered",
+    ] {
+        assert!(!log.contains(failure), "{failure}:\n{}", c.logs());
+    }
+    let patches = log
+        .lines()
+        .filter(|l| l.contains("pod status pushed"))
+        .count();
+    eprintln!("pod status patches: {patches}");
+    assert!(
+        (1..=8).contains(&patches),
+        "{patches} status patches\n{}",
+        c.logs()
+    );
     assert!(
         started.elapsed() < Duration::from_secs(90),
         "took {:?}",
