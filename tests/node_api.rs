@@ -235,7 +235,7 @@ fn monitors_under(dir: &Path) -> usize {
 fn a_node_joins_runs_a_bound_pod_and_deletes_it_gracefully() {
     capstan_testkit::require_root();
     let started = Instant::now();
-    let c = Cluster::start();
+    let mut c = Cluster::start();
 
     // The Node registers Ready, with its capacity, system info, labels and taints.
     let node = c.wait_for(&["get", "node", "node1"], Duration::from_secs(20), |n| {
@@ -381,6 +381,37 @@ fn a_node_joins_runs_a_bound_pod_and_deletes_it_gracefully() {
         "no mirror pod yet"
     );
     assert_eq!(monitors_under(c.dir.path()), 2, "one pod monitor per pod");
+
+    // The agent killed and started again adopts the pod: same container, no restart, and
+    // the Node re-registered and its Lease renewed by the new process.
+    let container_id = status["containerStatuses"][0]["containerID"].clone();
+    c.node.stop_with("KILL");
+    let before_restart = c.get_json(&lease_args).unwrap()["spec"]["renewTime"].clone();
+    c.node.respawn();
+    c.wait_for(&lease_args, Duration::from_secs(15), |l| {
+        l["spec"]["renewTime"] != before_restart
+    });
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !c.node.log().contains("node already registered") {
+        assert!(
+            Instant::now() < deadline,
+            "no re-registration\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let adopted = c.get_json(&["get", "pod", "bound"]).unwrap();
+    assert_eq!(adopted["status"]["phase"], "Running");
+    assert_eq!(
+        adopted["status"]["containerStatuses"][0]["containerID"],
+        container_id
+    );
+    assert_eq!(adopted["status"]["containerStatuses"][0]["restartCount"], 0);
+    assert_eq!(
+        monitors_under(c.dir.path()),
+        2,
+        "the pods outlived the agent"
+    );
 
     // kubectl delete (the pod's own grace period) returns once the node stopped and deleted it.
     let deleting = Instant::now();
