@@ -198,13 +198,13 @@ pub struct NodeArgs {
     pub kubeconfig: Option<PathBuf>,
 
     /// Labels to register the Node with: `key=value` pairs, comma-separated (with --kubeconfig).
-    #[arg(long, value_name = "LABELS", value_parser = parse_node_labels, default_value = "")]
-    pub node_labels: std::collections::BTreeMap<String, String>,
+    #[arg(long, value_name = "LABELS", value_parser = parse_node_labels)]
+    pub node_labels: Option<std::collections::BTreeMap<String, String>>,
 
     /// Taints to register the Node with: `key[=value]:Effect`, comma-separated (with
     /// --kubeconfig).
-    #[arg(long, value_name = "TAINTS", value_parser = parse_taints, default_value = "")]
-    pub register_with_taints: Taints,
+    #[arg(long, value_name = "TAINTS", value_parser = parse_taints)]
+    pub register_with_taints: Option<Taints>,
 
     #[command(flatten)]
     pub runtime: RuntimeArgs,

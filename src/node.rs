@@ -38,6 +38,15 @@ pub fn run(args: NodeArgs) -> Result<(), String> {
 }
 
 async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String> {
+    // A kubeconfig that cannot be used stops the start before the runtime opens its state.
+    let client = match &args.kubeconfig {
+        Some(file) => Some(
+            capstan_agent::node::join::client(file)
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
     let (cri, runtime) = match &config.container_runtime_endpoint {
         Some(endpoint) => (
             capstan_agent::cri::connect(endpoint)
@@ -65,14 +74,6 @@ async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String> {
         Some(dir) => Arc::new(ObjectDir::new(dir.clone())),
         None => Arc::new(NoObjects),
     };
-    let client = match &args.kubeconfig {
-        Some(file) => Some(
-            capstan_agent::node::join::client(file)
-                .await
-                .map_err(|e| e.to_string())?,
-        ),
-        None => None,
-    };
     let (updates, receiver) = mpsc::channel(16);
     let mut sources = Vec::new();
     if let Some(file) = FileSource::from_config(&config) {
@@ -91,8 +92,12 @@ async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String> {
     if let Some(client) = client {
         let registration = Registration {
             node_name: config.node_name.clone(),
-            labels: args.node_labels.clone(),
-            taints: args.register_with_taints.0.clone(),
+            labels: args.node_labels.clone().unwrap_or_default(),
+            taints: args
+                .register_with_taints
+                .clone()
+                .map(|t| t.0)
+                .unwrap_or_default(),
         };
         capstan_agent::node::join::spawn(client, &config, &node, registration);
     }

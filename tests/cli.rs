@@ -43,6 +43,10 @@ fn every_subcommand_explains_its_flags_and_defaults() {
                 "--read-only-address",
                 "127.0.0.1:10255",
                 "--object-manifest-path",
+                "--kubeconfig",
+                "--hostname-override",
+                "--node-labels",
+                "--register-with-taints",
                 "[default: unix:///run/capstan/capstan.sock]",
                 "[default: /var/lib/capstan]",
             ],
@@ -184,6 +188,30 @@ fn an_invalid_kubelet_configuration_stops_the_node_naming_the_field() {
         err.contains("kubelet.yaml") && err.contains("imageGCLowThresholdPercent"),
         "{err}"
     );
+    let out = capstan(&["node", "--register-with-taints", "key=value"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--register-with-taints") && stderr(&out).contains("Effect"),
+        "{}",
+        stderr(&out)
+    );
+    // A kubeconfig that cannot be read stops the node before the runtime opens its state.
+    let state = dir.path().join("state");
+    let missing = dir.path().join("missing.kubeconfig");
+    let out = capstan(&[
+        "node",
+        "--kubeconfig",
+        missing.to_str().unwrap(),
+        "--state-dir",
+        state.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("missing.kubeconfig"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!state.exists(), "the runtime opened its state");
     let out = capstan(&["node", "--read-only-address", "nonsense"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
