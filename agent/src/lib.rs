@@ -1,11 +1,12 @@
 //! The node agent: kubelet semantics, in parts that name what they do:
 //! - [`config`]: the KubeletConfiguration file and flags;
-//! - [`source`]: pod sources (the manifest directory today) merged into one desired set;
+//! - [`source`]: pod sources (the manifest directory, the API server) merged into one desired set;
 //! - [`pods`]: a worker per pod driving it to its desired state, and what a worker computes
 //!   (admission, environment, downward API, resources, hooks, status);
 //! - [`probes`]: startup, liveness and readiness checks;
 //! - [`volumes`]: the volumes a pod mounts, and [`objects`] the ConfigMaps and Secrets they read;
-//! - [`node`]: the node's own facts, its cgroup tree and image GC, and the agent's assembly;
+//! - [`node`]: the node's own facts, its cgroup tree and image GC, the agent's assembly, and
+//!   node mode (registration, Node status, Lease);
 //! - [`endpoint`]: the kubelet's HTTP endpoints (read-only API, summary, metrics);
 //! - [`cri`]: the runtime behind the CRI traits; [`commands`]: people's local commands.
 

@@ -1,5 +1,6 @@
 //! `capstan node`'s agent half: node facts, the cgroup tree, the pod workers fed by the pod
-//! sources, runtime events, and the read-only API.
+//! sources, runtime events, and the read-only API; and, joined to an API server ([`join`]),
+//! the Node's registration, status and Lease.
 
 pub mod image_gc;
 pub mod join;
