@@ -7,6 +7,7 @@ pub mod apps_shared;
 pub mod context;
 pub mod daemonset;
 pub mod registry;
+pub mod statefulset;
 
 use std::future::Future;
 
