@@ -87,6 +87,9 @@ fn hash(pod: &Pod) -> String {
         .unwrap_or_default()
 }
 
+/// A pod's name, phase and readiness, for failure messages.
+type PodState = (String, String, bool);
+
 /// Waits until every node in `nodes` runs exactly one Ready pod of `app`, and no other node
 /// runs one.
 async fn wait_one_ready_per_node(pods: &Api<Pod>, app: &str, nodes: &[&str]) {
@@ -99,7 +102,7 @@ async fn wait_one_ready_per_node(pods: &Api<Pod>, app: &str, nodes: &[&str]) {
             return;
         }
         if tokio::time::Instant::now() > deadline {
-            let seen: Vec<(String, Vec<(String, String, bool)>)> = by_node
+            let seen: Vec<(String, Vec<PodState>)> = by_node
                 .iter()
                 .map(|(node, pods)| {
                     let pods = pods

@@ -82,7 +82,7 @@ fn record(pods: Api<Pod>, app: &str) -> (Log, tokio::task::JoinHandle<()>) {
         let mut seen: std::collections::HashMap<String, (bool, bool)> = Default::default();
         while let Some(event) = events.next().await {
             let Ok(event) = event else { continue };
-            let mut push = |what: &str, name: &str| {
+            let push = |what: &str, name: &str| {
                 if let Ok(mut log) = writer.lock() {
                     log.push((what.into(), name.into()));
                 }

@@ -78,7 +78,7 @@ pub async fn sync(shared: &Shared, key: &Key) -> Result<Option<Duration>, SyncEr
             condemned.push((ordinal, pod.clone()));
         }
     }
-    condemned.sort_by(|a, b| b.0.cmp(&a.0));
+    condemned.sort_by_key(|c| std::cmp::Reverse(c.0));
     let mut status = status_of(&set, &revisions, &claimed, min_ready, now);
     let mut again: Option<Duration> = None;
     if satisfied {
