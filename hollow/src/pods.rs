@@ -39,7 +39,6 @@ pub(crate) async fn run(client: kube::Client, nodes: Arc<Nodes>) {
                     idle.remove(&uid(&pod));
                     observe(&pods, &nodes, &mut running, &mut idle, pod);
                 }
-                running.retain(|_, task| !task.handle.is_finished());
                 continue;
             }
         };
@@ -103,9 +102,12 @@ fn observe(
         return;
     };
     let terminating = pod.metadata.deletion_timestamp.is_some();
+    // A pod already served stays served: a finished live task (the pod reached Ready, or
+    // ended) is not restarted by its own status writes, which would reset it to not Ready;
+    // a finished deletion is tried again.
     if let Some(task) = running.get(&uid)
         && (task.terminating || !terminating)
-        && !task.handle.is_finished()
+        && (!task.terminating || !task.handle.is_finished())
     {
         return;
     }

@@ -3,8 +3,11 @@
 //! only through a `kube::Client`. Several control planes may run against one store: the loops
 //! run only in the holder of the `kube-system/kube-controller-manager` Lease.
 
+pub mod apps_shared;
 pub mod context;
+pub mod daemonset;
 pub mod registry;
+pub mod statefulset;
 
 use std::future::Future;
 

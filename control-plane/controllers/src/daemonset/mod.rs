@@ -1,0 +1,151 @@
+//! The DaemonSet controller (`daemonset`): one pod per eligible node, pinned there by node
+//! affinity on `metadata.name` for the scheduler to bind; the automatic daemon tolerations;
+//! RollingUpdate (maxUnavailable / maxSurge) and OnDelete; ControllerRevision history; status.
+
+mod eligibility;
+mod history;
+mod rollout;
+mod sync;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::Api;
+use kube::runtime::reflector::{self, Store};
+
+use crate::apps_shared::expectations::Expectations;
+use crate::apps_shared::feed::feed;
+use crate::apps_shared::pods::controller_of;
+use crate::apps_shared::queue::{self, Key};
+use crate::apps_shared::selector;
+use crate::context::Context;
+
+/// The kind in controllerRefs.
+const KIND: &str = "DaemonSet";
+
+/// The caches and queue a sync reads.
+pub(crate) struct Shared {
+    client: kube::Client,
+    sets: Store<DaemonSet>,
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    revisions: Store<ControllerRevision>,
+    expectations: Expectations,
+}
+
+/// Starts the controller; runs until dropped.
+pub fn start(context: Context) -> BoxFuture<'static, ()> {
+    Box::pin(run(context.client))
+}
+
+async fn run(client: kube::Client) {
+    let (sets, sets_writer) = reflector::store::<DaemonSet>();
+    let (pods, pods_writer) = reflector::store::<Pod>();
+    let (nodes, nodes_writer) = reflector::store::<Node>();
+    let (revisions, revisions_writer) = reflector::store::<ControllerRevision>();
+    let (queue, worker) = queue::queue();
+    let shared = Arc::new(Shared {
+        client: client.clone(),
+        sets: sets.clone(),
+        pods: pods.clone(),
+        nodes: nodes.clone(),
+        revisions: revisions.clone(),
+        expectations: Expectations::default(),
+    });
+    let set_feed = feed(
+        Api::<DaemonSet>::all(client.clone()),
+        sets_writer,
+        queue.clone(),
+        |set| key_of(&set.metadata).into_iter().collect(),
+    );
+    let pod_feed = feed(
+        Api::<Pod>::all(client.clone()),
+        pods_writer,
+        queue.clone(),
+        {
+            let sets = sets.clone();
+            move |pod| owners_of_pod(&sets, pod)
+        },
+    );
+    // Any node change may change where pods should run: every DaemonSet looks again (upstream
+    // filters for changes that matter; the sync is cheap when nothing does).
+    let node_feed = feed(
+        Api::<Node>::all(client.clone()),
+        nodes_writer,
+        queue.clone(),
+        {
+            let sets = sets.clone();
+            move |_node| {
+                sets.state()
+                    .iter()
+                    .filter_map(|s| key_of(&s.metadata))
+                    .collect()
+            }
+        },
+    );
+    let revision_feed = feed(
+        Api::<ControllerRevision>::all(client.clone()),
+        revisions_writer,
+        queue.clone(),
+        |revision| {
+            controller_of(&revision.metadata)
+                .filter(|r| r.kind == KIND)
+                .map(|r| {
+                    Key::new(
+                        revision.metadata.namespace.as_deref().unwrap_or(""),
+                        &r.name,
+                    )
+                })
+                .into_iter()
+                .collect()
+        },
+    );
+    let work = async {
+        for ready in [
+            sets.wait_until_ready().await,
+            pods.wait_until_ready().await,
+            nodes.wait_until_ready().await,
+            revisions.wait_until_ready().await,
+        ] {
+            if ready.is_err() {
+                return;
+            }
+        }
+        worker
+            .run(|key| {
+                let shared = Arc::clone(&shared);
+                async move { sync::sync(&shared, &key).await }
+            })
+            .await;
+    };
+    tokio::join!(set_feed, pod_feed, node_feed, revision_feed, work);
+}
+
+fn key_of(meta: &kube::api::ObjectMeta) -> Option<Key> {
+    Some(Key::new(meta.namespace.as_deref()?, meta.name.as_deref()?))
+}
+
+/// The DaemonSet controlling the pod, or, for an orphan, every one whose selector matches it
+/// (they may adopt it).
+fn owners_of_pod(sets: &Store<DaemonSet>, pod: &Pod) -> Vec<Key> {
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    if let Some(owner) = controller_of(&pod.metadata) {
+        if owner.kind == KIND {
+            return vec![Key::new(&namespace, &owner.name)];
+        }
+        return Vec::new();
+    }
+    sets.state()
+        .iter()
+        .filter(|s| s.metadata.namespace.as_deref() == Some(namespace.as_str()))
+        .filter(|s| {
+            s.spec.as_ref().is_some_and(|spec| {
+                !selector::is_empty(&spec.selector)
+                    && selector::matches(&spec.selector, pod.metadata.labels.as_ref())
+            })
+        })
+        .filter_map(|s| key_of(&s.metadata))
+        .collect()
+}
