@@ -4,7 +4,9 @@
 //! run only in the holder of the `kube-system/kube-controller-manager` Lease.
 
 pub mod context;
+pub mod node_lifecycle;
 pub mod registry;
+pub mod taint_eviction;
 
 use std::future::Future;
 

@@ -11,7 +11,10 @@ pub type Start = fn(Context) -> BoxFuture<'static, ()>;
 
 /// Every controller, by its upstream name.
 pub fn all() -> Vec<(&'static str, Start)> {
-    vec![]
+    vec![
+        ("nodelifecycle", crate::node_lifecycle::start),
+        ("taint-eviction-controller", crate::taint_eviction::start),
+    ]
 }
 
 /// Starts each enabled controller as a task and waits; dropping the future stops them all
