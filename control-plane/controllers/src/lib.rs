@@ -4,6 +4,7 @@
 //! run only in the holder of the `kube-system/kube-controller-manager` Lease.
 
 pub mod context;
+pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod registry;
 pub mod taint_eviction;
