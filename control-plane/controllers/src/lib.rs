@@ -3,6 +3,7 @@
 //! only through a `kube::Client`. Several control planes may run against one store: the loops
 //! run only in the holder of the `kube-system/kube-controller-manager` Lease.
 
+pub mod certificates;
 pub mod context;
 pub mod node_ipam;
 pub mod node_lifecycle;

@@ -12,6 +12,8 @@ pub type Start = fn(Context) -> BoxFuture<'static, ()>;
 /// Every controller, by its upstream name.
 pub fn all() -> Vec<(&'static str, Start)> {
     vec![
+        ("csrapproving", crate::certificates::approving::start),
+        ("csrsigning", crate::certificates::signing::start),
         ("nodeipam", crate::node_ipam::start),
         ("nodelifecycle", crate::node_lifecycle::start),
         ("taint-eviction-controller", crate::taint_eviction::start),
