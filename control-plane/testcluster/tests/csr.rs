@@ -60,7 +60,12 @@ async fn cluster(signing: Arc<SigningKeyPair>) -> TestCluster {
 }
 
 fn request_pem(cn: &str, orgs: &[&str]) -> String {
-    let mut params = rcgen::CertificateParams::default();
+    request_pem_with(cn, orgs, &[])
+}
+
+fn request_pem_with(cn: &str, orgs: &[&str], dns: &[&str]) -> String {
+    let names: Vec<String> = dns.iter().map(|d| d.to_string()).collect();
+    let mut params = rcgen::CertificateParams::new(names).unwrap_or_else(|e| panic!("params: {e}"));
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
         .distinguished_name
@@ -335,4 +340,67 @@ subjects:
             "{name} approved"
         );
     }
+}
+
+#[tokio::test]
+async fn approved_serving_csr_is_signed_and_one_without_names_fails_its_checks() {
+    let (ca, pair) = make_ca();
+    let cluster = cluster(pair).await;
+    let api: Api<CertificateSigningRequest> = Api::all(cluster.client.clone());
+    let signer = "kubernetes.io/kubelet-serving";
+    let usages = ["digital signature", "key encipherment", "server auth"];
+    for (name, pem) in [
+        (
+            "serving",
+            request_pem_with("system:node:node-1", &["system:nodes"], &["node-1"]),
+        ),
+        (
+            "serving-no-names",
+            request_pem("system:node:node-1", &["system:nodes"]),
+        ),
+    ] {
+        if let Err(error) = api
+            .create(
+                &PostParams::default(),
+                &csr(name, &pem, signer, &usages, None),
+            )
+            .await
+        {
+            panic!("create {name}: {error}");
+        }
+    }
+    // Serving certificates are never approved automatically.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let pending = api.get("serving").await.ok();
+    assert!(
+        pending
+            .as_ref()
+            .and_then(|c| condition(c, "Approved"))
+            .is_none()
+    );
+    cluster
+        .kubectl_ok(&["certificate", "approve", "serving", "serving-no-names"])
+        .await;
+    let leaf = issued(&api, "serving").await;
+    if let Err(error) = verify_chain(&ca_der(&ca), &leaf, &[], Usage::Server, Duration::ZERO) {
+        panic!("the serving certificate does not verify: {error:?}");
+    }
+    let failed = eventually(
+        Duration::from_secs(10),
+        "serving-no-names Failed",
+        || async {
+            let csr = api.get("serving-no-names").await.ok()?;
+            condition(&csr, "Failed")
+        },
+    )
+    .await;
+    assert_eq!(
+        failed,
+        (
+            "SignerValidationFailure".to_string(),
+            "DNS or IP subjectAltName is required".to_string()
+        )
+    );
+    let csr = api.get("serving-no-names").await.ok();
+    assert!(csr.and_then(|c| c.status?.certificate).is_none());
 }
