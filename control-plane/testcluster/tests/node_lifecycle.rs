@@ -87,6 +87,7 @@ async fn silent_node_goes_unknown_is_tainted_and_its_pods_evicted_after_tolerati
     let nodes: Api<Node> = Api::all(cluster.client.clone());
     for (name, node, seconds) in [
         ("short", "node-1", Some(2)),
+        ("zero", "node-1", Some(0)),
         ("forever", "node-1", None),
         ("elsewhere", "node-0", Some(2)),
     ] {
@@ -97,7 +98,7 @@ async fn silent_node_goes_unknown_is_tainted_and_its_pods_evicted_after_tolerati
             panic!("create {name}: {error}");
         }
     }
-    for name in ["short", "forever", "elsewhere"] {
+    for name in ["short", "zero", "forever", "elsewhere"] {
         eventually(
             Duration::from_secs(10),
             "pods Running and Ready",
@@ -162,6 +163,13 @@ async fn silent_node_goes_unknown_is_tainted_and_its_pods_evicted_after_tolerati
     let out = cluster.kubectl_ok(&["get", "node", "node-1"]).await;
     assert!(out.contains("NotReady"), "{out}");
 
+    // tolerationSeconds 0: deleted at once.
+    let zero_deleted = eventually(Duration::from_secs(5), "pod zero deleted", || async {
+        let pod = pods.get("zero").await.ok()?;
+        pod.metadata.deletion_timestamp.map(|_| Instant::now())
+    })
+    .await;
+    assert!(zero_deleted - tainted_seen < Duration::from_millis(1500));
     // Marked not ready at once, deleted only after its 2 s toleration.
     let deleted_at = eventually(Duration::from_secs(10), "pod short deleted", || async {
         let pod = pods.get("short").await.ok()?;
@@ -245,4 +253,32 @@ async fn silent_node_goes_unknown_is_tainted_and_its_pods_evicted_after_tolerati
             .as_deref(),
         Some("True")
     );
+}
+
+#[tokio::test]
+async fn cordoned_node_gets_the_unschedulable_taint_until_uncordoned() {
+    let cluster = TestCluster::with(ClusterOptions {
+        nodes: 1,
+        scheduler: false,
+        controllers: vec!["nodelifecycle".into()],
+        ..ClusterOptions::default()
+    })
+    .await;
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
+    let has = |want: bool| {
+        let nodes = nodes.clone();
+        async move {
+            let node = nodes.get("node-0").await.ok()?;
+            let tainted = taint_keys(&node)
+                .contains(&"node.kubernetes.io/unschedulable:NoSchedule".to_string());
+            (tainted == want).then_some(())
+        }
+    };
+    cluster.kubectl_ok(&["cordon", "node-0"]).await;
+    eventually(Duration::from_secs(5), "unschedulable taint", || has(true)).await;
+    cluster.kubectl_ok(&["uncordon", "node-0"]).await;
+    eventually(Duration::from_secs(5), "unschedulable taint gone", || {
+        has(false)
+    })
+    .await;
 }
