@@ -16,25 +16,27 @@ pub async fn mark_not_ready(client: &kube::Client, recorder: &Recorder, pods: &[
         let Some(status) = pod.status.as_ref() else {
             continue;
         };
-        let mut conditions = status.conditions.clone().unwrap_or_default();
-        let Some(ready) = conditions.iter_mut().find(|c| c.type_ == "Ready") else {
-            continue;
-        };
-        if ready.status == "False" {
+        let ready = status
+            .conditions
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .find(|c| c.type_ == "Ready");
+        if ready.is_none_or(|c| c.status == "False") {
             continue;
         }
-        ready.status = "False".into();
-        ready.last_transition_time = Some(Time(jiff::Timestamp::now()));
         let (Some(name), Some(namespace)) = (&pod.metadata.name, &pod.metadata.namespace) else {
             continue;
         };
-        let patch = json!({
-            "metadata": {"resourceVersion": pod.metadata.resource_version},
-            "status": {"conditions": conditions},
-        });
+        // A strategic merge by condition type: only Ready changes, whatever else is written
+        // meanwhile (the taint-eviction controller's DisruptionTarget).
+        let now = Time(jiff::Timestamp::now());
+        let patch = json!({"status": {"conditions": [
+            {"type": "Ready", "status": "False", "lastTransitionTime": now},
+        ]}});
         let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
         match api
-            .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
             .await
         {
             Ok(_) => {

@@ -171,26 +171,19 @@ async fn evict(state: &State, pod: &Pod) -> Result<(), Error> {
         return Ok(());
     };
     let pods: Api<Pod> = Api::namespaced(state.client.clone(), namespace);
-    let mut conditions = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.clone())
-        .unwrap_or_default();
-    conditions.retain(|c| c.type_ != "DisruptionTarget");
-    conditions.push(PodCondition {
+    // A strategic merge by condition type: only DisruptionTarget is written, so it cannot
+    // undo what the node controller writes at the same moment (Ready=False).
+    let condition = PodCondition {
         type_: "DisruptionTarget".into(),
         status: "True".into(),
         reason: Some("DeletionByTaintManager".into()),
         message: Some("Taint manager: deleting due to NoExecute taint".into()),
         last_transition_time: Some(Time(jiff::Timestamp::now())),
         ..PodCondition::default()
-    });
-    let patch = json!({
-        "metadata": {"resourceVersion": pod.metadata.resource_version},
-        "status": {"conditions": conditions},
-    });
+    };
+    let patch = json!({"status": {"conditions": [condition]}});
     match pods
-        .patch_status(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .patch_status(name, &PatchParams::default(), &Patch::Strategic(&patch))
         .await
     {
         Ok(_) => {}
