@@ -13,6 +13,7 @@ use crate::cli::ControlPlaneArgs;
 /// Runs the control plane in the foreground.
 pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
     let authorization_modes = capstan_apiserver::authz::parse_modes(&args.authorization_mode)?;
+    let pki_paths = capstan_apiserver::pki::PkiPaths::new(&args.data_dir);
     let options = ControlPlaneOptions {
         data_dir: args.data_dir,
         bind_address: args.bind_address,
@@ -55,6 +56,10 @@ pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
         }
         if run_controllers {
             let client = in_process(&server, "system:kube-controller-manager");
+            let mut controller_options = controller_options;
+            // The credentials exist once the API server is ready: the CSR signer signs with
+            // the cluster CA, as kubeadm points --cluster-signing-{cert,key}-file at it.
+            controller_options.signing = signing_pair(&pki_paths);
             loops.spawn_on(
                 capstan_controllers::run(client, controller_options, until(stopped.clone())),
                 &handle,
@@ -94,4 +99,22 @@ fn in_process(server: &Arc<ApiServer>, name: &str) -> kube::Client {
 /// Completes when `stopped` turns true.
 async fn until(mut stopped: watch::Receiver<bool>) {
     let _ = stopped.wait_for(|stopped| *stopped).await;
+}
+
+/// The cluster CA certificate and key for the CSR signer; `None` (signing off, logged) when
+/// they cannot be read.
+fn signing_pair(
+    paths: &capstan_apiserver::pki::PkiPaths,
+) -> Option<Arc<capstan_controllers::context::SigningKeyPair>> {
+    let read = |path: &std::path::Path| match std::fs::read_to_string(path) {
+        Ok(text) => Some(text),
+        Err(error) => {
+            tracing::warn!(path = %path.display(), %error, "cluster CA unreadable: CSR signing off");
+            None
+        }
+    };
+    Some(Arc::new(capstan_controllers::context::SigningKeyPair {
+        certificate_pem: read(&paths.ca_cert)?,
+        key_pem: read(&paths.ca_key)?,
+    }))
 }

@@ -110,7 +110,10 @@ fn request_user(found: Authenticated) -> RequestUser {
 
 impl Authenticate for ConnectionAuth {
     fn authenticate(&self, request: &http::request::Parts) -> Option<RequestUser> {
-        self.authenticated(request).map(request_user)
+        // A bootstrap token needs its Secret read: only the async path can accept it.
+        self.authenticated(request)
+            .filter(|found| !matches!(found.method, Method::BootstrapToken(_)))
+            .map(request_user)
     }
 
     fn authenticate_with<'a>(
@@ -119,7 +122,16 @@ impl Authenticate for ConnectionAuth {
         request: &'a http::request::Parts,
     ) -> BoxFuture<'a, Option<RequestUser>> {
         Box::pin(async move {
-            let found = self.authenticated(request)?;
+            let mut found = self.authenticated(request)?;
+            if let Method::BootstrapToken(token) = &found.method {
+                match StoreLookup(server).bootstrap_user(token).await {
+                    Ok(user) => found.user = user,
+                    Err(error) => {
+                        tracing::debug!(%error, path = %request.uri.path(), "bootstrap token refused");
+                        return None;
+                    }
+                }
+            }
             if let Method::ServiceAccount(claims) = &found.method {
                 // The account (and what the token is bound to) must still exist, as
                 // kube-apiserver's --service-account-lookup checks.

@@ -4,10 +4,14 @@
 //! run only in the holder of the `kube-system/kube-controller-manager` Lease.
 
 pub mod apps_shared;
+pub mod certificates;
 pub mod context;
 pub mod daemonset;
+pub mod node_ipam;
+pub mod node_lifecycle;
 pub mod registry;
 pub mod statefulset;
+pub mod taint_eviction;
 
 use std::future::Future;
 

@@ -14,6 +14,11 @@ pub fn all() -> Vec<(&'static str, Start)> {
     vec![
         ("daemonset", crate::daemonset::start),
         ("statefulset", crate::statefulset::start),
+        ("csrapproving", crate::certificates::approving::start),
+        ("csrsigning", crate::certificates::signing::start),
+        ("nodeipam", crate::node_ipam::start),
+        ("nodelifecycle", crate::node_lifecycle::start),
+        ("taint-eviction-controller", crate::taint_eviction::start),
     ]
 }
 

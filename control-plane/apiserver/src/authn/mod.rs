@@ -4,6 +4,7 @@
 //! may reach is the caller's decision (kube-apiserver allows /healthz, /livez, /readyz and
 //! /version through RBAC's defaults).
 
+pub mod bootstrap;
 pub mod serviceaccount;
 pub mod tokenfile;
 pub mod x509;
@@ -12,6 +13,7 @@ use std::collections::BTreeMap;
 
 use rustls::pki_types::CertificateDer;
 
+use bootstrap::BootstrapToken;
 use serviceaccount::{ServiceAccountClaims, TokenVerifier};
 use tokenfile::TokenFile;
 
@@ -62,6 +64,10 @@ pub enum Method {
     /// A ServiceAccount token; the API server still has to run
     /// [`serviceaccount::check_still_valid`] on the claims.
     ServiceAccount(Box<ServiceAccountClaims>),
+    /// A token of the bootstrap form, not yet checked: the API server still has to read its
+    /// Secret (`StoreLookup::bootstrap_user`) and use the user that gives, never the
+    /// placeholder (the name alone, no groups) found here.
+    BootstrapToken(BootstrapToken),
     /// No credentials.
     Anonymous,
 }
@@ -101,6 +107,7 @@ pub struct Authenticator {
     ca: CertificateDer<'static>,
     tokens: Option<TokenFile>,
     service_accounts: Option<TokenVerifier>,
+    bootstrap_tokens: bool,
     anonymous: bool,
 }
 
@@ -111,8 +118,16 @@ impl Authenticator {
             ca,
             tokens: None,
             service_accounts: None,
+            bootstrap_tokens: true,
             anonymous: true,
         }
+    }
+
+    /// Whether bootstrap tokens are recognised (`--enable-bootstrap-token-auth`; on, as
+    /// kubeadm runs kube-apiserver, so that nodes can join with `capstan token` tokens).
+    pub fn with_bootstrap_tokens(mut self, enabled: bool) -> Self {
+        self.bootstrap_tokens = enabled;
+        self
     }
 
     /// Also accepts the static tokens of `tokens` (`--token-auth-file`).
@@ -177,6 +192,15 @@ impl Authenticator {
             return Some(Ok(Authenticated {
                 user: user.clone(),
                 method: Method::StaticToken,
+            }));
+        }
+        if let Some(bootstrap) = BootstrapToken::parse(token).filter(|_| self.bootstrap_tokens) {
+            return Some(Ok(Authenticated {
+                user: UserInfo {
+                    name: format!("{}{}", bootstrap::USER_PREFIX, bootstrap.id),
+                    ..UserInfo::default()
+                },
+                method: Method::BootstrapToken(bootstrap),
             }));
         }
         let result = match &self.service_accounts {

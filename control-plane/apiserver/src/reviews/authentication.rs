@@ -37,7 +37,7 @@ pub async fn token_review(call: &Call<'_>, object: &Value) -> ApiResult<Value> {
     };
     let header = format!("Bearer {token}");
     let refused = |error: String| json!({"authenticated": false, "user": {}, "error": error});
-    let found = match authenticator.authenticate(None, Some(header.as_bytes())) {
+    let mut found = match authenticator.authenticate(None, Some(header.as_bytes())) {
         Ok(found) => found,
         Err(error) => return Ok(refused(error.to_string())),
     };
@@ -53,6 +53,13 @@ pub async fn token_review(call: &Call<'_>, object: &Value) -> ApiResult<Value> {
             let lookup = StoreLookup(&*call.server.store);
             if let Err(error) = serviceaccount::check_still_valid(claims, &lookup).await {
                 return Ok(refused(error.to_string()));
+            }
+        }
+        Method::BootstrapToken(token) => {
+            let lookup = crate::tokens::lookup::StoreLookup(call.server);
+            match lookup.bootstrap_user(token).await {
+                Ok(user) => found.user = user,
+                Err(error) => return Ok(refused(error.to_string())),
             }
         }
         // A bearer token is always checked, so these do not come back.

@@ -7,7 +7,9 @@ use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use serde_json::Value;
 
+use crate::authn::bootstrap::{self, BootstrapToken};
 use crate::authn::serviceaccount::{BoundKind, LookupError, ServiceAccountLookup};
+use crate::authn::{AuthError, UserInfo};
 use crate::rest;
 use crate::server::ApiServer;
 
@@ -48,6 +50,31 @@ impl StoreLookup<'_> {
             .pointer("/metadata/uid")
             .and_then(Value::as_str)
             .map(str::to_string))
+    }
+}
+
+impl StoreLookup<'_> {
+    /// The user a bootstrap token authenticates as, judged against its Secret in kube-system.
+    pub async fn bootstrap_user(&self, token: &BootstrapToken) -> Result<UserInfo, AuthError> {
+        let server = self.0;
+        let secret = match server.kinds.find("", "v1", "secrets") {
+            None => None,
+            Some(kind) => {
+                match rest::get_object(
+                    server,
+                    kind,
+                    Some(bootstrap::NAMESPACE),
+                    &token.secret_name(),
+                )
+                .await
+                {
+                    Ok((object, _)) => Some(object),
+                    Err(e) if e.reason == "NotFound" => None,
+                    Err(e) => return Err(AuthError::Lookup(e.message)),
+                }
+            }
+        };
+        token.user(secret.as_ref(), Utc::now())
     }
 }
 
