@@ -127,7 +127,8 @@ impl FilterState {
             }
         }
         // The first pod of a group with affinity to itself may go anywhere its topology exists.
-        if !pods_exist && !(self.affinity.is_empty() && self.self_match) {
+        let first_of_group = self.affinity.is_empty() && self.self_match;
+        if !(pods_exist || first_of_group) {
             return Some(Status::new(
                 Code::UnschedulableAndUnresolvable,
                 REASON_AFFINITY,
