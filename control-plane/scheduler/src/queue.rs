@@ -3,7 +3,7 @@
 //! them, then go back after their back-off (1 s doubling to 10 s, as upstream).
 
 use std::cmp::Ordering;
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,6 +76,8 @@ pub struct Queue {
     pods: HashMap<PodKey, Queued>,
     active: BinaryHeap<Entry>,
     backoff: BTreeSet<(Instant, u64, PodKey)>,
+    /// The keys of the unschedulable pods, so that events need not scan the whole queue.
+    unschedulable: HashSet<PodKey>,
     sequence: u64,
 }
 
@@ -98,6 +100,7 @@ impl Queue {
     }
 
     fn push_active(&mut self, key: &str) {
+        self.unschedulable.remove(key);
         let sequence = self.next_sequence();
         if let Some(q) = self.pods.get_mut(key) {
             q.place = Where::Active;
@@ -111,6 +114,7 @@ impl Queue {
     }
 
     fn push_backoff(&mut self, key: &str, until: Instant) {
+        self.unschedulable.remove(key);
         let sequence = self.next_sequence();
         if let Some(q) = self.pods.get_mut(key) {
             q.place = Where::Backoff;
@@ -157,6 +161,7 @@ impl Queue {
     pub fn remove(&mut self, key: &str) {
         // Stale heap entries are skipped when popped.
         self.pods.remove(key);
+        self.unschedulable.remove(key);
     }
 
     /// Whether `key` is queued.
@@ -225,7 +230,9 @@ impl Queue {
                 sequence: 0,
             },
         );
-        if !unschedulable {
+        if unschedulable {
+            self.unschedulable.insert(key);
+        } else {
             self.push_backoff(&key, now + backoff_for(attempts));
         }
     }
@@ -250,9 +257,9 @@ impl Queue {
     pub fn on_event(&mut self, event: ClusterEvent) {
         let now = Instant::now();
         let keys: Vec<PodKey> = self
-            .pods
+            .unschedulable
             .iter()
-            .filter(|(_, q)| q.place == Where::Unschedulable)
+            .filter_map(|k| self.pods.get(k).map(|q| (k, q)))
             .filter(|(_, q)| match event {
                 ClusterEvent::AssignedPodAdd => {
                     !q.pod.required_affinity.is_empty()
@@ -274,12 +281,12 @@ impl Queue {
     /// Retries pods that have been unschedulable for too long without an event.
     pub fn flush_unschedulable(&mut self, now: Instant) {
         let keys: Vec<PodKey> = self
-            .pods
+            .unschedulable
             .iter()
+            .filter_map(|k| self.pods.get(k).map(|q| (k, q)))
             .filter(|(_, q)| {
-                q.place == Where::Unschedulable
-                    && q.failed_at
-                        .is_some_and(|at| now.duration_since(at) > MAX_UNSCHEDULABLE)
+                q.failed_at
+                    .is_some_and(|at| now.duration_since(at) > MAX_UNSCHEDULABLE)
             })
             .map(|(k, _)| k.clone())
             .collect();

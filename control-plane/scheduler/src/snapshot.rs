@@ -108,7 +108,8 @@ impl PodInfo {
     /// Reads `pod`.
     pub fn new(pod: Arc<Pod>) -> PodInfo {
         let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-        let spec = pod.spec.clone().unwrap_or_default();
+        let empty = k8s_openapi::api::core::v1::PodSpec::default();
+        let spec = pod.spec.as_ref().unwrap_or(&empty);
         let mut host_ports = Vec::new();
         for container in spec
             .containers
@@ -128,7 +129,8 @@ impl PodInfo {
                 }
             }
         }
-        let affinity = spec.affinity.clone().unwrap_or_default();
+        let no_affinity = k8s_openapi::api::core::v1::Affinity::default();
+        let affinity = spec.affinity.as_ref().unwrap_or(&no_affinity);
         let terms = |terms: Option<&Vec<k8s_openapi::api::core::v1::PodAffinityTerm>>| {
             terms
                 .into_iter()
