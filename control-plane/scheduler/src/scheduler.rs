@@ -438,6 +438,9 @@ impl Scheduler {
             Err(error) => {
                 if self.cache.assumed.contains(&bound.key) {
                     self.cache.remove_pod(&bound.key);
+                } else if self.cache.assigned.contains_key(&bound.key) {
+                    // The watch already shows it bound (by us or another binder): done.
+                    return;
                 }
                 if let kube::Error::Api(status) = &error
                     && status.code == 404
