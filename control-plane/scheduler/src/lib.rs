@@ -3,6 +3,19 @@
 //! It reaches the cluster only through a `kube::Client` and acts only while it holds the
 //! `kube-system/kube-scheduler` Lease.
 
+pub mod bind;
+pub mod cycle;
+pub mod events;
+pub mod filters;
+pub mod message;
+pub mod preempt;
+pub mod queue;
+pub mod resources;
+pub mod scheduler;
+pub mod scores;
+pub mod selectors;
+pub mod snapshot;
+
 use std::future::Future;
 use std::time::Duration;
 
@@ -52,7 +65,7 @@ pub async fn run(
 }
 
 /// The scheduling loop, while leader.
-async fn schedule(_client: kube::Client, options: SchedulerOptions) {
-    tracing::warn!(scheduler = %options.scheduler_name, "the scheduler's loop is not built yet: pods stay Pending");
-    futures::future::pending::<()>().await;
+async fn schedule(client: kube::Client, options: SchedulerOptions) {
+    tracing::info!(scheduler = %options.scheduler_name, "leading: scheduling");
+    scheduler::Scheduler::run(client, options).await;
 }
