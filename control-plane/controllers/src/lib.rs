@@ -4,6 +4,12 @@
 //! run only in the holder of the `kube-system/kube-controller-manager` Lease.
 
 pub mod context;
+pub mod endpoints;
+pub mod endpointslice;
+pub mod informer;
+pub mod keyqueue;
+pub mod placement;
+pub mod podutil;
 pub mod registry;
 
 use std::future::Future;
