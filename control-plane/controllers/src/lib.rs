@@ -4,6 +4,7 @@
 //! run only in the holder of the `kube-system/kube-controller-manager` Lease.
 
 pub mod context;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod informer;

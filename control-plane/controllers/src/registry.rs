@@ -12,6 +12,7 @@ pub type Start = fn(Context) -> BoxFuture<'static, ()>;
 /// Every controller, by its upstream name.
 pub fn all() -> Vec<(&'static str, Start)> {
     vec![
+        ("disruption", crate::disruption::start),
         ("endpoints", crate::endpoints::start),
         ("endpointslice", crate::endpointslice::start),
     ]
