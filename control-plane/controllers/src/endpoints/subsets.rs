@@ -130,10 +130,11 @@ pub fn subsets(service: &Service, pods: &[&Pod]) -> Vec<EndpointSubset> {
     }
     let mut subsets: Vec<EndpointSubset> = by_ports.into_values().collect();
     for subset in &mut subsets {
-        for list in [&mut subset.addresses, &mut subset.not_ready_addresses] {
-            if let Some(list) = list {
-                list.sort_by_key(address_key);
-            }
+        for list in [&mut subset.addresses, &mut subset.not_ready_addresses]
+            .into_iter()
+            .flatten()
+        {
+            list.sort_by_key(address_key);
         }
     }
     subsets
