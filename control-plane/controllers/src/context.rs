@@ -27,6 +27,10 @@ pub struct ControllerOptions {
     /// `--cluster-signing-cert-file` / `--cluster-signing-key-file` as PEM: signs approved
     /// CSRs for the kubelet signers when set.
     pub signing: Option<Arc<SigningKeyPair>>,
+    /// `--max-endpoints-per-slice` (100): the endpointslice controller's slice size.
+    pub max_endpoints_per_slice: usize,
+    /// `--mirroring-max-endpoints-per-subset` (1000): the mirroring controller's slice size.
+    pub mirroring_max_endpoints_per_subset: usize,
 }
 
 /// Lease timings of the leader election.
@@ -63,6 +67,8 @@ impl ControllerOptions {
             terminated_pod_gc_threshold: 12500,
             root_ca_pem: None,
             signing: None,
+            max_endpoints_per_slice: 100,
+            mirroring_max_endpoints_per_subset: 1000,
         }
     }
 

@@ -19,6 +19,9 @@ pub fn all() -> Vec<(&'static str, Start)> {
         ("nodeipam", crate::node_ipam::start),
         ("nodelifecycle", crate::node_lifecycle::start),
         ("taint-eviction-controller", crate::taint_eviction::start),
+        ("disruption", crate::disruption::start),
+        ("endpoints", crate::endpoints::start),
+        ("endpointslice", crate::endpointslice::start),
     ]
 }
 

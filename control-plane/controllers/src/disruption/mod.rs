@@ -1,0 +1,202 @@
+//! The `disruption` controller: each PodDisruptionBudget's status (currentHealthy,
+//! desiredHealthy, expectedPods, disruptionsAllowed, the `DisruptionAllowed` condition) from
+//! the pods it selects, and the cleanup of `disruptedPods` the eviction subresource records.
+
+pub mod scale;
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::{StreamExt, stream};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
+use kube::api::{Api, PostParams};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+
+use crate::context::Context;
+use crate::informer::{informer, touched};
+use crate::keyqueue::{self, KeyQueue};
+use crate::placement::object_key;
+use crate::podutil;
+use status::StatusError;
+
+/// Starts the controller.
+pub fn start(context: Context) -> BoxFuture<'static, ()> {
+    Box::pin(run(context))
+}
+
+struct Shared {
+    client: kube::Client,
+    budgets: Store<PodDisruptionBudget>,
+    pods: Store<Pod>,
+}
+
+async fn run(context: Context) {
+    let client = context.client.clone();
+    let config = watcher::Config::default;
+    let (budgets, budget_events) =
+        informer(Api::<PodDisruptionBudget>::all(client.clone()), config());
+    let (pods, pod_events) = informer(Api::<Pod>::all(client.clone()), config());
+    let shared = Arc::new(Shared {
+        client,
+        budgets,
+        pods,
+    });
+    let (queue, mut receiver) = KeyQueue::new();
+    let for_pods = Arc::clone(&shared);
+    let triggers = stream::select_all(vec![
+        budget_events
+            .filter_map(|e| async move { touched(e) })
+            .map(|b: PodDisruptionBudget| vec![object_key(&b.metadata)])
+            .boxed(),
+        pod_events
+            .filter_map(|e| async move { touched(e) })
+            .map(move |p: Pod| for_pods.budgets_of(&p))
+            .boxed(),
+    ]);
+    let feed = {
+        let queue = queue.clone();
+        triggers.for_each(move |keys| {
+            for key in keys {
+                queue.add(key);
+            }
+            futures::future::ready(())
+        })
+    };
+    let work = async {
+        let ready = futures::future::join(
+            shared.budgets.wait_until_ready(),
+            shared.pods.wait_until_ready(),
+        )
+        .await;
+        if ready.0.is_err() || ready.1.is_err() {
+            return;
+        }
+        while let Some(key) = receiver.next().await {
+            match shared.sync(&key).await {
+                Ok(None) => queue.forget(&key),
+                Ok(Some(after)) => {
+                    queue.forget(&key);
+                    queue.add_after(key, after);
+                }
+                Err(error) => {
+                    tracing::warn!(budget = %key, %error, "disruption sync failed");
+                    queue.retry(key);
+                }
+            }
+        }
+    };
+    tokio::select! {
+        () = feed => {}
+        () = work => {}
+    }
+}
+
+/// The pods a budget selects: none without a selector, all with an empty one.
+fn selects(pdb: &PodDisruptionBudget, pod: &Pod) -> bool {
+    pdb.metadata.namespace == pod.metadata.namespace
+        && pdb
+            .spec
+            .as_ref()
+            .and_then(|s| s.selector.as_ref())
+            .is_some_and(|sel| podutil::selector_matches(sel, pod.metadata.labels.as_ref()))
+}
+
+impl Shared {
+    /// The budgets a pod change concerns: those selecting it and those that recorded it.
+    fn budgets_of(&self, pod: &Pod) -> Vec<String> {
+        let name = pod.metadata.name.as_deref().unwrap_or("");
+        self.budgets
+            .state()
+            .iter()
+            .filter(|b| {
+                selects(b, pod)
+                    || (b.metadata.namespace == pod.metadata.namespace
+                        && b.status
+                            .as_ref()
+                            .and_then(|s| s.disrupted_pods.as_ref())
+                            .is_some_and(|d| d.contains_key(name)))
+            })
+            .map(|b| object_key(&b.metadata))
+            .collect()
+    }
+
+    async fn sync(&self, key: &str) -> Result<Option<Duration>, StatusError> {
+        let (namespace, name) = keyqueue::split(key);
+        let Some(pdb) = self.budgets.get(&ObjectRef::new(name).within(namespace)) else {
+            return Ok(None);
+        };
+        let now = Timestamp::now();
+        match self.compute(&pdb, now).await {
+            Ok((status, recheck)) => {
+                self.write(&pdb, status).await?;
+                Ok(recheck.map(|at| {
+                    Duration::try_from(at.duration_since(now)).unwrap_or_default()
+                        + Duration::from_millis(100)
+                }))
+            }
+            Err(error) => {
+                // Fail safe: no disruptions while the numbers are unknown.
+                self.write(&pdb, status::failed(&pdb, &error.to_string(), now))
+                    .await?;
+                Err(error)
+            }
+        }
+    }
+
+    async fn compute(
+        &self,
+        pdb: &PodDisruptionBudget,
+        now: Timestamp,
+    ) -> Result<(PodDisruptionBudgetStatus, Option<Timestamp>), StatusError> {
+        let namespace = pdb.metadata.namespace.as_deref().unwrap_or("");
+        let all_pods = self.pods.state();
+        let pods: Vec<&Pod> = all_pods
+            .iter()
+            .filter(|p| selects(pdb, p))
+            .map(|p| p.as_ref())
+            .collect();
+        let scale = if status::needs_scale(pdb) {
+            let (scale, unmanaged) = scale::expected_scale(&self.client, namespace, &pods).await?;
+            if !unmanaged.is_empty() {
+                tracing::warn!(
+                    budget = ?pdb.metadata.name,
+                    pods = ?unmanaged,
+                    "pods selected by this PodDisruptionBudget are unmanaged; its status cannot be calculated correctly"
+                );
+            }
+            Some(scale)
+        } else {
+            None
+        };
+        let (expected, desired) = status::expected(pdb, pods.len(), scale)?;
+        let (disrupted, recheck) = status::disrupted(pdb, &pods, now);
+        let current = status::healthy(&pods, &disrupted);
+        Ok((
+            status::status(pdb, current, desired, expected, disrupted, now),
+            recheck,
+        ))
+    }
+
+    async fn write(
+        &self,
+        pdb: &PodDisruptionBudget,
+        status: PodDisruptionBudgetStatus,
+    ) -> Result<(), StatusError> {
+        if pdb.status.as_ref() == Some(&status) {
+            return Ok(());
+        }
+        let namespace = pdb.metadata.namespace.as_deref().unwrap_or("");
+        let name = pdb.metadata.name.as_deref().unwrap_or("");
+        let api: Api<PodDisruptionBudget> = Api::namespaced(self.client.clone(), namespace);
+        let mut updated = pdb.clone();
+        updated.status = Some(status);
+        api.replace_status(name, &PostParams::default(), &updated)
+            .await?;
+        Ok(())
+    }
+}
