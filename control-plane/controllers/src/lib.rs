@@ -4,7 +4,9 @@
 //! run only in the holder of the `kube-system/kube-controller-manager` Lease.
 
 pub mod context;
+pub mod deployment;
 pub mod registry;
+pub mod replicaset;
 
 use std::future::Future;
 

@@ -11,7 +11,14 @@ pub type Start = fn(Context) -> BoxFuture<'static, ()>;
 
 /// Every controller, by its upstream name.
 pub fn all() -> Vec<(&'static str, Start)> {
-    vec![]
+    vec![
+        ("replicaset", crate::replicaset::start_replicaset),
+        (
+            "replicationcontroller",
+            crate::replicaset::start_replicationcontroller,
+        ),
+        ("deployment", crate::deployment::start),
+    ]
 }
 
 /// Starts each enabled controller as a task and waits; dropping the future stops them all
