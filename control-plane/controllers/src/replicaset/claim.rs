@@ -1,14 +1,18 @@
-//! Adoption and release of pods by controllerRef (upstream's PodControllerRefManager): orphans
-//! matching the selector are adopted, owned pods that stopped matching are released.
+//! Adoption and release by controllerRef (upstream's ControllerRefManager): orphans matching
+//! the selector are adopted, owned objects that stopped matching are released. ReplicaSets
+//! claim pods; Deployments claim ReplicaSets.
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::Pod;
+use std::fmt::Debug;
+
+use k8s_openapi::NamespaceResourceScope;
+use kube::Resource;
 use kube::api::{Api, Patch, PatchParams};
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::SyncError;
-use super::kind::ReplicaKind;
 use super::podutil;
 use super::selector::Selector;
 
@@ -17,64 +21,78 @@ pub fn not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404)
 }
 
-/// Adopts matching orphans and releases owned pods that no longer match; returns the pods that
-/// are the owner's afterwards. `pods` are active pods of the owner's namespace.
-pub async fn claim_pods<K: ReplicaKind>(
+/// Adopts matching orphans and releases owned objects that no longer match; returns the objects
+/// that are the owner's afterwards. `pods` are candidates in the owner's namespace; the owner's
+/// controller references read `api_version` / `kind`.
+pub async fn claim<O, C>(
     client: &kube::Client,
-    owner: &K,
+    owner: &O,
+    (api_version, kind): (&str, &str),
     selector: &Selector,
-    pods: Vec<Arc<Pod>>,
-) -> Result<Vec<Arc<Pod>>, SyncError> {
+    pods: Vec<Arc<C>>,
+) -> Result<Vec<Arc<C>>, SyncError>
+where
+    O: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+    C: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
     let meta = owner.meta();
     let namespace = meta.namespace.clone().unwrap_or_default();
     let uid = meta.uid.clone().unwrap_or_default();
     let deleting = meta.deletion_timestamp.is_some();
-    let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    let api: Api<C> = Api::namespaced(client.clone(), &namespace);
     let mut claimed = Vec::new();
     let mut adoptable: Option<bool> = None;
     let mut first_error = None;
     for pod in pods {
-        let matches = selector.matches(pod.metadata.labels.as_ref());
-        let name = pod.metadata.name.clone().unwrap_or_default();
-        match podutil::controller_of(&pod.metadata) {
+        let matches = selector.matches(pod.meta().labels.as_ref());
+        let name = pod.meta().name.clone().unwrap_or_default();
+        match podutil::controller_of(pod.meta()) {
             Some(reference) if reference.uid != uid => {}
             Some(_) if matches => claimed.push(pod),
             Some(_) if deleting => {}
             Some(_) => {
                 let patch = json!({"metadata": {
                     "ownerReferences": [{"$patch": "delete", "uid": uid}],
-                    "uid": pod.metadata.uid,
+                    "uid": pod.meta().uid,
                 }});
                 match api
                     .patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
                     .await
                 {
-                    Ok(_) => tracing::info!(pod = %name, owner = ?meta.name, "released pod"),
+                    Ok(_) => {
+                        tracing::info!(kind = %kind, object = %name, owner = ?meta.name, "released")
+                    }
                     Err(error) if not_found(&error) => {}
                     Err(error) => first_error = first_error.or(Some(error.into())),
                 }
             }
             None => {
-                if deleting || !matches || pod.metadata.deletion_timestamp.is_some() {
+                if deleting || !matches || pod.meta().deletion_timestamp.is_some() {
                     continue;
                 }
                 if adoptable.is_none() {
-                    adoptable = Some(can_adopt::<K>(client, &namespace, meta).await);
+                    adoptable = Some(can_adopt::<O>(client, &namespace, meta).await);
                 }
                 if adoptable != Some(true) {
                     continue;
                 }
-                let reference = podutil::controller_ref(K::API_VERSION, K::KIND, meta);
+                let reference = podutil::controller_ref(api_version, kind, meta);
                 let patch = json!({"metadata": {
                     "ownerReferences": [reference],
-                    "uid": pod.metadata.uid,
+                    "uid": pod.meta().uid,
                 }});
                 match api
                     .patch(&name, &PatchParams::default(), &Patch::Strategic(&patch))
                     .await
                 {
                     Ok(adopted) => {
-                        tracing::info!(pod = %name, owner = ?meta.name, "adopted pod");
+                        tracing::info!(kind = %kind, object = %name, owner = ?meta.name, "adopted");
                         claimed.push(Arc::new(adopted));
                     }
                     Err(error) if not_found(&error) => {}
@@ -91,11 +109,17 @@ pub async fn claim_pods<K: ReplicaKind>(
 
 /// Upstream re-reads the owner from the API (not the cache) before adopting, so that an owner
 /// deleted meanwhile adopts nothing.
-async fn can_adopt<K: ReplicaKind>(
+async fn can_adopt<K>(
     client: &kube::Client,
     namespace: &str,
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> bool {
+) -> bool
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
     let api: Api<K> = Api::namespaced(client.clone(), namespace);
     let name = meta.name.clone().unwrap_or_default();
     match api.get_opt(&name).await {

@@ -100,7 +100,7 @@ impl<K: kube::Resource> Cache<K> {
 /// Watches `api` into `cache`, calling `handle` for each change; runs until dropped.
 pub async fn run<K>(api: Api<K>, cache: Arc<Cache<K>>, mut handle: impl FnMut(Change<K>))
 where
-    K: kube::Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
+    K: kube::Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
 {
     let mut events = watcher::watcher(api, watcher::Config::default())
         .default_backoff()
@@ -111,7 +111,7 @@ where
         let event = match event {
             Ok(event) => event,
             Err(error) => {
-                tracing::debug!(%error, "watch failed; retrying with back-off");
+                tracing::warn!(kind = %K::kind(&Default::default()), %error, "watch failed; retrying with back-off");
                 continue;
             }
         };
@@ -138,6 +138,7 @@ where
                     }
                 }
                 listed.clear();
+                tracing::debug!(kind = %K::kind(&Default::default()), "watch cache synced");
                 cache.synced.send_replace(true);
             }
         }

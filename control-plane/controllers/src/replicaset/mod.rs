@@ -284,7 +284,14 @@ impl<K: ReplicaKind> Controller<K> {
             .into_iter()
             .filter(|p| podutil::is_active(p))
             .collect();
-        let claimed = claim::claim_pods(&self.client, owner.as_ref(), &selector, active).await?;
+        let claimed = claim::claim(
+            &self.client,
+            owner.as_ref(),
+            (K::API_VERSION, K::KIND),
+            &selector,
+            active,
+        )
+        .await?;
         let mut failure = None;
         let mut counted = claimed.clone();
         if needs_sync && owner.meta().deletion_timestamp.is_none() {

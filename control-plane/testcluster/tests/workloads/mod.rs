@@ -88,8 +88,12 @@ async fn bind(client: &kube::Client, pod: &Pod, node: &str) {
     }
 }
 
-/// Three hollow nodes, no scheduler, the given controllers.
+/// Three hollow nodes, no scheduler, the given controllers. `RUST_LOG` shows their logs.
 pub async fn cluster(controllers: &[&str]) -> TestCluster {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
     TestCluster::with(ClusterOptions {
         nodes: 3,
         scheduler: false,
@@ -133,5 +137,42 @@ pub async fn pods_labelled(api: &Api<Pod>, key: &str, value: &str) -> Vec<Pod> {
     {
         Ok(list) => list.items,
         Err(error) => panic!("list pods: {error}"),
+    }
+}
+
+/// Watches the pods of `selector` in `default` and calls `check` with every pod present after
+/// each event (terminating ones included): invariants are checked at every step.
+pub fn watch_pods(
+    client: kube::Client,
+    selector: &str,
+    mut check: impl FnMut(&std::collections::BTreeMap<String, Pod>) + Send + 'static,
+) -> AbortOnDrop {
+    let config = watcher::Config::default().labels(selector);
+    let task = tokio::spawn(async move {
+        let api: Api<Pod> = Api::namespaced(client, "default");
+        let mut events = watcher::watcher(api, config).boxed();
+        let mut pods = std::collections::BTreeMap::new();
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(Event::Apply(pod) | Event::InitApply(pod)) => {
+                    pods.insert(pod.metadata.name.clone().unwrap_or_default(), pod);
+                }
+                Ok(Event::Delete(pod)) => {
+                    pods.remove(&pod.metadata.name.clone().unwrap_or_default());
+                }
+                _ => continue,
+            }
+            check(&pods);
+        }
+    });
+    AbortOnDrop(task)
+}
+
+/// Aborts its task when dropped.
+pub struct AbortOnDrop(pub JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
