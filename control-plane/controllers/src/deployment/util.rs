@@ -84,9 +84,10 @@ pub fn scaled(value: &IntOrString, total: i32, round_up: bool) -> Result<i32, St
         IntOrString::Int(i) => Ok(*i),
         IntOrString::String(s) => {
             let Some(percent) = s.strip_suffix('%') else {
-                return Err(format!(
+                return Err(
                     "invalid value for IntOrString: invalid type: string is not a percentage"
-                ));
+                        .to_string(),
+                );
             };
             let percent: i64 = percent
                 .parse()
