@@ -7,6 +7,7 @@ pub mod apps_shared;
 pub mod certificates;
 pub mod context;
 pub mod daemonset;
+pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
@@ -17,6 +18,7 @@ pub mod node_lifecycle;
 pub mod placement;
 pub mod podutil;
 pub mod registry;
+pub mod replicaset;
 pub mod statefulset;
 pub mod taint_eviction;
 

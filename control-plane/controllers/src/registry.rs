@@ -22,6 +22,12 @@ pub fn all() -> Vec<(&'static str, Start)> {
         ("disruption", crate::disruption::start),
         ("endpoints", crate::endpoints::start),
         ("endpointslice", crate::endpointslice::start),
+        ("replicaset", crate::replicaset::start_replicaset),
+        (
+            "replicationcontroller",
+            crate::replicaset::start_replicationcontroller,
+        ),
+        ("deployment", crate::deployment::start),
     ]
 }
 

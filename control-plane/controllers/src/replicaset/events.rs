@@ -1,0 +1,63 @@
+//! Events the workload controllers record (`kubectl describe` shows them), published off the
+//! sync path as upstream's broadcaster does so that a slow events write never delays a sync.
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use tokio::sync::mpsc;
+
+/// Queues events for publishing.
+#[derive(Clone)]
+pub struct EventSink {
+    sender: mpsc::UnboundedSender<(ObjectReference, Event)>,
+}
+
+impl EventSink {
+    /// A sink and the loop that publishes its events as `component` (run it alongside the
+    /// controller; it ends when every sink is dropped).
+    pub fn new(
+        client: kube::Client,
+        component: &str,
+    ) -> (
+        EventSink,
+        impl std::future::Future<Output = ()> + Send + 'static,
+    ) {
+        let (sender, mut receiver) = mpsc::unbounded_channel::<(ObjectReference, Event)>();
+        let recorder = Recorder::new(
+            client,
+            Reporter {
+                controller: component.into(),
+                instance: None,
+            },
+        );
+        let publish = async move {
+            while let Some((reference, event)) = receiver.recv().await {
+                if let Err(error) = recorder.publish(&event, &reference).await {
+                    tracing::debug!(%error, reason = %event.reason, "event not recorded");
+                }
+            }
+        };
+        (EventSink { sender }, publish)
+    }
+
+    fn send(&self, regarding: ObjectReference, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        // The publisher only stops with the controller.
+        let _ = self.sender.send((regarding, event));
+    }
+
+    /// A Normal event about `regarding`.
+    pub fn normal(&self, regarding: ObjectReference, reason: &str, note: String) {
+        self.send(regarding, EventType::Normal, reason, note);
+    }
+
+    /// A Warning event about `regarding`.
+    pub fn warning(&self, regarding: ObjectReference, reason: &str, note: String) {
+        self.send(regarding, EventType::Warning, reason, note);
+    }
+}
