@@ -4,6 +4,8 @@
 //! run only in the holder of the `kube-system/kube-controller-manager` Lease.
 
 pub mod context;
+pub mod discovery;
+pub mod garbagecollector;
 pub mod registry;
 
 use std::future::Future;
