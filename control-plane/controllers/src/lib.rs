@@ -6,6 +6,7 @@
 pub mod context;
 pub mod discovery;
 pub mod garbagecollector;
+pub mod namespace;
 pub mod registry;
 
 use std::future::Future;

@@ -11,7 +11,10 @@ pub type Start = fn(Context) -> BoxFuture<'static, ()>;
 
 /// Every controller, by its upstream name.
 pub fn all() -> Vec<(&'static str, Start)> {
-    vec![("garbagecollector", crate::garbagecollector::start)]
+    vec![
+        ("garbagecollector", crate::garbagecollector::start),
+        ("namespace", crate::namespace::start),
+    ]
 }
 
 /// Starts each enabled controller as a task and waits; dropping the future stops them all
