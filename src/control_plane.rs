@@ -13,6 +13,7 @@ use crate::cli::ControlPlaneArgs;
 /// Runs the control plane in the foreground.
 pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
     let authorization_modes = capstan_apiserver::authz::parse_modes(&args.authorization_mode)?;
+    let ca_path = capstan_apiserver::pki::PkiPaths::new(&args.data_dir).ca_cert;
     let options = ControlPlaneOptions {
         data_dir: args.data_dir,
         bind_address: args.bind_address,
@@ -54,6 +55,14 @@ pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
             );
         }
         if run_controllers {
+            // The credentials exist once the server is ready: the CA every namespace gets
+            // as kube-root-ca.crt.
+            match std::fs::read_to_string(&ca_path) {
+                Ok(pem) => controller_options.root_ca_pem = Some(pem),
+                Err(error) => {
+                    tracing::warn!(path = %ca_path.display(), %error, "no root CA to publish")
+                }
+            }
             let client = in_process(&server, "system:kube-controller-manager");
             loops.spawn_on(
                 capstan_controllers::run(client, controller_options, until(stopped.clone())),

@@ -83,7 +83,12 @@ fn validate(options: &DeleteOptions) -> ApiResult<()> {
     if causes.is_empty() {
         return Ok(());
     }
-    Err(ApiError::invalid("meta.k8s.io", "DeleteOptions", "", causes))
+    Err(ApiError::invalid(
+        "meta.k8s.io",
+        "DeleteOptions",
+        "",
+        causes,
+    ))
 }
 
 /// The kind's default when a delete names no policy (upstream's DefaultGarbageCollectionPolicy
@@ -116,7 +121,10 @@ fn gc_finalizers(kind: &Kind, current: &Value, options: &DeleteOptions) -> Vec<S
         return existing;
     };
     let has = |f: &str| existing.iter().any(|x| x == f);
-    let explicit = match (options.orphan_dependents, options.propagation_policy.as_deref()) {
+    let explicit = match (
+        options.orphan_dependents,
+        options.propagation_policy.as_deref(),
+    ) {
         (Some(true), _) => Some((true, false)),
         (Some(false), _) => Some((false, false)),
         (None, Some("Orphan")) => Some((true, false)),

@@ -223,7 +223,10 @@ async fn finalizers_and_namespace_termination() {
     .await;
     assert_eq!((code, status["reason"].clone()), (403, json!("Forbidden")));
     let (code, again) = call(&server, "DELETE", "/api/v1/namespaces/doomed", "", "").await;
-    assert_eq!((code, again["status"]["phase"].clone()), (200, json!("Terminating")));
+    assert_eq!(
+        (code, again["status"]["phase"].clone()),
+        (200, json!("Terminating"))
+    );
     let mut finalized = ns.clone();
     finalized["spec"] = json!({"finalizers": []});
     let (code, body) = json(

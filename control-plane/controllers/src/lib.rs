@@ -8,6 +8,8 @@ pub mod discovery;
 pub mod garbagecollector;
 pub mod namespace;
 pub mod registry;
+pub mod root_ca;
+pub mod serviceaccount;
 
 use std::future::Future;
 

@@ -14,6 +14,8 @@ pub fn all() -> Vec<(&'static str, Start)> {
     vec![
         ("garbagecollector", crate::garbagecollector::start),
         ("namespace", crate::namespace::start),
+        ("serviceaccount", crate::serviceaccount::start),
+        ("root-ca-certificate-publisher", crate::root_ca::start),
     ]
 }
 

@@ -8,9 +8,9 @@ use super::{Change, modify, pinned};
 use crate::admission::Operation;
 use crate::body::{self, ApiBody};
 use crate::rest::{self, Call};
-use crate::strategy;
 use crate::route::Target;
 use crate::status::ApiResult;
+use crate::strategy;
 
 /// PUT namespaces/finalize.
 pub async fn serve(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<ApiBody>> {
