@@ -7,6 +7,7 @@ pub mod context;
 pub mod discovery;
 pub mod garbagecollector;
 pub mod namespace;
+pub mod podgc;
 pub mod registry;
 pub mod root_ca;
 pub mod serviceaccount;

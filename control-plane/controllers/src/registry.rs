@@ -15,6 +15,7 @@ pub fn all() -> Vec<(&'static str, Start)> {
         ("garbagecollector", crate::garbagecollector::start),
         ("namespace", crate::namespace::start),
         ("serviceaccount", crate::serviceaccount::start),
+        ("pod-garbage-collector", crate::podgc::start),
         ("root-ca-certificate-publisher", crate::root_ca::start),
     ]
 }
