@@ -1,5 +1,7 @@
 //! DELETE of one object or a collection: preconditions, finalizers (deletionTimestamp set
-//! instead of removal), graceful deletion of pods on nodes, and namespaces, which terminate.
+//! instead of removal), the garbage collector's `orphan` / `foregroundDeletion` finalizers
+//! from the propagation policy, graceful deletion of pods on nodes, and namespaces, which
+//! terminate.
 
 use http::Response;
 use serde::Deserialize;
@@ -9,7 +11,7 @@ use crate::body::{self, ApiBody};
 use crate::kinds::Kind;
 use crate::rest::{self, Call};
 use crate::route::Target;
-use crate::status::{ApiError, ApiResult};
+use crate::status::{ApiError, ApiResult, Cause};
 use crate::strategy::{self, meta_str};
 use crate::{admission, list, namespaces};
 
@@ -19,6 +21,8 @@ use crate::{admission, list, namespaces};
 struct DeleteOptions {
     grace_period_seconds: Option<i64>,
     preconditions: Option<Preconditions>,
+    propagation_policy: Option<String>,
+    orphan_dependents: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -41,8 +45,123 @@ fn options(call: &Call<'_>) -> ApiResult<DeleteOptions> {
             .map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds: {grace:?}")))?;
         options.grace_period_seconds = Some(grace);
     }
+    if let Some(policy) = call.param("propagationPolicy") {
+        options.propagation_policy = Some(policy.to_string());
+    }
+    if let Some(orphan) = call.param("orphanDependents") {
+        let orphan = orphan
+            .parse::<bool>()
+            .map_err(|_| ApiError::bad_request(format!("invalid orphanDependents: {orphan:?}")))?;
+        options.orphan_dependents = Some(orphan);
+    }
+    validate(&options)?;
     Ok(options)
 }
+
+/// Upstream's ValidateDeleteOptions for the propagation fields.
+fn validate(options: &DeleteOptions) -> ApiResult<()> {
+    let mut causes = Vec::new();
+    if let Some(policy) = options.propagation_policy.as_deref() {
+        if options.orphan_dependents.is_some() {
+            causes.push(Cause::invalid(
+                "propagationPolicy",
+                policy,
+                "orphanDependents and deletionPropagation cannot be both set",
+            ));
+        }
+        if !matches!(policy, "Foreground" | "Background" | "Orphan") {
+            causes.push(Cause {
+                reason: "FieldValueNotSupported".into(),
+                message: format!(
+                    "Unsupported value: {}: supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\"",
+                    json!(policy)
+                ),
+                field: "propagationPolicy".into(),
+            });
+        }
+    }
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::invalid(
+        "meta.k8s.io",
+        "DeleteOptions",
+        "",
+        causes,
+    ))
+}
+
+/// The kind's default when a delete names no policy (upstream's DefaultGarbageCollectionPolicy
+/// per registry strategy, v1.33): ReplicationControllers and batch/v1 Jobs orphan for
+/// backwards compatibility, events take no garbage-collection finalizers, the rest cascade in
+/// the background.
+fn default_orphans(kind: &Kind) -> Option<bool> {
+    match (kind.group, kind.kind) {
+        ("", "Event") | ("events.k8s.io", "Event") => None,
+        ("", "ReplicationController") | ("batch", "Job") => Some(true),
+        _ => Some(false),
+    }
+}
+
+/// The object's finalizers after a delete with `options`, as upstream's
+/// deletionFinalizersForGarbageCollection: `orphan` or `foregroundDeletion` from the options,
+/// else from the finalizers already there, else the kind's default.
+fn gc_finalizers(kind: &Kind, current: &Value, options: &DeleteOptions) -> Vec<String> {
+    let existing: Vec<String> = current
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|f| {
+            f.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default();
+    let Some(default_orphan) = default_orphans(kind) else {
+        return existing;
+    };
+    let has = |f: &str| existing.iter().any(|x| x == f);
+    let explicit = match (
+        options.orphan_dependents,
+        options.propagation_policy.as_deref(),
+    ) {
+        (Some(true), _) => Some((true, false)),
+        (Some(false), _) => Some((false, false)),
+        (None, Some("Orphan")) => Some((true, false)),
+        (None, Some("Foreground")) => Some((false, true)),
+        (None, Some(_)) => Some((false, false)),
+        (None, None) => None,
+    };
+    let (orphan, foreground) = explicit.unwrap_or_else(|| {
+        if has(ORPHAN) {
+            (true, false)
+        } else if has(FOREGROUND) {
+            (false, true)
+        } else {
+            (default_orphan, false)
+        }
+    });
+    let mut finalizers: Vec<String> = existing
+        .iter()
+        .filter(|f| *f != ORPHAN && *f != FOREGROUND)
+        .cloned()
+        .collect();
+    if orphan {
+        finalizers.push(ORPHAN.into());
+    }
+    if foreground {
+        finalizers.push(FOREGROUND.into());
+    }
+    if finalizers.len() == existing.len() && finalizers.iter().all(|f| has(f)) {
+        return existing;
+    }
+    finalizers
+}
+
+/// The finalizer of orphaning deletion.
+const ORPHAN: &str = "orphan";
+/// The finalizer of foreground deletion.
+const FOREGROUND: &str = "foregroundDeletion";
 
 /// DELETE of one object.
 pub async fn object(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<ApiBody>> {
@@ -72,10 +191,8 @@ async fn delete_one(
         check_preconditions(kind, name, pre, &current, revision)?;
     }
     let already_deleting = current.pointer("/metadata/deletionTimestamp").is_some();
-    let has_finalizers = current
-        .pointer("/metadata/finalizers")
-        .and_then(Value::as_array)
-        .is_some_and(|f| !f.is_empty());
+    let finalizers = gc_finalizers(kind, &current, options);
+    let has_finalizers = !finalizers.is_empty();
     let grace = graceful_seconds(kind, &current, options);
     let attributes = admission::Attributes {
         server,
@@ -90,17 +207,61 @@ async fn delete_one(
     };
     admission::validate(&server.admission, &attributes, None).await?;
     if kind.kind == "Namespace" && kind.group.is_empty() {
-        return namespaces::terminate(server, kind, current, revision, call.dry_run()).await;
+        return namespaces::terminate(
+            server,
+            kind,
+            current,
+            revision,
+            call.dry_run(),
+            Some(finalizers),
+        )
+        .await;
     }
-    if already_deleting && (has_finalizers || grace > 0) {
+    let finalizers_changed = current
+        .pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map_or(0, Vec::len)
+        != finalizers.len()
+        || !finalizers.iter().all(|f| {
+            current
+                .pointer("/metadata/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|list| list.iter().any(|x| x == f.as_str()))
+        });
+    let accepted = if options.orphan_dependents == Some(false) {
+        202
+    } else {
+        200
+    };
+    if already_deleting && (has_finalizers || grace > 0) && !finalizers_changed {
         // Already on its way out: kube answers with the object as it is.
-        return Ok((200, current));
+        return Ok((accepted, current));
     }
-    if !already_deleting && (has_finalizers || grace > 0) {
+    if has_finalizers || grace > 0 || (already_deleting && finalizers_changed) {
         let mut marked = current.clone();
         let meta = strategy::metadata_mut(&mut marked);
-        meta.insert("deletionTimestamp".into(), json!(strategy::now_plus(grace)));
-        meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        if has_finalizers {
+            meta.insert("finalizers".into(), json!(finalizers));
+        } else {
+            meta.remove("finalizers");
+        }
+        if !already_deleting {
+            meta.insert("deletionTimestamp".into(), json!(strategy::now_plus(grace)));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+        }
+        if !has_finalizers && grace == 0 {
+            // Its last finalizer went with this delete: it goes now.
+            if !call.dry_run() {
+                let key = kind.key(namespace, name);
+                server
+                    .store
+                    .delete(&key, Some(revision))
+                    .await
+                    .map_err(|e| rest::store_error(e, kind, name))?;
+                crate::strategies::after_delete(server, kind, &current).await;
+            }
+            return Ok((200, marked));
+        }
         if call.dry_run() {
             return Ok((200, marked));
         }
@@ -110,7 +271,7 @@ async fn delete_one(
             .update(&key, rest::encode(&marked), revision)
             .await
             .map_err(|e| rest::store_error(e, kind, name))?;
-        return Ok((200, rest::decode(&stored)?));
+        return Ok((accepted, rest::decode(&stored)?));
     }
     if !call.dry_run() {
         let key = kind.key(namespace, name);

@@ -318,7 +318,11 @@ pub(crate) async fn store_update_as(
         && new
             .pointer("/metadata/finalizers")
             .and_then(Value::as_array)
-            .is_none_or(|f| f.is_empty());
+            .is_none_or(|f| f.is_empty())
+        // A namespace is also held by its spec.finalizers.
+        && !(kind.group.is_empty()
+            && kind.plural == "namespaces"
+            && !crate::namespaces::unheld(&new));
     if finalized {
         let (_, deleted_at) = call
             .server

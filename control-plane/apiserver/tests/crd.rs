@@ -905,47 +905,6 @@ async fn a_definition_whose_kind_is_taken_is_not_served() {
     assert_eq!(code, 200, "the older one is");
 }
 
-#[tokio::test]
-async fn deleting_a_namespace_deletes_its_custom_objects() {
-    let (server, store) = common::server().await;
-    let (code, _) = common::json(
-        &server,
-        "POST",
-        CRDS,
-        &definition("example.com", "Gadget", "gadgets"),
-    )
-    .await;
-    assert_eq!(code, 201);
-    let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}});
-    let (code, _) = common::json(&server, "POST", "/api/v1/namespaces", &namespace).await;
-    assert_eq!(code, 201);
-    let gadget = json!({"apiVersion": "example.com/v1", "kind": "Gadget",
-                        "metadata": {"name": "g"}, "spec": {"size": 1}});
-    let gadgets = "/apis/example.com/v1/namespaces/team/gadgets";
-    let (code, _) = common::json(&server, "POST", gadgets, &gadget).await;
-    assert_eq!(code, 201);
-    let (code, _) = common::call(&server, "DELETE", "/api/v1/namespaces/team", "", "").await;
-    assert_eq!(code, 200);
-    let mut left = usize::MAX;
-    for _ in 0..100 {
-        left = store
-            .list(
-                "/registry/example.com/gadgets/team/",
-                ListOptions::default(),
-            )
-            .await
-            .map_or(usize::MAX, |page| page.items.len());
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(
-        left, 0,
-        "the namespace's custom objects are deleted with it"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_on_one_etcd_learn_of_definitions_through_the_store_watch() {
     let cluster = match tokio::task::spawn_blocking(capstan_testkit::etcd::EtcdCluster::start).await

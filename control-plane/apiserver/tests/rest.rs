@@ -212,28 +212,33 @@ async fn finalizers_and_namespace_termination() {
         (code, ns["status"]["phase"].clone()),
         (200, json!("Terminating"))
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let (code, _) = call(&server, "GET", "/api/v1/namespaces/doomed", "", "").await;
-        if code == 404 {
-            break;
-        }
-        let (code, status) = json(
-            &server,
-            "POST",
-            "/api/v1/namespaces/doomed/configmaps",
-            &cm("y", json!({})),
-        )
-        .await;
-        if code != 404 {
-            assert_eq!((code, status["reason"].clone()), (403, json!("Forbidden")));
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "namespace never went"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert_eq!(ns["spec"]["finalizers"], json!(["kubernetes"]), "{ns}");
+    // Until the namespace controller finalizes it, it stays, refusing new content.
+    let (code, status) = json(
+        &server,
+        "POST",
+        "/api/v1/namespaces/doomed/configmaps",
+        &cm("y", json!({})),
+    )
+    .await;
+    assert_eq!((code, status["reason"].clone()), (403, json!("Forbidden")));
+    let (code, again) = call(&server, "DELETE", "/api/v1/namespaces/doomed", "", "").await;
+    assert_eq!(
+        (code, again["status"]["phase"].clone()),
+        (200, json!("Terminating"))
+    );
+    let mut finalized = ns.clone();
+    finalized["spec"] = json!({"finalizers": []});
+    let (code, body) = json(
+        &server,
+        "PUT",
+        "/api/v1/namespaces/doomed/finalize",
+        &finalized,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let (code, _) = call(&server, "GET", "/api/v1/namespaces/doomed", "", "").await;
+    assert_eq!(code, 404, "finalized, the terminating namespace went");
 }
 
 #[tokio::test]
@@ -517,4 +522,59 @@ async fn a_client_taking_protobuf_only_is_told_what_is_served() {
     assert_eq!((code, list["kind"].clone()), (200, json!("ConfigMapList")));
     let (code, _) = get("*/*").await;
     assert_eq!(code, 200);
+}
+
+#[tokio::test]
+async fn propagation_policies_set_the_garbage_collectors_finalizers() {
+    let (server, _) = server().await;
+    let delete = |name: &str, body: &str| {
+        let path = format!("{CMS}/{name}");
+        let body = body.to_string();
+        let server = &server;
+        async move { call(server, "DELETE", &path, "application/json", &body).await }
+    };
+    for name in ["fg", "orphaned", "bg", "legacy", "bad"] {
+        json(&server, "POST", CMS, &cm(name, json!({}))).await;
+    }
+    let (code, fg) = delete("fg", r#"{"propagationPolicy":"Foreground"}"#).await;
+    assert_eq!(code, 200, "{fg}");
+    assert_eq!(fg["metadata"]["finalizers"], json!(["foregroundDeletion"]));
+    assert!(fg["metadata"]["deletionTimestamp"].is_string(), "{fg}");
+    let (code, _) = call(&server, "GET", &format!("{CMS}/fg"), "", "").await;
+    assert_eq!(code, 200, "kept until the collector removes the finalizer");
+    let (_, orphaned) = delete("orphaned", r#"{"propagationPolicy":"Orphan"}"#).await;
+    assert_eq!(orphaned["metadata"]["finalizers"], json!(["orphan"]));
+    // A second delete with another policy switches the finalizer.
+    let (_, switched) = delete("orphaned", r#"{"propagationPolicy":"Foreground"}"#).await;
+    assert_eq!(
+        switched["metadata"]["finalizers"],
+        json!(["foregroundDeletion"])
+    );
+    let (code, _) = delete("bg", r#"{"propagationPolicy":"Background"}"#).await;
+    assert_eq!(code, 200);
+    let (code, _) = call(&server, "GET", &format!("{CMS}/bg"), "", "").await;
+    assert_eq!(code, 404, "background deletes at once");
+    let (code, legacy) = delete("legacy", r#"{"orphanDependents":false}"#).await;
+    assert_eq!(code, 200, "deleted at once: {legacy}");
+    let (code, bad) = delete("bad", r#"{"propagationPolicy":"Sideways"}"#).await;
+    assert_eq!(code, 422, "{bad}");
+    let (code, both) = delete(
+        "bad",
+        r#"{"propagationPolicy":"Orphan","orphanDependents":true}"#,
+    )
+    .await;
+    assert_eq!(code, 422, "{both}");
+
+    // ReplicationControllers orphan by default (upstream's DefaultGarbageCollectionPolicy).
+    let rcs = "/api/v1/namespaces/default/replicationcontrollers";
+    let rc = json!({"apiVersion": "v1", "kind": "ReplicationController",
+        "metadata": {"name": "rc"},
+        "spec": {"replicas": 0, "selector": {"app": "x"}, "template": {
+            "metadata": {"labels": {"app": "x"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
+    let (code, created) = json(&server, "POST", rcs, &rc).await;
+    assert_eq!(code, 201, "{created}");
+    let (code, marked) = call(&server, "DELETE", &format!("{rcs}/rc"), "", "").await;
+    assert_eq!(code, 200, "{marked}");
+    assert_eq!(marked["metadata"]["finalizers"], json!(["orphan"]));
 }

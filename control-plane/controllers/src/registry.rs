@@ -28,6 +28,11 @@ pub fn all() -> Vec<(&'static str, Start)> {
             crate::replicaset::start_replicationcontroller,
         ),
         ("deployment", crate::deployment::start),
+        ("garbagecollector", crate::garbagecollector::start),
+        ("namespace", crate::namespace::start),
+        ("serviceaccount", crate::serviceaccount::start),
+        ("pod-garbage-collector", crate::podgc::start),
+        ("root-ca-certificate-publisher", crate::root_ca::start),
     ]
 }
 
