@@ -14,7 +14,6 @@ use crate::cli::ControlPlaneArgs;
 pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
     let authorization_modes = capstan_apiserver::authz::parse_modes(&args.authorization_mode)?;
     let pki_paths = capstan_apiserver::pki::PkiPaths::new(&args.data_dir);
-    let ca_path = capstan_apiserver::pki::PkiPaths::new(&args.data_dir).ca_cert;
     let options = ControlPlaneOptions {
         data_dir: args.data_dir,
         bind_address: args.bind_address,
@@ -56,18 +55,17 @@ pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
             );
         }
         if run_controllers {
-            // The credentials exist once the server is ready: the CA every namespace gets
-            // as kube-root-ca.crt.
-            match std::fs::read_to_string(&ca_path) {
-                Ok(pem) => controller_options.root_ca_pem = Some(pem),
-                Err(error) => {
-                    tracing::warn!(path = %ca_path.display(), %error, "no root CA to publish")
-                }
-            }
             let client = in_process(&server, "system:kube-controller-manager");
             let mut controller_options = controller_options;
-            // The credentials exist once the API server is ready: the CSR signer signs with
-            // the cluster CA, as kubeadm points --cluster-signing-{cert,key}-file at it.
+            // The credentials exist once the API server is ready: the CA every namespace gets
+            // as kube-root-ca.crt, and the CSR signer's pair (kubeadm points
+            // --cluster-signing-{cert,key}-file at the cluster CA).
+            match std::fs::read_to_string(&pki_paths.ca_cert) {
+                Ok(pem) => controller_options.root_ca_pem = Some(pem),
+                Err(error) => {
+                    tracing::warn!(path = %pki_paths.ca_cert.display(), %error, "no root CA to publish")
+                }
+            }
             controller_options.signing = signing_pair(&pki_paths);
             loops.spawn_on(
                 capstan_controllers::run(client, controller_options, until(stopped.clone())),
