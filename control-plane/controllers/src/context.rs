@@ -27,6 +27,10 @@ pub struct ControllerOptions {
     /// `--cluster-signing-cert-file` / `--cluster-signing-key-file` as PEM: signs approved
     /// CSRs for the kubelet signers when set.
     pub signing: Option<Arc<SigningKeyPair>>,
+    /// The Job controller's first back-off before replacing a failed pod, doubled per
+    /// consecutive failure (upstream's fixed `DefaultJobPodFailureBackOff`, 10 s). Not a
+    /// kube-controller-manager flag: tests shorten it so that backoffLimit runs in seconds.
+    pub job_pod_failure_backoff: Duration,
 }
 
 /// Lease timings of the leader election.
@@ -63,6 +67,7 @@ impl ControllerOptions {
             terminated_pod_gc_threshold: 12500,
             root_ca_pem: None,
             signing: None,
+            job_pod_failure_backoff: crate::job::DEFAULT_POD_FAILURE_BACKOFF,
         }
     }
 

@@ -11,7 +11,7 @@ pub type Start = fn(Context) -> BoxFuture<'static, ()>;
 
 /// Every controller, by its upstream name.
 pub fn all() -> Vec<(&'static str, Start)> {
-    vec![]
+    vec![("job", crate::job::start)]
 }
 
 /// Starts each enabled controller as a task and waits; dropping the future stops them all
