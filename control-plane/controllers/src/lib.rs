@@ -6,6 +6,7 @@
 pub mod context;
 pub mod job;
 pub mod registry;
+pub mod ttl_after_finished;
 
 use std::future::Future;
 

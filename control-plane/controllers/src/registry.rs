@@ -11,7 +11,10 @@ pub type Start = fn(Context) -> BoxFuture<'static, ()>;
 
 /// Every controller, by its upstream name.
 pub fn all() -> Vec<(&'static str, Start)> {
-    vec![("job", crate::job::start)]
+    vec![
+        ("job", crate::job::start),
+        ("ttl-after-finished", crate::ttl_after_finished::start),
+    ]
 }
 
 /// Starts each enabled controller as a task and waits; dropping the future stops them all

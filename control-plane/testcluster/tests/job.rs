@@ -367,15 +367,49 @@ async fn job_suspend_and_resume() {
     );
 }
 
-/// ttlSecondsAfterFinished 1: the finished Job is deleted about a second after it finished.
+/// ttlSecondsAfterFinished 1: a second after it finished, the Job is deleted in the
+/// Foreground (upstream's propagation). The garbage collector, not started here, would then
+/// remove its pods and the Job: the test sees the Job being deleted, with the
+/// foregroundDeletion finalizer, or gone. A Job without a TTL is left alone.
 #[tokio::test]
 async fn ttl_after_finished_deletes_the_job() {
     let (cluster, _binder) = cluster().await;
     let spec = serde_json::json!({"ttlSecondsAfterFinished": 1});
     let jobs = create(&cluster, &exiting_job("brief", "0.2", "0", spec)).await;
-    finished(&jobs, "brief", "Complete", 15).await;
-    eventually(Duration::from_secs(10), "job brief deleted", || async {
-        matches!(jobs.get_opt("brief").await, Ok(None)).then_some(())
+    let kept = create(
+        &cluster,
+        &exiting_job("kept", "0.2", "0", serde_json::json!({})),
+    )
+    .await;
+    let done = finished(&jobs, "brief", "Complete", 15).await;
+    let finished_at = done
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Complete"))
+        .and_then(|c| c.last_transition_time.clone())
+        .map(|t| t.0);
+    let deleting = eventually(Duration::from_secs(10), "job brief deleted", || async {
+        match jobs.get_opt("brief").await {
+            Ok(None) => Some(None),
+            Ok(Some(job)) => job.metadata.deletion_timestamp.clone().map(|_| Some(job)),
+            Err(_) => None,
+        }
     })
     .await;
+    let now = jiff::Timestamp::now();
+    if let Some(finished_at) = finished_at {
+        assert!(now.duration_since(finished_at) >= jiff::SignedDuration::from_millis(900));
+    }
+    if let Some(job) = deleting {
+        let finalizers = job.metadata.finalizers.unwrap_or_default();
+        assert!(
+            finalizers.iter().any(|f| f == "foregroundDeletion"),
+            "{finalizers:?}"
+        );
+    }
+    finished(&kept, "kept", "Complete", 10).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let kept = kept.get("kept").await.ok();
+    assert!(kept.is_some_and(|j| j.metadata.deletion_timestamp.is_none()));
 }
