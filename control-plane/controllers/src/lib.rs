@@ -4,6 +4,7 @@
 //! run only in the holder of the `kube-system/kube-controller-manager` Lease.
 
 pub mod context;
+pub mod cronjob;
 pub mod job;
 pub mod registry;
 pub mod ttl_after_finished;

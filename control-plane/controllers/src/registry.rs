@@ -13,6 +13,7 @@ pub type Start = fn(Context) -> BoxFuture<'static, ()>;
 pub fn all() -> Vec<(&'static str, Start)> {
     vec![
         ("job", crate::job::start),
+        ("cronjob", crate::cronjob::start),
         ("ttl-after-finished", crate::ttl_after_finished::start),
     ]
 }
