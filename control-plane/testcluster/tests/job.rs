@@ -413,3 +413,40 @@ async fn ttl_after_finished_deletes_the_job() {
     let kept = kept.get("kept").await.ok();
     assert!(kept.is_some_and(|j| j.metadata.deletion_timestamp.is_none()));
 }
+
+/// A Job deleted with its pods left behind (`--cascade=orphan` here; Background deletion
+/// leaves them for the garbage collector the same way): the pods lose the tracking
+/// finalizer, so deleting one really removes it.
+#[tokio::test]
+async fn job_orphaned_pods_lose_the_tracking_finalizer() {
+    let (cluster, _binder) = cluster().await;
+    let mut job = exiting_job("gone", "1000", "0", serde_json::json!({}));
+    if let Some(template) = job.spec.as_mut().and_then(|s| s.template.metadata.as_mut()) {
+        template.annotations = None;
+    }
+    create(&cluster, &job).await;
+    let pod = eventually(Duration::from_secs(10), "gone's pod running", || async {
+        let pods = job_pods(&cluster, "gone").await;
+        pods.into_iter().find(|p| phase(p) == "Running")
+    })
+    .await;
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    cluster
+        .kubectl_ok(&["delete", "job", "gone", "--cascade=orphan"])
+        .await;
+    let pods: Api<Pod> = cluster.api("default");
+    eventually(Duration::from_secs(10), "finalizer released", || async {
+        let pod = pods.get(&name).await.ok()?;
+        pod.metadata
+            .finalizers
+            .unwrap_or_default()
+            .is_empty()
+            .then_some(())
+    })
+    .await;
+    let out = cluster
+        .kubectl_ok(&["delete", "pod", &name, "--wait=true", "--timeout=10s"])
+        .await;
+    assert!(out.contains("deleted"), "{out}");
+    assert!(matches!(pods.get_opt(&name).await, Ok(None)));
+}
