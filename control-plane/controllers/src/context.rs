@@ -31,6 +31,10 @@ pub struct ControllerOptions {
     pub max_endpoints_per_slice: usize,
     /// `--mirroring-max-endpoints-per-subset` (1000): the mirroring controller's slice size.
     pub mirroring_max_endpoints_per_subset: usize,
+    /// The Job controller's first back-off before replacing a failed pod, doubled per
+    /// consecutive failure (upstream's fixed `DefaultJobPodFailureBackOff`, 10 s). Not a
+    /// kube-controller-manager flag: tests shorten it so that backoffLimit runs in seconds.
+    pub job_pod_failure_backoff: Duration,
 }
 
 /// Lease timings of the leader election.
@@ -69,6 +73,7 @@ impl ControllerOptions {
             signing: None,
             max_endpoints_per_slice: 100,
             mirroring_max_endpoints_per_subset: 1000,
+            job_pod_failure_backoff: crate::job::DEFAULT_POD_FAILURE_BACKOFF,
         }
     }
 

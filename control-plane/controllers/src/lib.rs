@@ -6,6 +6,7 @@
 pub mod apps_shared;
 pub mod certificates;
 pub mod context;
+pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
 pub mod discovery;
@@ -14,6 +15,7 @@ pub mod endpoints;
 pub mod endpointslice;
 pub mod garbagecollector;
 pub mod informer;
+pub mod job;
 pub mod keyqueue;
 pub mod namespace;
 pub mod node_ipam;
@@ -27,6 +29,7 @@ pub mod root_ca;
 pub mod serviceaccount;
 pub mod statefulset;
 pub mod taint_eviction;
+pub mod ttl_after_finished;
 
 use std::future::Future;
 

@@ -33,6 +33,9 @@ pub fn all() -> Vec<(&'static str, Start)> {
         ("serviceaccount", crate::serviceaccount::start),
         ("pod-garbage-collector", crate::podgc::start),
         ("root-ca-certificate-publisher", crate::root_ca::start),
+        ("job", crate::job::start),
+        ("cronjob", crate::cronjob::start),
+        ("ttl-after-finished", crate::ttl_after_finished::start),
     ]
 }
 
