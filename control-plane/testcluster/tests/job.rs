@@ -22,7 +22,11 @@ async fn cluster() -> (TestCluster, AbortOnDrop) {
     let cluster = TestCluster::with(ClusterOptions {
         nodes: 2,
         scheduler: false,
-        controllers: vec!["job".into(), "ttl-after-finished".into()],
+        controllers: vec![
+            "job".into(),
+            "ttl-after-finished".into(),
+            "garbagecollector".into(),
+        ],
         controller_options,
         ..ClusterOptions::default()
     })
