@@ -167,7 +167,8 @@ fn kill_9_under_concurrent_writes_loses_no_acknowledged_write() {
     }
     assert!(acked_writes > 50, "the load ran ({acked_writes} writes)");
     assert!(list_rv >= max_acked, "{list_rv} < {max_acked}");
-    for name in stored.keys() {
+    // The root CA publisher's ConfigMap is the controller manager's, not a writer's.
+    for name in stored.keys().filter(|name| *name != "kube-root-ca.crt") {
         assert!(
             records
                 .iter()

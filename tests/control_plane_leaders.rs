@@ -19,7 +19,8 @@ fn terms(plane: &Plane, lease: &str) -> usize {
     plane
         .log()
         .lines()
-        .filter(|line| line.contains("became leader") && line.contains(&format!("lease={lease}")))
+        // Field names may be wrapped in colour codes: match the value alone.
+        .filter(|line| line.contains("became leader") && line.contains(lease))
         .count()
 }
 
