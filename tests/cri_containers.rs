@@ -366,10 +366,8 @@ async fn containers_run_share_the_pod_network_and_report_how_they_ended() {
         "mounts left: {:?}",
         mounted_under(dir.path())
     );
-    let own = capstan_testkit::cgroups::own_path().unwrap();
-    let memory = std::path::Path::new("/sys/fs/cgroup/memory").join(own.trim_start_matches('/'));
-    let pod_cgroup = memory
-        .join("capstan-pods")
+    let pod_cgroup = std::path::Path::new("/sys/fs/cgroup/memory")
+        .join(common::pods_cgroup(dir.path()).trim_start_matches('/'))
         .join(format!("pod-{}", &pod_id_prefix));
     assert!(
         !pod_cgroup.exists()

@@ -613,10 +613,9 @@ async fn cgroup_limits_of_a_running_container_can_be_updated() {
         .await
         .unwrap();
     // Read back from the cgroup files of the host's driver.
-    let own = capstan_testkit::cgroups::own_path().unwrap();
     let container_cgroup = format!(
-        "{}/capstan-pods/pod-{}/{}",
-        own.trim_end_matches('/').trim_start_matches('/'),
+        "{}/pod-{}/{}",
+        runtime.pods_cgroup().trim_start_matches('/'),
         &pod[..12],
         id
     );
@@ -883,8 +882,7 @@ async fn a_restart_sweeps_orphan_pod_state_and_control_groups_but_keeps_live_pod
     )
     .unwrap();
     std::fs::write(rootfs.join("file"), "debris").unwrap();
-    let own = capstan_testkit::cgroups::own_path().unwrap();
-    let pods_parent = format!("{}/capstan-pods", own.trim_end_matches('/'));
+    let pods_parent = runtime.pods_cgroup();
     let orphan_pod = format!("{pods_parent}/pod-{}", &orphan_id[..12]);
     let orphan_container = format!("{orphan_pod}/{}", "e".repeat(64));
     make_cgroup(&orphan_pod);
@@ -997,10 +995,9 @@ async fn live_pod(cri: &mut CriClient, fixture: &Fixture, name: &str) -> LivePod
     let container = verbose_pid(cri, &sleeper, false).await;
     assert!(monitor > 0 && container > 0, "{monitor} {container}");
     assert!(alive(monitor) && alive(container));
-    let own = capstan_testkit::cgroups::own_path().unwrap();
     let pod_cgroup = format!(
-        "{}/capstan-pods/pod-{}",
-        own.trim_end_matches('/'),
+        "{}/pod-{}",
+        common::pods_cgroup(fixture.dir.path()),
         &id[..12]
     );
     let cgroups = cgroup_dirs_of(&pod_cgroup);

@@ -139,9 +139,12 @@ fn kill_monitor(dir: &Path, id: &str) {
 
 /// Removes the pod cgroup of a sandbox the runtime was made to forget (its Drop cleanup only
 /// knows the pods it still has directories for).
-fn remove_pod_cgroup(id: &str) {
-    let own = capstan_testkit::cgroups::own_path().unwrap_or_default();
-    let relative = format!("{}/capstan-pods/pod-{}", own.trim_matches('/'), &id[..12]);
+fn remove_pod_cgroup(runtime: &RuntimeProcess, id: &str) {
+    let relative = format!(
+        "{}/pod-{}",
+        runtime.pods_cgroup().trim_start_matches('/'),
+        &id[..12]
+    );
     let mut roots = vec![PathBuf::from("/sys/fs/cgroup")];
     if let Ok(entries) = std::fs::read_dir("/sys/fs/cgroup") {
         roots.extend(entries.flatten().map(|e| e.path()));
@@ -390,7 +393,7 @@ async fn gc_on_start_releases_what_no_sandbox_owns() {
 
     runtime.respawn();
     let mut cri = runtime.client().await;
-    remove_pod_cgroup(&forgotten);
+    remove_pod_cgroup(&runtime, &forgotten);
     let held = allocations(&cni);
     assert_eq!(
         held.iter().map(|(_, id)| id.as_str()).collect::<Vec<_>>(),

@@ -274,8 +274,8 @@ fn host_state(dir: &std::path::Path, setup: &CniSetup) -> (usize, usize, usize) 
 }
 
 /// Whether any cgroup directory of the given pods still exists, in any hierarchy.
-fn pod_cgroups_left(ids: &[String]) -> Vec<String> {
-    let own = capstan_testkit::cgroups::own_path().unwrap();
+fn pod_cgroups_left(runtime: &RuntimeProcess, ids: &[String]) -> Vec<String> {
+    let pods_cgroup = runtime.pods_cgroup();
     let hierarchies = [
         "memory", "cpu", "pids", "cpuset", "blkio", "devices", "freezer", "",
     ];
@@ -284,8 +284,7 @@ fn pod_cgroups_left(ids: &[String]) -> Vec<String> {
         for hierarchy in hierarchies {
             let dir = std::path::Path::new("/sys/fs/cgroup")
                 .join(hierarchy)
-                .join(own.trim_start_matches('/'))
-                .join("capstan-pods")
+                .join(pods_cgroup.trim_start_matches('/'))
                 .join(format!("pod-{}", &id[..12]));
             if dir.exists() {
                 left.push(dir.display().to_string());
@@ -333,9 +332,9 @@ async fn a_hundred_sandbox_cycles_leak_nothing() {
     assert_eq!((before.1, after.1), (0, 0), "veths left on the bridge");
     assert_eq!((before.2, after.2), (0, 0), "IP allocations left");
     assert!(
-        pod_cgroups_left(&ids).is_empty(),
+        pod_cgroups_left(&runtime, &ids).is_empty(),
         "pod cgroups left: {:?}",
-        pod_cgroups_left(&ids)
+        pod_cgroups_left(&runtime, &ids)
     );
     assert_eq!(
         std::fs::read_dir(dir.path().join("run/pods"))

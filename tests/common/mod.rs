@@ -166,47 +166,49 @@ impl Drop for RuntimeProcess {
         // Pods outlive their runtime by design; a test that failed half-way must not leave
         // them on the host. Only pods of this runtime's directory are touched.
         let pods = self.dir.join("run").join("pods");
-        let Ok(entries) = std::fs::read_dir(&pods) else {
-            return;
-        };
-        let ids: Vec<String> = entries
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        if ids.is_empty() {
-            self.remove_cgroup_root();
-            return;
-        }
-        let _ = Command::new("pkill")
-            .arg("-f")
-            .arg(format!("monitor --run-dir {}/", pods.display()))
-            .status();
-        std::thread::sleep(Duration::from_millis(200));
-        for mount in capstan_testkit::mounts::mounted_under(&self.dir)
-            .into_iter()
-            .rev()
-        {
-            let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
-        }
-        let own = capstan_testkit::cgroups::own_path().unwrap_or_default();
-        for id in ids {
-            let pod = format!(
-                "{}/capstan-pods/pod-{}",
-                own.trim_end_matches('/'),
-                &id[..12.min(id.len())]
-            );
-            for hierarchy in cgroup_hierarchies() {
-                let _ = capstan_testkit::cgroups::remove_tree(
-                    &hierarchy.join(pod.trim_start_matches('/')),
-                );
+        let has_pods = std::fs::read_dir(&pods).is_ok_and(|mut entries| entries.next().is_some());
+        if has_pods {
+            let _ = Command::new("pkill")
+                .arg("-f")
+                .arg(format!("monitor --run-dir {}/", pods.display()))
+                .status();
+            std::thread::sleep(Duration::from_millis(200));
+            for mount in capstan_testkit::mounts::mounted_under(&self.dir)
+                .into_iter()
+                .rev()
+            {
+                let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
             }
         }
         self.remove_cgroup_root();
     }
 }
 
+/// The cgroup (absolute, hierarchy-relative) that holds the pods a runtime in `dir` makes
+/// without a cgroup parent in the request: below the test's own cgroup, one per state directory.
+pub fn pods_cgroup(dir: &Path) -> String {
+    let own = capstan_testkit::cgroups::own_path().unwrap_or_default();
+    format!(
+        "{}/{}",
+        own.trim_end_matches('/'),
+        capstan_runtime::server::pods_cgroup_name(&dir.join("state"))
+    )
+}
+
 impl RuntimeProcess {
+    /// See [`pods_cgroup`].
+    pub fn pods_cgroup(&self) -> String {
+        pods_cgroup(&self.dir)
+    }
+
+    /// Removes this process's cgroups: the pods parent of [`pods_cgroup`] (its alone, so all of
+    /// it) and the node's cgroup root.
     fn remove_cgroup_root(&self) {
+        for hierarchy in cgroup_hierarchies() {
+            let _ = capstan_testkit::cgroups::remove_tree(
+                &hierarchy.join(self.pods_cgroup().trim_start_matches('/')),
+            );
+        }
         if let Some(root) = &self.cgroup_root {
             for hierarchy in cgroup_hierarchies() {
                 let _ = capstan_testkit::cgroups::remove_tree(

@@ -95,9 +95,29 @@ pub struct Runtime {
 
 /// Pods whose request names no cgroup parent go below the runtime's own cgroup: nothing is
 /// created at a hierarchy root unless configured.
-fn default_cgroup_parent() -> String {
+fn default_cgroup_parent(state_dir: &Path) -> String {
     let own = crate::cgroups::own_path(crate::cgroups::Driver::detect());
-    format!("{own}/capstan-pods")
+    format!(
+        "{}/{}",
+        own.trim_end_matches('/'),
+        pods_cgroup_name(state_dir)
+    )
+}
+
+/// The name of the cgroup (below the runtime's own) that holds the pods whose request names no
+/// cgroup parent: `capstan-pods` for the default state directory, `capstan-pods-<hash>` for any
+/// other. Each state directory gets its own because the start-up sweep removes every pod cgroup
+/// there that has no sandbox record in *this* state: two runtimes sharing one parent (tests, or
+/// two agents in one cgroup) would otherwise remove each other's new pods.
+pub fn pods_cgroup_name(state_dir: &Path) -> String {
+    if state_dir == Path::new(crate::DEFAULT_STATE_DIR) {
+        return "capstan-pods".to_string();
+    }
+    use sha2::Digest;
+    // The same directory named two ways (relative, through a symlink) is one state.
+    let state_dir = std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+    let digest = sha2::Sha256::digest(state_dir.as_os_str().as_encoded_bytes());
+    format!("capstan-pods-{}", &hex::encode(digest)[..10])
 }
 
 impl Runtime {
@@ -147,7 +167,7 @@ impl Runtime {
             state_root: options.state_dir.join("pods"),
             monitor_binary,
             rotation,
-            default_cgroup_parent: default_cgroup_parent(),
+            default_cgroup_parent: default_cgroup_parent(&options.state_dir),
         };
         let network = PodNetwork::new(config.cni.clone(), &options.state_dir.join("cni"));
         let pods = Arc::new(PodManager::open(settings, network, Arc::clone(&images)).await?);
@@ -306,7 +326,7 @@ async fn bind(socket: &Path) -> Result<UnixListener, ServerError> {
 
 #[cfg(test)]
 mod tests {
-    use super::is_shared_system_dir;
+    use super::{is_shared_system_dir, pods_cgroup_name};
     use std::path::Path;
 
     #[test]
@@ -317,5 +337,25 @@ mod tests {
         for own in ["/run/capstan", "/var/run/capstan", "/tmp/x/run"] {
             assert!(!is_shared_system_dir(Path::new(own)), "{own}");
         }
+    }
+
+    #[test]
+    fn each_state_directory_gets_its_own_pods_cgroup() {
+        assert_eq!(
+            pods_cgroup_name(Path::new(crate::DEFAULT_STATE_DIR)),
+            "capstan-pods"
+        );
+        let one = tempfile::tempdir().unwrap();
+        let two = tempfile::tempdir().unwrap();
+        let name = pods_cgroup_name(one.path());
+        assert!(name.starts_with("capstan-pods-"), "{name}");
+        assert_ne!(name, pods_cgroup_name(two.path()));
+        let link = two.path().join("link");
+        std::os::unix::fs::symlink(one.path(), &link).unwrap();
+        assert_eq!(
+            pods_cgroup_name(&link),
+            name,
+            "one directory named two ways is one state"
+        );
     }
 }
