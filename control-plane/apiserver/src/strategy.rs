@@ -280,14 +280,28 @@ pub fn prepare_update(kind: &Kind, new: &mut Value, old: &Value) {
     }
 }
 
-/// What an update through the `status` subresource stores: the old object with the new status.
-pub fn prepare_status_update(new: &Value, old: &Value) -> Value {
+/// What an update through the `status` subresource stores: the old object with the new status
+/// (and, for the kinds whose upstream status strategy lets them through, the new annotations).
+pub fn prepare_status_update(kind: &Kind, new: &Value, old: &Value) -> Value {
     let mut merged = old.clone();
     merged["status"] = new.get("status").cloned().unwrap_or_else(|| json!({}));
+    let annotations = status_sets_annotations(kind)
+        .then(|| new.pointer("/metadata/annotations").cloned())
+        .flatten();
     if let Some(meta) = merged.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
+        if let Some(annotations) = annotations {
+            meta.insert("annotations".into(), annotations);
+        }
     }
     merged
+}
+
+/// Whether a status write may change the object's annotations: kube-apiserver's Deployment
+/// status strategy resets only spec and labels, and the deployment controller relies on it to
+/// write `deployment.kubernetes.io/revision` together with the status.
+fn status_sets_annotations(kind: &Kind) -> bool {
+    kind.group == "apps" && kind.plural == "deployments"
 }
 
 /// Everything but metadata and status: what counts as the spec for generation.
@@ -335,6 +349,33 @@ mod tests {
         scaled["spec"]["replicas"] = json!(3);
         prepare_update(deploy, &mut scaled, &object);
         assert_eq!(scaled["metadata"]["generation"], 2);
+    }
+
+    #[test]
+    fn a_deployment_status_write_keeps_its_annotations_but_not_its_labels_or_spec() {
+        let table = KindTable::default();
+        let (Some(deploy), Some(rs)) = (
+            table.find("apps", "v1", "deployments"),
+            table.find("apps", "v1", "replicasets"),
+        ) else {
+            panic!("no deployments or replicasets");
+        };
+        let old = json!({"metadata": {"name": "d", "labels": {"a": "1"}}, "spec": {"replicas": 1}});
+        let mut new = old.clone();
+        new["metadata"]["annotations"] = json!({"deployment.kubernetes.io/revision": "2"});
+        new["metadata"]["labels"] = json!({"a": "2"});
+        new["spec"]["replicas"] = json!(9);
+        new["status"] = json!({"replicas": 1});
+        let stored = prepare_status_update(deploy, &new, &old);
+        assert_eq!(
+            stored["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+            "2"
+        );
+        assert_eq!(stored["metadata"]["labels"], json!({"a": "1"}));
+        assert_eq!(stored["spec"]["replicas"], 1);
+        assert_eq!(stored["status"]["replicas"], 1);
+        let stored = prepare_status_update(rs, &new, &old);
+        assert!(stored["metadata"].get("annotations").is_none());
     }
 
     #[test]

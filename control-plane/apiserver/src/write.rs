@@ -273,7 +273,7 @@ pub(crate) async fn store_update_as(
     let mut new = new;
     admission::mutate(&call.server.admission, &attributes, Some(&mut new)).await?;
     let mut new = if target.subresource.as_deref() == Some("status") {
-        let mut status_only = strategy::prepare_status_update(&new, current);
+        let mut status_only = strategy::prepare_status_update(kind, &new, current);
         if manager.is_none() {
             // An apply to status brings the managed fields it computed.
             apply::carry_managed_fields(&new, &mut status_only);

@@ -123,8 +123,9 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Sets the Deployment's revision annotation (upstream writes it with the status; the
-    /// status subresource here keeps metadata, so it is a patch of the Deployment itself).
+    /// Sets the Deployment's revision annotation through the status subresource, as upstream
+    /// does (the Deployment status strategy lets annotations through): a write of the
+    /// controller's own bookkeeping, not an edit of the user's Deployment.
     async fn write_revision(&mut self, revision: &str) -> Result<(), SyncError> {
         let current = self
             .d
@@ -137,7 +138,7 @@ impl<'a> Run<'a> {
         }
         let patch = json!({"metadata": {"annotations": {util::REVISION: revision}}});
         self.deployments()
-            .patch(&self.name(), &PatchParams::default(), &Patch::Merge(&patch))
+            .patch_status(&self.name(), &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
         self.d
             .metadata
