@@ -40,6 +40,9 @@ pub enum Command {
     Server(ControlPlaneArgs),
     /// Run the control plane alone: API server, scheduler and controllers.
     ControlPlane(ControlPlaneArgs),
+    /// Manage bootstrap tokens, with which nodes join (`capstan node --join`).
+    #[command(subcommand)]
+    Token(TokenCommand),
     /// Run a bundled CNI plugin; reads CNI_* variables and the network config on stdin.
     Cni(CniArgs),
     /// The per-pod monitor the runtime starts (internal: not for people to run).
@@ -197,6 +200,32 @@ pub struct NodeArgs {
     #[arg(long, value_name = "FILE")]
     pub kubeconfig: Option<PathBuf>,
 
+    /// A kubeconfig with a bootstrap token (the kubelet's flag): when --kubeconfig is missing
+    /// or its certificate has expired, the node requests a client certificate with it
+    /// (CertificateSigningRequest), then writes --kubeconfig.
+    #[arg(long, value_name = "FILE")]
+    pub bootstrap_kubeconfig: Option<PathBuf>,
+
+    /// Directory of the node's client key and certificate (kubelet-client-current.pem).
+    /// Default: <root dir>/pki.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+
+    /// Join the API server at HOST:PORT with a bootstrap token, as `kubeadm join` does: the
+    /// cluster's CA is taken from kube-public/cluster-info once its public key matches
+    /// --discovery-token-ca-cert-hash. `capstan token create --print-join-command` prints the
+    /// whole command. The kubeconfig is written to --kubeconfig (default <root dir>/kubeconfig).
+    #[arg(long, value_name = "HOST:PORT", requires_all = ["token", "discovery_token_ca_cert_hash"])]
+    pub join: Option<String>,
+
+    /// The bootstrap token for --join (`[a-z0-9]{6}.[a-z0-9]{16}`).
+    #[arg(long, value_name = "TOKEN", requires = "join")]
+    pub token: Option<String>,
+
+    /// The pinned CA public key for --join: `sha256:<hex>`; repeatable (comma-separated).
+    #[arg(long, value_name = "HASH", value_delimiter = ',', requires = "join")]
+    pub discovery_token_ca_cert_hash: Vec<String>,
+
     /// Labels to register the Node with: `key=value` pairs, comma-separated (with --kubeconfig).
     #[arg(long, value_name = "LABELS", value_parser = parse_node_labels)]
     pub node_labels: Option<std::collections::BTreeMap<String, String>>,
@@ -345,6 +374,44 @@ fn parse_token_expiration(text: &str) -> Result<std::time::Duration, String> {
         return Err(capstan_apiserver::tokens::TokenOptionsError::MaxExpiration.to_string());
     }
     Ok(duration)
+}
+
+/// `capstan token ...`, as `kubeadm token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Store a new bootstrap token (in kube-system) and print it.
+    Create(TokenCreateArgs),
+}
+
+/// Flags of `capstan token create`.
+#[derive(Debug, Args)]
+pub struct TokenCreateArgs {
+    /// The token to store (`[a-z0-9]{6}.[a-z0-9]{16}`). Default: a random one.
+    pub token: Option<String>,
+
+    /// A kubeconfig allowed to create Secrets in kube-system.
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "/var/lib/capstan/control-plane/admin.kubeconfig"
+    )]
+    pub kubeconfig: PathBuf,
+
+    /// How long the token is valid (e.g. 24h, 30m); 0 for ever.
+    #[arg(long, value_name = "DURATION", default_value = "24h", value_parser = parse_ttl)]
+    pub ttl: std::time::Duration,
+
+    /// A human-readable description of the token's use.
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+
+    /// Print the whole `capstan node --join` command instead of the token alone.
+    #[arg(long)]
+    pub print_join_command: bool,
+}
+
+fn parse_ttl(text: &str) -> Result<std::time::Duration, String> {
+    capstan_apiserver::tokens::parse_duration(text).map_err(|e| e.to_string())
 }
 
 /// Flags of `capstan cni`.

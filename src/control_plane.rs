@@ -47,6 +47,22 @@ pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
     let handle = tokio.handle().clone();
     let ready = |address, server: Arc<ApiServer>| {
         tracing::info!(%address, "ready");
+        match std::fs::read_to_string(&pki_paths.ca_cert) {
+            Ok(ca_pem) => {
+                let client = in_process(&server, "system:admin");
+                loops.spawn_on(
+                    crate::bootstrap_tokens::publish_join_info(
+                        client,
+                        ca_pem,
+                        published_server(address),
+                    ),
+                    &handle,
+                );
+            }
+            Err(error) => {
+                tracing::warn!(path = %pki_paths.ca_cert.display(), %error, "no cluster CA: nodes cannot join with tokens")
+            }
+        }
         if run_scheduler {
             let client = in_process(&server, "system:kube-scheduler");
             loops.spawn_on(
@@ -101,6 +117,16 @@ fn in_process(server: &Arc<ApiServer>, name: &str) -> kube::Client {
         groups: vec!["system:masters".into(), "system:authenticated".into()],
     };
     kube::Client::new(InProcess::new(Arc::clone(server), user), "default")
+}
+
+/// The API server's URL as cluster-info publishes it: the bound address, or loopback when
+/// bound to every address (a joining node uses the address it was given anyway).
+fn published_server(address: std::net::SocketAddr) -> String {
+    let ip = match address.ip() {
+        ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
+        ip => ip,
+    };
+    format!("https://{}", std::net::SocketAddr::new(ip, address.port()))
 }
 
 /// Completes when `stopped` turns true.

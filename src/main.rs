@@ -1,7 +1,9 @@
 //! The `capstan` binary: parses the command line and hands each subcommand to its crate.
 
+mod bootstrap_tokens;
 mod cli;
 mod control_plane;
+mod join;
 mod logging;
 mod node;
 
@@ -9,7 +11,10 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use cli::{Cli, Command, ImagesCommand, MonitorArgs, NetworkCommand, PeerCommand, RuntimeArgs};
+use cli::{
+    Cli, Command, ImagesCommand, MonitorArgs, NetworkCommand, PeerCommand, RuntimeArgs,
+    TokenCommand,
+};
 
 fn main() -> ExitCode {
     // Installed as a hard link named after a plugin (CNI needs one executable per plugin), the
@@ -142,6 +147,10 @@ fn dispatch(command: Command) -> Result<ExitCode, CommandError> {
         ),
         Command::ControlPlane(args) => {
             control_plane::run(args).map_err(CommandError::Failed)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Token(TokenCommand::Create(args)) => {
+            bootstrap_tokens::create_token(args).map_err(CommandError::Failed)?;
             return Ok(ExitCode::SUCCESS);
         }
     };

@@ -39,9 +39,9 @@ pub fn run(args: NodeArgs) -> Result<(), String> {
 
 async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String> {
     // A kubeconfig that cannot be used stops the start before the runtime opens its state.
-    let client = match &args.kubeconfig {
+    let client = match crate::join::node_kubeconfig(&args, &config).await? {
         Some(file) => Some(
-            capstan_agent::node::join::client(file)
+            capstan_agent::node::join::client(&file)
                 .await
                 .map_err(|e| e.to_string())?,
         ),

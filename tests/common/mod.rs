@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use capstan_testkit::cri::CriClient;
 
+pub mod control_plane;
+
 /// A `capstan runtime` process with its own socket, state and config in a temp directory.
 pub struct RuntimeProcess {
     child: Option<Child>,

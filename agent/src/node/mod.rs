@@ -2,12 +2,14 @@
 //! sources, runtime events, and the read-only API; and, joined to an API server ([`join`]),
 //! the Node's registration, status and Lease.
 
+pub mod discovery;
 pub mod image_gc;
 pub mod join;
 pub mod lease;
 pub mod pod_cgroups;
 pub mod register;
 pub mod status;
+pub mod tls_bootstrap;
 
 use std::sync::Arc;
 

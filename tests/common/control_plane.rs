@@ -1,0 +1,86 @@
+//! `capstan control-plane`, the real binary, for tests of nodes that join it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use capstan_testkit::kubectl::{KUBECTL, Kubectl};
+
+/// `capstan control-plane` on a free loopback port with its data in a temp directory; killed
+/// on drop.
+pub struct ControlPlane {
+    child: Child,
+    /// Its data directory (pki/, admin.kubeconfig).
+    pub data_dir: PathBuf,
+    /// The API server's port.
+    pub port: u16,
+    log: PathBuf,
+}
+
+impl ControlPlane {
+    /// Starts it in `dir` with `extra` flags and waits for /readyz.
+    pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        let data_dir = dir.join("control-plane");
+        let log = dir.join("control-plane.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let port = super::free_port();
+        let child = Command::new(env!("CARGO_BIN_EXE_capstan"))
+            .args(["--log-level", "info", "control-plane"])
+            .args(["--bind-address", "127.0.0.1"])
+            .args(extra)
+            .arg("--secure-port")
+            .arg(port.to_string())
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let plane = ControlPlane {
+            child,
+            data_dir,
+            port,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if plane.kubeconfig().exists() {
+                let out = plane
+                    .kubectl()
+                    .output_blocking(&["get", "--raw", "/readyz"]);
+                if out.status.success() && out.stdout == b"ok" {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the control plane did not get ready:\n{}",
+                plane.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        plane
+    }
+
+    /// The admin kubeconfig (system:masters).
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.join("admin.kubeconfig")
+    }
+
+    /// What it logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// kubectl 1.32 as admin.
+    pub fn kubectl(&self) -> Kubectl {
+        Kubectl::kubeconfig(KUBECTL, &self.kubeconfig())
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
