@@ -12,11 +12,13 @@ use kube::runtime::reflector::store::Writer;
 use kube::runtime::watcher::{self, Event};
 use serde::de::DeserializeOwned;
 
-use super::queue::{Key, Queue};
+use std::sync::Arc;
+
+use crate::queue::{Key, WorkQueue};
 
 /// Watches `api`, applying every event to `writer` and queueing `map(object)`; on a (re)list
 /// the keys of every listed object are queued once the list is complete. Runs until dropped.
-pub async fn feed<K, F>(api: Api<K>, mut writer: Writer<K>, queue: Queue, map: F)
+pub async fn feed<K, F>(api: Api<K>, mut writer: Writer<K>, queue: Arc<WorkQueue>, map: F)
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,

@@ -12,7 +12,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use serde::de::DeserializeOwned;
 
-use super::queue::Key;
+use crate::queue::Key;
 
 /// What happened to an object.
 #[derive(Debug)]

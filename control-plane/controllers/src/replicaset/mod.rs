@@ -10,7 +10,6 @@ pub mod informer;
 pub mod kind;
 pub mod manage;
 pub mod podutil;
-pub mod queue;
 pub mod ranking;
 pub mod selector;
 pub mod status;
@@ -26,11 +25,11 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use crate::context::Context;
+use crate::queue::{Key, WorkQueue};
 use events::EventSink;
 use expectations::Expectations;
 use informer::{Cache, Change};
 use kind::{ReplicaKind, ReplicaStatus};
-use queue::{Key, WorkQueue};
 
 /// Upstream's --concurrent-replicaset-syncs / --concurrent-rc-syncs.
 const WORKERS: usize = 5;
