@@ -4,7 +4,6 @@
 //! the lead deduplicates.)
 
 pub mod expectations;
-pub mod feed;
 pub mod history;
 pub mod pods;
 pub mod selector;

@@ -17,10 +17,10 @@ use kube::runtime::reflector::{self, Store};
 
 use crate::apps_shared::BACKOFF;
 use crate::apps_shared::expectations::Expectations;
-use crate::apps_shared::feed::feed;
 use crate::apps_shared::pods::controller_of;
 use crate::apps_shared::selector;
 use crate::context::Context;
+use crate::informer::feed;
 use crate::queue::{Key, WorkQueue};
 
 /// The kind in controllerRefs.
