@@ -7,8 +7,8 @@ use std::sync::Mutex;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::runtime::reflector::Store;
 
-use crate::keyqueue;
 use crate::podutil;
+use crate::queue;
 
 /// Pods' last Services, by pod key.
 #[derive(Debug, Default)]
@@ -18,7 +18,7 @@ pub struct Placement {
 
 /// `namespace/name` of an object.
 pub fn object_key(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
-    keyqueue::key(
+    queue::key(
         meta.namespace.as_deref().unwrap_or(""),
         meta.name.as_deref().unwrap_or(""),
     )

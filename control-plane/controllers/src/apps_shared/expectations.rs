@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{ObjectRef, Store};
 
-use super::queue::Key;
+use crate::queue::Key;
 
 /// How long an expectation is waited for before the cache is trusted anyway (upstream: 5 min;
 /// shorter here since a lost watch event is recovered by the relist anyway).

@@ -4,11 +4,19 @@
 //! the lead deduplicates.)
 
 pub mod expectations;
-pub mod feed;
 pub mod history;
 pub mod pods;
-pub mod queue;
 pub mod selector;
+
+use std::time::Duration;
+
+use crate::queue::Backoff;
+
+/// The StatefulSet and DaemonSet controllers' failure back-off.
+pub const BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(50),
+    max: Duration::from_secs(60),
+};
 
 /// What a sync of one object can fail with.
 #[derive(Debug, thiserror::Error)]

@@ -8,6 +8,7 @@ use kube::api::{Api, ObjectMeta, Patch, PatchParams};
 use serde_json::json;
 
 use super::selector;
+pub use crate::podutil::{controller_of, is_ready, is_terminating, phase};
 
 /// A controllerRef to `owner` (`apps/v1`, kind `kind`), with blockOwnerDeletion.
 pub fn controller_ref(owner: &ObjectMeta, kind: &str) -> OwnerReference {
@@ -19,14 +20,6 @@ pub fn controller_ref(owner: &ObjectMeta, kind: &str) -> OwnerReference {
         controller: Some(true),
         block_owner_deletion: Some(true),
     }
-}
-
-/// The object's controller, if any.
-pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
-    meta.owner_references
-        .iter()
-        .flatten()
-        .find(|r| r.controller == Some(true))
 }
 
 /// Whether `meta` is controlled by the object with `uid`.
@@ -49,19 +42,6 @@ pub fn from_template(template: &PodTemplateSpec, namespace: &str, owner: OwnerRe
         spec: template.spec.clone(),
         status: None,
     }
-}
-
-/// The pod's phase ("" before the API server set one).
-pub fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or("")
-}
-
-/// Whether the pod's Ready condition is True.
-pub fn is_ready(pod: &Pod) -> bool {
-    ready_since(pod).is_some()
 }
 
 /// When the Ready condition last became True, if it is True (the epoch when unknown).
@@ -100,11 +80,6 @@ pub fn until_available(
     let at = since + jiff::SignedDuration::from_secs(i64::from(min_ready_seconds));
     let left = at.duration_since(now);
     (left.is_positive()).then(|| left.unsigned_abs() + std::time::Duration::from_millis(50))
-}
-
-/// Whether the pod is being deleted.
-pub fn is_terminating(pod: &Pod) -> bool {
-    pod.metadata.deletion_timestamp.is_some()
 }
 
 /// The outcome of claiming pods.

@@ -15,12 +15,13 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::Api;
 use kube::runtime::reflector::{self, Store};
 
+use crate::apps_shared::BACKOFF;
 use crate::apps_shared::expectations::Expectations;
-use crate::apps_shared::feed::feed;
 use crate::apps_shared::pods::controller_of;
-use crate::apps_shared::queue::{self, Key};
 use crate::apps_shared::selector;
 use crate::context::Context;
+use crate::informer::feed;
+use crate::queue::{Key, WorkQueue};
 
 /// The kind in controllerRefs.
 const KIND: &str = "DaemonSet";
@@ -45,7 +46,7 @@ async fn run(client: kube::Client) {
     let (pods, pods_writer) = reflector::store::<Pod>();
     let (nodes, nodes_writer) = reflector::store::<Node>();
     let (revisions, revisions_writer) = reflector::store::<ControllerRevision>();
-    let (queue, worker) = queue::queue();
+    let queue = Arc::new(WorkQueue::with_backoff(BACKOFF));
     let shared = Arc::new(Shared {
         client: client.clone(),
         sets: sets.clone(),
@@ -57,13 +58,13 @@ async fn run(client: kube::Client) {
     let set_feed = feed(
         Api::<DaemonSet>::all(client.clone()),
         sets_writer,
-        queue.clone(),
+        Arc::clone(&queue),
         |set| key_of(&set.metadata).into_iter().collect(),
     );
     let pod_feed = feed(
         Api::<Pod>::all(client.clone()),
         pods_writer,
-        queue.clone(),
+        Arc::clone(&queue),
         {
             let sets = sets.clone();
             move |pod| owners_of_pod(&sets, pod)
@@ -74,7 +75,7 @@ async fn run(client: kube::Client) {
     let node_feed = feed(
         Api::<Node>::all(client.clone()),
         nodes_writer,
-        queue.clone(),
+        Arc::clone(&queue),
         {
             let sets = sets.clone();
             move |_node| {
@@ -88,7 +89,7 @@ async fn run(client: kube::Client) {
     let revision_feed = feed(
         Api::<ControllerRevision>::all(client.clone()),
         revisions_writer,
-        queue.clone(),
+        Arc::clone(&queue),
         |revision| {
             controller_of(&revision.metadata)
                 .filter(|r| r.kind == KIND)
@@ -113,8 +114,8 @@ async fn run(client: kube::Client) {
                 return;
             }
         }
-        worker
-            .run(|key| {
+        queue
+            .work(|key| {
                 let shared = Arc::clone(&shared);
                 async move { sync::sync(&shared, &key).await }
             })

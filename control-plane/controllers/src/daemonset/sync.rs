@@ -16,7 +16,7 @@ use super::history::{self, HASH_LABEL, Revisions};
 use super::{KIND, Shared, rollout};
 use crate::apps_shared::SyncError;
 use crate::apps_shared::pods::{self, controller_ref};
-use crate::apps_shared::queue::Key;
+use crate::queue::Key;
 
 /// The deprecated label with the DaemonSet's generation, still set upstream.
 const TEMPLATE_GENERATION_LABEL: &str = "pod-template-generation";

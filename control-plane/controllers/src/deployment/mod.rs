@@ -19,11 +19,11 @@ use kube::Resource;
 use kube::api::Api;
 
 use crate::context::Context;
+use crate::informer::{self, Cache, Change};
+use crate::queue::{Key, WorkQueue};
 use crate::replicaset::SyncError;
 use crate::replicaset::events::EventSink;
-use crate::replicaset::informer::{self, Cache, Change};
 use crate::replicaset::podutil;
-use crate::replicaset::queue::{Key, WorkQueue};
 use crate::replicaset::selector::Selector;
 
 /// Upstream's --concurrent-deployment-syncs.

@@ -19,10 +19,16 @@ use kube::runtime::watcher;
 
 use crate::context::Context;
 use crate::informer::{informer, touched};
-use crate::keyqueue::{self, KeyQueue};
 use crate::placement::object_key;
 use crate::podutil;
+use crate::queue::{self, Backoff, WorkQueue};
 use status::StatusError;
+
+/// Failed syncs' back-off.
+const BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(50),
+    max: Duration::from_secs(100),
+};
 
 /// Starts the controller.
 pub fn start(context: Context) -> BoxFuture<'static, ()> {
@@ -46,7 +52,7 @@ async fn run(context: Context) {
         budgets,
         pods,
     });
-    let (queue, mut receiver) = KeyQueue::new();
+    let queue: WorkQueue<String> = WorkQueue::with_backoff(BACKOFF);
     let for_pods = Arc::clone(&shared);
     let triggers = stream::select_all(vec![
         budget_events
@@ -59,7 +65,7 @@ async fn run(context: Context) {
             .boxed(),
     ]);
     let feed = {
-        let queue = queue.clone();
+        let queue = &queue;
         triggers.for_each(move |keys| {
             for key in keys {
                 queue.add(key);
@@ -76,18 +82,20 @@ async fn run(context: Context) {
         if ready.0.is_err() || ready.1.is_err() {
             return;
         }
-        while let Some(key) = receiver.next().await {
+        loop {
+            let key = queue.next().await;
             match shared.sync(&key).await {
                 Ok(None) => queue.forget(&key),
                 Ok(Some(after)) => {
                     queue.forget(&key);
-                    queue.add_after(key, after);
+                    queue.add_after(key.clone(), after);
                 }
                 Err(error) => {
                     tracing::warn!(budget = %key, %error, "disruption sync failed");
-                    queue.retry(key);
+                    queue.add_rate_limited(key.clone());
                 }
             }
+            queue.done(&key);
         }
     };
     tokio::select! {
@@ -126,7 +134,7 @@ impl Shared {
     }
 
     async fn sync(&self, key: &str) -> Result<Option<Duration>, StatusError> {
-        let (namespace, name) = keyqueue::split(key);
+        let (namespace, name) = queue::split(key);
         let Some(pdb) = self.budgets.get(&ObjectRef::new(name).within(namespace)) else {
             return Ok(None);
         };

@@ -6,6 +6,7 @@ pub mod subsets;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
 use futures::{StreamExt, stream};
@@ -18,12 +19,18 @@ use kube::runtime::watcher;
 use crate::context::Context;
 use crate::endpointslice::{HEADLESS_LABEL, TRIGGER_TIME_ANNOTATION, trigger_time};
 use crate::informer::{informer, touched};
-use crate::keyqueue::{self, KeyQueue};
 use crate::placement::{Placement, object_key};
 use crate::podutil;
+use crate::queue::{self, Backoff, WorkQueue};
 
 /// The annotation marking Endpoints cut to [`subsets::MAX_CAPACITY`] addresses.
 pub const OVER_CAPACITY_ANNOTATION: &str = "endpoints.kubernetes.io/over-capacity";
+
+/// Failed syncs' back-off.
+const BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(50),
+    max: Duration::from_secs(100),
+};
 
 /// Starts the controller.
 pub fn start(context: Context) -> BoxFuture<'static, ()> {
@@ -51,7 +58,7 @@ async fn run(context: Context) {
         endpoints,
         placement: Placement::default(),
     });
-    let (queue, mut receiver) = KeyQueue::new();
+    let queue: WorkQueue<String> = WorkQueue::with_backoff(BACKOFF);
     let for_pods = Arc::clone(&shared);
     let triggers = stream::select_all(vec![
         service_events
@@ -69,7 +76,7 @@ async fn run(context: Context) {
             .boxed(),
     ]);
     let feed = {
-        let queue = queue.clone();
+        let queue = &queue;
         triggers.for_each(move |keys| {
             for key in keys {
                 queue.add(key);
@@ -87,14 +94,16 @@ async fn run(context: Context) {
         if ready.0.is_err() || ready.1.is_err() || ready.2.is_err() {
             return;
         }
-        while let Some(key) = receiver.next().await {
+        loop {
+            let key = queue.next().await;
             match shared.sync(&key).await {
                 Ok(()) => queue.forget(&key),
                 Err(error) => {
                     tracing::warn!(service = %key, %error, "endpoints sync failed");
-                    queue.retry(key);
+                    queue.add_rate_limited(key.clone());
                 }
             }
+            queue.done(&key);
         }
     };
     tokio::select! {
@@ -105,7 +114,7 @@ async fn run(context: Context) {
 
 impl Shared {
     async fn sync(&self, key: &str) -> Result<(), kube::Error> {
-        let (namespace, name) = keyqueue::split(key);
+        let (namespace, name) = queue::split(key);
         let api: Api<Endpoints> = Api::namespaced(self.client.clone(), namespace);
         let current = self.endpoints.get(&ObjectRef::new(name).within(namespace));
         let Some(service) = self.services.get(&ObjectRef::new(name).within(namespace)) else {

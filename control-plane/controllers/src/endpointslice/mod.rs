@@ -22,9 +22,9 @@ use kube::runtime::watcher;
 
 use crate::context::Context;
 use crate::informer::{informer, touched};
-use crate::keyqueue::{self, KeyQueue};
 use crate::placement::{Placement, object_key};
 use crate::podutil;
+use crate::queue::{self, Backoff, WorkQueue};
 
 /// The label naming a slice's Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
@@ -47,6 +47,12 @@ pub enum SyncError {
     #[error("{0}")]
     MissingNodes(String),
 }
+
+/// Failed syncs' back-off.
+const BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(50),
+    max: Duration::from_secs(100),
+};
 
 /// Starts the controller.
 pub fn start(context: Context) -> BoxFuture<'static, ()> {
@@ -85,7 +91,7 @@ async fn run(context: Context) {
         tracker: Mutex::new(tracker::Tracker::default()),
         placement: Placement::default(),
     });
-    let (queue, mut receiver) = KeyQueue::new();
+    let queue: WorkQueue<String> = WorkQueue::with_backoff(BACKOFF);
 
     let for_pods = Arc::clone(&shared);
     let triggers = stream::select_all(vec![
@@ -105,7 +111,7 @@ async fn run(context: Context) {
         node_events.map(|_| Vec::new()).boxed(),
     ]);
     let feed = {
-        let queue = queue.clone();
+        let queue = &queue;
         triggers.for_each(move |keys| {
             for key in keys {
                 queue.add(key);
@@ -124,18 +130,20 @@ async fn run(context: Context) {
         if ready.0.is_err() || ready.1.is_err() || ready.2.is_err() || ready.3.is_err() {
             return;
         }
-        while let Some(key) = receiver.next().await {
+        loop {
+            let key = queue.next().await;
             match shared.sync(&key).await {
                 Ok(None) => queue.forget(&key),
                 Ok(Some(after)) => {
                     queue.forget(&key);
-                    queue.add_after(key, after);
+                    queue.add_after(key.clone(), after);
                 }
                 Err(error) => {
                     tracing::warn!(service = %key, %error, "endpointslice sync failed");
-                    queue.retry(key);
+                    queue.add_rate_limited(key.clone());
                 }
             }
+            queue.done(&key);
         }
     };
     tokio::select! {
@@ -147,13 +155,13 @@ async fn run(context: Context) {
 /// The Service a slice belongs to, by its `kubernetes.io/service-name` label.
 fn owner_key(slice: &EndpointSlice) -> Option<String> {
     let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
-    Some(keyqueue::key(slice.metadata.namespace.as_deref()?, name))
+    Some(queue::key(slice.metadata.namespace.as_deref()?, name))
 }
 
 impl Shared {
     /// Brings the slices of one Service to its pods; `Some(delay)` to look again later.
     async fn sync(&self, key: &str) -> Result<Option<Duration>, SyncError> {
-        let (namespace, name) = keyqueue::split(key);
+        let (namespace, name) = queue::split(key);
         let slices_api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), namespace);
         let cached: Vec<Arc<EndpointSlice>> = self
             .slices

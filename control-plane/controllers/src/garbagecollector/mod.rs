@@ -6,7 +6,6 @@
 
 pub mod graph;
 pub mod monitors;
-pub mod queue;
 pub mod worker;
 
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -18,15 +17,20 @@ use tokio::task::JoinSet;
 
 use crate::context::Context;
 use crate::discovery::{self, Served};
+use crate::queue::{Backoff, WorkQueue};
 use graph::{Graph, Node};
 use monitors::{Change, Monitors};
-use queue::Queue;
 use worker::{Env, Resources};
 
 /// How often discovery is read again for new or removed resources.
 const RESYNC: Duration = Duration::from_secs(30);
 /// Concurrent workers (`--concurrent-gc-syncs` is 20 upstream; a few suffice in one process).
 const WORKERS: usize = 5;
+/// Failed jobs' back-off.
+const BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(50),
+    max: Duration::from_secs(30),
+};
 
 /// The controller's start function.
 pub fn start(context: Context) -> BoxFuture<'static, ()> {
@@ -39,7 +43,7 @@ async fn run(context: Context) {
         client: client.clone(),
         graph: Arc::new(Mutex::new(Graph::default())),
         resources: Arc::new(RwLock::new(Resources::default())),
-        queue: Queue::default(),
+        queue: Arc::new(WorkQueue::with_backoff(BACKOFF)),
     };
     let (synced_tx, synced) = watch::channel(false);
     let (changes_tx, changes) = mpsc::unbounded_channel();
@@ -138,9 +142,13 @@ async fn work(env: Env, mut synced: watch::Receiver<bool>) {
     loop {
         let job = env.queue.next().await;
         let result = env.run(&job).await;
-        if let Err(error) = &result {
-            tracing::debug!(?job, %error, "garbage collector job failed; retrying");
+        match result {
+            Ok(()) => env.queue.forget(&job),
+            Err(error) => {
+                tracing::debug!(?job, %error, "garbage collector job failed; retrying");
+                env.queue.add_rate_limited(job.clone());
+            }
         }
-        env.queue.done(job, result.is_err());
+        env.queue.done(&job);
     }
 }

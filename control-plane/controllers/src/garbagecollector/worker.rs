@@ -10,8 +10,8 @@ use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditi
 use serde_json::json;
 
 use super::graph::{FOREGROUND, Graph, Job, ORPHAN};
-use super::queue::Queue;
 use crate::discovery::{Served, split_api_version};
+use crate::queue::WorkQueue;
 
 /// Why a job failed (it is retried).
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +56,7 @@ pub struct Env {
     /// The served resources.
     pub resources: Arc<RwLock<Resources>>,
     /// The work queue.
-    pub queue: Queue,
+    pub queue: Arc<WorkQueue<Job>>,
 }
 
 enum Owner {

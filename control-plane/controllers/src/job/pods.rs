@@ -4,6 +4,8 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
+pub use crate::podutil::{is_active, is_ready, is_terminal};
+
 /// The finalizer that keeps a finished pod until the Job has counted it.
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
 /// The annotation (and label) carrying an Indexed Job pod's completion index.
@@ -101,16 +103,6 @@ pub fn phase(pod: &Pod) -> &str {
         .unwrap_or("")
 }
 
-/// Whether the pod has finished (Succeeded or Failed).
-pub fn is_terminal(pod: &Pod) -> bool {
-    matches!(phase(pod), "Succeeded" | "Failed")
-}
-
-/// Active: not finished and not being deleted.
-pub fn is_active(pod: &Pod) -> bool {
-    !is_terminal(pod) && pod.metadata.deletion_timestamp.is_none()
-}
-
 /// Being deleted but not finished.
 pub fn is_terminating(pod: &Pod) -> bool {
     !is_terminal(pod) && pod.metadata.deletion_timestamp.is_some()
@@ -131,14 +123,6 @@ pub fn has_finalizer(pod: &Pod) -> bool {
         .finalizers
         .as_ref()
         .is_some_and(|f| f.iter().any(|f| f == TRACKING_FINALIZER))
-}
-
-/// The pod's Ready condition is True.
-pub fn is_ready(pod: &Pod) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// The completion index from the annotation, when valid.

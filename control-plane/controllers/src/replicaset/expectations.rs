@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::queue::Key;
+use crate::queue::Key;
 
 /// Upstream's ExpectationsTimeout.
 const TIMEOUT: Duration = Duration::from_secs(5 * 60);

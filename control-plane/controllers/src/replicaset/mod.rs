@@ -6,11 +6,9 @@
 pub mod claim;
 pub mod events;
 pub mod expectations;
-pub mod informer;
 pub mod kind;
 pub mod manage;
 pub mod podutil;
-pub mod queue;
 pub mod ranking;
 pub mod selector;
 pub mod status;
@@ -26,11 +24,11 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use crate::context::Context;
+use crate::informer::{self, Cache, Change};
+use crate::queue::{Key, WorkQueue};
 use events::EventSink;
 use expectations::Expectations;
-use informer::{Cache, Change};
 use kind::{ReplicaKind, ReplicaStatus};
-use queue::{Key, WorkQueue};
 
 /// Upstream's --concurrent-replicaset-syncs / --concurrent-rc-syncs.
 const WORKERS: usize = 5;
@@ -56,7 +54,7 @@ pub fn start_replicationcontroller(context: Context) -> BoxFuture<'static, ()> {
     run::<ReplicationController>(context).boxed()
 }
 
-struct Controller<K> {
+struct Controller<K: ReplicaKind> {
     client: kube::Client,
     owners: Arc<Cache<K>>,
     pods: Arc<Cache<Pod>>,

@@ -4,19 +4,7 @@
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-/// Not terminal and not being deleted (upstream's IsPodActive).
-pub fn is_active(pod: &Pod) -> bool {
-    let phase = phase(pod);
-    phase != "Succeeded" && phase != "Failed" && pod.metadata.deletion_timestamp.is_none()
-}
-
-/// The pod's phase, empty when unset.
-pub fn phase(pod: &Pod) -> &str {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.phase.as_deref())
-        .unwrap_or_default()
-}
+pub use crate::podutil::{controller_of, is_active, phase};
 
 fn ready_condition(pod: &Pod) -> Option<&k8s_openapi::api::core::v1::PodCondition> {
     pod.status
@@ -52,14 +40,6 @@ pub fn is_available(pod: &Pod, min_ready_seconds: i32, now: jiff::Timestamp) -> 
         Some(since) => since + jiff::SignedDuration::from_secs(i64::from(min_ready_seconds)) < now,
         None => false,
     }
-}
-
-/// The owner reference with `controller: true`, if any.
-pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
-    meta.owner_references
-        .as_ref()?
-        .iter()
-        .find(|r| r.controller == Some(true))
 }
 
 /// A controller reference to an owner (upstream's NewControllerRef).

@@ -17,12 +17,13 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::Api;
 use kube::runtime::reflector::{self, Store};
 
+use crate::apps_shared::BACKOFF;
 use crate::apps_shared::expectations::Expectations;
-use crate::apps_shared::feed::feed;
 use crate::apps_shared::pods::controller_of;
-use crate::apps_shared::queue::{self, Key};
 use crate::apps_shared::selector;
 use crate::context::Context;
+use crate::informer::feed;
+use crate::queue::{Key, WorkQueue};
 
 /// The kind in controllerRefs.
 const KIND: &str = "StatefulSet";
@@ -47,7 +48,7 @@ async fn run(client: kube::Client) {
     let (pods, pods_writer) = reflector::store::<Pod>();
     let (revisions, revisions_writer) = reflector::store::<ControllerRevision>();
     let (claims, claims_writer) = reflector::store::<PersistentVolumeClaim>();
-    let (queue, worker) = queue::queue();
+    let queue = Arc::new(WorkQueue::with_backoff(BACKOFF));
     let shared = Arc::new(Shared {
         client: client.clone(),
         sets: sets.clone(),
@@ -59,13 +60,13 @@ async fn run(client: kube::Client) {
     let set_feed = feed(
         Api::<StatefulSet>::all(client.clone()),
         sets_writer,
-        queue.clone(),
+        Arc::clone(&queue),
         |set| key_of(&set.metadata).into_iter().collect(),
     );
     let pod_feed = feed(
         Api::<Pod>::all(client.clone()),
         pods_writer,
-        queue.clone(),
+        Arc::clone(&queue),
         {
             let sets = sets.clone();
             move |pod| owners_of_pod(&sets, pod)
@@ -74,7 +75,7 @@ async fn run(client: kube::Client) {
     let revision_feed = feed(
         Api::<ControllerRevision>::all(client.clone()),
         revisions_writer,
-        queue.clone(),
+        Arc::clone(&queue),
         |revision| {
             controller_of(&revision.metadata)
                 .filter(|r| r.kind == KIND)
@@ -92,7 +93,7 @@ async fn run(client: kube::Client) {
     let claim_feed = feed(
         Api::<PersistentVolumeClaim>::all(client.clone()),
         claims_writer,
-        queue.clone(),
+        Arc::clone(&queue),
         |_claim| Vec::new(),
     );
     let work = async {
@@ -106,8 +107,8 @@ async fn run(client: kube::Client) {
                 return;
             }
         }
-        worker
-            .run(|key| {
+        queue
+            .work(|key| {
                 let shared = Arc::clone(&shared);
                 async move { sync::sync(&shared, &key).await }
             })
