@@ -77,11 +77,13 @@ pub fn key(address_type: &str, ports: &[EndpointPort]) -> String {
     format!("{address_type}/{}", sorted.join(","))
 }
 
+/// An address and whether it was listed ready.
+type Listed = (EndpointAddress, bool);
+
 /// Subsets merged by identical ports, addresses deduplicated (ready wins) and sorted, as
 /// upstream's `RepackSubsets`.
-fn repack(endpoints: &Endpoints) -> Vec<(Vec<CorePort>, Vec<(EndpointAddress, bool)>)> {
-    let mut merged: BTreeMap<String, (Vec<CorePort>, BTreeMap<String, (EndpointAddress, bool)>)> =
-        BTreeMap::new();
+fn repack(endpoints: &Endpoints) -> Vec<(Vec<CorePort>, Vec<Listed>)> {
+    let mut merged: BTreeMap<String, (Vec<CorePort>, BTreeMap<String, Listed>)> = BTreeMap::new();
     for subset in endpoints.subsets.iter().flatten() {
         let mut ports = subset.ports.clone().unwrap_or_default();
         ports.sort_by(|a, b| {
