@@ -287,6 +287,12 @@ pub struct ControlPlaneArgs {
     #[arg(long, value_name = "PORT", default_value_t = 6443)]
     pub secure_port: u16,
 
+    /// Address this server is advertised at to the cluster (the `kubernetes` Service's
+    /// endpoints); by default the bind address, or the host's first non-loopback IPv4 address
+    /// when that is 0.0.0.0 or loopback.
+    #[arg(long, value_name = "IP")]
+    pub advertise_address: Option<std::net::IpAddr>,
+
     /// Directory of the embedded store, the cluster's certificates and keys, and
     /// admin.kubeconfig (a client certificate in system:masters). Kept across restarts.
     #[arg(

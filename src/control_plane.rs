@@ -18,6 +18,8 @@ pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
         data_dir: args.data_dir,
         bind_address: args.bind_address,
         secure_port: args.secure_port,
+        advertise_address: args.advertise_address,
+        endpoint_reconciler: capstan_apiserver::run::DEFAULT_ENDPOINT_RECONCILER,
         service_cluster_ip_range: args.service_cluster_ip_range,
         cluster_domain: args.cluster_domain,
         extra_sans: args.tls_sans,

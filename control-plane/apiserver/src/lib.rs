@@ -16,6 +16,7 @@ pub mod events;
 pub mod in_process;
 pub mod kinds;
 pub mod kubeconfig;
+pub mod kubernetes_service;
 pub mod list;
 pub mod list_items;
 pub mod namespaces;

@@ -14,6 +14,12 @@ use crate::pki::{ClusterCredentials, PkiOptions};
 use crate::server::{ApiServer, Config};
 use crate::tokens::TokenSettings;
 
+/// kube-apiserver's endpoint reconciler interval and lease TTL.
+pub const DEFAULT_ENDPOINT_RECONCILER: (std::time::Duration, std::time::Duration) = (
+    std::time::Duration::from_secs(10),
+    std::time::Duration::from_secs(15),
+);
+
 /// What `capstan control-plane` is told, named after kube-apiserver's flags where it has them.
 #[derive(Debug, Clone)]
 pub struct ControlPlaneOptions {
@@ -23,6 +29,12 @@ pub struct ControlPlaneOptions {
     pub bind_address: IpAddr,
     /// `--secure-port`; 0 picks a free port (tests), written into the admin kubeconfig.
     pub secure_port: u16,
+    /// `--advertise-address`: this server's address in the `kubernetes` Service's endpoints;
+    /// `None` for [`crate::kubernetes_service::default_advertise_address`] of the bind address.
+    pub advertise_address: Option<IpAddr>,
+    /// How often the `kubernetes` Service's endpoints are reconciled and this server's lease
+    /// renewed, and how long the lease lasts (upstream: 10 s and 15 s; tests shorten them).
+    pub endpoint_reconciler: (std::time::Duration, std::time::Duration),
     /// `--service-cluster-ip-range`.
     pub service_cluster_ip_range: ipnet::IpNet,
     /// The cluster's DNS domain.
@@ -54,6 +66,8 @@ impl ControlPlaneOptions {
             data_dir,
             bind_address: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             secure_port: 0,
+            advertise_address: None,
+            endpoint_reconciler: DEFAULT_ENDPOINT_RECONCILER,
             service_cluster_ip_range: ipnet::IpNet::V4(ipnet::Ipv4Net::new_assert(
                 std::net::Ipv4Addr::new(10, 96, 0, 0),
                 12,
@@ -187,8 +201,17 @@ pub async fn run(
         .await
         .map_err(|e| RunError::Api(e.message.clone()))?;
     let compactor = capstan_store::compactor::spawn(Arc::clone(&store), Default::default());
+    let advertise = options.advertise_address.unwrap_or_else(|| {
+        crate::kubernetes_service::default_advertise_address(options.bind_address)
+    });
+    let mut service_options = crate::kubernetes_service::KubernetesServiceOptions::new(
+        SocketAddr::new(advertise, address.port()),
+    );
+    (service_options.interval, service_options.lease_ttl) = options.endpoint_reconciler;
+    let reconciler = crate::kubernetes_service::start(&server, service_options);
     tracing::info!(
         address = %address,
+        %advertise,
         storage = if options.etcd_servers.is_empty() { "embedded" } else { "etcd" },
         admin_kubeconfig = %credentials.paths().admin_kubeconfig.display(),
         elapsed_ms = started.elapsed().as_millis() as u64,
@@ -196,6 +219,7 @@ pub async fn run(
     );
     ready(address, Arc::clone(&server));
     crate::secure::serve_tls(listener, tls, server, authenticator, shutdown).await;
+    reconciler.stop().await;
     compactor.abort();
     tracing::info!("control plane stopped");
     Ok(())

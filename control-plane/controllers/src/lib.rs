@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod endpointslice_mirroring;
 pub mod garbagecollector;
 pub mod informer;
 pub mod job;

@@ -22,6 +22,10 @@ pub fn all() -> Vec<(&'static str, Start)> {
         ("disruption", crate::disruption::start),
         ("endpoints", crate::endpoints::start),
         ("endpointslice", crate::endpointslice::start),
+        (
+            "endpointslice-mirroring-controller",
+            crate::endpointslice_mirroring::start,
+        ),
         ("replicaset", crate::replicaset::start_replicaset),
         (
             "replicationcontroller",

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use capstan_apiserver::kubernetes_service::{self, KubernetesServiceOptions};
 use capstan_apiserver::{AllowAllAsAdmin, ApiServer, Config, InProcess, RequestUser};
 use capstan_controllers::ControllerOptions;
 use capstan_hollow::{HollowCluster, HollowOptions, NodeSpec};
@@ -119,6 +120,14 @@ impl TestCluster {
             Ok(address) => format!("http://{address}"),
             Err(error) => panic!("local_addr: {error}"),
         };
+        let port = listener.local_addr().map_or(0, |a| a.port());
+        // The `kubernetes` Service, as kube-apiserver keeps it, on a faster cycle.
+        let mut service = KubernetesServiceOptions::new(std::net::SocketAddr::new(
+            kubernetes_service::default_advertise_address(std::net::Ipv4Addr::LOCALHOST.into()),
+            port,
+        ));
+        (service.interval, service.lease_ttl) = (Duration::from_secs(1), Duration::from_secs(3));
+        drop(kubernetes_service::start(&server, service));
         let mut tasks = JoinSet::new();
         tasks.spawn(capstan_apiserver::serve(
             listener,

@@ -436,3 +436,114 @@ async fn publish_not_ready_slice_size_and_minimal_updates() {
     );
     assert_eq!(after.len(), 1, "the emptied slice is deleted: {after:#?}");
 }
+
+/// `(address, ready)` of every endpoint of the mirrored slices of `service`, sorted.
+async fn mirrored(cluster: &TestCluster, service: &str) -> Vec<(String, bool)> {
+    let mut found: Vec<(String, bool)> = slices_of(cluster, service)
+        .await
+        .iter()
+        .filter(|s| {
+            s.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("endpointslice.kubernetes.io/managed-by"))
+                .is_some_and(|m| m == "endpointslicemirroring-controller.k8s.io")
+        })
+        .flat_map(|s| s.endpoints.clone())
+        .map(|e| {
+            let ready = e.conditions.and_then(|c| c.ready).unwrap_or(false);
+            (e.addresses.join(","), ready)
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn endpoints_of_a_selectorless_service_are_mirrored_into_slices() {
+    let cluster = TestCluster::with(ClusterOptions {
+        nodes: 0,
+        scheduler: false,
+        controllers: vec![
+            "endpointslice".into(),
+            "endpoints".into(),
+            "endpointslice-mirroring-controller".into(),
+        ],
+        ..ClusterOptions::default()
+    })
+    .await;
+    cluster
+        .apply(
+            r#"
+apiVersion: v1
+kind: Service
+metadata: {name: ext}
+spec:
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: ext, labels: {team: a}}
+subsets:
+- addresses: [{ip: 10.1.0.1}]
+  notReadyAddresses: [{ip: 10.1.0.2}]
+  ports: [{name: http, port: 8080, protocol: TCP}]
+"#,
+        )
+        .await;
+    let want = vec![
+        ("10.1.0.1".to_string(), true),
+        ("10.1.0.2".to_string(), false),
+    ];
+    eventually(WAIT, "the mirrored slice", || async {
+        (mirrored(&cluster, "ext").await == want).then_some(())
+    })
+    .await;
+    let slices = slices_of(&cluster, "ext").await;
+    assert_eq!(slices.len(), 1);
+    let slice = &slices[0];
+    let name = slice.metadata.name.clone().unwrap_or_default();
+    assert!(name.starts_with("ext-"), "generated name: {name}");
+    let labels = slice.metadata.labels.clone().unwrap_or_default();
+    assert_eq!(labels.get("team").map(String::as_str), Some("a"));
+    assert_eq!(slice.address_type, "IPv4");
+    let owner = slice.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owner.len(), 1);
+    assert_eq!(
+        (owner[0].kind.as_str(), owner[0].name.as_str()),
+        ("Endpoints", "ext")
+    );
+    assert_eq!(owner[0].controller, Some(true));
+    let port = slice.ports.clone().unwrap_or_default();
+    assert_eq!(port.first().and_then(|p| p.port), Some(8080));
+
+    // An update is followed, in the same slice.
+    cluster
+        .kubectl_ok(&[
+            "patch",
+            "endpoints",
+            "ext",
+            "--type=merge",
+            "-p",
+            r#"{"subsets":[{"addresses":[{"ip":"10.1.0.1"},{"ip":"10.1.0.3"}],"ports":[{"name":"http","port":8080,"protocol":"TCP"}]}]}"#,
+        ])
+        .await;
+    let want = vec![
+        ("10.1.0.1".to_string(), true),
+        ("10.1.0.3".to_string(), true),
+    ];
+    eventually(WAIT, "the mirrored slice to follow the update", || async {
+        (mirrored(&cluster, "ext").await == want).then_some(())
+    })
+    .await;
+    let after = slices_of(&cluster, "ext").await;
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].metadata.name.as_deref(), Some(name.as_str()));
+
+    // Gone with the Endpoints.
+    cluster.kubectl_ok(&["delete", "endpoints", "ext"]).await;
+    eventually(WAIT, "the mirrored slice to go", || async {
+        slices_of(&cluster, "ext").await.is_empty().then_some(())
+    })
+    .await;
+}
