@@ -25,7 +25,7 @@ use crate::context::Context;
 use crate::endpointslice::tracker::Tracker;
 use crate::endpointslice::{MANAGED_BY_LABEL, SERVICE_NAME_LABEL};
 use crate::informer::{informer, touched};
-use crate::keyqueue::{self, KeyQueue};
+use crate::queue::{self, WorkQueue};
 use crate::node_lifecycle::events::{Kind, Recorder};
 use crate::placement::object_key;
 use crate::podutil;
@@ -71,7 +71,7 @@ async fn run(context: Context) {
         tracker: Mutex::new(Tracker::default()),
         reported: Mutex::new(HashMap::new()),
     });
-    let (queue, mut receiver) = KeyQueue::new();
+    let queue: WorkQueue<String> = WorkQueue::new();
     let triggers = stream::select_all(vec![
         service_events
             .filter_map(|e| async move { touched(e) })
@@ -104,16 +104,12 @@ async fn run(context: Context) {
         if ready.0.is_err() || ready.1.is_err() || ready.2.is_err() {
             return;
         }
-        while let Some(key) = receiver.next().await {
-            match shared.sync(&key).await {
-                Ok(None) => queue.forget(&key),
-                Ok(Some(delay)) => queue.add_after(key, delay),
-                Err(error) => {
-                    tracing::info!(endpoints = %key, %error, "error mirroring EndpointSlices for Endpoints, retrying");
-                    queue.retry(key);
-                }
-            }
-        }
+        queue
+            .work(|key| {
+                let shared = shared.clone();
+                async move { shared.sync(&key).await }
+            })
+            .await;
     };
     tokio::select! {
         () = feed => {}
@@ -123,7 +119,7 @@ async fn run(context: Context) {
 
 fn owner_key(slice: &EndpointSlice) -> Option<String> {
     let name = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
-    Some(keyqueue::key(slice.metadata.namespace.as_deref()?, name))
+    Some(queue::key(slice.metadata.namespace.as_deref()?, name))
 }
 
 /// Whether `endpoints` is to be mirrored at all.
@@ -152,7 +148,7 @@ fn slice_key(slice: &EndpointSlice) -> String {
 impl Shared {
     /// Mirrors one Endpoints; `Some(delay)` to look again when the cache has caught up.
     async fn sync(&self, key: &str) -> Result<Option<Duration>, kube::Error> {
-        let (namespace, name) = keyqueue::split(key);
+        let (namespace, name) = queue::split(key);
         let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), namespace);
         let existing: Vec<Arc<EndpointSlice>> = self
             .slices
