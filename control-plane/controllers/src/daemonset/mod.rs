@@ -21,6 +21,7 @@ use crate::apps_shared::pods::controller_of;
 use crate::apps_shared::queue::{self, Key};
 use crate::apps_shared::selector;
 use crate::context::Context;
+use crate::events::EventSink;
 
 /// The kind in controllerRefs.
 const KIND: &str = "DaemonSet";
@@ -33,6 +34,7 @@ pub(crate) struct Shared {
     nodes: Store<Node>,
     revisions: Store<ControllerRevision>,
     expectations: Expectations,
+    events: EventSink,
 }
 
 /// Starts the controller; runs until dropped.
@@ -46,6 +48,7 @@ async fn run(client: kube::Client) {
     let (nodes, nodes_writer) = reflector::store::<Node>();
     let (revisions, revisions_writer) = reflector::store::<ControllerRevision>();
     let (queue, worker) = queue::queue();
+    let (events, publish) = EventSink::new(client.clone(), "daemonset-controller");
     let shared = Arc::new(Shared {
         client: client.clone(),
         sets: sets.clone(),
@@ -53,6 +56,7 @@ async fn run(client: kube::Client) {
         nodes: nodes.clone(),
         revisions: revisions.clone(),
         expectations: Expectations::default(),
+        events,
     });
     let set_feed = feed(
         Api::<DaemonSet>::all(client.clone()),
@@ -120,7 +124,7 @@ async fn run(client: kube::Client) {
             })
             .await;
     };
-    tokio::join!(set_feed, pod_feed, node_feed, revision_feed, work);
+    tokio::join!(set_feed, pod_feed, node_feed, revision_feed, work, publish);
 }
 
 fn key_of(meta: &kube::api::ObjectMeta) -> Option<Key> {

@@ -20,7 +20,7 @@ use kube::api::Api;
 
 use crate::context::Context;
 use crate::replicaset::SyncError;
-use crate::replicaset::events::EventSink;
+use crate::events::EventSink;
 use crate::replicaset::informer::{self, Cache, Change};
 use crate::replicaset::podutil;
 use crate::replicaset::queue::{Key, WorkQueue};

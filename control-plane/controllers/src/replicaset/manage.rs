@@ -12,7 +12,7 @@ use kube::api::{Api, DeleteParams, PostParams};
 
 use super::SyncError;
 use super::claim::not_found;
-use super::events::EventSink;
+use crate::events::EventSink;
 use super::expectations::Expectations;
 use super::kind::ReplicaKind;
 use super::podutil;

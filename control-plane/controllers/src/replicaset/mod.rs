@@ -4,7 +4,6 @@
 //! One generic controller runs both kinds ([`kind::ReplicaKind`]).
 
 pub mod claim;
-pub mod events;
 pub mod expectations;
 pub mod informer;
 pub mod kind;
@@ -26,7 +25,7 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use crate::context::Context;
-use events::EventSink;
+use crate::events::EventSink;
 use expectations::Expectations;
 use informer::{Cache, Change};
 use kind::{ReplicaKind, ReplicaStatus};

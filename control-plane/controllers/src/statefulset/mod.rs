@@ -23,6 +23,7 @@ use crate::apps_shared::pods::controller_of;
 use crate::apps_shared::queue::{self, Key};
 use crate::apps_shared::selector;
 use crate::context::Context;
+use crate::events::EventSink;
 
 /// The kind in controllerRefs.
 const KIND: &str = "StatefulSet";
@@ -35,6 +36,7 @@ pub(crate) struct Shared {
     revisions: Store<ControllerRevision>,
     claims: Store<PersistentVolumeClaim>,
     expectations: Expectations,
+    events: EventSink,
 }
 
 /// Starts the controller; runs until dropped.
@@ -48,6 +50,7 @@ async fn run(client: kube::Client) {
     let (revisions, revisions_writer) = reflector::store::<ControllerRevision>();
     let (claims, claims_writer) = reflector::store::<PersistentVolumeClaim>();
     let (queue, worker) = queue::queue();
+    let (events, publish) = EventSink::new(client.clone(), "statefulset-controller");
     let shared = Arc::new(Shared {
         client: client.clone(),
         sets: sets.clone(),
@@ -55,6 +58,7 @@ async fn run(client: kube::Client) {
         revisions: revisions.clone(),
         claims: claims.clone(),
         expectations: Expectations::default(),
+        events,
     });
     let set_feed = feed(
         Api::<StatefulSet>::all(client.clone()),
@@ -113,7 +117,7 @@ async fn run(client: kube::Client) {
             })
             .await;
     };
-    tokio::join!(set_feed, pod_feed, revision_feed, claim_feed, work);
+    tokio::join!(set_feed, pod_feed, revision_feed, claim_feed, work, publish);
 }
 
 fn key_of(meta: &kube::api::ObjectMeta) -> Option<Key> {

@@ -1,5 +1,5 @@
-//! Events the workload controllers record (`kubectl describe` shows them), published off the
-//! sync path as upstream's broadcaster does so that a slow events write never delays a sync.
+//! Events the controllers record (`kubectl describe` shows them), published off the sync path
+//! as upstream's broadcaster does so that a slow events write never delays a sync.
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -56,8 +56,26 @@ impl EventSink {
         self.send(regarding, EventType::Normal, reason, note);
     }
 
+    /// A Normal or, when `failed`, Warning event about `regarding`.
+    pub fn record(&self, regarding: ObjectReference, failed: bool, reason: &str, note: String) {
+        let type_ = if failed {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        self.send(regarding, type_, reason, note);
+    }
+
     /// A Warning event about `regarding`.
     pub fn warning(&self, regarding: ObjectReference, reason: &str, note: String) {
         self.send(regarding, EventType::Warning, reason, note);
+    }
+}
+
+/// An API error as upstream's events print it: the Status message, not kube's debug form.
+pub fn error_text(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
     }
 }
