@@ -301,7 +301,10 @@ async fn unhealthy_pod_eviction_policy() {
     })
     .await;
     let (code, body) = evict(&cluster, "db-2").await;
-    assert_eq!(code, 429, "IfHealthyBudget with an unhealthy budget: {body}");
+    assert_eq!(
+        code, 429,
+        "IfHealthyBudget with an unhealthy budget: {body}"
+    );
     assert_eq!(
         body["message"],
         "Cannot evict pod as it would violate the pod's disruption budget."

@@ -65,13 +65,23 @@ async fn deployment_rollouts_scale_and_wide_pods() {
         let name = format!("web{version}");
         let deploy = format!("deployment/{name}");
         cluster.apply(&deployment(&name, "nginx:1")).await;
-        let status = run_ok(&cluster, kubectl, &["rollout", "status", &deploy, "--timeout=20s"]).await;
+        let status = run_ok(
+            &cluster,
+            kubectl,
+            &["rollout", "status", &deploy, "--timeout=20s"],
+        )
+        .await;
         assert!(
             status.contains(&format!("deployment \"{name}\" successfully rolled out")),
             "{version}: {status}"
         );
         run_ok(&cluster, kubectl, &["set", "image", &deploy, "c=nginx:2"]).await;
-        run_ok(&cluster, kubectl, &["rollout", "status", &deploy, "--timeout=20s"]).await;
+        run_ok(
+            &cluster,
+            kubectl,
+            &["rollout", "status", &deploy, "--timeout=20s"],
+        )
+        .await;
         let history = run_ok(&cluster, kubectl, &["rollout", "history", &deploy]).await;
         let revisions: Vec<&str> = history
             .lines()
@@ -82,7 +92,10 @@ async fn deployment_rollouts_scale_and_wide_pods() {
         assert_eq!(revisions, ["1", "2"], "{version}: {history}");
 
         let undo = run_ok(&cluster, kubectl, &["rollout", "undo", &deploy]).await;
-        assert!(undo.contains(&format!("deployment.apps/{name} rolled back")), "{version}: {undo}");
+        assert!(
+            undo.contains(&format!("deployment.apps/{name} rolled back")),
+            "{version}: {undo}"
+        );
         let deployments: Api<Deployment> = cluster.api("default");
         eventually(WAIT, "the undo back to nginx:1", || async {
             let d = deployments.get(&name).await.ok()?;
@@ -90,19 +103,35 @@ async fn deployment_rollouts_scale_and_wide_pods() {
             (image == "nginx:1").then_some(())
         })
         .await;
-        run_ok(&cluster, kubectl, &["rollout", "status", &deploy, "--timeout=20s"]).await;
+        run_ok(
+            &cluster,
+            kubectl,
+            &["rollout", "status", &deploy, "--timeout=20s"],
+        )
+        .await;
 
         let restart = run_ok(&cluster, kubectl, &["rollout", "restart", &deploy]).await;
-        assert!(restart.contains(&format!("deployment.apps/{name} restarted")), "{version}: {restart}");
+        assert!(
+            restart.contains(&format!("deployment.apps/{name} restarted")),
+            "{version}: {restart}"
+        );
         let restarted = deployments.get(&name).await.ok();
         let annotated = restarted
             .and_then(|d| d.spec?.template.metadata?.annotations)
             .is_some_and(|a| a.contains_key("kubectl.kubernetes.io/restartedAt"));
         assert!(annotated, "{version}: no restartedAt annotation");
-        run_ok(&cluster, kubectl, &["rollout", "status", &deploy, "--timeout=20s"]).await;
+        run_ok(
+            &cluster,
+            kubectl,
+            &["rollout", "status", &deploy, "--timeout=20s"],
+        )
+        .await;
 
         let scaled = run_ok(&cluster, kubectl, &["scale", &deploy, "--replicas=3"]).await;
-        assert!(scaled.contains(&format!("deployment.apps/{name} scaled")), "{version}: {scaled}");
+        assert!(
+            scaled.contains(&format!("deployment.apps/{name} scaled")),
+            "{version}: {scaled}"
+        );
         ready_replicas(&cluster, &name, 3).await;
 
         let wide = run_ok(
@@ -113,14 +142,19 @@ async fn deployment_rollouts_scale_and_wide_pods() {
         .await;
         let mut lines = wide.lines();
         let header = lines.next().unwrap_or_default();
-        assert!(header.contains("NODE") && header.contains("IP"), "{version}: {wide}");
+        assert!(
+            header.contains("NODE") && header.contains("IP"),
+            "{version}: {wide}"
+        );
         let running: Vec<&str> = lines
             .filter(|l| !l.contains("Terminating"))
             .filter(|l| l.contains("Running"))
             .collect();
         assert_eq!(running.len(), 3, "{version}: {wide}");
         assert!(
-            running.iter().all(|l| l.contains("node-0") || l.contains("node-1")),
+            running
+                .iter()
+                .all(|l| l.contains("node-0") || l.contains("node-1")),
             "{version}: {wide}"
         );
     }
@@ -192,7 +226,10 @@ spec:
             &["create", "job", &name, "--from=cronjob/nightly"],
         )
         .await;
-        assert!(out.contains(&format!("job.batch/{name} created")), "{version}: {out}");
+        assert!(
+            out.contains(&format!("job.batch/{name} created")),
+            "{version}: {out}"
+        );
         let job = match jobs.get(&name).await {
             Ok(job) => job,
             Err(error) => panic!("{version}: get {name}: {error}"),
@@ -208,7 +245,11 @@ spec:
         );
         let container = &pod.containers[0];
         let container_security = container.security_context.clone().unwrap_or_default();
-        assert_eq!(container_security.allow_privilege_escalation, Some(false), "{version}");
+        assert_eq!(
+            container_security.allow_privilege_escalation,
+            Some(false),
+            "{version}"
+        );
         assert_eq!(
             container_security.capabilities.and_then(|c| c.drop),
             Some(vec!["ALL".to_string()]),
@@ -223,7 +264,9 @@ spec:
         );
         let volumes = pod.volumes.unwrap_or_default();
         assert!(
-            volumes.iter().any(|v| v.name == "scratch" && v.empty_dir.is_some()),
+            volumes
+                .iter()
+                .any(|v| v.name == "scratch" && v.empty_dir.is_some()),
             "{version}: {volumes:?}"
         );
         let terms = pod
@@ -266,7 +309,8 @@ async fn drain_respects_a_disruption_budget() {
                  spec: {{minAvailable: 1, selector: {{matchLabels: {{app: {app}}}}}}}\n"
             ))
             .await;
-        let budgets: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> = cluster.api("default");
+        let budgets: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+            cluster.api("default");
         eventually(WAIT, "one disruption allowed", || async {
             let pdb = budgets.get(&app).await.ok()?;
             (pdb.status?.disruptions_allowed == 1).then_some(())
@@ -275,13 +319,22 @@ async fn drain_respects_a_disruption_budget() {
         let out = cluster
             .kubectl_with(
                 kubectl,
-                &["drain", &node, "--ignore-daemonsets", "--force", "--timeout=8s"],
+                &[
+                    "drain",
+                    &node,
+                    "--ignore-daemonsets",
+                    "--force",
+                    "--timeout=8s",
+                ],
                 None,
             )
             .await;
         let text = format!("{}{}", out.stdout, out.stderr);
         assert!(!out.success, "{version}: {text}");
-        assert!(text.contains(&format!("node/{node} cordoned")), "{version}: {text}");
+        assert!(
+            text.contains(&format!("node/{node} cordoned")),
+            "{version}: {text}"
+        );
         assert!(
             text.contains("Cannot evict pod as it would violate the pod's disruption budget."),
             "{version}: {text}"

@@ -59,12 +59,24 @@ async fn tokens_of_missing_service_accounts_are_deleted() {
     let uid = account_uid(&cluster, "builder", &[]).await;
     token_secret(&cluster, "builder-token", "builder", &uid, "").await;
     token_secret(&cluster, "nobody-token", "nobody", "", "").await;
-    token_secret(&cluster, "stale-token", "builder", "11111111-2222-3333-4444-555555555555", "").await;
+    token_secret(
+        &cluster,
+        "stale-token",
+        "builder",
+        "11111111-2222-3333-4444-555555555555",
+        "",
+    )
+    .await;
     gone(&cluster, "nobody-token").await;
     gone(&cluster, "stale-token").await;
     let secrets: Api<Secret> = cluster.api("default");
-    assert!(matches!(secrets.get_opt("builder-token").await, Ok(Some(_))));
-    cluster.kubectl_ok(&["delete", "serviceaccount", "builder"]).await;
+    assert!(matches!(
+        secrets.get_opt("builder-token").await,
+        Ok(Some(_))
+    ));
+    cluster
+        .kubectl_ok(&["delete", "serviceaccount", "builder"])
+        .await;
     gone(&cluster, "builder-token").await;
 }
 
@@ -93,7 +105,12 @@ async fn legacy_tokens_unused_for_the_period_are_invalidated_then_deleted() {
         ])
         .await;
     let today = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
-    let uid = account_uid(&cluster, "legacy", &["old-token", "used-token", "mounted-token"]).await;
+    let uid = account_uid(
+        &cluster,
+        "legacy",
+        &["old-token", "used-token", "mounted-token"],
+    )
+    .await;
     token_secret(&cluster, "old-token", "legacy", &uid, "").await;
     token_secret(
         &cluster,

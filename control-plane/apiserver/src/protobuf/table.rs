@@ -297,7 +297,11 @@ pub const MESSAGES: &[Message] = &[
             k(30, "enableServiceLinks", Bool),
             k(31, "preemptionPolicy", Str),
             f(32, "overhead", Map(&Quantity)),
-            r(33, "topologySpreadConstraints", Msg("TopologySpreadConstraint")),
+            r(
+                33,
+                "topologySpreadConstraints",
+                Msg("TopologySpreadConstraint"),
+            ),
             k(35, "setHostnameAsFQDN", Bool),
             f(36, "os", Msg("PodOS")),
             k(37, "hostUsers", Bool),
@@ -509,11 +513,22 @@ pub const MESSAGES: &[Message] = &[
     m(
         "NodeAffinity",
         &[
-            f(1, "requiredDuringSchedulingIgnoredDuringExecution", Msg("NodeSelector")),
-            r(2, "preferredDuringSchedulingIgnoredDuringExecution", Msg("PreferredSchedulingTerm")),
+            f(
+                1,
+                "requiredDuringSchedulingIgnoredDuringExecution",
+                Msg("NodeSelector"),
+            ),
+            r(
+                2,
+                "preferredDuringSchedulingIgnoredDuringExecution",
+                Msg("PreferredSchedulingTerm"),
+            ),
         ],
     ),
-    m("NodeSelector", &[r(1, "nodeSelectorTerms", Msg("NodeSelectorTerm"))]),
+    m(
+        "NodeSelector",
+        &[r(1, "nodeSelectorTerms", Msg("NodeSelectorTerm"))],
+    ),
     m(
         "NodeSelectorTerm",
         &[
@@ -527,14 +542,25 @@ pub const MESSAGES: &[Message] = &[
     ),
     m(
         "PreferredSchedulingTerm",
-        &[k(1, "weight", I32), f(2, "preference", Msg("NodeSelectorTerm"))],
+        &[
+            k(1, "weight", I32),
+            f(2, "preference", Msg("NodeSelectorTerm")),
+        ],
     ),
     // PodAntiAffinity has the same fields.
     m(
         "PodAffinity",
         &[
-            r(1, "requiredDuringSchedulingIgnoredDuringExecution", Msg("PodAffinityTerm")),
-            r(2, "preferredDuringSchedulingIgnoredDuringExecution", Msg("WeightedPodAffinityTerm")),
+            r(
+                1,
+                "requiredDuringSchedulingIgnoredDuringExecution",
+                Msg("PodAffinityTerm"),
+            ),
+            r(
+                2,
+                "preferredDuringSchedulingIgnoredDuringExecution",
+                Msg("WeightedPodAffinityTerm"),
+            ),
         ],
     ),
     m(
@@ -550,7 +576,10 @@ pub const MESSAGES: &[Message] = &[
     ),
     m(
         "WeightedPodAffinityTerm",
-        &[k(1, "weight", I32), f(2, "podAffinityTerm", Msg("PodAffinityTerm"))],
+        &[
+            k(1, "weight", I32),
+            f(2, "podAffinityTerm", Msg("PodAffinityTerm")),
+        ],
     ),
     m("HostAlias", &[f(1, "ip", Str), r(2, "hostnames", Str)]),
     m(
@@ -561,7 +590,10 @@ pub const MESSAGES: &[Message] = &[
             r(3, "options", Msg("PodDNSConfigOption")),
         ],
     ),
-    m("PodDNSConfigOption", &[f(1, "name", Str), k(2, "value", Str)]),
+    m(
+        "PodDNSConfigOption",
+        &[f(1, "name", Str), k(2, "value", Str)],
+    ),
     m("PodReadinessGate", &[f(1, "conditionType", Str)]),
     m(
         "TopologySpreadConstraint",
@@ -582,7 +614,10 @@ pub const MESSAGES: &[Message] = &[
         "ContainerResizePolicy",
         &[f(1, "resourceName", Str), f(2, "restartPolicy", Str)],
     ),
-    m("VolumeDevice", &[f(1, "name", Str), f(2, "devicePath", Str)]),
+    m(
+        "VolumeDevice",
+        &[f(1, "name", Str), f(2, "devicePath", Str)],
+    ),
     m(
         "Probe",
         &[
@@ -637,15 +672,9 @@ pub const MESSAGES: &[Message] = &[
         "TCPSocketAction",
         &[f(1, "port", IntOrString), f(2, "host", Str)],
     ),
-    m(
-        "GRPCAction",
-        &[k(1, "port", I32), k(2, "service", Str)],
-    ),
+    m("GRPCAction", &[k(1, "port", I32), k(2, "service", Str)]),
     m("SleepAction", &[k(1, "seconds", I64)]),
-    m(
-        "Volume",
-        &[f(1, "name", Str), inline(2, "VolumeSource")],
-    ),
+    m("Volume", &[f(1, "name", Str), inline(2, "VolumeSource")]),
     // The in-tree cloud and network sources stay opaque.
     m(
         "VolumeSource",
@@ -659,7 +688,11 @@ pub const MESSAGES: &[Message] = &[
             f(7, "nfs", Opaque),
             f(8, "iscsi", Opaque),
             f(9, "glusterfs", Opaque),
-            f(10, "persistentVolumeClaim", Msg("PersistentVolumeClaimVolumeSource")),
+            f(
+                10,
+                "persistentVolumeClaim",
+                Msg("PersistentVolumeClaimVolumeSource"),
+            ),
             f(11, "rbd", Opaque),
             f(12, "flexVolume", Opaque),
             f(13, "cinder", Opaque),
@@ -718,7 +751,10 @@ pub const MESSAGES: &[Message] = &[
     ),
     m(
         "DownwardAPIVolumeSource",
-        &[r(1, "items", Msg("DownwardAPIVolumeFile")), k(2, "defaultMode", I32)],
+        &[
+            r(1, "items", Msg("DownwardAPIVolumeFile")),
+            k(2, "defaultMode", I32),
+        ],
     ),
     m(
         "DownwardAPIVolumeFile",
@@ -731,7 +767,10 @@ pub const MESSAGES: &[Message] = &[
     ),
     m(
         "ProjectedVolumeSource",
-        &[r(1, "sources", Msg("VolumeProjection")), k(2, "defaultMode", I32)],
+        &[
+            r(1, "sources", Msg("VolumeProjection")),
+            k(2, "defaultMode", I32),
+        ],
     ),
     m(
         "VolumeProjection",
@@ -739,7 +778,11 @@ pub const MESSAGES: &[Message] = &[
             f(1, "secret", Msg("SecretProjection")),
             f(2, "downwardAPI", Msg("DownwardAPIProjection")),
             f(3, "configMap", Msg("ConfigMapProjection")),
-            f(4, "serviceAccountToken", Msg("ServiceAccountTokenProjection")),
+            f(
+                4,
+                "serviceAccountToken",
+                Msg("ServiceAccountTokenProjection"),
+            ),
             f(5, "clusterTrustBundle", Opaque),
             f(6, "podCertificate", Opaque),
         ],
@@ -863,13 +906,24 @@ pub const MESSAGES: &[Message] = &[
             f(17, "scheduling", Opaque),
         ],
     ),
-    m("PodFailurePolicy", &[r(1, "rules", Msg("PodFailurePolicyRule"))]),
+    m(
+        "PodFailurePolicy",
+        &[r(1, "rules", Msg("PodFailurePolicyRule"))],
+    ),
     m(
         "PodFailurePolicyRule",
         &[
             f(1, "action", Str),
-            f(2, "onExitCodes", Msg("PodFailurePolicyOnExitCodesRequirement")),
-            r(3, "onPodConditions", Msg("PodFailurePolicyOnPodConditionsPattern")),
+            f(
+                2,
+                "onExitCodes",
+                Msg("PodFailurePolicyOnExitCodesRequirement"),
+            ),
+            r(
+                3,
+                "onPodConditions",
+                Msg("PodFailurePolicyOnPodConditionsPattern"),
+            ),
         ],
     ),
     m(

@@ -19,7 +19,7 @@ use crate::apps_shared::SyncError;
 use crate::apps_shared::pods::{self, controller_ref};
 use crate::apps_shared::queue::Key;
 use crate::apps_shared::selector;
-use crate::events::error_text;
+use crate::events::{error_text, related};
 
 /// The deprecated label with the DaemonSet's generation, still set upstream.
 const TEMPLATE_GENERATION_LABEL: &str = "pod-template-generation";
@@ -89,10 +89,11 @@ pub async fn sync(shared: &Shared, key: &Key) -> Result<Option<Duration>, SyncEr
         if plan.delete.is_empty() && plan.create.is_empty() && !on_delete {
             plan = rollout::plan(&set, &revisions.hash, &eligible, &by_node);
         }
-        for (failed, reason, note) in plan.notices {
+        for (failed, reason, note, pod) in plan.notices {
+            let pod = related("v1", "Pod", &key.namespace, &pod);
             shared
                 .events
-                .record(set.object_ref(&()), failed, reason, note);
+                .record(set.object_ref(&()), Some(pod), failed, reason, note);
         }
         let (deletes, creates) = (plan.delete, plan.create);
         sync_nodes(shared, key, &api, &set, &revisions, &deletes, &creates).await?;
@@ -158,8 +159,8 @@ pub struct Plan {
     pub delete: Vec<Pod>,
     /// Nodes to create a pod on.
     pub create: Vec<String>,
-    /// Events to record about the set: (a warning, reason, message).
-    pub notices: Vec<(bool, &'static str, String)>,
+    /// Events to record about the set: (a warning, reason, message, the pod's name).
+    pub notices: Vec<(bool, &'static str, String, String)>,
 }
 
 /// `manage` / `podsShouldBeOnNode`.
@@ -203,6 +204,7 @@ fn manage(
                     format!(
                         "Found failed daemon pod {namespace}/{name} on node {node}, will try to kill it"
                     ),
+                    name.to_string(),
                 ));
                 plan.delete.push(pod);
                 continue;
@@ -214,6 +216,7 @@ fn manage(
                     format!(
                         "Found succeeded daemon pod {namespace}/{name} on node {node}, will try to delete it"
                     ),
+                    name.to_string(),
                 ));
                 plan.delete.push(pod);
                 continue;
@@ -279,8 +282,10 @@ async fn sync_nodes(
         match api.delete(&name, &DeleteParams::default()).await {
             Ok(_) => {
                 shared.expectations.deleted(key, pod);
-                shared.events.normal(
+                shared.events.record(
                     set.object_ref(&()),
+                    Some(related("v1", "Pod", &key.namespace, &name)),
+                    false,
                     "SuccessfulDelete",
                     format!("Deleted pod: {name}"),
                 );
@@ -319,8 +324,10 @@ async fn sync_nodes(
                 shared.expectations.created(key, &created);
                 tracing::debug!(daemonset = %key, %node, "created daemon pod");
                 let pod = created.metadata.name.unwrap_or_default();
-                shared.events.normal(
+                shared.events.record(
                     set.object_ref(&()),
+                    Some(related("v1", "Pod", &key.namespace, &pod)),
+                    false,
                     "SuccessfulCreate",
                     format!("Created pod: {pod}"),
                 );

@@ -19,8 +19,8 @@ use kube::Resource;
 use kube::api::Api;
 
 use crate::context::Context;
-use crate::replicaset::SyncError;
 use crate::events::EventSink;
+use crate::replicaset::SyncError;
 use crate::replicaset::informer::{self, Cache, Change};
 use crate::replicaset::podutil;
 use crate::replicaset::queue::{Key, WorkQueue};

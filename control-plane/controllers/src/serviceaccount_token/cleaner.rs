@@ -125,7 +125,11 @@ async fn evaluate(
         let Some(account) = accounts.get_opt(&account).await? else {
             continue;
         };
-        let listed = account.secrets.iter().flatten().any(|r| r.name.as_deref() == Some(&name));
+        let listed = account
+            .secrets
+            .iter()
+            .flatten()
+            .any(|r| r.name.as_deref() == Some(&name));
         if !is_owner(&secret, &account) || !listed {
             continue;
         }

@@ -14,11 +14,15 @@ pub fn secret_names(pod: &Pod) -> BTreeSet<String> {
     for pull in spec.image_pull_secrets.iter().flatten() {
         names.insert(pull.name.clone());
     }
-    let ephemeral = spec.ephemeral_containers.iter().flatten().map(|c| Container {
-        env: c.env.clone(),
-        env_from: c.env_from.clone(),
-        ..Container::default()
-    });
+    let ephemeral = spec
+        .ephemeral_containers
+        .iter()
+        .flatten()
+        .map(|c| Container {
+            env: c.env.clone(),
+            env_from: c.env_from.clone(),
+            ..Container::default()
+        });
     let containers: Vec<Container> = spec
         .init_containers
         .iter()
@@ -34,7 +38,11 @@ pub fn secret_names(pod: &Pod) -> BTreeSet<String> {
             }
         }
         for env in container.env.iter().flatten() {
-            if let Some(key) = env.value_from.as_ref().and_then(|v| v.secret_key_ref.as_ref()) {
+            if let Some(key) = env
+                .value_from
+                .as_ref()
+                .and_then(|v| v.secret_key_ref.as_ref())
+            {
                 names.insert(key.name.clone());
             }
         }
@@ -64,10 +72,7 @@ fn volume_secrets(volume: &Volume, names: &mut BTreeSet<String>) {
             .csi
             .as_ref()
             .and_then(|c| c.node_publish_secret_ref.as_ref().map(|r| r.name.clone())),
-        volume
-            .azure_file
-            .as_ref()
-            .map(|a| a.secret_name.clone()),
+        volume.azure_file.as_ref().map(|a| a.secret_name.clone()),
         volume
             .cephfs
             .as_ref()

@@ -17,7 +17,7 @@ use super::identity::claim_name;
 use super::{KIND, Shared};
 use crate::apps_shared::SyncError;
 use crate::apps_shared::pods::controller_ref;
-use crate::events::error_text;
+use crate::events::{error_text, related};
 
 /// `(whenDeleted is Delete, whenScaled is Delete)`.
 fn policy(set: &StatefulSet) -> (bool, bool) {
@@ -156,9 +156,15 @@ fn record_claim_event(
             ),
         ),
     };
-    shared
-        .events
-        .record(set.object_ref(&()), error.is_some(), reason, note);
+    let namespace = set.metadata.namespace.as_deref().unwrap_or_default();
+    let claim = related("v1", "PersistentVolumeClaim", namespace, claim);
+    shared.events.record(
+        set.object_ref(&()),
+        Some(claim),
+        error.is_some(),
+        reason,
+        note,
+    );
 }
 
 /// Brings the ownerReferences of `pod`'s existing claims in line with the policy.

@@ -20,7 +20,7 @@ use crate::apps_shared::SyncError;
 use crate::apps_shared::history;
 use crate::apps_shared::pods::{self, controller_ref};
 use crate::apps_shared::queue::Key;
-use crate::events::error_text;
+use crate::events::{error_text, related};
 
 fn running_and_ready(pod: &Pod) -> bool {
     pods::phase(pod) == "Running" && pods::is_ready(pod)
@@ -53,9 +53,15 @@ fn record_pod_event(
             ),
         ),
     };
-    shared
-        .events
-        .record(set.object_ref(&()), error.is_some(), &reason, note);
+    let namespace = set.metadata.namespace.as_deref().unwrap_or_default();
+    let pod = related("v1", "Pod", namespace, pod);
+    shared.events.record(
+        set.object_ref(&()),
+        Some(pod),
+        error.is_some(),
+        &reason,
+        note,
+    );
 }
 
 /// `create` → `Create`.
@@ -222,6 +228,7 @@ async fn act(
             };
             shared.events.record(
                 set.object_ref(&()),
+                Some(related("v1", "Pod", namespace, pod_name)),
                 failed,
                 reason,
                 format!("StatefulSet {namespace}/{set_name} is recreating {what} Pod {pod_name}"),
