@@ -33,9 +33,12 @@ pub fn start(context: Context) -> BoxFuture<'static, ()> {
 }
 
 async fn run(client: kube::Client, period: Duration, interval: Duration) {
-    let Ok(period) = SignedDuration::try_from(period) else {
-        tracing::error!("legacy token clean-up period out of range");
-        return;
+    let period = match SignedDuration::try_from(period) {
+        Ok(period) if !period.is_zero() => period,
+        _ => {
+            tracing::error!(?period, "invalid legacy token clean-up period");
+            return;
+        }
     };
     loop {
         if let Err(error) = evaluate(&client, period, Timestamp::now()).await {
