@@ -111,6 +111,14 @@ async fn legacy_tokens_unused_for_the_period_are_invalidated_then_deleted() {
         &["old-token", "used-token", "mounted-token"],
     )
     .await;
+    // The pod is there before its Secret, so no round sees the Secret unmounted.
+    cluster
+        .apply(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: user}\n\
+             spec: {containers: [{name: c, image: busybox}], \
+             volumes: [{name: t, secret: {secretName: mounted-token}}]}\n",
+        )
+        .await;
     token_secret(&cluster, "old-token", "legacy", &uid, "").await;
     token_secret(
         &cluster,
@@ -122,13 +130,6 @@ async fn legacy_tokens_unused_for_the_period_are_invalidated_then_deleted() {
     .await;
     token_secret(&cluster, "mounted-token", "legacy", &uid, "").await;
     token_secret(&cluster, "unlisted-token", "legacy", &uid, "").await;
-    cluster
-        .apply(
-            "apiVersion: v1\nkind: Pod\nmetadata: {name: user}\n\
-             spec: {containers: [{name: c, image: busybox}], \
-             volumes: [{name: t, secret: {secretName: mounted-token}}]}\n",
-        )
-        .await;
     let secrets: Api<Secret> = cluster.api("default");
     let label = "kubernetes.io/legacy-token-invalid-since";
     let invalid_since = eventually(WAIT, "old-token marked invalid", || async {
