@@ -368,6 +368,16 @@ pub struct ControlPlaneArgs {
     /// Prefix length of each Node's podCIDR carved from --cluster-cidr.
     #[arg(long, value_name = "BITS", default_value_t = 24)]
     pub node_cidr_mask_size: u8,
+
+    /// How long an auto-generated legacy service-account token may go unused before it is
+    /// marked invalid, and then deleted (a Go duration).
+    #[arg(long, value_name = "DURATION", default_value = "8760h0m0s", value_parser = parse_duration)]
+    pub legacy_service_account_token_clean_up_period: std::time::Duration,
+}
+
+/// A Go duration flag.
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    capstan_apiserver::tokens::parse_duration(text).map_err(|e| e.to_string())
 }
 
 /// `--service-account-max-token-expiration`: a Go duration, 0 or between 1 h and 2^32 s.

@@ -36,6 +36,8 @@ pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
     controller_options.controllers = args.controllers;
     controller_options.cluster_cidr = args.cluster_cidr;
     controller_options.node_cidr_mask_size = args.node_cidr_mask_size;
+    controller_options.legacy_token_clean_up_period =
+        args.legacy_service_account_token_clean_up_period;
     let scheduler_options = capstan_scheduler::SchedulerOptions::new(&identity);
     let (run_scheduler, run_controllers) =
         (!args.disable_scheduler, !args.disable_controller_manager);

@@ -35,6 +35,11 @@ pub struct ControllerOptions {
     /// consecutive failure (upstream's fixed `DefaultJobPodFailureBackOff`, 10 s). Not a
     /// kube-controller-manager flag: tests shorten it so that backoffLimit runs in seconds.
     pub job_pod_failure_backoff: Duration,
+    /// `--legacy-service-account-token-clean-up-period`: how long an auto-generated legacy
+    /// token may go unused before it is marked invalid, and then deleted.
+    pub legacy_token_clean_up_period: Duration,
+    /// How often the legacy token cleaner looks (upstream: a day).
+    pub legacy_token_sync_interval: Duration,
 }
 
 /// Lease timings of the leader election.
@@ -74,6 +79,8 @@ impl ControllerOptions {
             max_endpoints_per_slice: 100,
             mirroring_max_endpoints_per_subset: 1000,
             job_pod_failure_backoff: crate::job::DEFAULT_POD_FAILURE_BACKOFF,
+            legacy_token_clean_up_period: Duration::from_secs(365 * 24 * 60 * 60),
+            legacy_token_sync_interval: Duration::from_secs(24 * 60 * 60),
         }
     }
 

@@ -35,6 +35,11 @@ pub fn all() -> Vec<(&'static str, Start)> {
         ("garbagecollector", crate::garbagecollector::start),
         ("namespace", crate::namespace::start),
         ("serviceaccount", crate::serviceaccount::start),
+        ("serviceaccount-token", crate::serviceaccount_token::start),
+        (
+            "legacy-serviceaccount-token-cleaner",
+            crate::serviceaccount_token::cleaner::start,
+        ),
         ("pod-garbage-collector", crate::podgc::start),
         ("root-ca-certificate-publisher", crate::root_ca::start),
         ("job", crate::job::start),

@@ -253,3 +253,102 @@ async fn percentages_use_the_controllers_scale() {
     let message = status["conditions"][0]["message"].as_str().unwrap_or("");
     assert_eq!(message, "found no controllers for pod \"db-3\"");
 }
+
+async fn create_unready_pod(cluster: &TestCluster, name: &str) {
+    cluster
+        .apply(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  labels: {{app: db}}\n  \
+             annotations: {{hollow.capstan.dev/ready: \"false\"}}\n\
+             spec: {{nodeName: node-0, containers: [{{name: c, image: postgres}}]}}\n"
+        ))
+        .await;
+}
+
+async fn wait_running(cluster: &TestCluster, name: &str) {
+    let pods: Api<Pod> = cluster.api("default");
+    eventually(WAIT, &format!("{name} Running"), || async {
+        let phase = pods.get(name).await.ok()?.status?.phase?;
+        (phase == "Running").then_some(())
+    })
+    .await;
+}
+
+/// `unhealthyPodEvictionPolicy`: a Running pod that is not Ready may be evicted without taking
+/// a disruption while the budget has its healthy pods (IfHealthyBudget, the default), or
+/// always (AlwaysAllow); Ready pods are still guarded.
+#[tokio::test]
+async fn unhealthy_pod_eviction_policy() {
+    let cluster = cluster().await;
+    for name in ["db-0", "db-1"] {
+        create_pod(&cluster, name, None).await;
+    }
+    for name in ["db-2", "db-3", "db-4"] {
+        create_unready_pod(&cluster, name).await;
+    }
+    wait_ready(&cluster, &["db-0", "db-1"]).await;
+    for name in ["db-2", "db-3", "db-4"] {
+        wait_running(&cluster, name).await;
+    }
+    // Two healthy of three wanted: the budget is not healthy.
+    cluster
+        .apply(
+            "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: db}\n\
+             spec: {minAvailable: 3, selector: {matchLabels: {app: db}}}\n",
+        )
+        .await;
+    status_when(&cluster, "db", "the unhealthy budget", |s| {
+        s["currentHealthy"] == 2 && s["desiredHealthy"] == 3 && s["observedGeneration"] == 1
+    })
+    .await;
+    let (code, body) = evict(&cluster, "db-2").await;
+    assert_eq!(
+        code, 429,
+        "IfHealthyBudget with an unhealthy budget: {body}"
+    );
+    assert_eq!(
+        body["message"],
+        "Cannot evict pod as it would violate the pod's disruption budget."
+    );
+
+    cluster
+        .apply(
+            "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: db}\n\
+             spec: {minAvailable: 3, unhealthyPodEvictionPolicy: AlwaysAllow, selector: {matchLabels: {app: db}}}\n",
+        )
+        .await;
+    status_when(&cluster, "db", "generation 2 observed", |s| {
+        s["observedGeneration"] == 2
+    })
+    .await;
+    let (code, body) = evict(&cluster, "db-2").await;
+    assert_eq!(code, 201, "AlwaysAllow lets the unready pod go: {body}");
+    let (code, body) = evict(&cluster, "db-0").await;
+    assert_eq!(code, 429, "a Ready pod is still guarded: {body}");
+
+    // Two healthy of two wanted: a healthy budget lets unready pods go by default, and the
+    // eviction takes no disruption (nor lands in disruptedPods).
+    cluster
+        .apply(
+            "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata: {name: db}\n\
+             spec: {minAvailable: 2, unhealthyPodEvictionPolicy: IfHealthyBudget, selector: {matchLabels: {app: db}}}\n",
+        )
+        .await;
+    status_when(&cluster, "db", "the healthy budget", |s| {
+        s["observedGeneration"] == 3 && s["currentHealthy"] == 2 && s["desiredHealthy"] == 2
+    })
+    .await;
+    let (code, body) = evict(&cluster, "db-3").await;
+    assert_eq!(code, 201, "IfHealthyBudget with a healthy budget: {body}");
+    let budgets: Api<PodDisruptionBudget> = cluster.api("default");
+    let pdb = match budgets.get("db").await {
+        Ok(pdb) => pdb,
+        Err(error) => panic!("get db: {error}"),
+    };
+    let disrupted = pdb
+        .status
+        .and_then(|s| s.disrupted_pods)
+        .unwrap_or_default();
+    assert!(!disrupted.contains_key("db-3"), "{disrupted:?}");
+    let (code, body) = evict(&cluster, "db-1").await;
+    assert_eq!(code, 429, "{body}");
+}

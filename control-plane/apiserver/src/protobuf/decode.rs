@@ -398,11 +398,43 @@ mod tests {
             decode("ObjectMeta", &bad_utf8),
             Err(DecodeError::Malformed(_))
         ));
-        let mut affinity = Vec::new();
-        bytes_field(18, b"", &mut affinity);
+        let mut ephemeral = Vec::new();
+        bytes_field(34, b"", &mut ephemeral);
         assert!(matches!(
-            decode("PodSpec", &affinity),
-            Err(DecodeError::Unsupported(m)) if m.contains("PodSpec.affinity")
+            decode("PodSpec", &ephemeral),
+            Err(DecodeError::Unsupported(m)) if m.contains("PodSpec.ephemeralContainers")
         ));
+    }
+
+    #[test]
+    fn pod_template_security_contexts_and_volumes_decode() {
+        // What a stored template carries once defaulted: `securityContext: {}` and volumes.
+        let mut empty_dir = Vec::new();
+        bytes_field(1, b"Memory", &mut empty_dir);
+        let mut source = Vec::new();
+        bytes_field(2, &empty_dir, &mut source);
+        let mut volume = Vec::new();
+        bytes_field(1, b"scratch", &mut volume);
+        bytes_field(2, &source, &mut volume); // the inlined VolumeSource
+        let mut security = Vec::new();
+        varint_field(2, 1000, &mut security);
+        let mut spec = Vec::new();
+        bytes_field(1, &volume, &mut spec);
+        bytes_field(14, &security, &mut spec);
+        assert_eq!(
+            decode("PodSpec", &spec),
+            Ok(json!({
+                "volumes": [{"name": "scratch", "emptyDir": {"medium": "Memory"}}],
+                "securityContext": {"runAsUser": 1000},
+            }))
+        );
+        assert_eq!(
+            decode("PodSpec", &{
+                let mut only = Vec::new();
+                bytes_field(14, b"", &mut only);
+                only
+            }),
+            Ok(json!({"securityContext": {}}))
+        );
     }
 }

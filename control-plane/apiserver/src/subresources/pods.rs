@@ -146,13 +146,16 @@ pub async fn eviction(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Respons
         Some("Succeeded" | "Failed" | "Pending")
     );
     let deleting = pod.pointer("/metadata/deletionTimestamp").is_some();
-    if !finished && !deleting {
-        check_budgets(call, namespace, &pod).await?;
-    }
-    let options = eviction
+    let mut options = eviction
         .get("deleteOptions")
         .cloned()
         .unwrap_or_else(|| json!({}));
+    // Terminal, pending and terminating pods bypass budgets (`canIgnorePDB`).
+    if !finished && !deleting && check_budgets(call, namespace, &pod).await? == Taken::Unhealthy {
+        // The unhealthy pod was let go without a disruption: the delete must hit the pod as
+        // it was judged, so a pod that became Ready meanwhile is judged again.
+        pin_resource_version(&mut options, &pod);
+    }
     delete_pod(call, target, options).await?;
     Ok(body::object_response(201, &success(201), call.yaml))
 }
@@ -185,14 +188,72 @@ async fn delete_pod(call: &Call<'_>, target: &Target<'_>, options: Value) -> Api
         .map(|_| ())
 }
 
-/// Finds the budget covering `pod` and takes one disruption from it, or refuses.
-async fn check_budgets(call: &Call<'_>, namespace: &str, pod: &Value) -> ApiResult<()> {
+/// How an eviction passed the budgets.
+#[derive(Debug, PartialEq, Eq)]
+enum Taken {
+    /// No budget covers the pod, or one disruption was taken from it.
+    Disruption,
+    /// The pod is not Ready and its budget lets unhealthy pods go without a disruption.
+    Unhealthy,
+}
+
+/// Sets `preconditions.resourceVersion` to the pod's unless the client set one.
+fn pin_resource_version(options: &mut Value, pod: &Value) {
+    let Some(revision) = meta_str(pod, "resourceVersion") else {
+        return;
+    };
+    if !options.is_object() {
+        *options = json!({});
+    }
+    let preconditions = &mut options["preconditions"];
+    if !preconditions.is_object() {
+        *preconditions = json!({});
+    }
+    let unset = preconditions
+        .get("resourceVersion")
+        .and_then(Value::as_str)
+        .is_none_or(str::is_empty);
+    if unset {
+        preconditions["resourceVersion"] = json!(revision);
+    }
+}
+
+fn pod_ready(pod: &Value) -> bool {
+    pod.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// Whether a budget lets the not-Ready pod go without taking a disruption: always under
+/// `unhealthyPodEvictionPolicy: AlwaysAllow`, otherwise (`IfHealthyBudget`, the default)
+/// while the budget has the healthy pods it wants.
+fn lets_unhealthy_go(pdb: &Value) -> bool {
+    if pdb.pointer("/spec/unhealthyPodEvictionPolicy") == Some(&json!("AlwaysAllow")) {
+        return true;
+    }
+    let status_of = |field: &str| {
+        pdb.pointer(&format!("/status/{field}"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+    };
+    let desired = status_of("desiredHealthy");
+    status_of("currentHealthy") >= desired && desired > 0
+}
+
+/// Upstream's `MaxDisruptedPodSize`: more unconfirmed evictions than this are refused.
+const MAX_DISRUPTED_PODS: usize = 2000;
+
+/// Finds the budget covering `pod` and takes one disruption from it, lets an unhealthy pod
+/// go as its policy says, or refuses.
+async fn check_budgets(call: &Call<'_>, namespace: &str, pod: &Value) -> ApiResult<Taken> {
     let Some(pdbs) = call
         .server
         .kinds
         .find("policy", "v1", "poddisruptionbudgets")
     else {
-        return Ok(());
+        return Ok(Taken::Disruption);
     };
     let listed = call
         .server
@@ -216,7 +277,7 @@ async fn check_budgets(call: &Call<'_>, namespace: &str, pod: &Value) -> ApiResu
         }
     }
     let pdb = match matching.len() {
-        0 => return Ok(()),
+        0 => return Ok(Taken::Disruption),
         1 => matching.remove(0),
         _ => {
             return Err(ApiError::internal(
@@ -225,6 +286,9 @@ async fn check_budgets(call: &Call<'_>, namespace: &str, pod: &Value) -> ApiResu
         }
     };
     let pdb_name = meta_str(&pdb, "name").unwrap_or("").to_string();
+    if !pod_ready(pod) && lets_unhealthy_go(&pdb) {
+        return Ok(Taken::Unhealthy);
+    }
     let status_of = |field: &str| {
         pdb.pointer(&format!("/status/{field}"))
             .and_then(Value::as_i64)
@@ -248,6 +312,18 @@ async fn check_budgets(call: &Call<'_>, namespace: &str, pod: &Value) -> ApiResu
             "pdb disruptions allowed is negative",
         ));
     }
+    let disrupted = pdb
+        .pointer("/status/disruptedPods")
+        .and_then(Value::as_object)
+        .map_or(0, serde_json::Map::len);
+    if disrupted > MAX_DISRUPTED_PODS {
+        return Err(ApiError::forbidden(
+            "policy",
+            "poddisruptionbudget",
+            &pdb_name,
+            "DisruptedPods map too big - too many evictions not confirmed by PDB controller",
+        ));
+    }
     if allowed == 0 {
         return Err(too_many_requests(&format!(
             "The disruption budget {pdb_name} needs {} healthy pods and has {} currently",
@@ -256,7 +332,7 @@ async fn check_budgets(call: &Call<'_>, namespace: &str, pod: &Value) -> ApiResu
         )));
     }
     if call.dry_run() {
-        return Ok(());
+        return Ok(Taken::Disruption);
     }
     let pod_name = meta_str(pod, "name").unwrap_or("").to_string();
     let pdb_target = Target {
@@ -297,7 +373,7 @@ async fn check_budgets(call: &Call<'_>, namespace: &str, pod: &Value) -> ApiResu
             e
         }
     })?;
-    Ok(())
+    Ok(Taken::Disruption)
 }
 
 /// The 429 an eviction a budget forbids answers with.

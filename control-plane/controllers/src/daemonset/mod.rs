@@ -22,6 +22,7 @@ use crate::apps_shared::selector;
 use crate::context::Context;
 use crate::informer::feed;
 use crate::queue::{Key, WorkQueue};
+use crate::events::EventSink;
 
 /// The kind in controllerRefs.
 const KIND: &str = "DaemonSet";
@@ -34,6 +35,7 @@ pub(crate) struct Shared {
     nodes: Store<Node>,
     revisions: Store<ControllerRevision>,
     expectations: Expectations,
+    events: EventSink,
 }
 
 /// Starts the controller; runs until dropped.
@@ -47,6 +49,7 @@ async fn run(client: kube::Client) {
     let (nodes, nodes_writer) = reflector::store::<Node>();
     let (revisions, revisions_writer) = reflector::store::<ControllerRevision>();
     let queue = Arc::new(WorkQueue::with_backoff(BACKOFF));
+    let (events, publish) = EventSink::new(client.clone(), "daemonset-controller");
     let shared = Arc::new(Shared {
         client: client.clone(),
         sets: sets.clone(),
@@ -54,6 +57,7 @@ async fn run(client: kube::Client) {
         nodes: nodes.clone(),
         revisions: revisions.clone(),
         expectations: Expectations::default(),
+        events,
     });
     let set_feed = feed(
         Api::<DaemonSet>::all(client.clone()),
@@ -121,7 +125,7 @@ async fn run(client: kube::Client) {
             })
             .await;
     };
-    tokio::join!(set_feed, pod_feed, node_feed, revision_feed, work);
+    tokio::join!(set_feed, pod_feed, node_feed, revision_feed, work, publish);
 }
 
 fn key_of(meta: &kube::api::ObjectMeta) -> Option<Key> {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetStatus};
 use k8s_openapi::api::core::v1::{Node, Pod, PodSpec};
+use kube::Resource;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
@@ -17,6 +18,8 @@ use super::{KIND, Shared, rollout};
 use crate::apps_shared::SyncError;
 use crate::apps_shared::pods::{self, controller_ref};
 use crate::queue::Key;
+use crate::apps_shared::selector;
+use crate::events::{error_text, related};
 
 /// The deprecated label with the DaemonSet's generation, still set upstream.
 const TEMPLATE_GENERATION_LABEL: &str = "pod-template-generation";
@@ -37,6 +40,14 @@ pub async fn sync(shared: &Shared, key: &Key) -> Result<Option<Duration>, SyncEr
     let Some(spec) = set.spec.clone() else {
         return Ok(None);
     };
+    if selector::is_empty(&spec.selector) {
+        shared.events.warning(
+            set.object_ref(&()),
+            "SelectingAll",
+            "This daemon set is selecting all pods. A non-empty selector is required.".into(),
+        );
+        return Ok(None);
+    }
     let api: Api<Pod> = Api::namespaced(shared.client.clone(), &key.namespace);
     let owner = controller_ref(&set.metadata, KIND);
     // Checked before the cache is read: what is read must be at least as new as the check.
@@ -77,6 +88,12 @@ pub async fn sync(shared: &Shared, key: &Key) -> Result<Option<Duration>, SyncEr
         // the expectations again in between): here, only when manage has nothing to do.
         if plan.delete.is_empty() && plan.create.is_empty() && !on_delete {
             plan = rollout::plan(&set, &revisions.hash, &eligible, &by_node);
+        }
+        for (failed, reason, note, pod) in plan.notices {
+            let pod = related("v1", "Pod", &key.namespace, &pod);
+            shared
+                .events
+                .record(set.object_ref(&()), Some(pod), failed, reason, note);
         }
         let (deletes, creates) = (plan.delete, plan.create);
         sync_nodes(shared, key, &api, &set, &revisions, &deletes, &creates).await?;
@@ -142,6 +159,8 @@ pub struct Plan {
     pub delete: Vec<Pod>,
     /// Nodes to create a pod on.
     pub create: Vec<String>,
+    /// Events to record about the set: (a warning, reason, message, the pod's name).
+    pub notices: Vec<(bool, &'static str, String, String)>,
 }
 
 /// `manage` / `podsShouldBeOnNode`.
@@ -175,8 +194,30 @@ fn manage(
             if pods::is_terminating(&pod) {
                 continue;
             }
+            let namespace = pod.metadata.namespace.as_deref().unwrap_or_default();
+            let name = pod.metadata.name.as_deref().unwrap_or_default();
             if pods::phase(&pod) == "Failed" {
                 // Upstream backs off per node; the next create waits for the next sync.
+                plan.notices.push((
+                    true,
+                    "FailedDaemonPod",
+                    format!(
+                        "Found failed daemon pod {namespace}/{name} on node {node}, will try to kill it"
+                    ),
+                    name.to_string(),
+                ));
+                plan.delete.push(pod);
+                continue;
+            }
+            if pods::phase(&pod) == "Succeeded" {
+                plan.notices.push((
+                    false,
+                    "SucceededDaemonPod",
+                    format!(
+                        "Found succeeded daemon pod {namespace}/{name} on node {node}, will try to delete it"
+                    ),
+                    name.to_string(),
+                ));
                 plan.delete.push(pod);
                 continue;
             }
@@ -239,9 +280,25 @@ async fn sync_nodes(
     for pod in deletes {
         let name = pod.metadata.name.clone().unwrap_or_default();
         match api.delete(&name, &DeleteParams::default()).await {
-            Ok(_) => shared.expectations.deleted(key, pod),
+            Ok(_) => {
+                shared.expectations.deleted(key, pod);
+                shared.events.record(
+                    set.object_ref(&()),
+                    Some(related("v1", "Pod", &key.namespace, &name)),
+                    false,
+                    "SuccessfulDelete",
+                    format!("Deleted pod: {name}"),
+                );
+            }
             Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(error) => return Err(error.into()),
+            Err(error) => {
+                shared.events.warning(
+                    set.object_ref(&()),
+                    "FailedDelete",
+                    format!("Error deleting: {}", error_text(&error)),
+                );
+                return Err(error.into());
+            }
         }
         tracing::debug!(daemonset = %key, pod = %name, "deleted daemon pod");
     }
@@ -266,12 +323,27 @@ async fn sync_nodes(
             Ok(created) => {
                 shared.expectations.created(key, &created);
                 tracing::debug!(daemonset = %key, %node, "created daemon pod");
+                let pod = created.metadata.name.unwrap_or_default();
+                shared.events.record(
+                    set.object_ref(&()),
+                    Some(related("v1", "Pod", &key.namespace, &pod)),
+                    false,
+                    "SuccessfulCreate",
+                    format!("Created pod: {pod}"),
+                );
             }
             // The namespace is being deleted: nothing to do until it is gone.
             Err(kube::Error::Api(status)) if status.code == 403 && status.reason == "Forbidden" => {
                 return Ok(());
             }
-            Err(error) => return Err(error.into()),
+            Err(error) => {
+                shared.events.warning(
+                    set.object_ref(&()),
+                    "FailedCreate",
+                    format!("Error creating: {}", error_text(&error)),
+                );
+                return Err(error.into());
+            }
         }
     }
     Ok(())

@@ -22,7 +22,7 @@ use crate::context::Context;
 use crate::informer::{self, Cache, Change};
 use crate::queue::{Key, WorkQueue};
 use crate::replicaset::SyncError;
-use crate::replicaset::events::EventSink;
+use crate::events::EventSink;
 use crate::replicaset::podutil;
 use crate::replicaset::selector::Selector;
 

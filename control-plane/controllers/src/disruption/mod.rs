@@ -13,11 +13,13 @@ use futures::{StreamExt, stream};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetStatus};
+use kube::Resource;
 use kube::api::{Api, PostParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 
 use crate::context::Context;
+use crate::events::EventSink;
 use crate::informer::{informer, touched};
 use crate::placement::object_key;
 use crate::podutil;
@@ -39,6 +41,7 @@ struct Shared {
     client: kube::Client,
     budgets: Store<PodDisruptionBudget>,
     pods: Store<Pod>,
+    events: EventSink,
 }
 
 async fn run(context: Context) {
@@ -47,10 +50,14 @@ async fn run(context: Context) {
     let (budgets, budget_events) =
         informer(Api::<PodDisruptionBudget>::all(client.clone()), config());
     let (pods, pod_events) = informer(Api::<Pod>::all(client.clone()), config());
+    // Upstream's disruption controller records as the controller manager.
+    let (events, publish) = EventSink::new(client.clone(), "controllermanager");
+    tokio::spawn(publish);
     let shared = Arc::new(Shared {
         client,
         budgets,
         pods,
+        events,
     });
     let queue: WorkQueue<String> = WorkQueue::with_backoff(BACKOFF);
     let for_pods = Arc::clone(&shared);
@@ -168,26 +175,58 @@ impl Shared {
             .filter(|p| selects(pdb, p))
             .map(|p| p.as_ref())
             .collect();
-        let scale = if status::needs_scale(pdb) {
-            let (scale, unmanaged) = scale::expected_scale(&self.client, namespace, &pods).await?;
-            if !unmanaged.is_empty() {
-                tracing::warn!(
-                    budget = ?pdb.metadata.name,
-                    pods = ?unmanaged,
-                    "pods selected by this PodDisruptionBudget are unmanaged; its status cannot be calculated correctly"
-                );
-            }
-            Some(scale)
-        } else {
-            None
-        };
-        let (expected, desired) = status::expected(pdb, pods.len(), scale)?;
+        if pods.is_empty() {
+            self.events.normal(
+                pdb.object_ref(&()),
+                "NoPods",
+                "No matching pods found".into(),
+            );
+        }
+        let counted = self.expected_count(pdb, namespace, &pods).await;
+        let (expected, desired) = counted.inspect_err(|error| {
+            self.events.warning(
+                pdb.object_ref(&()),
+                "CalculateExpectedPodCountFailed",
+                format!("Failed to calculate the number of expected pods: {error}"),
+            );
+        })?;
         let (disrupted, recheck) = status::disrupted(pdb, &pods, now);
         let current = status::healthy(&pods, &disrupted);
         Ok((
             status::status(pdb, current, desired, expected, disrupted, now),
             recheck,
         ))
+    }
+
+    /// (expectedPods, desiredHealthy), with the controllers' scale when the budget needs it.
+    async fn expected_count(
+        &self,
+        pdb: &PodDisruptionBudget,
+        namespace: &str,
+        pods: &[&Pod],
+    ) -> Result<(i32, i32), StatusError> {
+        let scale = if status::needs_scale(pdb) {
+            let (scale, unmanaged) = scale::expected_scale(&self.client, namespace, pods).await?;
+            if !unmanaged.is_empty() {
+                tracing::debug!(budget = ?pdb.metadata.name, pods = ?unmanaged, "unmanaged pods");
+                let selector = pdb.spec.as_ref().and_then(|s| s.selector.as_ref());
+                self.events.warning(
+                    pdb.object_ref(&()),
+                    "UnmanagedPods",
+                    format!(
+                        "Pods selected by this PodDisruptionBudget (selector: {}) were found to be \
+                         unmanaged. As a result, the status of the PDB cannot be calculated \
+                         correctly, which may result in undefined behavior. To account for these \
+                         pods please set \".spec.minAvailable\" field of the PDB to an integer value.",
+                        status::go_selector(selector)
+                    ),
+                );
+            }
+            Some(scale)
+        } else {
+            None
+        };
+        status::expected(pdb, pods.len(), scale)
     }
 
     async fn write(

@@ -12,12 +12,12 @@ use kube::api::{Api, DeleteParams, PostParams};
 
 use super::SyncError;
 use super::claim::not_found;
-use super::events::EventSink;
 use super::expectations::Expectations;
 use super::kind::ReplicaKind;
 use super::podutil;
 use super::ranking;
 use crate::queue::Key;
+use crate::events::EventSink;
 
 /// Upstream's --replicaset burstReplicas: at most this many creations or deletions per sync.
 pub const BURST_REPLICAS: usize = 500;

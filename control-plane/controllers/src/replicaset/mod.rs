@@ -4,7 +4,6 @@
 //! One generic controller runs both kinds ([`kind::ReplicaKind`]).
 
 pub mod claim;
-pub mod events;
 pub mod expectations;
 pub mod kind;
 pub mod manage;
@@ -26,7 +25,7 @@ use serde_json::json;
 use crate::context::Context;
 use crate::informer::{self, Cache, Change};
 use crate::queue::{Key, WorkQueue};
-use events::EventSink;
+use crate::events::EventSink;
 use expectations::Expectations;
 use kind::{ReplicaKind, ReplicaStatus};
 

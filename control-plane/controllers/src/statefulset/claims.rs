@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
@@ -16,6 +17,7 @@ use super::identity::claim_name;
 use super::{KIND, Shared};
 use crate::apps_shared::SyncError;
 use crate::apps_shared::pods::controller_ref;
+use crate::events::{error_text, related};
 
 /// `(whenDeleted is Delete, whenScaled is Delete)`.
 fn policy(set: &StatefulSet) -> (bool, bool) {
@@ -118,13 +120,51 @@ pub async fn create_missing(
         if let Some(refs) = wanted_refs(&claim, set, None, false) {
             claim.metadata.owner_references = (!refs.is_empty()).then_some(refs);
         }
-        match api.create(&PostParams::default(), &claim).await {
+        let result = api.create(&PostParams::default(), &claim).await;
+        if matches!(&result, Err(kube::Error::Api(status)) if status.code == 409) {
+            continue;
+        }
+        record_claim_event(shared, set, &name, ordinal, result.as_ref().err());
+        match result {
             Ok(_) => tracing::debug!(claim = %name, "created claim"),
-            Err(kube::Error::Api(status)) if status.code == 409 => {}
             Err(error) => return Err(error.into()),
         }
     }
     Ok(())
+}
+
+/// `recordClaimEvent` for a create, as upstream words it.
+fn record_claim_event(
+    shared: &Shared,
+    set: &StatefulSet,
+    claim: &str,
+    ordinal: i32,
+    error: Option<&kube::Error>,
+) {
+    let set_name = set.metadata.name.as_deref().unwrap_or_default();
+    let pod = format!("{set_name}-{ordinal}");
+    let (reason, note) = match error {
+        None => (
+            "SuccessfulCreate",
+            format!("create Claim {claim} Pod {pod} in StatefulSet {set_name} success"),
+        ),
+        Some(error) => (
+            "FailedCreate",
+            format!(
+                "create Claim {claim} for Pod {pod} in StatefulSet {set_name} failed error: {}",
+                error_text(error)
+            ),
+        ),
+    };
+    let namespace = set.metadata.namespace.as_deref().unwrap_or_default();
+    let claim = related("v1", "PersistentVolumeClaim", namespace, claim);
+    shared.events.record(
+        set.object_ref(&()),
+        Some(claim),
+        error.is_some(),
+        reason,
+        note,
+    );
 }
 
 /// Brings the ownerReferences of `pod`'s existing claims in line with the policy.

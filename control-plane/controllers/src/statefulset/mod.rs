@@ -24,6 +24,7 @@ use crate::apps_shared::selector;
 use crate::context::Context;
 use crate::informer::feed;
 use crate::queue::{Key, WorkQueue};
+use crate::events::EventSink;
 
 /// The kind in controllerRefs.
 const KIND: &str = "StatefulSet";
@@ -36,6 +37,7 @@ pub(crate) struct Shared {
     revisions: Store<ControllerRevision>,
     claims: Store<PersistentVolumeClaim>,
     expectations: Expectations,
+    events: EventSink,
 }
 
 /// Starts the controller; runs until dropped.
@@ -49,6 +51,7 @@ async fn run(client: kube::Client) {
     let (revisions, revisions_writer) = reflector::store::<ControllerRevision>();
     let (claims, claims_writer) = reflector::store::<PersistentVolumeClaim>();
     let queue = Arc::new(WorkQueue::with_backoff(BACKOFF));
+    let (events, publish) = EventSink::new(client.clone(), "statefulset-controller");
     let shared = Arc::new(Shared {
         client: client.clone(),
         sets: sets.clone(),
@@ -56,6 +59,7 @@ async fn run(client: kube::Client) {
         revisions: revisions.clone(),
         claims: claims.clone(),
         expectations: Expectations::default(),
+        events,
     });
     let set_feed = feed(
         Api::<StatefulSet>::all(client.clone()),
@@ -114,7 +118,7 @@ async fn run(client: kube::Client) {
             })
             .await;
     };
-    tokio::join!(set_feed, pod_feed, revision_feed, claim_feed, work);
+    tokio::join!(set_feed, pod_feed, revision_feed, claim_feed, work, publish);
 }
 
 fn key_of(meta: &kube::api::ObjectMeta) -> Option<Key> {

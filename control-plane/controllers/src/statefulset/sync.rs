@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetStatus};
 use k8s_openapi::api::core::v1::Pod;
+use kube::Resource;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use serde_json::json;
@@ -19,6 +20,7 @@ use crate::apps_shared::SyncError;
 use crate::apps_shared::history;
 use crate::apps_shared::pods::{self, controller_ref};
 use crate::queue::Key;
+use crate::events::{error_text, related};
 
 fn running_and_ready(pod: &Pod) -> bool {
     pods::phase(pod) == "Running" && pods::is_ready(pod)
@@ -26,6 +28,49 @@ fn running_and_ready(pod: &Pod) -> bool {
 
 fn healthy(pod: &Pod) -> bool {
     running_and_ready(pod) && !pods::is_terminating(pod)
+}
+
+/// `recordPodEvent`: `Successful<Verb>` / `Failed<Verb>` about the set, as upstream words it.
+fn record_pod_event(
+    shared: &Shared,
+    set: &StatefulSet,
+    verb: &str,
+    pod: &str,
+    error: Option<&kube::Error>,
+) {
+    let set_name = set.metadata.name.as_deref().unwrap_or_default();
+    let title = verb_title(verb);
+    let (reason, note) = match error {
+        None => (
+            format!("Successful{title}"),
+            format!("{verb} Pod {pod} in StatefulSet {set_name} successful"),
+        ),
+        Some(error) => (
+            format!("Failed{title}"),
+            format!(
+                "{verb} Pod {pod} in StatefulSet {set_name} failed error: {}",
+                error_text(error)
+            ),
+        ),
+    };
+    let namespace = set.metadata.namespace.as_deref().unwrap_or_default();
+    let pod = related("v1", "Pod", namespace, pod);
+    shared.events.record(
+        set.object_ref(&()),
+        Some(pod),
+        error.is_some(),
+        &reason,
+        note,
+    );
+}
+
+/// `create` → `Create`.
+fn verb_title(verb: &str) -> String {
+    let mut chars = verb.chars();
+    chars
+        .next()
+        .map(|c| c.to_uppercase().chain(chars).collect())
+        .unwrap_or_default()
 }
 
 /// Syncs the StatefulSet `key`; `Ok(Some(delay))` asks to look again after `delay`.
@@ -145,15 +190,25 @@ async fn act(
             } else {
                 (&spec.template, update_name.as_str())
             };
-            claims::create_missing(shared, set, ordinal).await?;
             let pod = identity::new_pod(set, template, revision, ordinal);
+            let pod_name = pod.metadata.name.clone().unwrap_or_default();
+            if let Err(error) = claims::create_missing(shared, set, ordinal).await {
+                if let SyncError::Api(error) = &error {
+                    record_pod_event(shared, set, "create", &pod_name, Some(error));
+                }
+                return Err(error);
+            }
             match api.create(&PostParams::default(), &pod).await {
                 Ok(created) => {
-                    tracing::debug!(statefulset = %key, pod = ?created.metadata.name, "created pod");
+                    tracing::debug!(statefulset = %key, pod = %pod_name, "created pod");
                     shared.expectations.created(key, &created);
+                    record_pod_event(shared, set, "create", &pod_name, None);
                 }
                 Err(kube::Error::Api(status)) if status.code == 409 => {}
-                Err(error) => return Err(error.into()),
+                Err(error) => {
+                    record_pod_event(shared, set, "create", &pod_name, Some(&error));
+                    return Err(error.into());
+                }
             }
             if monotonic {
                 return Ok(None);
@@ -163,7 +218,22 @@ async fn act(
         *slot = Some(pod.clone());
         if matches!(pods::phase(&pod), "Failed" | "Succeeded") && !pods::is_terminating(&pod) {
             // A pod that ended is replaced under the same name.
-            delete(shared, key, api, &pod).await?;
+            let set_name = set.metadata.name.as_deref().unwrap_or_default();
+            let namespace = set.metadata.namespace.as_deref().unwrap_or_default();
+            let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+            let (failed, reason, what) = if pods::phase(&pod) == "Failed" {
+                (true, "RecreatingFailedPod", "failed")
+            } else {
+                (false, "RecreatingTerminatedPod", "terminated")
+            };
+            shared.events.record(
+                set.object_ref(&()),
+                Some(related("v1", "Pod", namespace, pod_name)),
+                failed,
+                reason,
+                format!("StatefulSet {namespace}/{set_name} is recreating {what} Pod {pod_name}"),
+            );
+            delete(shared, key, api, set, &pod).await?;
             if monotonic {
                 return Ok(None);
             }
@@ -178,7 +248,7 @@ async fn act(
         if !pods::is_available(&pod, min_ready, now) && monotonic {
             return Ok(pods::until_available(&pod, min_ready, now));
         }
-        ensure_identity(api, set, &pod, ordinal).await?;
+        ensure_identity(shared, api, set, &pod, ordinal).await?;
         claims::create_missing(shared, set, ordinal).await?;
         claims::update_owner_refs(shared, set, &pod, ordinal, false).await?;
     }
@@ -194,7 +264,7 @@ async fn act(
             return Ok(None);
         }
         claims::update_owner_refs(shared, set, pod, *ordinal, true).await?;
-        delete(shared, key, api, pod).await?;
+        delete(shared, key, api, set, pod).await?;
         if monotonic {
             return Ok(None);
         }
@@ -213,7 +283,7 @@ async fn act(
             return Ok(None);
         };
         if identity::revision(pod) != update_name && !pods::is_terminating(pod) {
-            delete(shared, key, api, pod).await?;
+            delete(shared, key, api, set, pod).await?;
             return Ok(None);
         }
         if !healthy(pod) || !pods::is_available(pod, min_ready, now) {
@@ -225,6 +295,7 @@ async fn act(
 
 /// Puts back the identity labels if someone removed them (`updateIdentity`).
 async fn ensure_identity(
+    shared: &Shared,
     api: &Api<Pod>,
     set: &StatefulSet,
     pod: &Pod,
@@ -236,28 +307,43 @@ async fn ensure_identity(
     if labels.get(POD_NAME_LABEL) == Some(&name) && labels.get(POD_INDEX_LABEL) == Some(&index) {
         return Ok(());
     }
-    let _ = set;
-    let patch = json!({"metadata": {"labels": {POD_NAME_LABEL: name, POD_INDEX_LABEL: index}}});
+    let patch = json!({"metadata": {"labels": {POD_NAME_LABEL: &name, POD_INDEX_LABEL: index}}});
     match api
         .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            record_pod_event(shared, set, "update", &name, None);
+            Ok(())
+        }
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
+        Err(error) => {
+            record_pod_event(shared, set, "update", &name, Some(&error));
+            Err(error.into())
+        }
     }
 }
 
-async fn delete(shared: &Shared, key: &Key, api: &Api<Pod>, pod: &Pod) -> Result<(), SyncError> {
+async fn delete(
+    shared: &Shared,
+    key: &Key,
+    api: &Api<Pod>,
+    set: &StatefulSet,
+    pod: &Pod,
+) -> Result<(), SyncError> {
     let name = pod.metadata.name.clone().unwrap_or_default();
     match api.delete(&name, &DeleteParams::default()).await {
         Ok(_) => {
             tracing::debug!(statefulset = %key, pod = %name, "deleted pod");
             shared.expectations.deleted(key, pod);
+            record_pod_event(shared, set, "delete", &name, None);
             Ok(())
         }
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(error) => Err(error.into()),
+        Err(error) => {
+            record_pod_event(shared, set, "delete", &name, Some(&error));
+            Err(error.into())
+        }
     }
 }
 

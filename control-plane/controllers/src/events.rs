@@ -1,5 +1,5 @@
-//! Events the workload controllers record (`kubectl describe` shows them), published off the
-//! sync path as upstream's broadcaster does so that a slow events write never delays a sync.
+//! Events the controllers record (`kubectl describe` shows them), published off the sync path
+//! as upstream's broadcaster does so that a slow events write never delays a sync.
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -40,12 +40,23 @@ impl EventSink {
     }
 
     fn send(&self, regarding: ObjectReference, type_: EventType, reason: &str, note: String) {
+        self.send_related(regarding, None, type_, reason, note);
+    }
+
+    fn send_related(
+        &self,
+        regarding: ObjectReference,
+        related: Option<ObjectReference>,
+        type_: EventType,
+        reason: &str,
+        note: String,
+    ) {
         let event = Event {
             type_,
             reason: reason.into(),
             note: Some(note),
             action: reason.into(),
-            secondary: None,
+            secondary: related,
         };
         // The publisher only stops with the controller.
         let _ = self.sender.send((regarding, event));
@@ -56,8 +67,46 @@ impl EventSink {
         self.send(regarding, EventType::Normal, reason, note);
     }
 
+    /// A Normal or, when `failed`, Warning event about `regarding`, naming the object acted
+    /// on as `related`: the recorder folds events of one key into a series, and the related
+    /// object keeps one pod's event from being folded into another's.
+    pub fn record(
+        &self,
+        regarding: ObjectReference,
+        related: Option<ObjectReference>,
+        failed: bool,
+        reason: &str,
+        note: String,
+    ) {
+        let type_ = if failed {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        self.send_related(regarding, related, type_, reason, note);
+    }
+
     /// A Warning event about `regarding`.
     pub fn warning(&self, regarding: ObjectReference, reason: &str, note: String) {
         self.send(regarding, EventType::Warning, reason, note);
+    }
+}
+
+/// An API error as upstream's events print it: the Status message, not kube's debug form.
+pub fn error_text(error: &kube::Error) -> String {
+    match error {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A reference to the object an event is related to, by kind and name.
+pub fn related(api_version: &str, kind: &str, namespace: &str, name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some(api_version.into()),
+        kind: Some(kind.into()),
+        namespace: Some(namespace.into()),
+        name: Some(name.into()),
+        ..ObjectReference::default()
     }
 }
