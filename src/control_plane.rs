@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use capstan_apiserver::run::ControlPlaneOptions;
-use capstan_apiserver::{ApiServer, InProcess, RequestUser};
+use capstan_apiserver::{ApiServer, InProcess};
 use tokio::sync::watch;
 
 use crate::cli::ControlPlaneArgs;
@@ -53,7 +53,7 @@ pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
         tracing::info!(%address, "ready");
         match std::fs::read_to_string(&pki_paths.ca_cert) {
             Ok(ca_pem) => {
-                let client = in_process(&server, "system:admin");
+                let client = kube::Client::new(InProcess::admin(Arc::clone(&server)), "default");
                 loops.spawn_on(
                     crate::bootstrap_tokens::publish_join_info(
                         client,
@@ -68,14 +68,17 @@ pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
             }
         }
         if run_scheduler {
-            let client = in_process(&server, "system:kube-scheduler");
+            let client = kube::Client::new(InProcess::scheduler(Arc::clone(&server)), "default");
             loops.spawn_on(
                 capstan_scheduler::run(client, scheduler_options, until(stopped.clone())),
                 &handle,
             );
         }
         if run_controllers {
-            let client = in_process(&server, "system:kube-controller-manager");
+            let client = kube::Client::new(
+                InProcess::controller_manager(Arc::clone(&server)),
+                "default",
+            );
             let mut controller_options = controller_options;
             // The credentials exist once the API server is ready: the CA every namespace gets
             // as kube-root-ca.crt, and the CSR signer's pair (kubeadm points
@@ -110,17 +113,6 @@ pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
         .await;
     });
     result.map_err(|e| e.to_string())
-}
-
-/// An in-process client as one of the control plane's own users. They are in system:masters
-/// until the bootstrap roles of the scheduler and the controllers exist.
-fn in_process(server: &Arc<ApiServer>, name: &str) -> kube::Client {
-    let user = RequestUser {
-        name: name.into(),
-        uid: None,
-        groups: vec!["system:masters".into(), "system:authenticated".into()],
-    };
-    kube::Client::new(InProcess::new(Arc::clone(server), user), "default")
 }
 
 /// The API server's URL as cluster-info publishes it: the bound address, or loopback when

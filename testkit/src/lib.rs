@@ -17,6 +17,7 @@ pub mod kubectl;
 pub mod mounts;
 pub mod names;
 pub mod netns;
+pub mod process;
 pub mod registry;
 pub mod token;
 

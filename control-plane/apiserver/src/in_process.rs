@@ -39,6 +39,32 @@ impl InProcess {
             user: Arc::new(user),
         }
     }
+
+    /// Requests to `server` as the scheduler, `system:kube-scheduler`.
+    pub fn scheduler(server: Arc<ApiServer>) -> InProcess {
+        InProcess::new(server, component_user("system:kube-scheduler"))
+    }
+
+    /// Requests to `server` as the controller manager, `system:kube-controller-manager`.
+    pub fn controller_manager(server: Arc<ApiServer>) -> InProcess {
+        InProcess::new(server, component_user("system:kube-controller-manager"))
+    }
+
+    /// Requests to `server` as the control plane's own administrator, `system:admin`, for the
+    /// objects it publishes at start (cluster-info and the join bindings).
+    pub fn admin(server: Arc<ApiServer>) -> InProcess {
+        InProcess::new(server, component_user("system:admin"))
+    }
+}
+
+/// One of the control plane's own users. They are also in system:masters until the bootstrap
+/// roles of the scheduler and the controllers cover all they do.
+fn component_user(name: &str) -> RequestUser {
+    RequestUser {
+        name: name.into(),
+        uid: None,
+        groups: vec!["system:masters".into(), "system:authenticated".into()],
+    }
 }
 
 /// A request body error, carried as `std::io::Error` because [`ApiServer::handle`] wants a

@@ -8,6 +8,7 @@ pub mod cycle;
 pub mod events;
 pub mod filters;
 pub mod message;
+pub mod prebind;
 pub mod preempt;
 pub mod queue;
 pub mod resources;
@@ -15,6 +16,7 @@ pub mod scheduler;
 pub mod scores;
 pub mod selectors;
 pub mod snapshot;
+pub mod volumes;
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,16 +1,28 @@
 //! The failure message of a pod that fits no node, as upstream's `FitError` writes it: the
-//! reasons counted over nodes, sorted as strings, then the preemption outcome.
+//! PreFilter rejection, or else the reasons counted over nodes, sorted as strings; then the
+//! preemption outcome.
 
 use std::collections::HashMap;
 
 use crate::filters::Status;
 
-/// `0/N nodes are available: <count> <reason>, ….` followed by ` <post_filter>` if any.
+/// `0/N nodes are available: <count> <reason>, ….` (or `0/N nodes are available: <pre_filter>.`
+/// when PreFilter rejected the pod) followed by ` <post_filter>` if any.
 pub fn fit_error<'a>(
     node_count: usize,
     statuses: impl IntoIterator<Item = &'a Status>,
+    pre_filter: Option<&str>,
     post_filter: Option<&str>,
 ) -> String {
+    if let Some(pre_filter) = pre_filter.filter(|p| !p.is_empty()) {
+        // Every node carries the PreFilter status; upstream does not count it per node.
+        let mut message = format!("0/{node_count} nodes are available: {pre_filter}.");
+        if let Some(post) = post_filter.filter(|p| !p.is_empty()) {
+            message.push(' ');
+            message.push_str(post);
+        }
+        return message;
+    }
     let mut histogram: HashMap<&str, usize> = HashMap::new();
     for status in statuses {
         for reason in &status.reasons {
@@ -64,10 +76,12 @@ mod tests {
                 ),
             ],
             None,
+            None,
         );
         let message = fit_error(
             3,
             [&cpu, &taint, &taint],
+            None,
             Some(&format!("preemption: {preemption}")),
         );
         assert_eq!(
@@ -83,9 +97,26 @@ mod tests {
         let mut statuses = vec![Status::new(Code::Unschedulable, "b"); 2];
         statuses.extend(vec![Status::new(Code::Unschedulable, "a"); 10]);
         assert_eq!(
-            fit_error(12, &statuses, None),
+            fit_error(12, &statuses, None, None),
             "0/12 nodes are available: 10 a, 2 b."
         );
-        assert_eq!(fit_error(0, &[], None), "0/0 nodes are available:");
+        assert_eq!(fit_error(0, &[], None, None), "0/0 nodes are available:");
+    }
+
+    #[test]
+    fn pre_filter_rejection_replaces_the_counts() {
+        let status = Status::new(Code::UnschedulableAndUnresolvable, "ignored");
+        assert_eq!(
+            fit_error(
+                3,
+                [&status],
+                Some("pod has unbound immediate PersistentVolumeClaims"),
+                Some(
+                    "preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
+                ),
+            ),
+            "0/3 nodes are available: pod has unbound immediate PersistentVolumeClaims. \
+             preemption: 0/3 nodes are available: 3 Preemption is not helpful for scheduling."
+        );
     }
 }

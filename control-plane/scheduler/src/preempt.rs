@@ -17,6 +17,7 @@ use crate::filters::{Code, CycleState, Status};
 use crate::message::fit_error;
 use crate::selectors::selects;
 use crate::snapshot::{Cache, NodeInfo, PodInfo};
+use crate::volumes::Volumes;
 
 /// The reason of nodes where removing pods cannot help.
 pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
@@ -208,6 +209,7 @@ fn pick(mut candidates: Vec<Candidate>) -> Option<Candidate> {
 /// PostFilter: a candidate to preempt on, or the `preemption: …` message saying why none.
 pub fn preempt(
     cache: &Cache,
+    volumes: &Volumes,
     pod: &Arc<PodInfo>,
     diagnosis: &Diagnosis,
     pdbs: &HashMap<String, Arc<PodDisruptionBudget>>,
@@ -237,7 +239,23 @@ pub fn preempt(
             "preemption: not eligible due to a terminating pod on the nominated node.".into(),
         );
     }
-    let state = CycleState::new(cache, Arc::clone(pod));
+    let not_helpful = || {
+        let statuses = vec![
+            Status::new(Code::UnschedulableAndUnresolvable, NOT_HELPFUL);
+            diagnosis.node_count
+        ];
+        format!(
+            "preemption: {}",
+            fit_error(diagnosis.node_count, &statuses, None, None)
+        )
+    };
+    // A PreFilter rejection fails every node whatever is removed.
+    if diagnosis.pre_filter.is_some() {
+        return Err(not_helpful());
+    }
+    let Ok(state) = CycleState::new(cache, volumes, Arc::clone(pod)) else {
+        return Err(not_helpful());
+    };
     let mut statuses: Vec<Status> = Vec::new();
     let mut candidates = Vec::new();
     for node in cache.ready_nodes() {
@@ -254,7 +272,7 @@ pub fn preempt(
     pick(candidates).ok_or_else(|| {
         format!(
             "preemption: {}",
-            fit_error(diagnosis.node_count, &statuses, None)
+            fit_error(diagnosis.node_count, &statuses, None, None)
         )
     })
 }

@@ -68,6 +68,12 @@ pub enum ClusterEvent {
     AssignedPodDelete,
     /// A pod was assigned (pod affinity may now be met).
     AssignedPodAdd,
+    /// A PersistentVolumeClaim was added, changed or deleted.
+    ClaimChange,
+    /// A PersistentVolume was added, changed or deleted.
+    VolumeChange,
+    /// A StorageClass was added, changed or deleted.
+    StorageClassChange,
 }
 
 /// The queue.
@@ -269,6 +275,10 @@ impl Queue {
                             .as_ref()
                             .is_some_and(|s| s.topology_spread_constraints.is_some())
                 }
+                // Only the volume plugins read storage objects.
+                ClusterEvent::ClaimChange
+                | ClusterEvent::VolumeChange
+                | ClusterEvent::StorageClassChange => !q.pod.claims.is_empty(),
                 _ => true,
             })
             .map(|(k, _)| k.clone())

@@ -1,15 +1,16 @@
 //! The scheduler's loop while leader: watch events keep the cache and the queue current;
 //! between them one pod at a time is scheduled, assumed on its node at once (so a burst of
 //! pods cannot overcommit a node before the binding comes back through the watch) and bound
-//! in the background.
+//! in the background (after its claims' volumes, when it has any to bind).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, StreamExt, stream::BoxStream};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Node, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::Api;
 use kube::runtime::watcher::{self, Event};
 use tokio::sync::mpsc;
@@ -19,22 +20,36 @@ use crate::SchedulerOptions;
 use crate::bind;
 use crate::cycle;
 use crate::events::Recorder;
+use crate::filters::volume_binding::PodVolumes;
 use crate::message::fit_error;
+use crate::prebind;
 use crate::preempt;
 use crate::queue::{ClusterEvent, Queue};
 use crate::snapshot::{Cache, PodInfo, PodKey, pod_key};
+use crate::volumes::{Volumes, object_key};
+
+/// Why a binding done in the background failed.
+enum BindFailure {
+    /// VolumeBinding's PreBind failed.
+    PreBind(prebind::Error),
+    /// `pods/binding` failed.
+    Bind(kube::Error),
+}
 
 /// The outcome of a binding done in the background.
 struct Bound {
     key: PodKey,
     node: String,
-    result: Result<(), kube::Error>,
+    result: Result<(), BindFailure>,
 }
 
-/// A binding being written: the pod and its failed attempts before.
+/// A binding being written: the pod, its failed attempts before, and the volume bindings and
+/// claim annotations assumed for it.
 struct InFlight {
     pod: Arc<PodInfo>,
     attempts: u32,
+    assumed_volumes: Vec<String>,
+    assumed_claims: Vec<String>,
 }
 
 /// The state of the loop.
@@ -42,6 +57,7 @@ pub struct Scheduler {
     client: kube::Client,
     options: SchedulerOptions,
     cache: Cache,
+    volumes: Volumes,
     queue: Queue,
     recorder: Recorder,
     in_flight: HashMap<PodKey, InFlight>,
@@ -81,6 +97,7 @@ impl Scheduler {
             client: client.clone(),
             options,
             cache: Cache::default(),
+            volumes: Volumes::default(),
             queue: Queue::default(),
             recorder,
             in_flight: HashMap::new(),
@@ -98,8 +115,20 @@ impl Scheduler {
             watcher::watcher(Api::<Pod>::all(client.clone()), config.clone()).boxed();
         let mut nodes: BoxStream<'static, _> =
             watcher::watcher(Api::<Node>::all(client.clone()), config.clone()).boxed();
-        let mut pdbs: BoxStream<'static, _> =
-            watcher::watcher(Api::<PodDisruptionBudget>::all(client), config).boxed();
+        let mut pdbs: BoxStream<'static, _> = watcher::watcher(
+            Api::<PodDisruptionBudget>::all(client.clone()),
+            config.clone(),
+        )
+        .boxed();
+        let mut claims: BoxStream<'static, _> = watcher::watcher(
+            Api::<PersistentVolumeClaim>::all(client.clone()),
+            config.clone(),
+        )
+        .boxed();
+        let mut volumes: BoxStream<'static, _> =
+            watcher::watcher(Api::<PersistentVolume>::all(client.clone()), config.clone()).boxed();
+        let mut classes: BoxStream<'static, _> =
+            watcher::watcher(Api::<StorageClass>::all(client), config).boxed();
         let mut flush = tokio::time::interval(Duration::from_secs(30));
         loop {
             // Take in what the watches have ready (bounded, so that scheduling keeps going
@@ -113,6 +142,12 @@ impl Scheduler {
                     scheduler.on_pod_event(event);
                 } else if let Some(Some(event)) = pdbs.next().now_or_never() {
                     scheduler.on_pdb_event(event);
+                } else if let Some(Some(event)) = claims.next().now_or_never() {
+                    scheduler.on_claim_event(event);
+                } else if let Some(Some(event)) = volumes.next().now_or_never() {
+                    scheduler.on_volume_event(event);
+                } else if let Some(Some(event)) = classes.next().now_or_never() {
+                    scheduler.on_class_event(event);
                 } else if let Ok(bound) = bound_rx.try_recv() {
                     scheduler.on_bound(bound);
                 } else {
@@ -121,7 +156,11 @@ impl Scheduler {
             }
             let now = Instant::now();
             scheduler.queue.flush_backoff(now);
-            if scheduler.pods_synced && scheduler.nodes_synced && scheduler.queue.has_active() {
+            if scheduler.pods_synced
+                && scheduler.nodes_synced
+                && scheduler.volumes.synced()
+                && scheduler.queue.has_active()
+            {
                 scheduler.schedule_one(now);
                 continue;
             }
@@ -140,6 +179,18 @@ impl Scheduler {
                 },
                 event = pdbs.next() => match event {
                     Some(event) => scheduler.on_pdb_event(event),
+                    None => return,
+                },
+                event = claims.next() => match event {
+                    Some(event) => scheduler.on_claim_event(event),
+                    None => return,
+                },
+                event = volumes.next() => match event {
+                    Some(event) => scheduler.on_volume_event(event),
+                    None => return,
+                },
+                event = classes.next() => match event {
+                    Some(event) => scheduler.on_class_event(event),
                     None => return,
                 },
                 Some(bound) = bound_rx.recv() => scheduler.on_bound(bound),
@@ -225,6 +276,24 @@ impl Scheduler {
             Ok(Event::Delete(pdb)) => {
                 self.pdbs.remove(&key(&pdb));
             }
+        }
+    }
+
+    fn on_claim_event(&mut self, event: Result<Event<PersistentVolumeClaim>, watcher::Error>) {
+        if self.volumes.on_claim_event(event) {
+            self.queue.on_event(ClusterEvent::ClaimChange);
+        }
+    }
+
+    fn on_volume_event(&mut self, event: Result<Event<PersistentVolume>, watcher::Error>) {
+        if self.volumes.on_volume_event(event) {
+            self.queue.on_event(ClusterEvent::VolumeChange);
+        }
+    }
+
+    fn on_class_event(&mut self, event: Result<Event<StorageClass>, watcher::Error>) {
+        if self.volumes.on_class_event(event) {
+            self.queue.on_event(ClusterEvent::StorageClassChange);
         }
     }
 
@@ -332,8 +401,8 @@ impl Scheduler {
             return;
         };
         let nominated = cycle::nominated_for(&pod, self.nominated.values());
-        match cycle::schedule(&self.cache, Arc::clone(&pod), &nominated) {
-            Ok(node) => self.assume_and_bind(pod, attempts, node),
+        match cycle::schedule(&self.cache, &self.volumes, Arc::clone(&pod), &nominated) {
+            Ok((node, volumes)) => self.assume_and_bind(pod, attempts, node, volumes),
             Err(diagnosis) if diagnosis.node_count == 0 => {
                 self.fail(
                     pod,
@@ -345,8 +414,14 @@ impl Scheduler {
                 );
             }
             Err(diagnosis) => {
-                let outcome =
-                    preempt::preempt(&self.cache, &pod, &diagnosis, &self.pdbs, &nominated);
+                let outcome = preempt::preempt(
+                    &self.cache,
+                    &self.volumes,
+                    &pod,
+                    &diagnosis,
+                    &self.pdbs,
+                    &nominated,
+                );
                 let (post, nominate) = match outcome {
                     Ok(candidate) => {
                         preempt::execute(
@@ -363,6 +438,7 @@ impl Scheduler {
                 let message = fit_error(
                     diagnosis.node_count,
                     diagnosis.statuses.values(),
+                    diagnosis.pre_filter.as_deref(),
                     post.as_deref(),
                 );
                 self.fail(pod, attempts + 1, "Unschedulable", &message, nominate, true);
@@ -402,19 +478,48 @@ impl Scheduler {
         self.queue.requeue(pod, attempts, unschedulable);
     }
 
-    fn assume_and_bind(&mut self, pod: Arc<PodInfo>, attempts: u32, node: String) {
+    fn assume_and_bind(
+        &mut self,
+        pod: Arc<PodInfo>,
+        attempts: u32,
+        node: String,
+        volumes: PodVolumes,
+    ) {
         let key = pod.key.clone();
         self.cache.add_pod(Arc::clone(&pod), &node);
         self.cache.assumed.insert(key.clone());
+        // Reserve: later pods must not pick the same volumes.
+        let mut assumed_volumes = Vec::new();
+        for (volume, claim) in &volumes.static_bindings {
+            self.volumes.assume_binding(volume, claim);
+            assumed_volumes.push(object_key(volume.as_ref()));
+        }
+        let mut assumed_claims = Vec::new();
+        for claim in &volumes.provisions {
+            self.volumes.assume_selected_node(claim, &node);
+            assumed_claims.push(object_key(claim.as_ref()));
+        }
         let client = self.client.clone();
         let tx = self.bound_tx.clone();
         let namespace = pod.namespace.clone();
         let name = pod.pod.metadata.name.clone().unwrap_or_default();
         let uid = pod.uid.clone();
-        self.in_flight
-            .insert(key.clone(), InFlight { pod, attempts });
+        self.in_flight.insert(
+            key.clone(),
+            InFlight {
+                pod,
+                attempts,
+                assumed_volumes,
+                assumed_claims,
+            },
+        );
         tokio::spawn(async move {
-            let result = bind::bind(client, &namespace, &name, &uid, &node).await;
+            let result = match prebind::bind_volumes(client.clone(), &volumes, &node).await {
+                Err(error) => Err(BindFailure::PreBind(error)),
+                Ok(()) => bind::bind(client, &namespace, &name, &uid, &node)
+                    .await
+                    .map_err(BindFailure::Bind),
+            };
             let _ = tx.send(Bound { key, node, result });
         });
     }
@@ -436,19 +541,24 @@ impl Scheduler {
                     .record(&pod.pod, "Normal", "Scheduled", "Binding", &note);
             }
             Err(error) => {
+                self.volumes
+                    .revert(&in_flight.assumed_volumes, &in_flight.assumed_claims);
                 if self.cache.assumed.contains(&bound.key) {
                     self.cache.remove_pod(&bound.key);
                 } else if self.cache.assigned.contains_key(&bound.key) {
                     // The watch already shows it bound (by us or another binder): done.
                     return;
                 }
-                if let kube::Error::Api(status) = &error
-                    && status.code == 404
-                {
-                    return;
-                }
-                tracing::debug!(%error, pod = %bound.key, "binding failed");
-                let message = format!("running Bind plugin \"DefaultBinder\": {error}");
+                let message = match &error {
+                    BindFailure::Bind(kube::Error::Api(status)) if status.code == 404 => return,
+                    BindFailure::Bind(error) => {
+                        format!("running Bind plugin \"DefaultBinder\": {error}")
+                    }
+                    BindFailure::PreBind(error) => {
+                        format!("running PreBind plugin \"VolumeBinding\": {error}")
+                    }
+                };
+                tracing::debug!(%message, pod = %bound.key, "binding failed");
                 self.fail(
                     in_flight.pod,
                     in_flight.attempts + 1,

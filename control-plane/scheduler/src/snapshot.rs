@@ -67,6 +67,15 @@ impl AffinityTerm {
 /// A host port a pod asks for: (host IP, protocol, port).
 pub type HostPort = (String, String, i32);
 
+/// A PersistentVolumeClaim a pod's volume uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodClaim {
+    /// The claim's name: `claimName`, or `<pod>-<volume>` for a generic ephemeral volume.
+    pub name: String,
+    /// From a generic ephemeral volume (the ephemeral volume controller creates the claim).
+    pub ephemeral: bool,
+}
+
 /// What the scheduler reads of a pod, computed once.
 #[derive(Debug, Clone)]
 pub struct PodInfo {
@@ -88,6 +97,8 @@ pub struct PodInfo {
     pub non_zero: Resources,
     /// Host ports asked for.
     pub host_ports: Vec<HostPort>,
+    /// The claims its volumes use, in volume order.
+    pub claims: Vec<PodClaim>,
     /// Required pod affinity terms.
     pub required_affinity: Vec<AffinityTerm>,
     /// Required pod anti-affinity terms.
@@ -129,6 +140,25 @@ impl PodInfo {
                 }
             }
         }
+        let pod_name = pod.metadata.name.as_deref().unwrap_or_default();
+        let claims = spec
+            .volumes
+            .iter()
+            .flatten()
+            .filter_map(|volume| {
+                if let Some(claim) = &volume.persistent_volume_claim {
+                    Some(PodClaim {
+                        name: claim.claim_name.clone(),
+                        ephemeral: false,
+                    })
+                } else {
+                    volume.ephemeral.as_ref().map(|_| PodClaim {
+                        name: format!("{pod_name}-{}", volume.name),
+                        ephemeral: true,
+                    })
+                }
+            })
+            .collect();
         let no_affinity = k8s_openapi::api::core::v1::Affinity::default();
         let affinity = spec.affinity.as_ref().unwrap_or(&no_affinity);
         let terms = |terms: Option<&Vec<k8s_openapi::api::core::v1::PodAffinityTerm>>| {
@@ -161,6 +191,7 @@ impl PodInfo {
             requests: pod_requests(&pod, false),
             non_zero: pod_requests(&pod, true),
             host_ports,
+            claims,
             required_affinity: terms(pa.and_then(|a| {
                 a.required_during_scheduling_ignored_during_execution
                     .as_ref()
@@ -219,6 +250,8 @@ pub struct NodeInfo {
     pub used_ports: HashMap<HostPort, usize>,
     /// Image names it reports, with sizes.
     pub images: HashMap<String, i64>,
+    /// How many of its pods' volumes use each claim (`namespace/name`), ephemeral ones aside.
+    pub claim_refs: HashMap<String, usize>,
 }
 
 impl NodeInfo {
@@ -255,6 +288,12 @@ impl NodeInfo {
         for port in &pod.host_ports {
             *self.used_ports.entry(port.clone()).or_default() += 1;
         }
+        for claim in pod.claims.iter().filter(|c| !c.ephemeral) {
+            *self
+                .claim_refs
+                .entry(format!("{}/{}", pod.namespace, claim.name))
+                .or_default() += 1;
+        }
         self.pods.insert(pod.key.clone(), pod);
     }
 
@@ -267,6 +306,15 @@ impl NodeInfo {
                 *count -= 1;
                 if *count == 0 {
                     self.used_ports.remove(port);
+                }
+            }
+        }
+        for claim in pod.claims.iter().filter(|c| !c.ephemeral) {
+            let key = format!("{}/{}", pod.namespace, claim.name);
+            if let Some(count) = self.claim_refs.get_mut(&key) {
+                *count -= 1;
+                if *count == 0 {
+                    self.claim_refs.remove(&key);
                 }
             }
         }

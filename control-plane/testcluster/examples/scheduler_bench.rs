@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use capstan_hollow::NodeSpec;
 use capstan_scheduler::SchedulerOptions;
-use capstan_testcluster::{ClusterOptions, TestCluster, in_process_client, scheduler_user};
+use capstan_testcluster::{ClusterOptions, TestCluster, scheduler_client};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, PostParams};
@@ -94,7 +94,7 @@ async fn main() {
     );
     let start = Instant::now();
     let scheduler = tokio::spawn(capstan_scheduler::run(
-        in_process_client(&cluster.server, scheduler_user()),
+        scheduler_client(&cluster.server),
         SchedulerOptions::new("bench-scheduler"),
         futures::future::pending(),
     ));

@@ -71,27 +71,19 @@ impl std::fmt::Debug for TestCluster {
     }
 }
 
-/// The user the in-process controller manager runs as.
-pub fn controller_manager_user() -> RequestUser {
-    RequestUser {
-        name: "system:kube-controller-manager".into(),
-        uid: None,
-        groups: vec!["system:masters".into(), "system:authenticated".into()],
-    }
-}
-
-/// The user the in-process scheduler runs as.
-pub fn scheduler_user() -> RequestUser {
-    RequestUser {
-        name: "system:kube-scheduler".into(),
-        uid: None,
-        groups: vec!["system:masters".into(), "system:authenticated".into()],
-    }
-}
-
 /// A kube client reaching `server` in process as `user`.
 pub fn in_process_client(server: &Arc<ApiServer>, user: RequestUser) -> kube::Client {
     kube::Client::new(InProcess::new(Arc::clone(server), user), "default")
+}
+
+/// A kube client reaching `server` in process as the scheduler.
+pub fn scheduler_client(server: &Arc<ApiServer>) -> kube::Client {
+    kube::Client::new(InProcess::scheduler(Arc::clone(server)), "default")
+}
+
+/// A kube client reaching `server` in process as the controller manager.
+pub fn controller_manager_client(server: &Arc<ApiServer>) -> kube::Client {
+    kube::Client::new(InProcess::controller_manager(Arc::clone(server)), "default")
 }
 
 impl TestCluster {
@@ -145,7 +137,7 @@ impl TestCluster {
             let mut scheduler = SchedulerOptions::new("test-scheduler");
             scheduler.leader_election = Some(fast_election());
             tasks.spawn(capstan_scheduler::run(
-                in_process_client(&server, scheduler_user()),
+                scheduler_client(&server),
                 scheduler,
                 futures::future::pending(),
             ));
@@ -161,7 +153,7 @@ impl TestCluster {
                     retry_period: retry,
                 });
             tasks.spawn(capstan_controllers::run(
-                in_process_client(&server, controller_manager_user()),
+                controller_manager_client(&server),
                 controller_options,
                 futures::future::pending(),
             ));

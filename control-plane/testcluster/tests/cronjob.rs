@@ -1,21 +1,20 @@
 //! The CronJob controller with the Job controller and hollow nodes (pods bound by the
-//! test-only binder in `support/test_binder.rs`; the scheduler is off). Schedule arithmetic,
+//! test-only binder in `support/binder.rs`; the scheduler is off). Schedule arithmetic,
 //! concurrency policies and starting deadlines are unit-tested in capstan-controllers
 //! (`cronjob::schedule`, `cronjob::plan`); here a CronJob whose last run was minutes ago runs
 //! the due one at once (no waiting for a minute boundary, no test clock), and
 //! `kubectl create job --from=cronjob/…` Jobs run and count towards the history limit.
 
-#[path = "support/test_binder.rs"]
-mod test_binder;
+#[path = "support/binder.rs"]
+mod binder;
 
 use std::time::Duration;
 
 use capstan_testcluster::{ClusterOptions, TestCluster, eventually};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use test_binder::{AbortOnDrop, spawn_test_binder};
 
-async fn cluster() -> (TestCluster, AbortOnDrop) {
+async fn cluster() -> (TestCluster, binder::TestBinder) {
     let cluster = TestCluster::with(ClusterOptions {
         nodes: 2,
         scheduler: false,
@@ -23,7 +22,7 @@ async fn cluster() -> (TestCluster, AbortOnDrop) {
         ..ClusterOptions::default()
     })
     .await;
-    let binder = spawn_test_binder(cluster.client.clone(), cluster.nodes.names());
+    let binder = binder::start(cluster.client.clone());
     (cluster, binder)
 }
 

@@ -1,7 +1,9 @@
 //! The deployment controller (with the replicaset controller) against the real API server,
-//! kubectl and hollow nodes. The scheduler is off: `workloads::round_robin_binder` binds the
+//! kubectl and hollow nodes. The scheduler is off: `support/binder.rs`'s test binder binds the
 //! pods (see there), so these pass with or without the real scheduler.
 
+#[path = "support/binder.rs"]
+mod binder;
 mod workloads;
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +13,7 @@ use std::time::Duration;
 use capstan_testcluster::{TestCluster, eventually};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use kube::api::{Api, ListParams};
-use workloads::{active, available, cluster, label, round_robin_binder, watch_pods};
+use workloads::{active, available, cluster, label, watch_pods};
 
 fn deployment(name: &str, replicas: i32, strategy: &str, extra: &str) -> String {
     format!(
@@ -97,7 +99,7 @@ async fn rollout_status(cluster: &TestCluster, name: &str) -> String {
 #[tokio::test]
 async fn rolling_update_stays_within_max_surge_and_max_unavailable() {
     let cluster = cluster(&["deployment", "replicaset"]).await;
-    let _binder = round_robin_binder(cluster.client.clone(), 3);
+    let _binder = binder::start(cluster.client.clone());
     let violations = Arc::new(Mutex::new(Vec::<String>::new()));
     let armed = Arc::new(AtomicBool::new(false));
     let (seen, arm) = (Arc::clone(&violations), Arc::clone(&armed));
@@ -238,7 +240,7 @@ async fn rolling_update_stays_within_max_surge_and_max_unavailable() {
 #[tokio::test]
 async fn recreate_never_overlaps_old_and_new_pods() {
     let cluster = cluster(&["deployment", "replicaset"]).await;
-    let _binder = round_robin_binder(cluster.client.clone(), 3);
+    let _binder = binder::start(cluster.client.clone());
     let overlaps = Arc::new(Mutex::new(Vec::<String>::new()));
     let seen = Arc::clone(&overlaps);
     let _watch = watch_pods(cluster.client.clone(), "app=recreate", move |pods| {
@@ -277,7 +279,7 @@ async fn recreate_never_overlaps_old_and_new_pods() {
 #[tokio::test]
 async fn rollout_history_undo_pause_resume_restart() {
     let cluster = cluster(&["deployment", "replicaset"]).await;
-    let _binder = round_robin_binder(cluster.client.clone(), 3);
+    let _binder = binder::start(cluster.client.clone());
     cluster
         .apply(&deployment(
             "hist",
@@ -431,7 +433,7 @@ async fn rollout_history_undo_pause_resume_restart() {
 #[tokio::test]
 async fn progress_deadline_exceeded_is_reported() {
     let cluster = cluster(&["deployment", "replicaset"]).await;
-    let _binder = round_robin_binder(cluster.client.clone(), 3);
+    let _binder = binder::start(cluster.client.clone());
     let manifest = deployment("stuck", 2, "type: RollingUpdate", "progressDeadlineSeconds: 2")
         .replace(
             "      labels:\n        app: stuck\n",
@@ -481,7 +483,7 @@ async fn progress_deadline_exceeded_is_reported() {
 #[tokio::test]
 async fn scaling_mid_rollout_is_proportional() {
     let cluster = cluster(&["deployment", "replicaset"]).await;
-    let _binder = round_robin_binder(cluster.client.clone(), 3);
+    let _binder = binder::start(cluster.client.clone());
     cluster
         .apply(&deployment(
             "prop",

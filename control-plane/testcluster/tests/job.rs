@@ -1,10 +1,10 @@
 //! The Job controller against the real API server, with hollow nodes running the pods (their
 //! exit steered by the template's `hollow.capstan.dev/exit-after` / `exit-code`). The scheduler
-//! is off: a test-only binder (`support/test_binder.rs`) binds pods round-robin through
+//! is off: a test-only binder (`support/binder.rs`) binds pods round-robin through
 //! pods/binding, so these tests do not depend on the scheduler.
 
-#[path = "support/test_binder.rs"]
-mod test_binder;
+#[path = "support/binder.rs"]
+mod binder;
 
 use std::time::Duration;
 
@@ -13,9 +13,8 @@ use capstan_testcluster::{ClusterOptions, TestCluster, eventually};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use test_binder::{AbortOnDrop, spawn_test_binder};
 
-async fn cluster() -> (TestCluster, AbortOnDrop) {
+async fn cluster() -> (TestCluster, binder::TestBinder) {
     let mut controller_options = ControllerOptions::new("test-controller-manager");
     // Replacements of failed pods wait 10 s, 20 s, ... upstream; 100 ms keeps tests short.
     controller_options.job_pod_failure_backoff = Duration::from_millis(100);
@@ -31,7 +30,7 @@ async fn cluster() -> (TestCluster, AbortOnDrop) {
         ..ClusterOptions::default()
     })
     .await;
-    let binder = spawn_test_binder(cluster.client.clone(), cluster.nodes.names());
+    let binder = binder::start(cluster.client.clone());
     (cluster, binder)
 }
 

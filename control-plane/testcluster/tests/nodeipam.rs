@@ -8,9 +8,7 @@ use std::time::Duration;
 use capstan_controllers::ControllerOptions;
 use capstan_controllers::context::LeaderTimings;
 use capstan_hollow::NodeSpec;
-use capstan_testcluster::{
-    ClusterOptions, TestCluster, controller_manager_user, eventually, in_process_client,
-};
+use capstan_testcluster::{ClusterOptions, TestCluster, controller_manager_client, eventually};
 use k8s_openapi::api::core::v1::{Event, Node};
 use kube::api::{Api, DeleteParams, ListParams};
 
@@ -149,7 +147,7 @@ async fn a_restarted_allocator_keeps_the_ranges_in_use() {
             retry_period: Duration::from_millis(300),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let client = in_process_client(&cluster.server, controller_manager_user());
+        let client = controller_manager_client(&cluster.server);
         let task = tokio::spawn(capstan_controllers::run(client, options, async {
             let _ = stopped.await;
         }));

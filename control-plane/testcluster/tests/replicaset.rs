@@ -1,6 +1,8 @@
 //! The replicaset and replicationcontroller controllers against the real API server and hollow
-//! nodes. The scheduler is off: `workloads::round_robin_binder` binds the pods (see there).
+//! nodes. The scheduler is off: `support/binder.rs`'s test binder binds the pods (see there).
 
+#[path = "support/binder.rs"]
+mod binder;
 mod workloads;
 
 use std::collections::{HashMap, HashSet};
@@ -14,7 +16,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Pod, ReplicationController};
 use kube::api::{Api, PostParams};
 use kube::runtime::watcher::{self, Event};
-use workloads::{active, available, cluster, pods_labelled, round_robin_binder};
+use workloads::{active, available, cluster, pods_labelled};
 
 fn replicaset(name: &str, replicas: i32) -> String {
     format!(
@@ -103,7 +105,7 @@ fn track_peak(
 #[tokio::test]
 async fn replicaset_keeps_its_replicas_adopts_and_releases() {
     let cluster = cluster(&["replicaset"]).await;
-    let _binder = round_robin_binder(cluster.client.clone(), 3);
+    let _binder = binder::start(cluster.client.clone());
     let rss: Api<ReplicaSet> = cluster.api("default");
     let pods: Api<Pod> = cluster.api("default");
     let (peak, watch) = track_peak(cluster.client.clone(), "web");
@@ -221,7 +223,7 @@ async fn replicaset_keeps_its_replicas_adopts_and_releases() {
 #[tokio::test]
 async fn replicaset_scales_down_unscheduled_pods_first() {
     let cluster = cluster(&["replicaset"]).await;
-    let binder = round_robin_binder(cluster.client.clone(), 3);
+    let binder = binder::start(cluster.client.clone());
     let rss: Api<ReplicaSet> = cluster.api("default");
     let pods: Api<Pod> = cluster.api("default");
     cluster.apply(&replicaset("rank", 2)).await;
@@ -262,7 +264,7 @@ async fn replicaset_scales_down_unscheduled_pods_first() {
 #[tokio::test]
 async fn replicaset_reports_replica_failure_on_quota() {
     let cluster = cluster(&["replicaset"]).await;
-    let _binder = round_robin_binder(cluster.client.clone(), 3);
+    let _binder = binder::start(cluster.client.clone());
     cluster
         .apply(
             "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: pods\nspec:\n  hard:\n    pods: \"2\"\n",
@@ -310,7 +312,7 @@ async fn replicaset_reports_replica_failure_on_quota() {
 #[tokio::test]
 async fn replicationcontroller_keeps_its_replicas() {
     let cluster = cluster(&["replicationcontroller"]).await;
-    let _binder = round_robin_binder(cluster.client.clone(), 3);
+    let _binder = binder::start(cluster.client.clone());
     cluster
         .apply(
             r#"

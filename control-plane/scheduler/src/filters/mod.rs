@@ -5,10 +5,14 @@ pub mod fit;
 pub mod interpod;
 pub mod node;
 pub mod spread;
+pub mod volume_binding;
+pub mod volume_restrictions;
+pub mod volume_zone;
 
 use std::sync::Arc;
 
 use crate::snapshot::{Cache, NodeInfo, PodInfo};
+use crate::volumes::Volumes;
 
 /// How a node failed a filter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +40,11 @@ impl Status {
             reasons: vec![reason.to_string()],
         }
     }
+
+    /// The reasons as one message, as upstream's `Status.Message()` joins them.
+    pub fn message(&self) -> String {
+        self.reasons.join(", ")
+    }
 }
 
 /// What the PreFilter step computes once per pod and cycle, for the per-node filters.
@@ -47,18 +56,40 @@ pub struct CycleState {
     pub spread: spread::FilterState,
     /// InterPodAffinity's counts.
     pub interpod: interpod::FilterState,
+    /// VolumeRestrictions' ReadWriteOncePod claims.
+    pub restrictions: volume_restrictions::FilterState,
+    /// VolumeBinding's claims.
+    pub binding: volume_binding::FilterState,
+    /// VolumeZone's volume topologies.
+    pub zone: volume_zone::FilterState,
 }
 
 impl CycleState {
-    /// Runs the PreFilter steps for `pod` against the cache.
-    pub fn new(cache: &Cache, pod: Arc<PodInfo>) -> CycleState {
+    /// Runs the PreFilter steps for `pod` against the caches, in the default profile's order;
+    /// the first rejection fails the pod on every node.
+    pub fn new(cache: &Cache, volumes: &Volumes, pod: Arc<PodInfo>) -> Result<CycleState, Status> {
+        let restrictions = volume_restrictions::FilterState::new(cache, volumes, &pod)?;
+        let binding = volume_binding::FilterState::new(volumes, &pod)?;
+        let zone = volume_zone::FilterState::new(volumes, &pod)?;
         let spread = spread::FilterState::new(cache, &pod);
         let interpod = interpod::FilterState::new(cache, &pod);
-        CycleState {
+        Ok(CycleState {
             pod,
             spread,
             interpod,
-        }
+            restrictions,
+            binding,
+            zone,
+        })
+    }
+
+    /// Whether PreFilter left `node` to the filters (VolumeBinding may pin the pod to the
+    /// nodes of its local volumes).
+    pub fn considers(&self, node: &str) -> bool {
+        self.binding
+            .eligible
+            .as_ref()
+            .is_none_or(|nodes| nodes.contains(node))
     }
 }
 
@@ -71,6 +102,9 @@ pub fn run(state: &CycleState, node: &NodeInfo) -> Option<Status> {
         .or_else(|| node::node_affinity(pod, node))
         .or_else(|| node::node_ports(pod, node))
         .or_else(|| fit::fit(pod, node))
+        .or_else(|| state.restrictions.filter(node))
+        .or_else(|| state.binding.filter(node))
+        .or_else(|| state.zone.filter(node))
         .or_else(|| state.spread.filter(pod, node))
         .or_else(|| state.interpod.filter(node))
 }
