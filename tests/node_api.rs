@@ -41,7 +41,10 @@ impl ControlPlane {
             ])
             // The controllers pods' volumes need: the `default` account and kube-root-ca.crt.
             .arg("--disable-scheduler")
-            .args(["--controllers", "serviceaccount,root-ca-certificate-publisher"])
+            .args([
+                "--controllers",
+                "serviceaccount,root-ca-certificate-publisher",
+            ])
             .arg("--secure-port")
             .arg(free_port().to_string())
             .arg("--data-dir")
@@ -540,7 +543,10 @@ fn a_node_joins_runs_a_bound_pod_and_deletes_it_gracefully() {
 /// the API server accepts as the pod's service account, bound to the pod; the cluster CA (the
 /// one the admin kubeconfig trusts); the namespace.
 fn check_service_account_files(c: &Cluster, pod: &Value) {
-    let volumes = pod["spec"]["volumes"].as_array().cloned().unwrap_or_default();
+    let volumes = pod["spec"]["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     assert!(
         volumes.iter().any(|v| v["name"]
             .as_str()
@@ -593,7 +599,10 @@ fn check_service_account_files(c: &Cluster, pod: &Value) {
         "kind": "TokenReview",
         "spec": {"token": token},
     });
-    let out = c.kubectl_ok(&["create", "-f", "-", "-o", "json"], Some(&review.to_string()));
+    let out = c.kubectl_ok(
+        &["create", "-f", "-", "-o", "json"],
+        Some(&review.to_string()),
+    );
     let status = serde_json::from_str::<Value>(&out).unwrap()["status"].clone();
     assert_eq!(status["authenticated"], true, "{status}");
     assert_eq!(
@@ -605,8 +614,7 @@ fn check_service_account_files(c: &Cluster, pod: &Value) {
         "bound to the pod: {status}"
     );
     assert_eq!(
-        status["user"]["extra"]["authentication.kubernetes.io/pod-uid"][0],
-        pod["metadata"]["uid"],
+        status["user"]["extra"]["authentication.kubernetes.io/pod-uid"][0], pod["metadata"]["uid"],
         "{status}"
     );
 }
@@ -639,7 +647,12 @@ fn api_volumes_env_and_pull_secrets_follow_their_objects() {
     let private = LocalRegistry::start_with_basic_auth("puller", "s3cret").unwrap();
     private
         .client()
-        .push_image("private/shell", "1", &catalog().unwrap().shell, ManifestFormat::Oci)
+        .push_image(
+            "private/shell",
+            "1",
+            &catalog().unwrap().shell,
+            ManifestFormat::Oci,
+        )
         .unwrap();
     let c = Cluster::start_with(&[private.host()]);
     let image = format!("{}/private/shell:1", private.host());
@@ -709,7 +722,11 @@ fn api_volumes_env_and_pull_secrets_follow_their_objects() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let waiting = c.get_json(&["get", "pod", "reader"]).unwrap();
-    assert_eq!(waiting["status"]["phase"], "Pending", "{}", waiting["status"]);
+    assert_eq!(
+        waiting["status"]["phase"], "Pending",
+        "{}",
+        waiting["status"]
+    );
     assert!(
         c.container_log("reader").is_empty(),
         "no container started yet"
@@ -723,7 +740,10 @@ fn api_volumes_env_and_pull_secrets_follow_their_objects() {
     );
     let appeared = Instant::now();
     let log = c.wait_for_log("reader", "mode=fast", Duration::from_secs(20));
-    eprintln!("started {:?} after the ConfigMap appeared", appeared.elapsed());
+    eprintln!(
+        "started {:?} after the ConfigMap appeared",
+        appeared.elapsed()
+    );
     assert!(
         appeared.elapsed() < Duration::from_secs(15),
         "{:?}",
@@ -738,7 +758,13 @@ fn api_volumes_env_and_pull_secrets_follow_their_objects() {
     // A change reaches the running container's file, within seconds.
     let changing = Instant::now();
     c.kubectl_ok(
-        &["patch", "configmap", "settings", "-p", r#"{"data":{"mode":"slow"}}"#],
+        &[
+            "patch",
+            "configmap",
+            "settings",
+            "-p",
+            r#"{"data":{"mode":"slow"}}"#,
+        ],
         None,
     );
     c.wait_for_log("reader", "mode=slow", Duration::from_secs(30));

@@ -69,11 +69,7 @@ pub fn spawn(client: kube::Client, config: &AgentConfig, node: &Node, registrati
         tokio::spawn(super::lease::run(registering, name));
     });
     if let Some(events) = node.workers.context().events.attach() {
-        tokio::spawn(super::events::run(
-            client.clone(),
-            node_name,
-            events,
-        ));
+        tokio::spawn(super::events::run(client.clone(), node_name, events));
     }
     let sync = StatusSync::new(
         client,

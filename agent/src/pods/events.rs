@@ -79,7 +79,11 @@ mod tests {
         events.warning(&pod, "FailedMount", "kept");
         let got = receiver.try_recv().expect("an event");
         assert_eq!(
-            (got.namespace.as_str(), got.name.as_str(), got.message.as_str()),
+            (
+                got.namespace.as_str(),
+                got.name.as_str(),
+                got.message.as_str()
+            ),
             ("default", "p", "kept")
         );
         assert!(receiver.try_recv().is_err());

@@ -211,12 +211,13 @@ mod tests {
     use super::*;
 
     fn secret(key: &str, json: &str) -> Secret {
-        let mut secret = Secret::default();
-        secret.data = Some(BTreeMap::from([(
-            key.to_string(),
-            ByteString(json.as_bytes().to_vec()),
-        )]));
-        secret
+        Secret {
+            data: Some(BTreeMap::from([(
+                key.to_string(),
+                ByteString(json.as_bytes().to_vec()),
+            )])),
+            ..Default::default()
+        }
     }
 
     fn users(auths: &[AuthConfig]) -> Vec<String> {
@@ -250,7 +251,10 @@ mod tests {
         ]);
         assert_eq!(users(&keyring.lookup("busybox")), ["hub"]);
         assert_eq!(users(&keyring.lookup("library/busybox:1.36")), ["hub"]);
-        assert_eq!(users(&keyring.lookup("docker.io/me/app@sha256:00")), ["hub"]);
+        assert_eq!(
+            users(&keyring.lookup("docker.io/me/app@sha256:00")),
+            ["hub"]
+        );
         assert_eq!(
             users(&keyring.lookup("registry.example.com:5000/app:1")),
             ["dXNlcjpwYXNz"]
@@ -268,7 +272,10 @@ mod tests {
             ["team", "quay", "second"],
             "most specific first, then each secret's in order"
         );
-        assert_eq!(users(&keyring.lookup("quay.io/other/app")), ["quay", "second"]);
+        assert_eq!(
+            users(&keyring.lookup("quay.io/other/app")),
+            ["quay", "second"]
+        );
         assert_eq!(users(&keyring.lookup("eu.gcr.io/p/app")), ["glob"]);
         assert!(
             keyring.lookup("a.eu.gcr.io/p/app").is_empty(),

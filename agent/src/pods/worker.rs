@@ -310,11 +310,9 @@ impl PodWorker {
                 Ok(())
             }
             Err(e) => {
-                self.ctx.events.warning(
-                    &self.pod,
-                    "FailedMount",
-                    mount_failure(&self.pod, &e),
-                );
+                self.ctx
+                    .events
+                    .warning(&self.pod, "FailedMount", mount_failure(&self.pod, &e));
                 self.sandbox_error = Some(("FailedMount".into(), e.to_string()));
                 Err(Status::failed_precondition(e.to_string()))
             }
@@ -339,7 +337,9 @@ impl PodWorker {
                 let message = mount_failure(&self.pod, &e);
                 if self.refresh_error.as_ref() != Some(&message) {
                     tracing::warn!(pod = %self.name(), error = %e, "volume files not updated");
-                    self.ctx.events.warning(&self.pod, "FailedMount", message.clone());
+                    self.ctx
+                        .events
+                        .warning(&self.pod, "FailedMount", message.clone());
                     self.refresh_error = Some(message);
                 }
             }
@@ -876,7 +876,10 @@ fn pull_secrets(ctx: &NodeContext, pod: &Pod) -> Vec<k8s_openapi::api::core::v1:
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let mut found = Vec::new();
     let mut missing = Vec::new();
-    let refs = pod.spec.iter().flat_map(|s| s.image_pull_secrets.iter().flatten());
+    let refs = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.image_pull_secrets.iter().flatten());
     for name in refs.map(|r| r.name.as_str()).filter(|n| !n.is_empty()) {
         match ctx.objects.secret(namespace, name) {
             Some(secret) => found.push(secret),

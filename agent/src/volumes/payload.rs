@@ -76,7 +76,10 @@ fn project(
                         format!("{item_field}.key"),
                         match what {
                             "configmap" => {
-                                format!("configmap references non-existent config key: {}", item.key)
+                                format!(
+                                    "configmap references non-existent config key: {}",
+                                    item.key
+                                )
                             }
                             _ => format!("references non-existent secret key: {}", item.key),
                         },

@@ -164,7 +164,9 @@ impl ApiObjects {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || tokio::time::timeout(left, seen).await.is_err() {
-                tracing::warn!("objects pods refer to not listed in time; lookups find them when their watch has listed them");
+                tracing::warn!(
+                    "objects pods refer to not listed in time; lookups find them when their watch has listed them"
+                );
                 return;
             }
         }

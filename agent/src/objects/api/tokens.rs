@@ -70,10 +70,7 @@ pub struct Token {
 impl Token {
     /// Whether the token is due for renewal at `now`.
     pub fn needs_refresh(&self, now: SystemTime) -> bool {
-        let lifetime = self
-            .expires
-            .duration_since(self.issued)
-            .unwrap_or_default();
+        let lifetime = self.expires.duration_since(self.issued).unwrap_or_default();
         now >= self.issued + MAX_TTL || now >= self.issued + lifetime.mul_f64(0.8)
     }
 
@@ -115,7 +112,9 @@ pub async fn request(client: &kube::Client, key: &TokenKey) -> Result<Token, Str
         return Err("failed to fetch token: the answer has no token".into());
     }
     let expires = SystemTime::UNIX_EPOCH
-        + Duration::from_secs(u64::try_from(status.expiration_timestamp.0.as_second()).unwrap_or(0));
+        + Duration::from_secs(
+            u64::try_from(status.expiration_timestamp.0.as_second()).unwrap_or(0),
+        );
     Ok(Token {
         value: status.token,
         issued,
