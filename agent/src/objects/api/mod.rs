@@ -293,3 +293,100 @@ impl ObjectLookup for ApiObjects {
             .take()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client whose every request fails: the watches retry, the cache stays empty.
+    fn offline() -> kube::Client {
+        let service = tower::service_fn(|_: hyper::Request<kube::client::Body>| async {
+            Err::<hyper::Response<kube::client::Body>, std::io::Error>(std::io::Error::other(
+                "offline",
+            ))
+        });
+        kube::Client::new(service, "default")
+    }
+
+    fn pod(uid: &str, config_maps: &[&str]) -> Pod {
+        let volumes: Vec<serde_json::Value> = config_maps
+            .iter()
+            .map(|n| serde_json::json!({"name": n, "configMap": {"name": n}}))
+            .collect();
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": uid, "namespace": "ns", "uid": uid},
+            "spec": {"containers": [], "volumes": volumes}
+        }))
+        .unwrap()
+    }
+
+    fn watched(objects: &ApiObjects) -> Vec<String> {
+        let state = objects.inner.state();
+        let mut names: Vec<String> = state.objects.keys().map(|k| k.name.clone()).collect();
+        names.sort();
+        names
+    }
+
+    #[tokio::test]
+    async fn only_objects_of_tracked_pods_are_watched() {
+        let objects = ApiObjects::new(offline());
+        let a = pod("a", &["shared", "only-a"]);
+        objects.register("a", refs::references(&a));
+        objects.register("b", refs::references(&pod("b", &["shared"])));
+        assert_eq!(watched(&objects), ["only-a", "shared"]);
+        assert!(
+            objects.config_map("ns", "shared").is_none(),
+            "not listed yet"
+        );
+        objects.forget("a");
+        assert_eq!(watched(&objects), ["shared"], "b still refers to it");
+        objects.forget("b");
+        assert!(watched(&objects).is_empty());
+    }
+
+    #[tokio::test]
+    async fn what_a_watch_sees_is_looked_up_and_wakes_the_pods() {
+        let objects = ApiObjects::new(offline());
+        let mut changes = objects.take_changes().expect("the receiver");
+        assert!(objects.take_changes().is_none(), "only once");
+        objects.register("a", refs::references(&pod("a", &["cm"])));
+        let key = Key {
+            kind: Kind::ConfigMap,
+            namespace: "ns".into(),
+            name: "cm".into(),
+        };
+        let mut cm = ConfigMap::default();
+        cm.metadata.name = Some("cm".into());
+        assert!(
+            objects
+                .inner
+                .observe(&key, Some(Object::ConfigMap(cm.clone())))
+        );
+        assert_eq!(objects.config_map("ns", "cm"), Some(cm.clone()));
+        assert!(objects.secret("ns", "cm").is_none(), "kinds matter");
+        assert_eq!(changes.try_recv().ok().as_deref(), Some("a"));
+        // The same object again wakes nobody.
+        assert!(objects.inner.observe(&key, Some(Object::ConfigMap(cm))));
+        assert!(changes.try_recv().is_err());
+        assert!(objects.inner.observe(&key, None));
+        assert!(objects.config_map("ns", "cm").is_none(), "deleted");
+        assert_eq!(changes.try_recv().ok().as_deref(), Some("a"));
+        objects.forget("a");
+        assert!(
+            !objects.inner.observe(&key, None),
+            "the watch is told to stop"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_token_says_why() {
+        let objects = ApiObjects::new(offline());
+        let error = objects
+            .service_account_token(&pod("a", &[]), &ServiceAccountTokenProjection::default())
+            .unwrap_err();
+        assert_eq!(
+            error,
+            "failed to fetch token: no token for service account \"default\" yet"
+        );
+    }
+}
