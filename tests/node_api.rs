@@ -527,6 +527,9 @@ fn a_node_joins_runs_a_bound_pod_and_deletes_it_gracefully() {
         .filter(|l| l.contains("pod status pushed"))
         .count();
     eprintln!("pod status patches: {patches}");
+    for line in log.lines().filter(|l| l.contains("pod ready")) {
+        eprintln!("{line}");
+    }
     assert!(
         (1..=8).contains(&patches),
         "{patches} status patches\n{}",
