@@ -643,6 +643,20 @@ fn events_of(c: &Cluster, pod: &str, reason: &str) -> Vec<(String, i64)> {
         .collect()
 }
 
+/// Waits until `pod` has a Warning event with `reason` and `message`.
+fn wait_for_event(c: &Cluster, pod: &str, reason: &str, message: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !events_of(c, pod, reason).iter().any(|(m, _)| m == message) {
+        assert!(
+            Instant::now() < deadline,
+            "no {reason} event {message:?} for {pod}: {:?}\n{}",
+            events_of(c, pod, reason),
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 #[test]
 fn api_volumes_env_and_pull_secrets_follow_their_objects() {
     capstan_testkit::require_root();
@@ -680,14 +694,14 @@ fn api_volumes_env_and_pull_secrets_follow_their_objects() {
 
     // A pod on all of it, and on a ConfigMap that does not exist yet.
     let script = "trap 'exit 0' TERM; echo \"env=$MODE secret=$(cat /etc/sec/password) late=$(cat /etc/late/k)\"; last=; while true; do v=$(cat /etc/cfg/mode); if [ \"$v\" != \"$last\" ]; then echo \"mode=$v\"; last=$v; fi; sleep 0.2; done";
-    let pod = |name: &str, pull_secrets: bool| {
+    let pod = |name: &str, pull_secret: &str| {
         serde_json::json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": name, "namespace": "default"},
             "spec": {
                 "nodeName": "node1",
                 "terminationGracePeriodSeconds": 5,
-                "imagePullSecrets": if pull_secrets { serde_json::json!([{"name": "pull"}]) } else { serde_json::json!([]) },
+                "imagePullSecrets": [{"name": pull_secret}],
                 "volumes": [
                     {"name": "cfg", "configMap": {"name": "settings"}},
                     {"name": "sec", "secret": {"secretName": "creds"}},
@@ -707,23 +721,15 @@ fn api_volumes_env_and_pull_secrets_follow_their_objects() {
         })
         .to_string()
     };
-    c.kubectl_ok(&["apply", "-f", "-"], Some(&pod("reader", true)));
+    c.kubectl_ok(&["apply", "-f", "-"], Some(&pod("reader", "pull")));
 
     // It waits for the missing ConfigMap, saying so as the kubelet does.
-    let want = "MountVolume.SetUp failed for volume \"late\" : configmap \"late\" not found";
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !events_of(&c, "reader", "FailedMount")
-        .iter()
-        .any(|(m, _)| m == want)
-    {
-        assert!(
-            Instant::now() < deadline,
-            "no FailedMount event: {:?}\n{}",
-            events_of(&c, "reader", "FailedMount"),
-            c.logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_for_event(
+        &c,
+        "reader",
+        "FailedMount",
+        "MountVolume.SetUp failed for volume \"late\" : configmap \"late\" not found",
+    );
     let waiting = c.get_json(&["get", "pod", "reader"]).unwrap();
     assert_eq!(
         waiting["status"]["phase"], "Pending",
@@ -778,8 +784,9 @@ fn api_volumes_env_and_pull_secrets_follow_their_objects() {
         "the file changed in place"
     );
 
-    // Without the pull secret the same image is refused by the registry.
-    c.kubectl_ok(&["apply", "-f", "-"], Some(&pod("no-creds", false)));
+    // With a pull secret that does not exist the same image is refused by the registry, and
+    // the missing secret is reported.
+    c.kubectl_ok(&["apply", "-f", "-"], Some(&pod("no-creds", "absent")));
     let refused = c.wait_for(&["get", "pod", "no-creds"], Duration::from_secs(20), |p| {
         p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
             .as_str()
@@ -790,6 +797,12 @@ fn api_volumes_env_and_pull_secrets_follow_their_objects() {
         .unwrap_or_default()
         .to_string();
     assert!(!message.is_empty(), "{refused}");
+    wait_for_event(
+        &c,
+        "no-creds",
+        "FailedToRetrieveImagePullSecret",
+        "Unable to retrieve some image pull secrets (absent); attempting to pull the image may not succeed.",
+    );
 
     assert!(
         started.elapsed() < Duration::from_secs(60),
