@@ -13,6 +13,8 @@ use kube::api::{Api, PostParams};
 const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
 /// The kubelet renews every token at least this often, however long it is valid.
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+/// A TokenRequest that takes longer fails: the pod's sync waits for it.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a token is requested for: the same key gets the same cached token.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -101,10 +103,17 @@ pub async fn request(client: &kube::Client, key: &TokenKey) -> Result<Token, Str
         ..Default::default()
     };
     let issued = SystemTime::now();
-    let answer = api
-        .create_token_request(&key.account, &PostParams::default(), &request)
-        .await
-        .map_err(|e| format!("failed to fetch token: {e}"))?;
+    let answer = tokio::time::timeout(
+        REQUEST_TIMEOUT,
+        api.create_token_request(&key.account, &PostParams::default(), &request),
+    )
+    .await
+    .map_err(|_| format!("failed to fetch token: no answer within {REQUEST_TIMEOUT:?}"))?
+    .map_err(|e| match e {
+        // The API server's own words, as the kubelet's message carries them.
+        kube::Error::Api(status) => format!("failed to fetch token: {}", status.message),
+        other => format!("failed to fetch token: {other}"),
+    })?;
     let status = answer
         .status
         .ok_or_else(|| "failed to fetch token: the answer has no status".to_string())?;
