@@ -7,7 +7,7 @@ use std::sync::Arc;
 use capstan_agent::config::{AgentConfig, Overrides};
 use capstan_agent::cri::{Cri, DynRuntimeService};
 use capstan_agent::node::register::Registration;
-use capstan_agent::objects::{NoObjects, ObjectDir, ObjectLookup};
+use capstan_agent::objects::{ApiObjects, NoObjects, ObjectDir, ObjectLookup};
 use capstan_agent::source::{ApiSource, FileSource, PodConfig, SourceName};
 use tokio::sync::mpsc;
 
@@ -70,9 +70,12 @@ async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String> {
             (cri, Some(runtime))
         }
     };
-    let objects: Arc<dyn ObjectLookup> = match &config.object_manifest_path {
-        Some(dir) => Arc::new(ObjectDir::new(dir.clone())),
-        None => Arc::new(NoObjects),
+    // Under an API server, ConfigMaps, Secrets and tokens come from it (an object directory
+    // is for standalone nodes).
+    let objects: Arc<dyn ObjectLookup> = match (&client, &config.object_manifest_path) {
+        (Some(client), _) => Arc::new(ApiObjects::new(client.clone())),
+        (None, Some(dir)) => Arc::new(ObjectDir::new(dir.clone())),
+        (None, None) => Arc::new(NoObjects),
     };
     let (updates, receiver) = mpsc::channel(16);
     let mut sources = Vec::new();

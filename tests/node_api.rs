@@ -1,7 +1,11 @@
 //! `capstan node --kubeconfig` joining `capstan control-plane`, both the real binary: the Node
 //! registered with its status and Lease, a pod bound to it (no scheduler: spec.nodeName set)
 //! run and reported through kubectl, then deleted with its default grace period and gone from
-//! the runtime and the host, while a static pod runs alongside.
+//! the runtime and the host, while a static pod runs alongside. The pod reads the
+//! service account token, CA and namespace of its `kube-api-access-*` volume, and the token is
+//! accepted by the API server. A second test runs a pod on ConfigMap, Secret and env data from
+//! the API, pulled with an image pull secret from a registry that demands it: it waits on a
+//! missing ConfigMap (FailedMount), starts once it appears, and sees a ConfigMap change.
 
 mod common;
 
@@ -35,7 +39,12 @@ impl ControlPlane {
                 "--bind-address",
                 "127.0.0.1",
             ])
-            .args(["--disable-scheduler", "--disable-controller-manager"])
+            // The controllers pods' volumes need: the `default` account and kube-root-ca.crt.
+            .arg("--disable-scheduler")
+            .args([
+                "--controllers",
+                "serviceaccount,root-ca-certificate-publisher",
+            ])
             .arg("--secure-port")
             .arg(free_port().to_string())
             .arg("--data-dir")
@@ -119,6 +128,11 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// A cluster whose node also trusts the plain-HTTP `registries`.
+    fn start_with(registries: &[String]) -> Self {
         let registry = LocalRegistry::start().unwrap();
         let images = catalog().unwrap();
         registry
@@ -130,9 +144,13 @@ impl Cluster {
         let node_dir = dir.path().join("node");
         std::fs::create_dir_all(&node_dir).unwrap();
         let cni = CniSetup::new(&node_dir, None);
+        let insecure: Vec<String> = std::iter::once(registry.host())
+            .chain(registries.iter().cloned())
+            .map(|h| format!("\"{h}\""))
+            .collect();
         let config = format!(
-            "[registry]\ninsecure = [\"{}\"]\n{}",
-            registry.host(),
+            "[registry]\ninsecure = [{}]\n{}",
+            insecure.join(", "),
             cni.toml()
         );
         let port = free_port();
@@ -199,6 +217,31 @@ impl Cluster {
                 );
             }
             std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// The log of container `c` of pod `default/pod`, through the node's read-only API.
+    fn container_log(&self, pod: &str) -> String {
+        match http_get(self.port, &format!("/containerLogs/default/{pod}/c")) {
+            Ok((200, body)) => body,
+            _ => String::new(),
+        }
+    }
+
+    /// Waits until the container log of `pod` contains `text`; returns the log.
+    fn wait_for_log(&self, pod: &str, text: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.container_log(pod);
+            if log.contains(text) {
+                return log;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{text:?} not in the log of {pod} within {timeout:?}:\n{log}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -332,8 +375,10 @@ fn a_node_joins_runs_a_bound_pod_and_deletes_it_gracefully() {
     .unwrap();
 
     // A pod bound to the node by hand (no scheduler) runs and is reported through the API.
+    // It gets the kube-api-access volume and prints what it reads there.
+    let reader = "for f in token ca.crt namespace; do echo \\\"== $f\\\"; cat /var/run/secrets/kubernetes.io/serviceaccount/$f; echo; done; echo '== end'";
     let pod = format!(
-        "apiVersion: v1\nkind: Pod\nmetadata: {{name: bound, namespace: default}}\nspec:\n  nodeName: node1\n  automountServiceAccountToken: false\n  terminationGracePeriodSeconds: 20\n  containers:\n  - name: c\n    image: {image}\n    command: [sh, -c, \"{sleeper}\"]\n"
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: bound, namespace: default}}\nspec:\n  nodeName: node1\n  terminationGracePeriodSeconds: 20\n  containers:\n  - name: c\n    image: {image}\n    command: [sh, -c, \"{reader}; {sleeper}\"]\n"
     );
     c.kubectl_ok(&["apply", "-f", "-"], Some(&pod));
     let running = c.wait_for(&["get", "pod", "bound"], Duration::from_secs(30), |p| {
@@ -363,6 +408,7 @@ fn a_node_joins_runs_a_bound_pod_and_deletes_it_gracefully() {
     );
     assert_eq!(status["qosClass"], "BestEffort");
     let uid = running["metadata"]["uid"].as_str().unwrap().to_string();
+    check_service_account_files(&c, &running);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !c
         .read_only_pods()
@@ -481,6 +527,9 @@ fn a_node_joins_runs_a_bound_pod_and_deletes_it_gracefully() {
         .filter(|l| l.contains("pod status pushed"))
         .count();
     eprintln!("pod status patches: {patches}");
+    for line in log.lines().filter(|l| l.contains("pod ready")) {
+        eprintln!("{line}");
+    }
     assert!(
         (1..=8).contains(&patches),
         "{patches} status patches\n{}",
@@ -488,6 +537,275 @@ fn a_node_joins_runs_a_bound_pod_and_deletes_it_gracefully() {
     );
     assert!(
         started.elapsed() < Duration::from_secs(90),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// The files of the pod's `kube-api-access-*` volume as its container printed them: a token
+/// the API server accepts as the pod's service account, bound to the pod; the cluster CA (the
+/// one the admin kubeconfig trusts); the namespace.
+fn check_service_account_files(c: &Cluster, pod: &Value) {
+    let volumes = pod["spec"]["volumes"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        volumes.iter().any(|v| v["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("kube-api-access-"))),
+        "the API server injects the volume: {volumes:?}"
+    );
+    let log = c.wait_for_log("bound", "== end", Duration::from_secs(10));
+    let section = |name: &str| -> String {
+        let start = log
+            .find(&format!("== {name}\n"))
+            .unwrap_or_else(|| panic!("no {name} in\n{log}"))
+            + name.len()
+            + 4;
+        let end = log[start..].find("\n== ").map_or(log.len(), |e| start + e);
+        log[start..end].trim().to_string()
+    };
+    assert_eq!(section("namespace"), "default");
+    let ca = section("ca.crt");
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    let kubeconfig = std::fs::read_to_string(c.plane.kubeconfig()).unwrap();
+    let ca_data = kubeconfig
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("certificate-authority-data:"))
+        .expect("the admin kubeconfig names its CA")
+        .trim()
+        .to_string();
+    let mut decode = Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    decode
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(ca_data.as_bytes())
+        .unwrap();
+    let decoded = decode.wait_with_output().unwrap();
+    assert_eq!(
+        ca,
+        String::from_utf8_lossy(&decoded.stdout).trim(),
+        "the cluster CA"
+    );
+    let token = section("token");
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let review = serde_json::json!({
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenReview",
+        "spec": {"token": token},
+    });
+    let out = c.kubectl_ok(
+        &["create", "-f", "-", "-o", "json"],
+        Some(&review.to_string()),
+    );
+    let status = serde_json::from_str::<Value>(&out).unwrap()["status"].clone();
+    assert_eq!(status["authenticated"], true, "{status}");
+    assert_eq!(
+        status["user"]["username"], "system:serviceaccount:default:default",
+        "{status}"
+    );
+    assert_eq!(
+        status["user"]["extra"]["authentication.kubernetes.io/pod-name"][0], "bound",
+        "bound to the pod: {status}"
+    );
+    assert_eq!(
+        status["user"]["extra"]["authentication.kubernetes.io/pod-uid"][0], pod["metadata"]["uid"],
+        "{status}"
+    );
+}
+
+/// The Warning events of `pod` with `reason`, as `(message, count)`.
+fn events_of(c: &Cluster, pod: &str, reason: &str) -> Vec<(String, i64)> {
+    c.get_json(&["get", "events", "-n", "default"])
+        .and_then(|list| list["items"].as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["involvedObject"]["name"] == pod && e["reason"] == reason)
+        .inspect(|e| {
+            assert_eq!(e["type"], "Warning", "{e}");
+            assert_eq!(e["source"]["component"], "kubelet", "{e}");
+            assert_eq!(e["source"]["host"], "node1", "{e}");
+        })
+        .map(|e| {
+            (
+                e["message"].as_str().unwrap_or_default().to_string(),
+                e["count"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Waits until `pod` has a Warning event with `reason` and `message`.
+fn wait_for_event(c: &Cluster, pod: &str, reason: &str, message: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !events_of(c, pod, reason).iter().any(|(m, _)| m == message) {
+        assert!(
+            Instant::now() < deadline,
+            "no {reason} event {message:?} for {pod}: {:?}\n{}",
+            events_of(c, pod, reason),
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn api_volumes_env_and_pull_secrets_follow_their_objects() {
+    capstan_testkit::require_root();
+    let started = Instant::now();
+    let private = LocalRegistry::start_with_basic_auth("puller", "s3cret").unwrap();
+    private
+        .client()
+        .push_image(
+            "private/shell",
+            "1",
+            &catalog().unwrap().shell,
+            ManifestFormat::Oci,
+        )
+        .unwrap();
+    let c = Cluster::start_with(&[private.host()]);
+    let image = format!("{}/private/shell:1", private.host());
+
+    // The data the pod reads, and the pull secret of the private registry (`auth` is
+    // base64("puller:s3cret")).
+    let docker_config = serde_json::json!({
+        "auths": {private.host(): {"auth": "cHVsbGVyOnMzY3JldA=="}}
+    });
+    let objects = serde_json::json!({
+        "apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+             "data": {"mode": "fast"}},
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+             "stringData": {"password": "hunter2"}},
+            {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "pull"},
+             "type": "kubernetes.io/dockerconfigjson",
+             "stringData": {".dockerconfigjson": docker_config.to_string()}},
+        ]
+    });
+    c.kubectl_ok(&["apply", "-f", "-"], Some(&objects.to_string()));
+
+    // A pod on all of it, and on a ConfigMap that does not exist yet.
+    let script = "trap 'exit 0' TERM; echo \"env=$MODE secret=$(cat /etc/sec/password) late=$(cat /etc/late/k)\"; last=; while true; do v=$(cat /etc/cfg/mode); if [ \"$v\" != \"$last\" ]; then echo \"mode=$v\"; last=$v; fi; sleep 0.2; done";
+    let pod = |name: &str, pull_secret: &str| {
+        serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {
+                "nodeName": "node1",
+                "terminationGracePeriodSeconds": 5,
+                "imagePullSecrets": [{"name": pull_secret}],
+                "volumes": [
+                    {"name": "cfg", "configMap": {"name": "settings"}},
+                    {"name": "sec", "secret": {"secretName": "creds"}},
+                    {"name": "late", "configMap": {"name": "late"}},
+                ],
+                "containers": [{
+                    "name": "c", "image": image, "imagePullPolicy": "Always",
+                    "command": ["sh", "-c", script],
+                    "env": [{"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "settings", "key": "mode"}}}],
+                    "volumeMounts": [
+                        {"name": "cfg", "mountPath": "/etc/cfg"},
+                        {"name": "sec", "mountPath": "/etc/sec"},
+                        {"name": "late", "mountPath": "/etc/late"},
+                    ],
+                }],
+            }
+        })
+        .to_string()
+    };
+    c.kubectl_ok(&["apply", "-f", "-"], Some(&pod("reader", "pull")));
+
+    // It waits for the missing ConfigMap, saying so as the kubelet does.
+    wait_for_event(
+        &c,
+        "reader",
+        "FailedMount",
+        "MountVolume.SetUp failed for volume \"late\" : configmap \"late\" not found",
+    );
+    let waiting = c.get_json(&["get", "pod", "reader"]).unwrap();
+    assert_eq!(
+        waiting["status"]["phase"], "Pending",
+        "{}",
+        waiting["status"]
+    );
+    assert!(
+        c.container_log("reader").is_empty(),
+        "no container started yet"
+    );
+
+    // Once it exists the pod starts (woken by the ConfigMap's watch, not a resync), pulling
+    // with the pull secret, and reads the env, the Secret and both ConfigMaps.
+    c.kubectl_ok(
+        &["create", "configmap", "late", "--from-literal=k=v1"],
+        None,
+    );
+    let appeared = Instant::now();
+    let log = c.wait_for_log("reader", "mode=fast", Duration::from_secs(20));
+    eprintln!(
+        "started {:?} after the ConfigMap appeared",
+        appeared.elapsed()
+    );
+    assert!(
+        appeared.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        appeared.elapsed()
+    );
+    assert!(
+        log.contains("env=fast secret=hunter2 late=v1"),
+        "{log}\n{}",
+        c.logs()
+    );
+
+    // A change reaches the running container's file, within seconds.
+    let changing = Instant::now();
+    c.kubectl_ok(
+        &[
+            "patch",
+            "configmap",
+            "settings",
+            "-p",
+            r#"{"data":{"mode":"slow"}}"#,
+        ],
+        None,
+    );
+    c.wait_for_log("reader", "mode=slow", Duration::from_secs(30));
+    eprintln!("ConfigMap change seen after {:?}", changing.elapsed());
+    let running = c.get_json(&["get", "pod", "reader"]).unwrap();
+    assert_eq!(
+        running["status"]["containerStatuses"][0]["restartCount"], 0,
+        "the file changed in place"
+    );
+
+    // With a pull secret that does not exist the same image is refused by the registry, and
+    // the missing secret is reported.
+    c.kubectl_ok(&["apply", "-f", "-"], Some(&pod("no-creds", "absent")));
+    let refused = c.wait_for(&["get", "pod", "no-creds"], Duration::from_secs(20), |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+            .as_str()
+            .is_some_and(|r| r == "ErrImagePull" || r == "ImagePullBackOff")
+    });
+    let message = refused["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!message.is_empty(), "{refused}");
+    wait_for_event(
+        &c,
+        "no-creds",
+        "FailedToRetrieveImagePullSecret",
+        "Unable to retrieve some image pull secrets (absent); attempting to pull the image may not succeed.",
+    );
+
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
         "took {:?}",
         started.elapsed()
     );

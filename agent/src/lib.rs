@@ -4,7 +4,8 @@
 //! - [`pods`]: a worker per pod driving it to its desired state, and what a worker computes
 //!   (admission, environment, downward API, resources, hooks, status);
 //! - [`probes`]: startup, liveness and readiness checks;
-//! - [`volumes`]: the volumes a pod mounts, and [`objects`] the ConfigMaps and Secrets they read;
+//! - [`volumes`]: the volumes a pod mounts, and [`objects`] the ConfigMaps, Secrets and service
+//!   account tokens they read (from a directory, or watched in the API server);
 //! - [`node`]: the node's own facts, its cgroup tree and image GC, the agent's assembly, and
 //!   node mode (registration, Node status, Lease);
 //! - [`endpoint`]: the kubelet's HTTP endpoints (read-only API, summary, metrics);

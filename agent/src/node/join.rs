@@ -40,6 +40,7 @@ pub async fn client(file: &Path) -> Result<kube::Client, JoinError> {
 /// Starts the node's API side on the current tokio runtime: registration, then the status loop
 /// and the Lease; and the pod status sync at once (it has nothing to push before pods come).
 pub fn spawn(client: kube::Client, config: &AgentConfig, node: &Node, registration: Registration) {
+    let node_name = config.node_name.clone();
     let config = config.clone();
     let runtime_version = node.runtime_version.clone();
     let registering = client.clone();
@@ -67,6 +68,9 @@ pub fn spawn(client: kube::Client, config: &AgentConfig, node: &Node, registrati
         ));
         tokio::spawn(super::lease::run(registering, name));
     });
+    if let Some(events) = node.workers.context().events.attach() {
+        tokio::spawn(super::events::run(client.clone(), node_name, events));
+    }
     let sync = StatusSync::new(
         client,
         std::sync::Arc::clone(&node.workers),

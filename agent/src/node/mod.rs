@@ -3,6 +3,7 @@
 //! the Node's registration, status and Lease.
 
 pub mod discovery;
+pub mod events;
 pub mod image_gc;
 pub mod join;
 pub mod lease;
@@ -163,8 +164,9 @@ pub async fn start(
                 },
             ),
         },
-        objects,
+        objects: Arc::clone(&objects),
         store: Default::default(),
+        events: Default::default(),
         container_owners: Default::default(),
         metrics: Default::default(),
         probe_counters: Default::default(),
@@ -196,6 +198,16 @@ pub async fn start(
     ));
     let workers = Arc::new(PodWorkers::new(ctx, allocatable));
     tokio::spawn(Arc::clone(&workers).follow_events());
+    if let Some(mut changes) = objects.take_changes() {
+        // A ConfigMap or Secret a pod refers to changed: its worker rewrites the volumes now
+        // rather than at its next resync.
+        let waker = Arc::clone(&workers);
+        tokio::spawn(async move {
+            while let Some(uid) = changes.recv().await {
+                waker.wake_pod(&uid);
+            }
+        });
+    }
     let applier = Arc::clone(&workers);
     let (applied, desired_set) = watch::channel(DesiredSet::default());
     tokio::spawn(async move {

@@ -119,6 +119,8 @@ pub struct NodeContext {
     pub objects: Arc<dyn ObjectLookup>,
     /// Pod statuses.
     pub store: PodStore,
+    /// Events about pods, posted under an API server.
+    pub events: crate::pods::events::Events,
     /// Which pod each container the workers have seen belongs to, for routing runtime events.
     pub container_owners: Mutex<HashMap<String, String>>,
     /// Counters for /metrics.

@@ -143,10 +143,7 @@ impl KeySource<'_> {
         let reason = match found {
             Some(Some(value)) => return Ok(Some(value)),
             _ if self.optional => return Ok(None),
-            None => format!(
-                "{} \"{namespace}/{name}\" not found",
-                self.kind.to_lowercase()
-            ),
+            None => format!("{} \"{name}\" not found", self.kind.to_lowercase()),
             Some(None) => format!(
                 "couldn't find key {} in {} {namespace}/{name}",
                 self.key, self.kind
@@ -178,7 +175,7 @@ pub fn container_env(
                 None => {
                     return Err(err(
                         format!("{field}.configMapRef"),
-                        format!("configmap \"{namespace}/{}\" not found", r.name),
+                        format!("configmap \"{}\" not found", r.name),
                     ));
                 }
             }
@@ -189,7 +186,7 @@ pub fn container_env(
                 None => {
                     return Err(err(
                         format!("{field}.secretRef"),
-                        format!("secret \"{namespace}/{}\" not found", r.name),
+                        format!("secret \"{}\" not found", r.name),
                     ));
                 }
             }
@@ -507,7 +504,7 @@ spec:
         let e = build(&missing_secret).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "spec.containers[0].envFrom[0].secretRef: secret \"ns/gone\" not found"
+            "spec.containers[0].envFrom[0].secretRef: secret \"gone\" not found"
         );
 
         let bad_field = pod(r#"

@@ -7,10 +7,12 @@ pub mod container_config;
 pub mod context;
 pub mod downward;
 pub mod env;
+pub mod events;
 pub mod hooks;
 pub mod labels;
 pub mod mailbox;
 pub mod probing;
+pub mod pull_auth;
 pub mod resources;
 pub mod sandbox_config;
 pub mod status;
@@ -183,6 +185,13 @@ impl PodWorkers {
     /// Whether any worker is still running (pods stopping included).
     pub fn busy(&self) -> bool {
         self.workers.lock().map(|w| !w.is_empty()).unwrap_or(false)
+    }
+
+    /// Wakes the worker of the pod `uid`, if it has one.
+    pub fn wake_pod(&self, uid: &str) {
+        if let Some((_, handle)) = self.workers.lock().ok().as_ref().and_then(|w| w.get(uid)) {
+            handle.send(WorkerMessage::Wake);
+        }
     }
 
     /// Wakes the worker owning `container_id`, or every worker when the owner is unknown.

@@ -53,6 +53,7 @@ pub fn spawn(
         terminating: false,
         grace_override: None,
         sandbox_error: None,
+        refresh_error: None,
     };
     tokio::spawn(async move {
         worker.run(receiver).await;
@@ -77,6 +78,8 @@ struct PodWorker {
     /// A deletion's grace period, shorter than the spec's.
     grace_override: Option<i64>,
     sandbox_error: Option<(String, String)>,
+    /// The last failure to rewrite the volumes of the running pod, reported once.
+    refresh_error: Option<String>,
 }
 
 /// When the worker wants to run again without being woken.
@@ -162,6 +165,8 @@ impl PodWorker {
 
     /// One reconciliation pass.
     async fn sync(&mut self) -> Result<Deadline, Status> {
+        // What the pod's volumes, env and image pulls read must be known before they read it.
+        self.ctx.objects.track(&self.pod).await;
         let mut view = PodView::load(&self.ctx.cri, &self.uid).await?;
         self.remember_containers(&view);
         if self.finished(&view) {
@@ -218,6 +223,8 @@ impl PodWorker {
                 self.publish(&view);
                 return Err(e);
             }
+        } else {
+            self.refresh_volumes(&view);
         }
         let deadline = self
             .sync_containers(&view, &sandbox_id, &sandbox_config)
@@ -303,8 +310,38 @@ impl PodWorker {
                 Ok(())
             }
             Err(e) => {
+                self.ctx
+                    .events
+                    .warning(&self.pod, "FailedMount", mount_failure(&self.pod, &e));
                 self.sandbox_error = Some(("FailedMount".into(), e.to_string()));
                 Err(Status::failed_precondition(e.to_string()))
+            }
+        }
+    }
+
+    /// Rewrites the files of API-data volumes whose sources changed (the kubelet's periodic
+    /// remount); a failure keeps the files as they are and is reported once.
+    fn refresh_volumes(&mut self, view: &PodView) {
+        let Some(volumes) = &self.volumes else {
+            return;
+        };
+        let info = self.runtime_info(view);
+        match volumes.refresh(&self.pod, self.ctx.objects.as_ref(), &info) {
+            Ok(changed) => {
+                if !changed.is_empty() {
+                    tracing::info!(pod = %self.name(), volumes = ?changed, "volume files updated");
+                }
+                self.refresh_error = None;
+            }
+            Err(e) => {
+                let message = mount_failure(&self.pod, &e);
+                if self.refresh_error.as_ref() != Some(&message) {
+                    tracing::warn!(pod = %self.name(), error = %e, "volume files not updated");
+                    self.ctx
+                        .events
+                        .warning(&self.pod, "FailedMount", message.clone());
+                    self.refresh_error = Some(message);
+                }
             }
         }
     }
@@ -672,6 +709,7 @@ impl PodWorker {
             tracing::warn!(pod = %self.name(), dir = %pod_dir.display(), error = %e, "pod directory not removed");
         }
         self.ctx.store.remove(&self.uid);
+        self.ctx.objects.forget(&self.uid);
         if let Ok(mut owners) = self.ctx.container_owners.lock() {
             owners.retain(|_, uid| *uid != self.uid);
         }
@@ -724,7 +762,7 @@ async fn launch(ctx: &NodeContext, pod: &Pod, start: Start<'_>) -> Result<(), Wa
         info,
     } = start;
     let image = container.image.clone().unwrap_or_default();
-    ensure_image(ctx, container, &image, sandbox).await?;
+    ensure_image(ctx, pod, container, &image, sandbox).await?;
     let resolved =
         resolve_container(ctx, pod, container, attempt, volumes, info).map_err(|message| {
             Waiting {
@@ -821,9 +859,50 @@ async fn launch(ctx: &NodeContext, pod: &Pod, start: Start<'_>) -> Result<(), Wa
     Ok(())
 }
 
+/// The event message of a volume that cannot be set up, as the kubelet words it.
+fn mount_failure(pod: &Pod, error: &volumes::VolumeError) -> String {
+    match error.volume_name(pod) {
+        Some(name) => format!(
+            "MountVolume.SetUp failed for volume \"{name}\" : {}",
+            error.reason
+        ),
+        None => format!("MountVolume.SetUp failed: {error}"),
+    }
+}
+
+/// The pod's image pull secrets that exist; the missing ones are reported as the kubelet does
+/// (the pull is tried anyway).
+fn pull_secrets(ctx: &NodeContext, pod: &Pod) -> Vec<k8s_openapi::api::core::v1::Secret> {
+    let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    let refs = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.image_pull_secrets.iter().flatten());
+    for name in refs.map(|r| r.name.as_str()).filter(|n| !n.is_empty()) {
+        match ctx.objects.secret(namespace, name) {
+            Some(secret) => found.push(secret),
+            None => missing.push(name.to_string()),
+        }
+    }
+    if !missing.is_empty() {
+        ctx.events.warning(
+            pod,
+            "FailedToRetrieveImagePullSecret",
+            format!(
+                "Unable to retrieve some image pull secrets ({}); attempting to pull the image may not succeed.",
+                missing.join(", ")
+            ),
+        );
+    }
+    found
+}
+
 /// Makes `image` present as the container's pull policy asks.
 async fn ensure_image(
     ctx: &NodeContext,
+    pod: &Pod,
     container: &Container,
     image: &str,
     sandbox: &PodSandboxConfig,
@@ -862,20 +941,39 @@ async fn ensure_image(
             });
         }
     }
-    timed(
-        ctx,
-        "pull_image",
-        ctx.cri.images.pull_image(Request::new(PullImageRequest {
-            image: Some(spec),
-            auth: None,
-            sandbox_config: Some(sandbox.clone()),
-        })),
-    )
-    .await
-    .map(|_| ())
-    .map_err(|e| Waiting {
+    let keyring = crate::pods::pull_auth::Keyring::from_secrets(&pull_secrets(ctx, pod));
+    let credentials = keyring.lookup(image);
+    // No credentials: one pull without. Else each matching credential in turn, as the
+    // kubelet tries them, until one works.
+    let attempts: Vec<Option<capstan_proto::AuthConfig>> = if credentials.is_empty() {
+        vec![None]
+    } else {
+        credentials.into_iter().map(Some).collect()
+    };
+    let mut errors = Vec::new();
+    for auth in attempts {
+        let pulled = timed(
+            ctx,
+            "pull_image",
+            ctx.cri.images.pull_image(Request::new(PullImageRequest {
+                image: Some(spec.clone()),
+                auth,
+                sandbox_config: Some(sandbox.clone()),
+            })),
+        )
+        .await;
+        match pulled {
+            Ok(_) => return Ok(()),
+            Err(e) => errors.push(e.message().to_string()),
+        }
+    }
+    let message = match errors.len() {
+        1 => errors.remove(0),
+        _ => format!("[{}]", errors.join(", ")),
+    };
+    Err(Waiting {
         reason: "ErrImagePull".into(),
-        message: e.message().to_string(),
+        message,
     })
 }
 

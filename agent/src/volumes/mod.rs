@@ -39,6 +39,19 @@ pub struct VolumeError {
 }
 
 impl VolumeError {
+    /// The name of the volume the error is about, when its field names one of `pod`'s.
+    pub fn volume_name<'a>(&self, pod: &'a Pod) -> Option<&'a str> {
+        let index: usize = self
+            .field
+            .strip_prefix("spec.volumes[")?
+            .split(']')
+            .next()?
+            .parse()
+            .ok()?;
+        let volume = pod.spec.as_ref()?.volumes.as_ref()?.get(index)?;
+        Some(volume.name.as_str())
+    }
+
     fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         VolumeError {
             field: field.into(),

@@ -74,7 +74,15 @@ fn project(
                     }
                     return Err(fail(
                         format!("{item_field}.key"),
-                        format!("{what} references non-existent key: {}", item.key),
+                        match what {
+                            "configmap" => {
+                                format!(
+                                    "configmap references non-existent config key: {}",
+                                    item.key
+                                )
+                            }
+                            _ => format!("references non-existent secret key: {}", item.key),
+                        },
                     ));
                 };
                 validate_path(&item.path).map_err(|e| fail(format!("{item_field}.path"), e))?;
@@ -148,7 +156,7 @@ pub fn config_map(
         None if optional => Ok(Payload::new()),
         None => Err(fail(
             format!("{field}.name"),
-            format!("configmap \"{namespace}/{name}\" not found"),
+            format!("configmap \"{name}\" not found"),
         )),
     }
 }
@@ -176,7 +184,7 @@ pub fn secret(
         None if optional => Ok(Payload::new()),
         None => Err(fail(
             format!("{field}.secretName"),
-            format!("secret \"{namespace}/{name}\" not found"),
+            format!("secret \"{name}\" not found"),
         )),
     }
 }
@@ -246,7 +254,8 @@ pub fn downward_api(
 }
 
 /// The files of a projected volume: each source's files together, later sources winning a
-/// path conflict. Service account tokens and cluster trust bundles need an API server.
+/// path conflict. Service account tokens come from the lookup (an API server's TokenRequest);
+/// cluster trust bundles are not supported.
 pub fn projected(
     pod: &Pod,
     info: &PodRuntimeInfo,
@@ -294,11 +303,20 @@ pub fn projected(
                 default_mode,
                 &format!("{f}.downwardAPI"),
             )?
-        } else if s.service_account_token.is_some() {
-            return Err(fail(
-                format!("{f}.serviceAccountToken"),
-                "not supported: a standalone node has no token issuer",
-            ));
+        } else if let Some(token) = &s.service_account_token {
+            let f = format!("{f}.serviceAccountToken");
+            validate_path(&token.path).map_err(|e| fail(format!("{f}.path"), e))?;
+            let value = objects
+                .service_account_token(pod, token)
+                .map_err(|e| fail(&f, e))?;
+            let mode = mode_of(default_mode, DEFAULT_MODE, &format!("{field}.defaultMode"))?;
+            Payload::from([(
+                token.path.clone(),
+                FileProjection {
+                    data: value.into_bytes(),
+                    mode,
+                },
+            )])
         } else if s.cluster_trust_bundle.is_some() {
             return Err(fail(
                 format!("{f}.clusterTrustBundle"),

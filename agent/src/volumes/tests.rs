@@ -168,7 +168,7 @@ spec:
 "#);
     let err = prepare(&p, &pod_dir, &objects(), &info()).unwrap_err();
     assert_eq!(err.field, "spec.volumes[2].configMap.name");
-    assert_eq!(err.reason, "configmap \"ns/absent\" not found");
+    assert_eq!(err.reason, "configmap \"absent\" not found");
     assert_eq!(mounted_below(&pod_dir), 0);
     assert!(!pod_dir.exists());
 }
@@ -295,7 +295,10 @@ spec:
         .insert("ns/settings".into(), config_map(&[("color", "red")]));
     let err = v.refresh(&p, &objects, &info()).unwrap_err();
     assert_eq!(err.field, "spec.volumes[1].configMap.items[1].key");
-    assert_eq!(err.reason, "configmap references non-existent key: size");
+    assert_eq!(
+        err.reason,
+        "configmap references non-existent config key: size"
+    );
 
     teardown(&pod_dir).unwrap();
     assert_eq!(mounted_below(&pod_dir), 0);
