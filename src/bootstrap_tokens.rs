@@ -194,40 +194,7 @@ async fn create_token_async(args: TokenCreateArgs) -> Result<(), String> {
         }
         None => random_token(),
     };
-    let (id, secret) = token.split_once('.').unwrap_or_default();
-    let mut data = BTreeMap::from([
-        ("token-id".to_string(), id.to_string()),
-        ("token-secret".to_string(), secret.to_string()),
-        ("usage-bootstrap-authentication".to_string(), "true".into()),
-        ("usage-bootstrap-signing".to_string(), "true".into()),
-        ("auth-extra-groups".to_string(), NODE_TOKEN_GROUP.into()),
-    ]);
-    if !args.ttl.is_zero() {
-        let ttl = jiff::SignedDuration::try_from(args.ttl).map_err(|e| format!("--ttl: {e}"))?;
-        let expiration = jiff::Timestamp::now()
-            .checked_add(ttl)
-            .map_err(|e| format!("--ttl: {e}"))?;
-        data.insert(
-            "expiration".into(),
-            expiration
-                .round(jiff::Unit::Second)
-                .map_err(|e| format!("--ttl: {e}"))?
-                .to_string(),
-        );
-    }
-    if let Some(description) = &args.description {
-        data.insert("description".into(), description.clone());
-    }
-    let stored = Secret {
-        metadata: named(&format!("bootstrap-token-{id}")),
-        type_: Some("bootstrap.kubernetes.io/token".into()),
-        string_data: Some(data),
-        ..Default::default()
-    };
-    Api::<Secret>::namespaced(client, "kube-system")
-        .create(&PostParams::default(), &stored)
-        .await
-        .map_err(|e| format!("cannot store the token: {e}"))?;
+    store_token(client, &token, args.ttl, args.description.as_deref()).await?;
     if !args.print_join_command {
         println!("{token}");
         return Ok(());
@@ -252,8 +219,54 @@ async fn create_token_async(args: TokenCreateArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Stores `token` as kubeadm does: Secret `bootstrap-token-<id>` in kube-system, usable for
+/// authentication and signing, in the default node token group, expiring after `ttl` (zero:
+/// never).
+pub async fn store_token(
+    client: kube::Client,
+    token: &str,
+    ttl: std::time::Duration,
+    description: Option<&str>,
+) -> Result<(), String> {
+    let (id, secret) = token.split_once('.').unwrap_or_default();
+    let mut data = BTreeMap::from([
+        ("token-id".to_string(), id.to_string()),
+        ("token-secret".to_string(), secret.to_string()),
+        ("usage-bootstrap-authentication".to_string(), "true".into()),
+        ("usage-bootstrap-signing".to_string(), "true".into()),
+        ("auth-extra-groups".to_string(), NODE_TOKEN_GROUP.into()),
+    ]);
+    if !ttl.is_zero() {
+        let ttl = jiff::SignedDuration::try_from(ttl).map_err(|e| format!("--ttl: {e}"))?;
+        let expiration = jiff::Timestamp::now()
+            .checked_add(ttl)
+            .map_err(|e| format!("--ttl: {e}"))?;
+        data.insert(
+            "expiration".into(),
+            expiration
+                .round(jiff::Unit::Second)
+                .map_err(|e| format!("--ttl: {e}"))?
+                .to_string(),
+        );
+    }
+    if let Some(description) = description {
+        data.insert("description".into(), description.to_string());
+    }
+    let stored = Secret {
+        metadata: named(&format!("bootstrap-token-{id}")),
+        type_: Some("bootstrap.kubernetes.io/token".into()),
+        string_data: Some(data),
+        ..Default::default()
+    };
+    Api::<Secret>::namespaced(client, "kube-system")
+        .create(&PostParams::default(), &stored)
+        .await
+        .map_err(|e| format!("cannot store the token: {e}"))?;
+    Ok(())
+}
+
 /// A new token: `[a-z0-9]{6}.[a-z0-9]{16}`.
-fn random_token() -> String {
+pub fn random_token() -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
     let mut pick = |n: usize| -> String {

@@ -33,11 +33,11 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the node agent with the CRI runtime in the same process (the usual way to run Capstan).
-    Node(NodeArgs),
+    Node(Box<NodeArgs>),
     /// Serve the CRI v1 runtime alone on a unix socket (for crictl or another kubelet).
     Runtime(RuntimeArgs),
     /// Run the control plane and a node in one process: a single-host cluster.
-    Server(ControlPlaneArgs),
+    Server(Box<ServerArgs>),
     /// Run the control plane alone: API server, scheduler and controllers.
     ControlPlane(ControlPlaneArgs),
     /// Manage bootstrap tokens, with which nodes join (`capstan node --join`).
@@ -276,6 +276,18 @@ pub struct RuntimeArgs {
     pub streaming_address: std::net::SocketAddr,
 }
 
+/// Flags of `capstan server`: the control plane's and the node's. The node joins the server's
+/// own control plane, so `--join`, `--kubeconfig` and `--bootstrap-kubeconfig` are refused.
+#[derive(Debug, Args)]
+pub struct ServerArgs {
+    /// The control plane.
+    #[command(flatten)]
+    pub control_plane: ControlPlaneArgs,
+    /// The node.
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
 /// Flags of `capstan control-plane` and `capstan server`, named as kube-apiserver's.
 #[derive(Debug, Args)]
 pub struct ControlPlaneArgs {
@@ -361,7 +373,8 @@ pub struct ControlPlaneArgs {
     #[arg(long, value_name = "NAMES", value_delimiter = ',', default_value = "*")]
     pub controllers: Vec<String>,
 
-    /// The pods' address range; node IPAM gives each Node a podCIDR from it when set.
+    /// The pods' address range; node IPAM gives each Node a podCIDR from it when set
+    /// (`capstan server`: default 10.244.0.0/16).
     #[arg(long, value_name = "CIDR")]
     pub cluster_cidr: Option<ipnet::IpNet>,
 

@@ -2,16 +2,25 @@
 //! and the controller manager in the same process (each an API client through the in-process
 //! transport, each acting only while it holds its Lease), until SIGTERM or SIGINT.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use capstan_apiserver::run::ControlPlaneOptions;
 use capstan_apiserver::{ApiServer, InProcess};
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use crate::cli::ControlPlaneArgs;
 
-/// Runs the control plane in the foreground.
-pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
+/// Work started beside the control plane once its API server is ready, given the bound
+/// address and the server (`capstan server`'s node). Its error stops the control plane.
+pub type Companion = Box<dyn FnOnce(SocketAddr, Arc<ApiServer>) -> CompanionWork + Send>;
+
+/// What a [`Companion`] runs.
+pub type CompanionWork =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
+
+/// Runs the control plane in the foreground, with `companion` once it is ready.
+pub fn run(args: ControlPlaneArgs, companion: Option<Companion>) -> Result<(), String> {
     let authorization_modes = capstan_apiserver::authz::parse_modes(&args.authorization_mode)?;
     let pki_paths = capstan_apiserver::pki::PkiPaths::new(&args.data_dir);
     let options = ControlPlaneOptions {
@@ -49,8 +58,20 @@ pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
     let (stop, stopped) = watch::channel(false);
     let mut loops = tokio::task::JoinSet::new();
     let handle = tokio.handle().clone();
+    let (failed, companion_failed) = oneshot::channel::<String>();
     let ready = |address, server: Arc<ApiServer>| {
         tracing::info!(%address, "ready");
+        if let Some(companion) = companion {
+            let work = companion(address, Arc::clone(&server));
+            loops.spawn_on(
+                async move {
+                    if let Err(error) = work.await {
+                        let _ = failed.send(error);
+                    }
+                },
+                &handle,
+            );
+        }
         match std::fs::read_to_string(&pki_paths.ca_cert) {
             Ok(ca_pem) => {
                 let client = kube::Client::new(InProcess::admin(Arc::clone(&server)), "default");
@@ -96,9 +117,13 @@ pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
             );
         }
     };
+    let mut companion_error = None;
     let result = tokio.block_on(async {
         capstan_apiserver::run::run(options, ready, async {
-            capstan_runtime::server::shutdown_signal().await;
+            tokio::select! {
+                () = capstan_runtime::server::shutdown_signal() => {}
+                Ok(error) = companion_failed => companion_error = Some(error),
+            }
             // The loops give their Leases up first, so that another control plane takes over
             // at once instead of after the lease duration.
             let _ = stop.send(true);
@@ -112,17 +137,20 @@ pub fn run(args: ControlPlaneArgs) -> Result<(), String> {
         })
         .await;
     });
+    if let Some(error) = companion_error {
+        return Err(error);
+    }
     result.map_err(|e| e.to_string())
 }
 
 /// The API server's URL as cluster-info publishes it: the bound address, or loopback when
 /// bound to every address (a joining node uses the address it was given anyway).
-fn published_server(address: std::net::SocketAddr) -> String {
+pub fn published_server(address: SocketAddr) -> String {
     let ip = match address.ip() {
         ip if ip.is_unspecified() => std::net::IpAddr::from([127, 0, 0, 1]),
         ip => ip,
     };
-    format!("https://{}", std::net::SocketAddr::new(ip, address.port()))
+    format!("https://{}", SocketAddr::new(ip, address.port()))
 }
 
 /// Completes when `stopped` turns true.

@@ -56,8 +56,8 @@ pub async fn node_kubeconfig(
         .map_err(|e| e.to_string())
 }
 
-/// Writes the bootstrap kubeconfig (it holds the token) for root alone.
-fn write_private(file: &std::path::Path, document: &serde_json::Value) -> Result<(), String> {
+/// Writes a bootstrap kubeconfig (it holds the token) for root alone.
+pub fn write_private(file: &std::path::Path, document: &serde_json::Value) -> Result<(), String> {
     use std::io::Write;
     let yaml = serde_yaml_ng::to_string(document).map_err(|e| e.to_string())?;
     let error = |e: std::io::Error| format!("{}: {e}", file.display());

@@ -6,6 +6,7 @@ mod control_plane;
 mod join;
 mod logging;
 mod node;
+mod server;
 
 use std::process::ExitCode;
 
@@ -48,18 +49,13 @@ enum CommandError {
     Runtime(#[from] capstan_runtime::server::ServerError),
     #[error(transparent)]
     Images(#[from] capstan_runtime::images::ImageError),
-    #[error("`capstan {command}` is not implemented yet: {missing}. Nothing was started.")]
-    NotImplemented {
-        command: &'static str,
-        missing: &'static str,
-    },
     #[error("{0}")]
     Failed(String),
 }
 
 /// Runs the subcommand; its exit status is its own (a CNI plugin's is defined by the CNI spec).
 fn dispatch(command: Command) -> Result<ExitCode, CommandError> {
-    let (command, missing) = match command {
+    match command {
         Command::ExecIn(args) => {
             let code =
                 capstan_runtime::monitor::exec::run(capstan_runtime::monitor::exec::ExecOptions {
@@ -87,24 +83,24 @@ fn dispatch(command: Command) -> Result<ExitCode, CommandError> {
         }
         Command::Runtime(args) => {
             capstan_runtime::server::run(runtime_options(args))?;
-            return Ok(ExitCode::SUCCESS);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Images(ImagesCommand::Import { file, state_dir }) => {
             capstan_runtime::commands::import(&state_dir, &file, &mut std::io::stdout())?;
-            return Ok(ExitCode::SUCCESS);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Images(ImagesCommand::Ls { state_dir }) => {
             capstan_runtime::commands::list(&state_dir, &mut std::io::stdout())?;
-            return Ok(ExitCode::SUCCESS);
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Cni(args) => return Ok(capstan_cni::run_plugin(&args.plugin)),
+        Command::Cni(args) => Ok(capstan_cni::run_plugin(&args.plugin)),
         Command::Network(args) => {
             let NetworkCommand::Peer(peer) = args.command;
             let (args, remove) = match peer {
                 PeerCommand::Add(a) => (a, false),
                 PeerCommand::Del(a) => (a, true),
             };
-            return capstan_cni::peers::run_command(
+            capstan_cni::peers::run_command(
                 &args.device,
                 args.remote,
                 &args.subnet,
@@ -112,16 +108,16 @@ fn dispatch(command: Command) -> Result<ExitCode, CommandError> {
                 remove,
             )
             .map(|()| ExitCode::SUCCESS)
-            .map_err(|e| CommandError::Failed(format!("network peer: {e}")));
+            .map_err(|e| CommandError::Failed(format!("network peer: {e}")))
         }
         Command::Node(args) => {
-            node::run(args).map_err(CommandError::Failed)?;
-            return Ok(ExitCode::SUCCESS);
+            node::run(*args).map_err(CommandError::Failed)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Pods(args) => {
             capstan_agent::commands::pods(&args.address, &mut std::io::stdout())
                 .map_err(CommandError::Failed)?;
-            return Ok(ExitCode::SUCCESS);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Logs(args) => {
             let request = capstan_agent::commands::LogsRequest {
@@ -134,27 +130,25 @@ fn dispatch(command: Command) -> Result<ExitCode, CommandError> {
             };
             capstan_agent::commands::logs(&args.address, &request, &mut std::io::stdout())
                 .map_err(CommandError::Failed)?;
-            return Ok(ExitCode::SUCCESS);
+            Ok(ExitCode::SUCCESS)
         }
         Command::Exec(args) => {
             let code = node::exec(args).map_err(CommandError::Failed)?;
-            return Ok(ExitCode::from(code.clamp(0, 255) as u8));
+            Ok(ExitCode::from(code.clamp(0, 255) as u8))
         }
-        Command::Server(_) => (
-            "server",
-            "the node does not join a control plane yet (`capstan control-plane` runs the API \
-             server alone)",
-        ),
+        Command::Server(args) => {
+            server::run(*args).map_err(CommandError::Failed)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::ControlPlane(args) => {
-            control_plane::run(args).map_err(CommandError::Failed)?;
-            return Ok(ExitCode::SUCCESS);
+            control_plane::run(args, None).map_err(CommandError::Failed)?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Token(TokenCommand::Create(args)) => {
             bootstrap_tokens::create_token(args).map_err(CommandError::Failed)?;
-            return Ok(ExitCode::SUCCESS);
+            Ok(ExitCode::SUCCESS)
         }
-    };
-    Err(CommandError::NotImplemented { command, missing })
+    }
 }
 
 fn runtime_options(args: RuntimeArgs) -> capstan_runtime::server::RuntimeOptions {

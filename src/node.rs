@@ -16,6 +16,17 @@ use crate::cli::{ExecArgs, NodeArgs};
 /// Runs the node until SIGTERM or SIGINT. Pods keep running when the agent stops: a restart
 /// adopts them.
 pub fn run(args: NodeArgs) -> Result<(), String> {
+    let config = load_config(&args)?;
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("start the async runtime: {e}"))?;
+    tokio.block_on(run_async(args, config))
+}
+
+/// The agent's configuration: the file, then the flags over it. An invalid configuration
+/// stops the start before anything runs, naming the field.
+pub fn load_config(args: &NodeArgs) -> Result<AgentConfig, String> {
     let overrides = Overrides {
         pod_manifest_path: args.pod_manifest_path.clone(),
         node_name: args.node_name.clone(),
@@ -27,17 +38,11 @@ pub fn run(args: NodeArgs) -> Result<(), String> {
         max_pods: args.max_pods,
         container_runtime_endpoint: args.container_runtime_endpoint.clone(),
     };
-    // An invalid configuration stops the start before anything runs, naming the field.
-    let config =
-        AgentConfig::load(args.config.as_deref(), &overrides).map_err(|e| e.to_string())?;
-    let tokio = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| format!("start the async runtime: {e}"))?;
-    tokio.block_on(run_async(args, config))
+    AgentConfig::load(args.config.as_deref(), &overrides).map_err(|e| e.to_string())
 }
 
-async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String> {
+/// Runs the node on the current tokio runtime until SIGTERM or SIGINT.
+pub async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String> {
     // A kubeconfig that cannot be used stops the start before the runtime opens its state.
     let client = match crate::join::node_kubeconfig(&args, &config).await? {
         Some(file) => Some(

@@ -67,6 +67,9 @@ fn every_subcommand_explains_its_flags_and_defaults() {
                 "[default: 0.0.0.0]",
                 "--secure-port",
                 "[default: 6443]",
+                "--pod-manifest-path",
+                "--node-name",
+                "--cluster-cidr",
             ],
         ),
         (
@@ -100,14 +103,24 @@ fn every_subcommand_explains_its_flags_and_defaults() {
 }
 
 #[test]
-fn unbuilt_subcommands_fail_and_say_so() {
-    let out = capstan(&["server"]);
-    assert_eq!(out.status.code(), Some(1), "`capstan server` must fail");
-    let err = stderr(&out);
-    assert!(
-        err.contains("not implemented yet") && err.contains("Nothing was started"),
-        "`capstan server` gave no honest reason: {err}"
-    );
+fn server_refuses_the_flags_of_a_node_that_joins_elsewhere() {
+    for (flag, value) in [
+        ("--kubeconfig", "/nonexistent"),
+        ("--bootstrap-kubeconfig", "/nonexistent"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let out = capstan(&["server", flag, value, "--data-dir", data.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains(&format!(
+                "{flag}: not for capstan server, whose node joins its own control plane"
+            )),
+            "{}",
+            stderr(&out)
+        );
+        assert!(!data.exists(), "a refused server made its data directory");
+    }
 }
 
 #[test]
@@ -159,7 +172,16 @@ fn bad_flags_are_rejected_with_the_flag_named() {
 
 #[test]
 fn json_logs_are_one_object_per_line() {
-    let out = capstan(&["--log-format", "json", "--log-level", "debug", "server"]);
+    // A start refused at once still logs its first line (nothing is started).
+    let out = capstan(&[
+        "--log-format",
+        "json",
+        "--log-level",
+        "debug",
+        "server",
+        "--kubeconfig",
+        "/nonexistent",
+    ]);
     let err = stderr(&out);
     let lines: Vec<&str> = err.lines().filter(|l| l.starts_with('{')).collect();
     assert!(!lines.is_empty(), "no JSON log line in: {err}");

@@ -36,11 +36,24 @@ impl RuntimeProcess {
             own.trim_end_matches('/'),
             capstan_testkit::names::unique("", 6).trim_matches('-')
         );
-        Self::start_node_full(dir, config, read_only, root, extra)
+        Self::start_agent(dir, "node", config, read_only, root, extra)
     }
 
-    fn start_node_full(
+    /// Starts `capstan server` as [`Self::start_node`] starts a node, with the control plane's
+    /// flags in `extra`.
+    pub fn start_server(dir: &Path, config: &str, read_only: u16, extra: &[&str]) -> Self {
+        let own = capstan_testkit::cgroups::own_path().unwrap_or_default();
+        let root = format!(
+            "{}/server-{}",
+            own.trim_end_matches('/'),
+            capstan_testkit::names::unique("", 6).trim_matches('-')
+        );
+        Self::start_agent(dir, "server", config, read_only, root, extra)
+    }
+
+    fn start_agent(
         dir: &Path,
+        command: &str,
         config: &str,
         read_only: u16,
         root: String,
@@ -63,7 +76,7 @@ impl RuntimeProcess {
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut process = Self::start_command(dir, config, "node", &args);
+        let mut process = Self::start_command(dir, config, command, &args);
         process.cgroup_root = Some(root);
         process
     }

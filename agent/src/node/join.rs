@@ -68,6 +68,11 @@ pub fn spawn(client: kube::Client, config: &AgentConfig, node: &Node, registrati
         ));
         tokio::spawn(super::lease::run(registering, name));
     });
+    tokio::spawn(super::pod_cidr::follow(
+        client.clone(),
+        node_name.clone(),
+        node.workers.context().cri.clone(),
+    ));
     if let Some(events) = node.workers.context().events.attach() {
         tokio::spawn(super::events::run(client.clone(), node_name, events));
     }

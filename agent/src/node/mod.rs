@@ -8,6 +8,7 @@ pub mod image_gc;
 pub mod join;
 pub mod lease;
 pub mod pod_cgroups;
+pub mod pod_cidr;
 pub mod register;
 pub mod status;
 pub mod tls_bootstrap;
@@ -107,6 +108,11 @@ pub async fn start(
         .await
         .map_err(|e| NodeError::Runtime(e.message().to_string()))?
         .into_inner();
+    // A standalone node's pod network comes from its configuration; a joined node's from its
+    // Node object ([`pod_cidr::follow`]), which wins when both are set.
+    if let Some(cidr) = &config.pod_cidr {
+        pod_cidr::apply(&cri, &format!("{}/{}", cidr.addr, cidr.prefix_len)).await;
+    }
     let hierarchy = Hierarchy::detect();
     let hierarchy_is_v2 = hierarchy.driver() == capstan_cgroups::Driver::V2;
     if config.memory_qos && !hierarchy_is_v2 {

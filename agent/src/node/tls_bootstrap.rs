@@ -148,7 +148,7 @@ impl Credentials {
 }
 
 /// `Ok` when the kubeconfig exists and its client certificate, if it has one, is still valid.
-fn usable(kubeconfig: &Path) -> Result<(), String> {
+pub fn usable(kubeconfig: &Path) -> Result<(), String> {
     if !kubeconfig.exists() {
         return Err("no such file".into());
     }
@@ -431,6 +431,7 @@ mod tests {
                 server: Some("https://127.0.0.1:1".into()),
                 ..Default::default()
             }),
+            other: Default::default(),
         };
         write_kubeconfig(&missing, &cluster, Path::new("pair.pem")).unwrap();
         let error = usable(&missing).unwrap_err();

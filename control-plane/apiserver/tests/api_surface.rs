@@ -450,13 +450,19 @@ async fn make_pod(server: &capstan_apiserver::ApiServer, name: &str) {
     assert_eq!(code, 201, "{created}");
 }
 
+/// Sets the pod's phase; a Running pod is made Ready too, so that a disruption budget counts
+/// it as healthy (an unready one may be evicted while the budget is healthy, as upstream).
 async fn set_phase(server: &capstan_apiserver::ApiServer, name: &str, phase: &str) {
+    let mut status = json!({"phase": phase});
+    if phase == "Running" {
+        status["conditions"] = json!([{"type": "Ready", "status": "True"}]);
+    }
     let (code, body) = common::call(
         server,
         "PATCH",
         &format!("{PODS}/{name}/status"),
         "application/merge-patch+json",
-        &json!({"status": {"phase": phase}}).to_string(),
+        &json!({ "status": status }).to_string(),
     )
     .await;
     assert_eq!(code, 200, "{body}");

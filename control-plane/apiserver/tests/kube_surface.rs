@@ -77,7 +77,10 @@ async fn scale_eviction_logs_and_events_through_kube_rs() {
     if let Err(error) = pods.create(&PostParams::default(), &pod).await {
         panic!("create pod: {error}");
     }
-    let running = Patch::Merge(json!({"status": {"phase": "Running"}}));
+    // Running and Ready: healthy for the budget (an unready pod may go while it is healthy).
+    let running = Patch::Merge(
+        json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}),
+    );
     if let Err(error) = pods
         .patch_status("p", &PatchParams::default(), &running)
         .await

@@ -63,7 +63,10 @@ core.create_namespaced_pod_binding(
     _preload_content=False,
 )
 seen["node"] = core.read_namespaced_pod("p", ns).spec.node_name
-core.patch_namespaced_pod_status("p", ns, {"status": {"phase": "Running"}})
+# Running and Ready: healthy for the budget (an unready pod may go while it is healthy).
+core.patch_namespaced_pod_status(
+    "p", ns, {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
+)
 policy.create_namespaced_pod_disruption_budget(ns, client.V1PodDisruptionBudget(
     metadata=client.V1ObjectMeta(name="b"),
     spec=client.V1PodDisruptionBudgetSpec(min_available=1, selector=client.V1LabelSelector(match_labels=labels)),

@@ -20,9 +20,9 @@ use crate::apps_shared::expectations::Expectations;
 use crate::apps_shared::pods::controller_of;
 use crate::apps_shared::selector;
 use crate::context::Context;
+use crate::events::EventSink;
 use crate::informer::feed;
 use crate::queue::{Key, WorkQueue};
-use crate::events::EventSink;
 
 /// The kind in controllerRefs.
 const KIND: &str = "DaemonSet";

@@ -17,9 +17,9 @@ use super::history::{self, HASH_LABEL, Revisions};
 use super::{KIND, Shared, rollout};
 use crate::apps_shared::SyncError;
 use crate::apps_shared::pods::{self, controller_ref};
-use crate::queue::Key;
 use crate::apps_shared::selector;
 use crate::events::{error_text, related};
+use crate::queue::Key;
 
 /// The deprecated label with the DaemonSet's generation, still set upstream.
 const TEMPLATE_GENERATION_LABEL: &str = "pod-template-generation";

@@ -19,10 +19,10 @@ use kube::Resource;
 use kube::api::Api;
 
 use crate::context::Context;
+use crate::events::EventSink;
 use crate::informer::{self, Cache, Change};
 use crate::queue::{Key, WorkQueue};
 use crate::replicaset::SyncError;
-use crate::events::EventSink;
 use crate::replicaset::podutil;
 use crate::replicaset::selector::Selector;
 

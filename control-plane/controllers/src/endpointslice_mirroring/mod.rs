@@ -25,10 +25,10 @@ use crate::context::Context;
 use crate::endpointslice::tracker::Tracker;
 use crate::endpointslice::{MANAGED_BY_LABEL, SERVICE_NAME_LABEL};
 use crate::informer::{informer, touched};
-use crate::queue::{self, WorkQueue};
 use crate::node_lifecycle::events::{Kind, Recorder};
 use crate::placement::object_key;
 use crate::podutil;
+use crate::queue::{self, WorkQueue};
 
 /// This controller's `managed-by` value.
 pub const MANAGED_BY: &str = "endpointslicemirroring-controller.k8s.io";
@@ -71,7 +71,7 @@ async fn run(context: Context) {
         tracker: Mutex::new(Tracker::default()),
         reported: Mutex::new(HashMap::new()),
     });
-    let queue: WorkQueue<String> = WorkQueue::new();
+    let queue: Arc<WorkQueue<String>> = Arc::new(WorkQueue::new());
     let triggers = stream::select_all(vec![
         service_events
             .filter_map(|e| async move { touched(e) })
@@ -88,7 +88,7 @@ async fn run(context: Context) {
             .boxed(),
     ]);
     let feed = {
-        let queue = queue.clone();
+        let queue = Arc::clone(&queue);
         triggers.for_each(move |key| {
             queue.add(key);
             futures::future::ready(())

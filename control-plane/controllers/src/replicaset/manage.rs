@@ -16,8 +16,8 @@ use super::expectations::Expectations;
 use super::kind::ReplicaKind;
 use super::podutil;
 use super::ranking;
-use crate::queue::Key;
 use crate::events::EventSink;
+use crate::queue::Key;
 
 /// Upstream's --replicaset burstReplicas: at most this many creations or deletions per sync.
 pub const BURST_REPLICAS: usize = 500;

@@ -23,9 +23,9 @@ use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 use crate::context::Context;
+use crate::events::EventSink;
 use crate::informer::{self, Cache, Change};
 use crate::queue::{Key, WorkQueue};
-use crate::events::EventSink;
 use expectations::Expectations;
 use kind::{ReplicaKind, ReplicaStatus};
 

@@ -19,8 +19,8 @@ use super::{KIND, Shared, claims};
 use crate::apps_shared::SyncError;
 use crate::apps_shared::history;
 use crate::apps_shared::pods::{self, controller_ref};
-use crate::queue::Key;
 use crate::events::{error_text, related};
+use crate::queue::Key;
 
 fn running_and_ready(pod: &Pod) -> bool {
     pods::phase(pod) == "Running" && pods::is_ready(pod)
