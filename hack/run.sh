@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Quick start on a fresh Debian 12 machine, as root, with no internet access needed beyond the
 # package registries: installs what a node needs, builds the release binary, imports the local
-# example images, starts `capstan node` with examples/manifests (a web server, and a pod with an
-# init container and probes), waits for the web pod to be Ready and fetches its page with curl.
-# The node then stays in the foreground: Ctrl-C stops the agent (the pods keep running, as with
-# a kubelet; a restart adopts them).
+# example images and starts `capstan server` (control plane and node in one process, the
+# bundled CNI set up by the server). Then, with kubectl and the admin kubeconfig the server
+# wrote, it applies examples/cluster/web.yaml (a Deployment of three web servers), waits for the
+# rollout, shows `kubectl get pods -o wide` and fetches a page from a pod with curl. The server
+# then stays in the foreground: Ctrl-C stops it (the pods keep running, as with a kubelet; a
+# restart adopts them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,44 +14,35 @@ hack/deps.sh run
 cargo build --release --locked -p capstan -p capstan-testkit --bins
 release="$PWD/target/release"
 state=/var/lib/capstan
-address=127.0.0.1:10255
-
-# Our CNI plugins are the capstan binary under each plugin's name.
-mkdir -p "$release/cni-bin" /etc/capstan
-for plugin in bridge host-local loopback; do ln -sf "$release/capstan" "$release/cni-bin/$plugin"; done
-cat > /etc/capstan/runtime.toml <<TOML
-[cni]
-conf_dir = "$PWD/examples/cni"
-bin_dirs = ["$release/cni-bin"]
-TOML
+export KUBECONFIG="$state/control-plane/admin.kubeconfig"
+command -v kubectl >/dev/null || { echo "hack/run.sh: kubectl is needed to talk to the cluster" >&2; exit 1; }
 
 "$release/capstan-example-images" "$release/example-images.tar"
 "$release/capstan" images import --state-dir "$state" "$release/example-images.tar"
 
-echo "hack/run.sh: starting capstan node with the manifests in examples/manifests"
-"$release/capstan" node --pod-manifest-path "$PWD/examples/manifests" \
-  --runtime-config /etc/capstan/runtime.toml --state-dir "$state" \
-  --read-only-address "$address" "$@" &
-node=$!
-trap 'kill $node 2>/dev/null' INT TERM
+echo "hack/run.sh: starting capstan server"
+"$release/capstan" server --data-dir "$state/control-plane" --state-dir "$state" \
+  --pod-manifest-path "" "$@" &
+server=$!
+trap 'kill $server 2>/dev/null' INT TERM
 
-pod="web-$(hostname | tr '[:upper:]' '[:lower:]')"
+node_ready() {
+  kubectl get nodes -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{.spec.podCIDR}{"\n"}{end}' 2>/dev/null |
+    grep -q '^True.'
+}
 for _ in $(seq 1 120); do
-  ip=$(curl -fsS "http://$address/pods" 2>/dev/null | python3 -c '
-import json, sys
-for p in json.load(sys.stdin)["items"]:
-    ready = any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
-    if p["metadata"]["name"] == sys.argv[1] and ready:
-        print(p["status"]["podIP"])
-' "$pod" || true)
-  [ -n "$ip" ] && break
+  [ -f "$KUBECONFIG" ] && node_ready && break
+  kill -0 $server 2>/dev/null || { echo "hack/run.sh: capstan server exited; see the log above" >&2; exit 1; }
   sleep 0.5
 done
-if [ -z "${ip:-}" ]; then
-  echo "hack/run.sh: $pod did not become Ready; see the log above" >&2
-  kill $node; exit 1
-fi
-"$release/capstan" pods --address "$address"
+node_ready || { echo "hack/run.sh: the node did not become Ready; see the log above" >&2; kill $server; exit 1; }
+kubectl get nodes -o wide
+
+kubectl apply -f examples/cluster/web.yaml
+kubectl rollout status deployment/web --timeout=120s
+kubectl get pods -o wide
+ip=$(kubectl get pods -l app=web -o jsonpath='{.items[0].status.podIP}')
 echo "hack/run.sh: curl http://$ip:8080/"
 curl -fsS "http://$ip:8080/"
-wait $node
+echo "hack/run.sh: the cluster keeps running; KUBECONFIG=$KUBECONFIG kubectl ... talks to it"
+wait $server

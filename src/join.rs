@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use capstan_agent::config::AgentConfig;
 use capstan_agent::node::discovery;
-use capstan_agent::node::tls_bootstrap::Credentials;
+use capstan_agent::node::tls_bootstrap::{CURRENT_PAIR, Credentials};
 
 use crate::cli::NodeArgs;
 
@@ -17,12 +17,22 @@ use crate::cli::NodeArgs;
 /// kubelet's bootstrap gives up after an hour as well).
 const CERTIFICATE_WAIT: Duration = Duration::from_secs(3600);
 
+/// What the node joins with.
+#[derive(Debug)]
+pub struct NodeCredentials {
+    /// Its kubeconfig.
+    pub kubeconfig: PathBuf,
+    /// Where its client certificate is renewed, when it is (`rotateCertificates`, on for
+    /// `--join` as kubeadm configures the kubelet, and a pair in the cert dir to renew).
+    pub rotation: Option<Credentials>,
+}
+
 /// The kubeconfig the node joins with, after discovery and TLS bootstrap where the flags ask
 /// for them; `None` for a standalone node.
 pub async fn node_kubeconfig(
     args: &NodeArgs,
     config: &AgentConfig,
-) -> Result<Option<PathBuf>, String> {
+) -> Result<Option<NodeCredentials>, String> {
     let mut bootstrap = args.bootstrap_kubeconfig.clone();
     if let Some(endpoint) = &args.join {
         let token = args.token.as_deref().unwrap_or_default();
@@ -49,11 +59,16 @@ pub async fn node_kubeconfig(
         node_name: config.node_name.clone(),
         wait: CERTIFICATE_WAIT,
     };
-    credentials
-        .ensure()
-        .await
-        .map(Some)
-        .map_err(|e| e.to_string())
+    let kubeconfig = credentials.ensure().await.map_err(|e| e.to_string())?;
+    let rotate = config.rotate_certificates || args.join.is_some();
+    let has_pair = credentials.cert_dir.join(CURRENT_PAIR).exists();
+    if rotate && !has_pair {
+        tracing::warn!(cert_dir = %credentials.cert_dir.display(), "rotateCertificates is on but the cert dir holds no {CURRENT_PAIR}: the kubeconfig's credentials are used as they are");
+    }
+    Ok(Some(NodeCredentials {
+        kubeconfig,
+        rotation: (rotate && has_pair).then_some(credentials),
+    }))
 }
 
 /// Writes a bootstrap kubeconfig (it holds the token) for root alone.

@@ -45,11 +45,7 @@ pub fn load_config(args: &NodeArgs) -> Result<AgentConfig, String> {
 pub async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String> {
     // A kubeconfig that cannot be used stops the start before the runtime opens its state.
     let client = match crate::join::node_kubeconfig(&args, &config).await? {
-        Some(file) => Some(
-            capstan_agent::node::join::client(&file)
-                .await
-                .map_err(|e| e.to_string())?,
-        ),
+        Some(credentials) => Some(node_client(credentials).await?),
         None => None,
     };
     let (cri, runtime) = match &config.container_runtime_endpoint {
@@ -122,6 +118,26 @@ pub async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String
             Ok(())
         }
     }
+}
+
+/// The node's API client; with rotation, one whose client certificate follows the cert
+/// dir's current pair, renewed in the background before it expires.
+async fn node_client(credentials: crate::join::NodeCredentials) -> Result<kube::Client, String> {
+    use capstan_agent::node::{cert_rotation, client_cert};
+    let Some(rotation) = credentials.rotation else {
+        return capstan_agent::node::join::client(&credentials.kubeconfig)
+            .await
+            .map_err(|e| e.to_string());
+    };
+    let pair_file = rotation
+        .cert_dir
+        .join(capstan_agent::node::tls_bootstrap::CURRENT_PAIR);
+    let pair = client_cert::CurrentPair::load(&pair_file)?;
+    let client = client_cert::client(&credentials.kubeconfig, Arc::clone(&pair))
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::spawn(cert_rotation::run(rotation, client.clone(), pair));
+    Ok(client)
 }
 
 /// The container log limits of the KubeletConfiguration (containerLogMaxSize,

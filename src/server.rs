@@ -50,7 +50,9 @@ pub fn run(args: ServerArgs) -> Result<(), String> {
         return Err("--disable-controller-manager: capstan server's node needs the controllers to sign its certificate and give it a pod CIDR".into());
     }
     // A bad node configuration stops the start before the control plane opens its store.
-    let config = crate::node::load_config(&node)?;
+    let mut config = crate::node::load_config(&node)?;
+    // As kubeadm configures its kubelets.
+    config.rotate_certificates = true;
     if node.runtime.runtime_config.is_none() {
         node.runtime.runtime_config = Some(bundled_cni(&config.root_dir)?);
     }

@@ -268,3 +268,188 @@ fn assert_private(path: &Path) {
     let mode = std::fs::metadata(path).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0, "{} is readable by others", path.display());
 }
+
+/// A pair for `system:node:node1` signed by the cluster CA, valid from ten minutes ago until
+/// `remaining` from now: most of its lifetime is gone, so a rotating node renews it at once.
+fn short_lived_pair(plane: &ControlPlane, remaining: time::Duration) -> String {
+    let pki = plane.data_dir.join("pki");
+    let ca_pem = std::fs::read_to_string(pki.join("ca.crt")).unwrap();
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(pki.join("ca.key")).unwrap()).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    let mut name = rcgen::DistinguishedName::new();
+    name.push(rcgen::DnType::OrganizationName, "system:nodes");
+    name.push(rcgen::DnType::CommonName, "system:node:node1");
+    params.distinguished_name = name;
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::minutes(10);
+    params.not_after = now + remaining;
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let certificate = params.signed_by(&key, &issuer).unwrap();
+    format!("{}{}", certificate.pem(), key.serialize_pem())
+}
+
+fn first_certificate(pem: &str) -> String {
+    let end = "-----END CERTIFICATE-----";
+    pem[..pem.find(end).unwrap() + end.len()].to_string()
+}
+
+#[test]
+fn a_node_renews_its_client_certificate_before_it_expires() {
+    capstan_testkit::require_root();
+    let dir = tempfile::tempdir().unwrap();
+    let mut plane = ControlPlane::start(
+        dir.path(),
+        &[
+            "--disable-scheduler",
+            "--controllers",
+            "csrapproving,csrsigning",
+        ],
+    );
+    // A node whose certificate has 40 s left, with rotation on, as kubeadm configures it.
+    let node_dir = dir.path().join("node");
+    let pki = node_dir.join("agent/pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let pair_file = pki.join("kubelet-client-current.pem");
+    let original = short_lived_pair(&plane, time::Duration::seconds(40));
+    let expires = Instant::now() + Duration::from_secs(40);
+    std::fs::write(&pair_file, &original).unwrap();
+    let ca = std::fs::read(plane.data_dir.join("pki/ca.crt")).unwrap();
+    let kubeconfig = node_dir.join("agent/kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority-data: {}\nusers:\n- name: node\n  user:\n    client-certificate: {p}\n    client-key: {p}\ncontexts:\n- name: node\n  context: {{cluster: c, user: node}}\ncurrent-context: node\n",
+            plane.port,
+            base64_encode(&ca),
+            p = pair_file.display()
+        ),
+    )
+    .unwrap();
+    let kubelet_config = node_dir.join("kubelet.yaml");
+    std::fs::write(
+        &kubelet_config,
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\nrotateCertificates: true\n",
+    )
+    .unwrap();
+    let node = RuntimeProcess::start_node(
+        &node_dir,
+        "",
+        free_port(),
+        &[
+            "--kubeconfig",
+            kubeconfig.to_str().unwrap(),
+            "--config",
+            kubelet_config.to_str().unwrap(),
+        ],
+    );
+
+    // The node asks as itself; the approver takes it as selfnodeclient, the signer signs it.
+    wait_for(
+        &plane,
+        &node,
+        &["get", "csr"],
+        "a renewal request approved and signed",
+        |list| {
+            list["items"].as_array().is_some_and(|items| {
+                items.iter().any(|csr| {
+                    csr["spec"]["username"] == "system:node:node1"
+                        && csr["status"]["certificate"].is_string()
+                        && csr["status"]["conditions"]
+                            .as_array()
+                            .is_some_and(|c| c.iter().any(|c| c["type"] == "Approved"))
+                })
+            })
+        },
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let renewed = loop {
+        let current = std::fs::read_to_string(&pair_file).unwrap_or_default();
+        if current.contains("-----END CERTIFICATE-----")
+            && first_certificate(&current) != first_certificate(&original)
+        {
+            break current;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pair was not replaced:\n{}",
+            node.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        std::fs::symlink_metadata(&pair_file)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "kubelet-client-current.pem is not a link to the new pair"
+    );
+    // Signed for the signer's full duration, not the old certificate's remainder.
+    assert!(
+        valid_for(&renewed, 300 * 24 * 3600),
+        "the renewed certificate is short"
+    );
+    assert!(
+        !valid_for(&original, 60),
+        "the test's own certificate is not short"
+    );
+    assert_private(&pair_file);
+
+    // Once the old certificate has expired, the API server restarts: every connection is new,
+    // and the node's Lease keeps being renewed only if it presents the new certificate.
+    if let Some(left) = expires.checked_duration_since(Instant::now()) {
+        std::thread::sleep(left + Duration::from_secs(2));
+    }
+    plane.restart();
+    let before = lease_renew_time(&plane);
+    wait_for(
+        &plane,
+        &node,
+        &["get", "lease", "-n", "kube-node-lease", "node1"],
+        "the Lease renewed with the new certificate after the old one expired",
+        |l| l["spec"]["renewTime"].as_str() != before.as_deref(),
+    );
+    let whoami = Kubectl::kubeconfig(KUBECTL, &kubeconfig).output_blocking(&["auth", "whoami"]);
+    assert!(whoami.status.success(), "{}", text(&whoami.stderr));
+    assert!(text(&whoami.stdout).contains("system:node:node1"));
+    drop(node);
+}
+
+fn base64_encode(bytes: &[u8]) -> String {
+    let out = Command::new("base64")
+        .arg("-w0")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().unwrap().write_all(bytes)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    text(&out.stdout)
+}
+
+/// Whether the first certificate in `pem` is still valid `seconds` from now (openssl's
+/// `-checkend`).
+fn valid_for(pem: &str, seconds: u64) -> bool {
+    Command::new("openssl")
+        .args(["x509", "-noout", "-checkend", &seconds.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(first_certificate(pem).as_bytes())?;
+            child.wait()
+        })
+        .unwrap()
+        .success()
+}

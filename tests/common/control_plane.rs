@@ -15,6 +15,7 @@ pub struct ControlPlane {
     /// The API server's port.
     pub port: u16,
     log: PathBuf,
+    extra: Vec<String>,
 }
 
 impl ControlPlane {
@@ -22,32 +23,53 @@ impl ControlPlane {
     pub fn start(dir: &Path, extra: &[&str]) -> Self {
         let data_dir = dir.join("control-plane");
         let log = dir.join("control-plane.log");
-        let out = std::fs::File::create(&log).unwrap();
         let port = super::free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_capstan"))
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let child = Self::spawn(&data_dir, &log, port, &extra);
+        let plane = ControlPlane {
+            child,
+            data_dir,
+            port,
+            log,
+            extra,
+        };
+        plane.wait_ready();
+        plane
+    }
+
+    /// Stops it and starts it again on the same port and data (every client reconnects).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Self::spawn(&self.data_dir, &self.log, self.port, &self.extra);
+        self.wait_ready();
+    }
+
+    fn spawn(data_dir: &Path, log: &Path, port: u16, extra: &[String]) -> Child {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_capstan"))
             .args(["--log-level", "info", "control-plane"])
             .args(["--bind-address", "127.0.0.1"])
             .args(extra)
             .arg("--secure-port")
             .arg(port.to_string())
             .arg("--data-dir")
-            .arg(&data_dir)
+            .arg(data_dir)
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
-            .unwrap();
-        let plane = ControlPlane {
-            child,
-            data_dir,
-            port,
-            log,
-        };
+            .unwrap()
+    }
+
+    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            if plane.kubeconfig().exists() {
-                let out = plane
-                    .kubectl()
-                    .output_blocking(&["get", "--raw", "/readyz"]);
+            if self.kubeconfig().exists() {
+                let out = self.kubectl().output_blocking(&["get", "--raw", "/readyz"]);
                 if out.status.success() && out.stdout == b"ok" {
                     break;
                 }
@@ -55,11 +77,10 @@ impl ControlPlane {
             assert!(
                 Instant::now() < deadline,
                 "the control plane did not get ready:\n{}",
-                plane.log()
+                self.log()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
-        plane
     }
 
     /// The admin kubeconfig (system:masters).

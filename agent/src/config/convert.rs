@@ -178,6 +178,9 @@ fn apply_fields(
     if let Some(v) = f.pod_cidr.filter(|v| !v.is_empty()) {
         c.pod_cidr = Some(v.parse::<Cidr>().map_err(|e| invalid("podCIDR", e))?);
     }
+    if let Some(v) = f.rotate_certificates {
+        c.rotate_certificates = v;
+    }
     if let Some(v) = f.max_pods {
         c.max_pods = in_range(origin, "maxPods", v, 0, i64::from(u32::MAX))?;
     }

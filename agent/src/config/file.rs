@@ -63,6 +63,7 @@ pub struct KubeletConfigFile {
     pub shutdown_grace_period: Option<String>,
     pub shutdown_grace_period_critical_pods: Option<String>,
     pub container_runtime_endpoint: Option<String>,
+    pub rotate_certificates: Option<bool>,
 }
 
 /// The fields above, by their names in the file.
@@ -106,6 +107,7 @@ pub const APPLIED: &[&str] = &[
     "shutdownGracePeriod",
     "shutdownGracePeriodCriticalPods",
     "containerRuntimeEndpoint",
+    "rotateCertificates",
 ];
 
 /// Upstream KubeletConfiguration fields that Capstan does not apply (yet, or at all: TLS
@@ -121,7 +123,6 @@ pub const NOT_APPLIED: &[&str] = &[
     "tlsPrivateKeyFile",
     "tlsCipherSuites",
     "tlsMinVersion",
-    "rotateCertificates",
     "serverTLSBootstrap",
     "authentication",
     "authorization",

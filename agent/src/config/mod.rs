@@ -102,6 +102,9 @@ pub struct AgentConfig {
     pub read_only_address: Option<SocketAddr>,
     /// This node's pod network (`podCIDR`); default none.
     pub pod_cidr: Option<Cidr>,
+    /// Whether the client certificate in the cert dir is renewed before it expires
+    /// (`rotateCertificates`; the kubelet's default false, kubeadm writes true).
+    pub rotate_certificates: bool,
     /// Most pods the node admits (`maxPods`, 110).
     pub max_pods: u32,
     /// Most processes in a pod (`podPidsLimit`, -1); None: unlimited.
@@ -184,6 +187,7 @@ impl AgentConfig {
                 DEFAULT_READ_ONLY_PORT,
             )),
             pod_cidr: None,
+            rotate_certificates: false,
             max_pods: 110,
             pod_pids_limit: None,
             cgroup_root: None,

@@ -2,6 +2,8 @@
 //! sources, runtime events, and the read-only API; and, joined to an API server ([`join`]),
 //! the Node's registration, status and Lease.
 
+pub mod cert_rotation;
+pub mod client_cert;
 pub mod discovery;
 pub mod events;
 pub mod image_gc;

@@ -110,6 +110,19 @@ impl Credentials {
         Ok(self.kubeconfig.clone())
     }
 
+    /// Renews the client certificate with the node's own credentials (`client`): a new key,
+    /// a request the approver takes as `selfnodeclient`, and the new pair made current.
+    /// Returns the current pair's path.
+    pub async fn renew(&self, client: &kube::Client) -> Result<PathBuf, BootstrapError> {
+        let key = rcgen::KeyPair::generate().map_err(|e| BootstrapError::Request(e.to_string()))?;
+        let request = certificate_request(&self.node_name, &key)?;
+        let name = request_name(&self.node_name, &key);
+        let certificate = request_certificate(client.clone(), &name, request, self.wait).await?;
+        let pair = self.store_pair(&certificate, &key.serialize_pem())?;
+        tracing::info!(request = %name, pair = %pair.display(), "client certificate renewed");
+        Ok(pair)
+    }
+
     /// The key of a pending request, or a new one (ECDSA P-256, as the kubelet makes).
     fn pending_key(&self) -> Result<rcgen::KeyPair, BootstrapError> {
         let path = self.cert_dir.join(PENDING_KEY);
