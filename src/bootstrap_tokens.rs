@@ -19,6 +19,8 @@ use crate::cli::TokenCreateArgs;
 
 /// The group `capstan token create` puts its tokens in, as kubeadm's default node token.
 pub const NODE_TOKEN_GROUP: &str = "system:bootstrappers:kubeadm:default-node-token";
+/// The ClusterRoleBinding of system:node to all nodes that earlier versions made.
+const INTERIM_NODE_BINDING: &str = "capstan:nodes";
 
 /// Publishes what joining nodes need, retrying until the API server takes it.
 pub async fn publish_join_info(client: kube::Client, ca_pem: String, server: String) {
@@ -109,11 +111,18 @@ async fn publish_once(client: &kube::Client, ca_pem: &str, server: &str) -> kube
             "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
             ("Group", "system:nodes"),
         ),
-        // Until the Node authorizer exists, nodes get the system:node role by RBAC, as
-        // clusters did before it (it is wider: any node may read any pod's secrets).
-        ("capstan:nodes", "system:node", ("Group", "system:nodes")),
     ];
     let api: Api<ClusterRoleBinding> = Api::all(client.clone());
+    // Earlier versions bound system:node to every node by RBAC, before the Node authorizer
+    // existed; that binding lets any node read any pod's secrets, so it goes.
+    match api.delete(INTERIM_NODE_BINDING, &Default::default()).await {
+        Ok(_) => tracing::info!(
+            binding = INTERIM_NODE_BINDING,
+            "removed the interim node binding"
+        ),
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(error) => return Err(error),
+    }
     for (name, role, (kind, who)) in cluster_bindings {
         let binding = ClusterRoleBinding {
             metadata: named(name),

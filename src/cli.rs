@@ -355,9 +355,10 @@ pub struct ControlPlaneArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_token_expiration)]
     pub service_account_max_token_expiration: Option<std::time::Duration>,
 
-    /// Ordered comma list of authorizers after the system:masters bypass: RBAC, AlwaysAllow,
-    /// AlwaysDeny (Node is not implemented yet).
-    #[arg(long, default_value = "RBAC", value_name = "MODES")]
+    /// Ordered comma list of authorizers after the system:masters bypass: Node, RBAC,
+    /// AlwaysAllow, AlwaysDeny. The default is kubeadm's and k3s's (kube-apiserver's own is
+    /// AlwaysAllow).
+    #[arg(long, default_value = "Node,RBAC", value_name = "MODES")]
     pub authorization_mode: String,
 
     /// Do not run the scheduler in this process (k3s's flag).

@@ -324,8 +324,8 @@ fn authorization_modes_not_built_are_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     for (modes, expected) in [
         (
-            "Node,RBAC",
-            "authorization-mode \"Node\" is not implemented yet",
+            "Node,Webhook",
+            "authorization-mode \"Webhook\" is not implemented yet",
         ),
         ("Bogus", "authorization-mode \"Bogus\" is not a valid mode"),
     ] {

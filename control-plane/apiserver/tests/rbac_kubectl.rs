@@ -4,137 +4,24 @@
 //! bindings made with `kubectl create` granting a token user exactly that until deleted, with
 //! escalation refused.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Command, Output};
+mod common;
+
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use capstan_apiserver::authz::Mode;
-use capstan_apiserver::run::{self, ControlPlaneOptions};
+use common::plane::{Plane, stderr, stdout};
+
+/// The plane with alice (groups devs, qa) and bob as token users, RBAC alone.
+fn start_plane() -> Plane {
+    Plane::start_with(
+        "s3cret,alice,uid-alice,\"devs,qa\"\nb0b,bob,uid-bob\n",
+        vec![Mode::Rbac],
+    )
+}
 
 const KUBECTL: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.33";
 const KUBECTL_1_27: &str = "/usr/lib/google-cloud-sdk/bin/kubectl.1.27";
-
-/// The control plane on a thread of its own, stopped when dropped.
-struct Plane {
-    _dir: tempfile::TempDir,
-    data_dir: PathBuf,
-    address: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Plane {
-    fn start() -> Plane {
-        let dir = match tempfile::tempdir() {
-            Ok(dir) => dir,
-            Err(error) => panic!("tempdir: {error}"),
-        };
-        let tokens = dir.path().join("tokens.csv");
-        if let Err(error) = std::fs::write(
-            &tokens,
-            "s3cret,alice,uid-alice,\"devs,qa\"\nb0b,bob,uid-bob\n",
-        ) {
-            panic!("tokens: {error}");
-        }
-        let data_dir = dir.path().join("data");
-        let options = ControlPlaneOptions {
-            token_auth_file: Some(tokens),
-            authorization_modes: vec![Mode::Rbac],
-            ..ControlPlaneOptions::loopback(data_dir.clone())
-        };
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(error) => panic!("runtime: {error}"),
-            };
-            let ran = runtime.block_on(run::run(
-                options,
-                move |address, _| {
-                    let _ = ready_tx.send(address);
-                },
-                async {
-                    let _ = stopped.await;
-                },
-            ));
-            if let Err(error) = ran {
-                panic!("control plane: {error}");
-            }
-        });
-        let address = match ready_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(address) => address,
-            Err(error) => panic!("control plane not ready: {error}"),
-        };
-        Plane {
-            _dir: dir,
-            data_dir,
-            address,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    fn admin(&self, kubectl: &str, args: &[&str]) -> Output {
-        let kubeconfig = self.data_dir.join("admin.kubeconfig");
-        run_kubectl(
-            kubectl,
-            &[&format!("--kubeconfig={}", kubeconfig.display())],
-            args,
-        )
-    }
-
-    fn as_token(&self, kubectl: &str, token: &str, args: &[&str]) -> Output {
-        let ca = self.data_dir.join("pki/ca.crt");
-        run_kubectl(
-            kubectl,
-            &[
-                "--kubeconfig=/dev/null",
-                &format!("--server=https://{}", self.address),
-                &format!("--certificate-authority={}", ca.display()),
-                &format!("--token={token}"),
-            ],
-            args,
-        )
-    }
-
-    fn admin_ok(&self, args: &[&str]) -> String {
-        let out = self.admin(KUBECTL, args);
-        assert!(out.status.success(), "kubectl {args:?}: {}", stderr(&out));
-        stdout(&out)
-    }
-}
-
-impl Drop for Plane {
-    fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn run_kubectl(kubectl: &str, connection: &[&str], args: &[&str]) -> Output {
-    match Command::new(kubectl).args(connection).args(args).output() {
-        Ok(out) => out,
-        Err(error) => panic!("{kubectl}: {error}"),
-    }
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// Retries `check` for up to ten seconds: RBAC follows the store through a watch.
 fn eventually(what: &str, mut check: impl FnMut() -> bool) {
@@ -161,7 +48,7 @@ fn can_i(plane: &Plane, kubectl: &str, args: &[&str]) -> (String, i32) {
 
 #[test]
 fn kubectl_auth_can_i_and_whoami_answer_as_rbac_decides() {
-    let plane = Plane::start();
+    let plane = start_plane();
     plane.admin_ok(&[
         "create",
         "role",
@@ -313,7 +200,7 @@ fn kubectl_auth_can_i_and_whoami_answer_as_rbac_decides() {
 
 #[test]
 fn roles_and_bindings_made_with_kubectl_grant_exactly_that_until_deleted() {
-    let plane = Plane::start();
+    let plane = start_plane();
     let alice = |kubectl: &str, args: &[&str]| plane.as_token(kubectl, "s3cret", args);
     let forbidden = |out: &Output, text: &str| {
         assert!(!out.status.success());

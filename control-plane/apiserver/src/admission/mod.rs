@@ -9,6 +9,7 @@ pub mod default_toleration_seconds;
 pub mod forbid;
 pub mod limitranger;
 pub mod namespace_lifecycle;
+pub mod node_restriction;
 pub mod podsecurity;
 pub mod priority;
 pub mod quantities;
@@ -98,6 +99,7 @@ pub fn chain() -> Vec<Box<dyn Plugin>> {
         Box::new(rbac_escalation::RbacEscalation),
         Box::new(limitranger::LimitRanger),
         Box::new(service_account::ServiceAccount),
+        Box::new(node_restriction::NodeRestriction),
         Box::new(podsecurity::PodSecurity),
         Box::new(priority::Priority),
         Box::new(default_toleration_seconds::DefaultTolerationSeconds),

@@ -5,6 +5,7 @@
 
 pub mod attributes;
 pub mod impersonation;
+pub mod node;
 pub mod rbac;
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use capstan_store::Store;
 use crate::server::RequestUser;
 use crate::status::ApiError;
 use attributes::Attributes;
+use node::NodeAuthorizer;
 use rbac::Rbac;
 use rbac::rules::PolicyRule;
 
@@ -23,6 +25,8 @@ pub const MASTERS_GROUP: &str = "system:masters";
 /// One value of `--authorization-mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
+    /// What each node may reach through the pods bound to it.
+    Node,
     /// Role-based access control over the `rbac.authorization.k8s.io` objects.
     Rbac,
     /// Allows everything.
@@ -36,19 +40,20 @@ pub fn parse_modes(text: &str) -> Result<Vec<Mode>, String> {
     let mut modes = Vec::new();
     for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         let mode = match name {
+            "Node" => Mode::Node,
             "RBAC" => Mode::Rbac,
             "AlwaysAllow" => Mode::AlwaysAllow,
             "AlwaysDeny" => Mode::AlwaysDeny,
-            "Node" | "ABAC" | "Webhook" => {
+            "ABAC" | "Webhook" => {
                 return Err(format!(
-                    "authorization-mode {name:?} is not implemented yet in capstan (RBAC, \
+                    "authorization-mode {name:?} is not implemented yet in capstan (Node, RBAC, \
                      AlwaysAllow and AlwaysDeny are)"
                 ));
             }
             other => {
                 return Err(format!(
-                    "authorization-mode {other:?} is not a valid mode (valid: RBAC, AlwaysAllow, \
-                     AlwaysDeny)"
+                    "authorization-mode {other:?} is not a valid mode (valid: Node, RBAC, \
+                     AlwaysAllow, AlwaysDeny)"
                 ));
             }
         };
@@ -93,6 +98,7 @@ pub struct Rules {
 #[derive(Debug)]
 pub struct Authorizer {
     modes: Vec<Mode>,
+    node: Option<NodeAuthorizer>,
     rbac: Option<Rbac>,
 }
 
@@ -102,14 +108,24 @@ impl Authorizer {
         modes: &[Mode],
         store: Arc<dyn Store>,
     ) -> Result<Authorizer, capstan_store::StoreError> {
+        let node = match modes.contains(&Mode::Node) {
+            true => Some(NodeAuthorizer::start(Arc::clone(&store)).await?),
+            false => None,
+        };
         let rbac = match modes.contains(&Mode::Rbac) {
             true => Some(Rbac::start(store).await?),
             false => None,
         };
         Ok(Authorizer {
             modes: modes.to_vec(),
+            node,
             rbac,
         })
+    }
+
+    /// The Node authorizer, when the chain has one.
+    pub fn node(&self) -> Option<&NodeAuthorizer> {
+        self.node.as_ref()
     }
 
     /// The RBAC authorizer, when the chain has one.
@@ -127,6 +143,10 @@ impl Authorizer {
             let (decision, reason) = match mode {
                 Mode::AlwaysAllow => (Decision::Allow, String::new()),
                 Mode::AlwaysDeny => (Decision::NoOpinion, "Everything is forbidden.".to_string()),
+                Mode::Node => match &self.node {
+                    Some(node) => node.authorize(user, attributes),
+                    None => (Decision::NoOpinion, String::new()),
+                },
                 Mode::Rbac => match &self.rbac {
                     Some(rbac) => match rbac.authorize(user, attributes) {
                         (true, reason) => (Decision::Allow, reason),
@@ -167,6 +187,14 @@ impl Authorizer {
                         .push(PolicyRule::non_resource(&["*"], &["*"]));
                 }
                 Mode::AlwaysDeny => {}
+                Mode::Node => {
+                    // As upstream: a node's rules are not enumerated.
+                    if self.node.is_some() && node::node_identity(user).is_some() {
+                        rules
+                            .errors
+                            .push("node authorizer does not support user rule resolution".into());
+                    }
+                }
                 Mode::Rbac => {
                     if let Some(rbac) = &self.rbac {
                         let (found, errors) = rbac.rules_for(user, namespace);

@@ -141,6 +141,7 @@ pub async fn eviction(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Respons
     let eviction = decoded(call)?;
     check_body_name(&eviction, name, "Eviction")?;
     let (pod, _) = rest::get_object(call.server, target.kind, Some(namespace), name).await?;
+    crate::admission::node_restriction::check_eviction(call.user, name, &pod)?;
     let finished = matches!(
         pod.pointer("/status/phase").and_then(Value::as_str),
         Some("Succeeded" | "Failed" | "Pending")

@@ -65,7 +65,29 @@ pub async fn create(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<
         },
         warnafter: None,
     };
-    if let Some(reference) = spec.get("boundObjectRef").filter(|r| r.is_object()) {
+    let reference = spec.get("boundObjectRef").filter(|r| r.is_object());
+    if crate::authz::node::node_identity(call.user).is_some() {
+        let pod = match reference {
+            Some(r) if r.get("kind").and_then(Value::as_str) == Some("Pod") => {
+                let pod_name = r.get("name").and_then(Value::as_str).unwrap_or("");
+                match server.kinds.find("", "v1", "pods") {
+                    Some(pods) => rest::get_object(server, pods, Some(namespace), pod_name)
+                        .await
+                        .ok()
+                        .map(|(pod, _)| pod),
+                    None => None,
+                }
+            }
+            _ => None,
+        };
+        crate::admission::node_restriction::check_token_request(
+            call.user,
+            name,
+            reference,
+            pod.as_ref(),
+        )?;
+    }
+    if let Some(reference) = reference {
         bind(call, namespace, name, reference, &mut claim).await?;
     }
     let mut warning = None;
