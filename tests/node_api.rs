@@ -810,3 +810,64 @@ fn api_volumes_env_and_pull_secrets_follow_their_objects() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_readiness_gate_holds_ready_until_its_condition_is_true() {
+    capstan_testkit::require_root();
+    let c = Cluster::start();
+    let image = format!("{}/shell:1", c.registry.host());
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: gated, namespace: default}}\nspec:\n  nodeName: node1\n  terminationGracePeriodSeconds: 1\n  readinessGates:\n  - conditionType: example.com/load-balancer\n  containers:\n  - name: c\n    image: {image}\n    command: [sh, -c, \"sleep 3600\"]\n"
+    );
+    c.kubectl_ok(&["apply", "-f", "-"], Some(&manifest));
+    let ready_of = |pod: &Value| condition(pod, "Ready").cloned().unwrap_or_default();
+    // Containers ready, the gate's condition absent: not Ready, in the kubelet's words.
+    let pod = c.wait_for(&["get", "pod", "gated"], Duration::from_secs(60), |p| {
+        condition(p, "ContainersReady").is_some_and(|c| c["status"] == "True")
+            && ready_of(p)["reason"] == "ReadinessGatesNotReady"
+    });
+    let ready = ready_of(&pod);
+    assert_eq!(ready["status"], "False", "{pod}");
+    assert_eq!(
+        ready["message"],
+        "corresponding condition of pod readiness gate \"example.com/load-balancer\" does not exist.",
+        "{pod}"
+    );
+    // Another writer sets the gate False, then True: Ready follows.
+    let set_gate = |status: &str| {
+        let patch = format!(
+            r#"{{"status": {{"conditions": [{{"type": "example.com/load-balancer", "status": "{status}"}}]}}}}"#
+        );
+        c.kubectl_ok(
+            &[
+                "patch",
+                "pod",
+                "gated",
+                "--subresource=status",
+                "--type=strategic",
+                "-p",
+                &patch,
+            ],
+            None,
+        );
+    };
+    set_gate("False");
+    c.wait_for(&["get", "pod", "gated"], Duration::from_secs(20), |p| {
+        ready_of(p)["message"]
+            == "the status of pod readiness gate \"example.com/load-balancer\" is not \"True\", but False"
+    });
+    set_gate("True");
+    let pod = c.wait_for(&["get", "pod", "gated"], Duration::from_secs(20), |p| {
+        ready_of(p)["status"] == "True"
+    });
+    // The gate's own condition is kept as its writer set it.
+    assert_eq!(
+        condition(&pod, "example.com/load-balancer").map(|c| c["status"].clone()),
+        Some(Value::from("True")),
+        "{pod}"
+    );
+    c.kubectl_ok(
+        &["delete", "pod", "gated", "--wait=true", "--timeout=60s"],
+        None,
+    );
+}

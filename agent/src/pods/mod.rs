@@ -13,6 +13,7 @@ pub mod labels;
 pub mod mailbox;
 pub mod probing;
 pub mod pull_auth;
+pub mod readiness_gates;
 pub mod resources;
 pub mod sandbox_config;
 pub mod status;

@@ -280,7 +280,6 @@ pub fn pod_status(pod: &Pod, view: &PodView, inputs: &StatusInputs) -> PodStatus
 
     let sandbox_ready = view.ready_sandbox().is_some();
     let containers_ready = statuses.iter().all(|s| s.ready);
-    let gates_ok = spec.readiness_gates.as_ref().is_none_or(|g| g.is_empty());
     let mut conditions = vec![
         condition("PodReadyToStartContainers", sandbox_ready, None, &now),
         condition(
@@ -295,12 +294,8 @@ pub fn pod_status(pod: &Pod, view: &PodView, inputs: &StatusInputs) -> PodStatus
             Some("ContainersNotReady"),
             &now,
         ),
-        condition(
-            "Ready",
-            containers_ready && gates_ok,
-            Some("ContainersNotReady"),
-            &now,
-        ),
+        // Readiness gates are judged after, against the conditions other writers set.
+        condition("Ready", containers_ready, Some("ContainersNotReady"), &now),
         condition("PodScheduled", true, None, &now),
     ];
     if phase == "Succeeded" || phase == "Failed" {
@@ -328,7 +323,7 @@ pub fn pod_status(pod: &Pod, view: &PodView, inputs: &StatusInputs) -> PodStatus
         Some((r, m)) => (Some(r.clone()), Some(m.clone())),
         None => (None, None),
     };
-    PodStatus {
+    let mut status = PodStatus {
         phase: Some(phase.into()),
         conditions: Some(conditions),
         container_statuses: Some(statuses),
@@ -342,5 +337,7 @@ pub fn pod_status(pod: &Pod, view: &PodView, inputs: &StatusInputs) -> PodStatus
         reason,
         message,
         ..Default::default()
-    }
+    };
+    super::readiness_gates::apply(Some(&spec), &mut status);
+    status
 }

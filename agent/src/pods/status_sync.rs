@@ -171,8 +171,9 @@ impl StatusSync {
         let api_status = pod.status.as_ref();
         let base = self.pushed.get(uid).or(api_status);
         let mut status = record.status;
-        carry_transition_times(base, &mut status);
         keep_foreign_conditions(api_status, &mut status);
+        super::readiness_gates::apply(pod.spec.as_ref(), &mut status);
+        carry_transition_times(base, &mut status);
         let (Ok(new), Ok(old)) = (
             serde_json::to_value(&status),
             serde_json::to_value(base.cloned().unwrap_or_default()),
