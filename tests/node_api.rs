@@ -871,3 +871,58 @@ fn a_readiness_gate_holds_ready_until_its_condition_is_true() {
         None,
     );
 }
+
+#[test]
+fn a_pod_past_its_active_deadline_is_stopped_and_failed() {
+    capstan_testkit::require_root();
+    let c = Cluster::start();
+    let image = format!("{}/shell:1", c.registry.host());
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: bounded, namespace: default}}\nspec:\n  nodeName: node1\n  activeDeadlineSeconds: 3\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {image}\n    command: [sh, -c, \"echo started; sleep 3600\"]\n"
+    );
+    c.kubectl_ok(&["apply", "-f", "-"], Some(&manifest));
+    c.wait_for_log("bounded", "started", Duration::from_secs(60));
+    let started = Instant::now();
+    let pod = c.wait_for(&["get", "pod", "bounded"], Duration::from_secs(30), |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(pod["status"]["reason"], "DeadlineExceeded", "{pod}");
+    assert_eq!(
+        pod["status"]["message"],
+        "Pod was active on the node longer than the specified deadline"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "stopped {:?} after it started, with a 3 s deadline",
+        started.elapsed()
+    );
+    assert_eq!(
+        condition(&pod, "Ready").unwrap()["status"],
+        "False",
+        "{pod}"
+    );
+    let state = &pod["status"]["containerStatuses"][0]["state"];
+    assert!(
+        state["terminated"].is_object(),
+        "container not stopped: {pod}"
+    );
+    wait_for_event(
+        &c,
+        "bounded",
+        "DeadlineExceeded",
+        "Pod was active on the node longer than the specified deadline",
+    );
+    // It stays Failed: the container is not started again.
+    std::thread::sleep(Duration::from_secs(2));
+    let again = c.get_json(&["get", "pod", "bounded"]).unwrap();
+    assert_eq!(again["status"]["phase"], "Failed");
+    assert!(
+        again["status"]["containerStatuses"][0]["state"]["terminated"].is_object(),
+        "{again}"
+    );
+    assert_eq!(again["status"]["containerStatuses"][0]["restartCount"], 0);
+    c.kubectl_ok(
+        &["delete", "pod", "bounded", "--wait=true", "--timeout=60s"],
+        None,
+    );
+}

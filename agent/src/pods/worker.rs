@@ -54,6 +54,7 @@ pub fn spawn(
         grace_override: None,
         sandbox_error: None,
         refresh_error: None,
+        deadline_exceeded: false,
     };
     tokio::spawn(async move {
         worker.run(receiver).await;
@@ -80,10 +81,32 @@ struct PodWorker {
     sandbox_error: Option<(String, String)>,
     /// The last failure to rewrite the volumes of the running pod, reported once.
     refresh_error: Option<String>,
+    /// Whether `activeDeadlineSeconds` ran out: the pod was stopped and is Failed.
+    deadline_exceeded: bool,
 }
 
 /// When the worker wants to run again without being woken.
 type Deadline = Option<Instant>;
+
+/// The reason of a pod stopped at its `activeDeadlineSeconds`.
+const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+/// The kubelet's message for it.
+const DEADLINE_EXCEEDED_MESSAGE: &str =
+    "Pod was active on the node longer than the specified deadline";
+
+/// The status of a pod stopped at its deadline: Failed, not ready, with the kubelet's reason.
+fn deadline_failed(status: &mut k8s_openapi::api::core::v1::PodStatus) {
+    status.phase = Some("Failed".into());
+    status.reason = Some(DEADLINE_EXCEEDED.into());
+    status.message = Some(DEADLINE_EXCEEDED_MESSAGE.into());
+    for condition in status.conditions.iter_mut().flatten() {
+        if condition.type_ == "Ready" || condition.type_ == "ContainersReady" {
+            condition.status = "False".into();
+            condition.reason = Some("PodFailed".into());
+            condition.message = None;
+        }
+    }
+}
 
 fn earliest(a: Deadline, b: Deadline) -> Deadline {
     match (a, b) {
@@ -169,6 +192,18 @@ impl PodWorker {
         self.ctx.objects.track(&self.pod).await;
         let mut view = PodView::load(&self.ctx.cri, &self.uid).await?;
         self.remember_containers(&view);
+        let active_until = self.active_deadline();
+        if !self.deadline_exceeded
+            && !self.finished(&view)
+            && active_until.is_some_and(|at| at <= Instant::now())
+        {
+            self.exceed_deadline(&view).await;
+            view = PodView::load(&self.ctx.cri, &self.uid).await?;
+        }
+        if self.deadline_exceeded {
+            self.publish(&view);
+            return Ok(None);
+        }
         if self.finished(&view) {
             if let Some(sandbox) = view.ready_sandbox() {
                 // A finished pod keeps its containers for their logs but not its sandbox.
@@ -265,7 +300,48 @@ impl PodWorker {
             return Ok(Some(Instant::now()));
         }
         self.publish(&view);
-        Ok(deadline)
+        Ok(earliest(deadline, active_until))
+    }
+
+    /// When the pod's `activeDeadlineSeconds` run out, counted from its start.
+    fn active_deadline(&self) -> Deadline {
+        let seconds = self.pod.spec.as_ref()?.active_deadline_seconds?;
+        let started = self
+            .pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| t.0)
+            .filter(|t| *t < self.start_time)
+            .unwrap_or(self.start_time);
+        let started = SystemTime::from(started);
+        let at = started + Duration::from_secs(u64::try_from(seconds.max(0)).unwrap_or(0));
+        Some(system_to_instant(at))
+    }
+
+    /// The kubelet's active deadline: the pod's containers are stopped (within the grace
+    /// period) and its sandbox too, and it is Failed with reason DeadlineExceeded.
+    async fn exceed_deadline(&mut self, view: &PodView) {
+        tracing::info!(pod = %self.name(), "pod ran past its activeDeadlineSeconds; stopping it");
+        self.ctx
+            .events
+            .warning(&self.pod, DEADLINE_EXCEEDED, DEADLINE_EXCEEDED_MESSAGE);
+        self.deadline_exceeded = true;
+        let deadline = Instant::now() + Duration::from_secs(self.grace_seconds().max(0) as u64);
+        self.stop_running(view, deadline).await;
+        if let Some(sandbox) = view.ready_sandbox() {
+            let _ = self
+                .call(
+                    "stop_pod_sandbox",
+                    self.ctx
+                        .cri
+                        .runtime
+                        .stop_pod_sandbox(Request::new(StopPodSandboxRequest {
+                            pod_sandbox_id: sandbox.id.clone(),
+                        })),
+                )
+                .await;
+        }
     }
 
     fn grace_seconds(&self) -> i64 {
@@ -626,7 +702,10 @@ impl PodWorker {
             started: self.probe_report.started.clone(),
             ..Default::default()
         };
-        let status = pod_status(&self.pod, view, &inputs);
+        let mut status = pod_status(&self.pod, view, &inputs);
+        if self.deadline_exceeded {
+            deadline_failed(&mut status);
+        }
         let ready = status
             .conditions
             .iter()
@@ -672,23 +751,17 @@ impl PodWorker {
         timed(&self.ctx, operation, future).await
     }
 
-    /// Stops every container (app containers first, then sidecars in reverse order) within
-    /// the grace period, then the sandbox, and removes what the pod left.
-    async fn terminate(&mut self) {
-        let grace = self.grace_seconds();
-        tracing::info!(pod = %self.name(), grace_seconds = grace, "stopping pod");
-        let view = PodView::load(&self.ctx.cri, &self.uid)
-            .await
-            .unwrap_or_default();
+    /// Stops the running containers, app containers first, then sidecars in reverse order,
+    /// all within `deadline`.
+    async fn stop_running(&self, view: &PodView, deadline: Instant) {
         let spec = self.pod.spec.clone().unwrap_or_default();
-        let deadline = Instant::now() + Duration::from_secs(grace.max(0) as u64);
         let running: Vec<&ContainerInfo> = view.containers.iter().filter(|c| c.running()).collect();
         let app: Vec<&ContainerInfo> = running
             .iter()
             .copied()
             .filter(|c| spec.containers.iter().any(|s| s.name == c.name))
             .collect();
-        let info = self.runtime_info(&view);
+        let info = self.runtime_info(view);
         self.stop_all(&app, &info, deadline).await;
         let sidecars: Vec<&ContainerInfo> = spec
             .init_containers
@@ -700,6 +773,18 @@ impl PodWorker {
         for sidecar in sidecars {
             self.stop_all(&[sidecar], &info, deadline).await;
         }
+    }
+
+    /// Stops every container (app containers first, then sidecars in reverse order) within
+    /// the grace period, then the sandbox, and removes what the pod left.
+    async fn terminate(&mut self) {
+        let grace = self.grace_seconds();
+        tracing::info!(pod = %self.name(), grace_seconds = grace, "stopping pod");
+        let view = PodView::load(&self.ctx.cri, &self.uid)
+            .await
+            .unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(grace.max(0) as u64);
+        self.stop_running(&view, deadline).await;
         remove_sandboxes(&self.ctx, &view).await;
         if let Err(e) = self.ctx.cgroups.remove_pod(&self.pod) {
             tracing::warn!(pod = %self.name(), error = %e, "pod cgroup not removed");
