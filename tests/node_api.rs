@@ -363,7 +363,7 @@ fn a_node_joins_runs_a_bound_pod_and_deletes_it_gracefully() {
         l["spec"]["renewTime"] != first_renewal
     });
 
-    // A static pod runs alongside the API's pods (and is not posted: no mirror pods yet).
+    // A static pod runs alongside the API's pods, and the API server holds its mirror pod.
     let image = format!("{}/shell:1", c.registry.host());
     let sleeper = "trap 'exit 0' TERM; while true; do sleep 0.2; done";
     std::fs::write(
@@ -422,9 +422,53 @@ fn a_node_joins_runs_a_bound_pod_and_deletes_it_gracefully() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let mirror = c.wait_for(
+        &["get", "pod", "static-node1"],
+        Duration::from_secs(20),
+        |p| p["status"]["phase"] == "Running",
+    );
+    let annotations = &mirror["metadata"]["annotations"];
+    assert_eq!(
+        annotations["kubernetes.io/config.mirror"], annotations["kubernetes.io/config.hash"],
+        "{mirror}"
+    );
     assert!(
-        c.get_json(&["get", "pod", "static-node1"]).is_none(),
-        "no mirror pod yet"
+        annotations["kubernetes.io/config.mirror"].is_string(),
+        "{mirror}"
+    );
+    let owner = &mirror["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (&owner["kind"], &owner["name"]),
+        (&"Node".into(), &"node1".into()),
+        "{mirror}"
+    );
+    assert_eq!(mirror["spec"]["nodeName"], "node1");
+    // A deleted mirror pod is made again; the static pod itself runs on untouched.
+    let running_container = |pods: Vec<Value>| {
+        pods.into_iter()
+            .find(|p| p["metadata"]["name"] == "static-node1")
+            .and_then(|p| {
+                p["status"]["containerStatuses"][0]["containerID"]
+                    .as_str()
+                    .map(String::from)
+            })
+    };
+    let container = running_container(c.read_only_pods());
+    c.kubectl_ok(&["delete", "pod", "static-node1", "--wait=false"], None);
+    let first_uid = mirror["metadata"]["uid"].clone();
+    c.wait_for(
+        &["get", "pod", "static-node1"],
+        Duration::from_secs(20),
+        |p| {
+            p["metadata"]["uid"] != first_uid
+                && p["metadata"]["deletionTimestamp"].is_null()
+                && p["status"]["phase"] == "Running"
+        },
+    );
+    assert_eq!(
+        running_container(c.read_only_pods()),
+        container,
+        "the static pod was restarted"
     );
     assert_eq!(monitors_under(c.dir.path()), 2, "one pod monitor per pod");
 
@@ -509,6 +553,14 @@ fn a_node_joins_runs_a_bound_pod_and_deletes_it_gracefully() {
     }
     let left = capstan_testkit::mounts::mounted_under(c.dir.path());
     assert!(left.is_empty(), "mounts left: {left:?}");
+    // Its mirror pod goes with it.
+    c.wait_for(&["get", "pods"], Duration::from_secs(20), |list| {
+        list["items"].as_array().is_some_and(|items| {
+            !items
+                .iter()
+                .any(|p| p["metadata"]["name"] == "static-node1")
+        })
+    });
 
     // Every write to the API server went through the first time, and the pod's status was
     // patched on changes only (created, started, ready, stopping: a handful of patches).

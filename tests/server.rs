@@ -97,6 +97,17 @@ fn a_deployment_runs_on_the_servers_own_node_in_its_pod_cidr() {
         cni.toml(),
         template.display()
     );
+    // A static pod too: its mirror pod is made by the node's own identity, past
+    // NodeRestriction, which lets a node create mirror pods of its own only.
+    std::fs::create_dir_all(server_dir.join("manifests")).unwrap();
+    std::fs::write(
+        server_dir.join("manifests/static.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: static, namespace: default}}\nspec:\n  terminationGracePeriodSeconds: 1\n  containers:\n  - name: c\n    image: {}/shell:1\n    command: [sh, -c, \"sleep 3600\"]\n",
+            registry.host()
+        ),
+    )
+    .unwrap();
     let cluster_cidr = format!("{}0/24", cni.prefix);
     let data_dir = server_dir.join("control-plane");
     let server = RuntimeProcess::start_server(
@@ -217,6 +228,17 @@ fn a_deployment_runs_on_the_servers_own_node_in_its_pod_cidr() {
         );
     }
 
+    let mirror = wait_for(
+        &data_dir,
+        &server,
+        &["get", "pod", "static-node1"],
+        "the static pod's mirror pod Running",
+        |p| (p["status"]["phase"] == "Running").then(|| p.clone()),
+    );
+    assert!(
+        mirror["metadata"]["annotations"]["kubernetes.io/config.mirror"].is_string(),
+        "{mirror}"
+    );
     // Deleting the Deployment removes its pods from the node.
     let (ok, _, err) = run(kubectl(&data_dir), &["delete", "deployment", "web"]);
     assert!(ok, "{err}");

@@ -74,8 +74,21 @@ pub fn spawn(client: kube::Client, config: &AgentConfig, node: &Node, registrati
         node.workers.context().cri.clone(),
     ));
     if let Some(events) = node.workers.context().events.attach() {
-        tokio::spawn(super::events::run(client.clone(), node_name, events));
+        tokio::spawn(super::events::run(
+            client.clone(),
+            node_name.clone(),
+            events,
+        ));
     }
+    tokio::spawn(
+        super::mirror_pods::MirrorPods::new(
+            client.clone(),
+            node_name.clone(),
+            std::sync::Arc::clone(&node.workers),
+            node.desired.clone(),
+        )
+        .run(),
+    );
     let sync = StatusSync::new(
         client,
         std::sync::Arc::clone(&node.workers),

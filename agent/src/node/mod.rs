@@ -9,6 +9,7 @@ pub mod events;
 pub mod image_gc;
 pub mod join;
 pub mod lease;
+pub mod mirror_pods;
 pub mod pod_cgroups;
 pub mod pod_cidr;
 pub mod register;

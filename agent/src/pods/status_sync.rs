@@ -1,7 +1,8 @@
 //! The status sync (the kubelet's status manager): pushes the status each pod worker computes
 //! to the API server as a merge patch of what changed since the last push, and finishes the
 //! graceful deletion of pods whose workers have stopped them (a delete with grace 0 and the
-//! pod's UID as precondition). Static pods are skipped until they have mirror pods.
+//! pod's UID as precondition). Static pods' status goes to their mirror pods
+//! ([`crate::node::mirror_pods`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -105,6 +106,23 @@ fn only_keys_of(value: &Value, like: &Value) -> Value {
     }
 }
 
+/// The merge patch (`{"status": ...}`) that brings `api`, the status the API server holds, to
+/// the worker's `status`: transition times carried, other writers' conditions kept, readiness
+/// gates judged, and only the keys the agent writes compared. `None` when they agree.
+pub fn status_patch(
+    spec: Option<&k8s_openapi::api::core::v1::PodSpec>,
+    api: Option<&PodStatus>,
+    mut status: PodStatus,
+) -> Option<Value> {
+    keep_foreign_conditions(api, &mut status);
+    super::readiness_gates::apply(spec, &mut status);
+    carry_transition_times(api, &mut status);
+    let new = serde_json::to_value(&status).ok()?;
+    let old = serde_json::to_value(api.cloned().unwrap_or_default()).ok()?;
+    let diff = merge_diff(&only_keys_of(&old, &new), &new)?;
+    Some(serde_json::json!({ "status": diff }))
+}
+
 /// The status sync of one node.
 pub struct StatusSync {
     client: kube::Client,
@@ -153,7 +171,7 @@ impl StatusSync {
         self.deleted.retain(|uid| desired.contains_key(uid));
         for (uid, pod) in desired.iter() {
             if pod.source != SourceName::Api {
-                continue; // static pods: mirror pods to come
+                continue; // static pods: their mirror pods carry their status
             }
             if pod.pod.metadata.deletion_timestamp.is_some() && !self.workers.has_worker(uid) {
                 self.finish_deletion(uid, &pod.pod).await;

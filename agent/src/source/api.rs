@@ -37,13 +37,23 @@ pub fn node_selector(node_name: &str) -> String {
 
 /// A snapshot of the pods the watcher knows, by UID (pods without a UID are skipped: the API
 /// server always sets one).
+/// Whether `pod` is a mirror pod (annotation `kubernetes.io/config.mirror`).
+pub fn is_mirror(pod: &Pod) -> bool {
+    pod.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(super::MIRROR_ANNOTATION))
+}
+
 fn snapshot(pods: &BTreeMap<String, Pod>) -> SourceUpdate {
     SourceUpdate {
         source: SourceName::Api,
         // The API server defaulted them already; the agent's defaults fill in what an older
         // or foreign API server may leave out.
+        // Mirror pods are the API's copies of this node's static pods, not pods to run.
         pods: pods
             .values()
+            .filter(|pod| !is_mirror(pod))
             .cloned()
             .map(|mut pod| {
                 super::apply_defaults(&mut pod);

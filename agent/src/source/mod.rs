@@ -43,6 +43,9 @@ pub use validation::{FieldError, validate_pod};
 
 /// Annotation holding the hash a static pod's UID derives from.
 pub const CONFIG_HASH_ANNOTATION: &str = "kubernetes.io/config.hash";
+/// The annotation marking a mirror pod: the API server's copy of a static pod, holding the
+/// static pod's config hash.
+pub const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
 /// Annotation naming the source a pod came from (`file`, `api`).
 pub const CONFIG_SOURCE_ANNOTATION: &str = "kubernetes.io/config.source";
 /// Annotation holding when the agent first saw the pod (RFC 3339).
