@@ -21,8 +21,10 @@ command -v kubectl >/dev/null || { echo "hack/run.sh: kubectl is needed to talk 
 "$release/capstan" images import --state-dir "$state" "$release/example-images.tar"
 
 echo "hack/run.sh: starting capstan server"
+# Static pods for this node go in $state/manifests (none at first).
+mkdir -p "$state/manifests"
 "$release/capstan" server --data-dir "$state/control-plane" --state-dir "$state" \
-  --pod-manifest-path "" "$@" &
+  --pod-manifest-path "$state/manifests" "$@" &
 server=$!
 trap 'kill $server 2>/dev/null' INT TERM
 

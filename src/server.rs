@@ -75,6 +75,16 @@ async fn run_node(
     if let Err(reason) = tls_bootstrap::usable(&kubeconfig) {
         tracing::info!(kubeconfig = %kubeconfig.display(), %reason, "the server's node bootstraps its credentials");
         let client = kube::Client::new(InProcess::admin(server), "default");
+        let ca_pem =
+            std::fs::read_to_string(&ca_cert).map_err(|e| format!("{}: {e}", ca_cert.display()))?;
+        // The bindings that let the token ask for a certificate go first (the control plane
+        // publishes them too, concurrently; both are idempotent).
+        crate::bootstrap_tokens::publish_join_info(
+            client.clone(),
+            ca_pem.clone(),
+            crate::control_plane::published_server(address),
+        )
+        .await;
         let token = crate::bootstrap_tokens::random_token();
         crate::bootstrap_tokens::store_token(
             client,
@@ -83,12 +93,11 @@ async fn run_node(
             Some("the node of capstan server"),
         )
         .await?;
-        let ca_pem = std::fs::read(&ca_cert).map_err(|e| format!("{}: {e}", ca_cert.display()))?;
         let file = config.root_dir.join("bootstrap-kubeconfig");
         write_bootstrap_kubeconfig(
             &file,
             &crate::control_plane::published_server(address),
-            &ca_pem,
+            ca_pem.as_bytes(),
             &token,
         )?;
         args.bootstrap_kubeconfig = Some(file);

@@ -283,7 +283,9 @@ fn cgroup_hierarchies() -> Vec<PathBuf> {
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            (fields.len() > 2 && fields[2] == "cgroup").then(|| PathBuf::from(fields[1]))
+            // The cgroup2 mount of a hybrid host too: the runtime makes cgroups there as well.
+            (fields.len() > 2 && matches!(fields[2], "cgroup" | "cgroup2"))
+                .then(|| PathBuf::from(fields[1]))
         })
         .collect()
 }

@@ -294,14 +294,29 @@ async fn request_certificate(
         },
         status: None,
     };
-    match api.create(&PostParams::default(), &csr).await {
-        Ok(_) => tracing::info!(request = %name, "certificate signing request created"),
-        Err(kube::Error::Api(status)) if status.code == 409 => {
-            tracing::info!(request = %name, "certificate signing request exists: waiting for it")
-        }
-        Err(error) => return Err(csr_error(format!("cannot be created: {error}"))),
-    }
     let deadline = tokio::time::Instant::now() + wait;
+    // As the kubelet's bootstrap, a refusal is tried again until the wait is over: the
+    // bindings that let a bootstrap token ask may be about to be made (a control plane just
+    // started), and the API server may be restarting.
+    let mut retry = Duration::from_millis(200);
+    loop {
+        match api.create(&PostParams::default(), &csr).await {
+            Ok(_) => {
+                tracing::info!(request = %name, "certificate signing request created");
+                break;
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                tracing::info!(request = %name, "certificate signing request exists: waiting for it");
+                break;
+            }
+            Err(error) if tokio::time::Instant::now() + retry < deadline => {
+                tracing::warn!(request = %name, %error, "certificate signing request not created; retrying in {retry:?}");
+                tokio::time::sleep(retry).await;
+                retry = (retry * 2).min(Duration::from_secs(10));
+            }
+            Err(error) => return Err(csr_error(format!("cannot be created: {error}"))),
+        }
+    }
     loop {
         match api.get_opt(name).await {
             Ok(Some(csr)) => {
