@@ -208,10 +208,15 @@ pub async fn patch(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
                 "metadata.name: the name of an object cannot be changed by a patch",
             ));
         }
-        let pinned = meta_str(&patched, "resourceVersion")
-            .filter(|rv| !rv.is_empty())
-            .map(rest::parse_revision)
-            .transpose()?;
+        // Only a resourceVersion the patch itself sets pins the write (the object read here
+        // carries its own, which must not turn a conflict into a refusal).
+        let pinned = match patch_pins(patch_type, &call.body) {
+            true => meta_str(&patched, "resourceVersion")
+                .filter(|rv| !rv.is_empty())
+                .map(rest::parse_revision)
+                .transpose()?,
+            false => None,
+        };
         if pinned.is_some_and(|rv| rv != revision) {
             return Err(ApiError::modified(kind.group, kind.plural, name));
         }
@@ -224,6 +229,28 @@ pub async fn patch(call: &Call<'_>, target: &Target<'_>) -> ApiResult<Response<A
         }
     }
     Err(last_error.unwrap_or_else(|| ApiError::modified(kind.group, kind.plural, name)))
+}
+
+/// Whether the patch `body` sets `metadata.resourceVersion`, making the write conditional on it.
+fn patch_pins(patch_type: PatchType, body: &[u8]) -> bool {
+    let Ok(body) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    match patch_type {
+        PatchType::Json => body.as_array().is_some_and(|ops| {
+            ops.iter().any(|op| {
+                op.get("path").and_then(Value::as_str) == Some("/metadata/resourceVersion")
+                    && matches!(
+                        op.get("op").and_then(Value::as_str),
+                        Some("add" | "replace" | "test")
+                    )
+            })
+        }),
+        _ => body
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .is_some_and(|rv| !rv.is_empty()),
+    }
 }
 
 /// `response`, its request's warnings joined by `warnings` (the server writes them all as

@@ -578,3 +578,55 @@ async fn propagation_policies_set_the_garbage_collectors_finalizers() {
     assert_eq!(code, 200, "{marked}");
     assert_eq!(marked["metadata"]["finalizers"], json!(["orphan"]));
 }
+
+/// Merge patches that do not name a resourceVersion never fail for one another: a conflict
+/// with a concurrent write is retried on the newer object, as kube-apiserver's patcher does.
+/// One that names a stale resourceVersion is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_merge_patches_all_land() {
+    let (server, _) = server().await;
+    let uri = "/api/v1/namespaces/default/configmaps";
+    let (code, body) = json(
+        &server,
+        "POST",
+        uri,
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "shared"}}),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    for round in 0..10 {
+        let writers = (0..4).map(|writer| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                let patch = json!({"data": {format!("k{round}-{writer}"): "v"}}).to_string();
+                call(
+                    &server,
+                    "PATCH",
+                    "/api/v1/namespaces/default/configmaps/shared",
+                    "application/merge-patch+json",
+                    &patch,
+                )
+                .await
+            })
+        });
+        for (code, body) in futures::future::join_all(writers)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+        {
+            assert_eq!(code, 200, "{body}");
+        }
+    }
+    let (_, map) = json(&server, "GET", &format!("{uri}/shared"), &Value::Null).await;
+    assert_eq!(map["data"].as_object().map(|d| d.len()), Some(40), "{map}");
+    let stale = json!({"metadata": {"resourceVersion": "1"}, "data": {"late": "v"}}).to_string();
+    let (code, _) = call(
+        &server,
+        "PATCH",
+        &format!("{uri}/shared"),
+        "application/merge-patch+json",
+        &stale,
+    )
+    .await;
+    assert_eq!(code, 409);
+}

@@ -286,8 +286,9 @@ mod tests {
             parse_modes("RBAC,AlwaysAllow"),
             Ok(vec![Mode::Rbac, Mode::AlwaysAllow])
         );
-        let node = parse_modes("Node,RBAC").unwrap_err();
-        assert!(node.contains("not implemented yet"), "{node}");
+        assert_eq!(parse_modes("Node,RBAC"), Ok(vec![Mode::Node, Mode::Rbac]));
+        let webhook = parse_modes("Node,Webhook").unwrap_err();
+        assert!(webhook.contains("not implemented yet"), "{webhook}");
         assert!(
             parse_modes("Bogus")
                 .unwrap_err()
