@@ -77,14 +77,8 @@ async fn run_node(
         let client = kube::Client::new(InProcess::admin(server), "default");
         let ca_pem =
             std::fs::read_to_string(&ca_cert).map_err(|e| format!("{}: {e}", ca_cert.display()))?;
-        // The bindings that let the token ask for a certificate go first (the control plane
-        // publishes them too, concurrently; both are idempotent).
-        crate::bootstrap_tokens::publish_join_info(
-            client.clone(),
-            ca_pem.clone(),
-            crate::control_plane::published_server(address),
-        )
-        .await;
+        // The control plane publishes the bindings that let the token ask for a certificate
+        // as it starts; until they are in, the node's TLS bootstrap retries its request.
         let token = crate::bootstrap_tokens::random_token();
         crate::bootstrap_tokens::store_token(
             client,

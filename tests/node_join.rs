@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use capstan_testkit::kubectl::{KUBECTL, Kubectl};
 use common::control_plane::ControlPlane;
 use common::{RuntimeProcess, free_port};
@@ -324,7 +325,7 @@ fn a_node_renews_its_client_certificate_before_it_expires() {
         format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:{}\n    certificate-authority-data: {}\nusers:\n- name: node\n  user:\n    client-certificate: {p}\n    client-key: {p}\ncontexts:\n- name: node\n  context: {{cluster: c, user: node}}\ncurrent-context: node\n",
             plane.port,
-            base64_encode(&ca),
+            base64::engine::general_purpose::STANDARD.encode(&ca),
             p = pair_file.display()
         ),
     )
@@ -416,21 +417,6 @@ fn a_node_renews_its_client_certificate_before_it_expires() {
     assert!(whoami.status.success(), "{}", text(&whoami.stderr));
     assert!(text(&whoami.stdout).contains("system:node:node1"));
     drop(node);
-}
-
-fn base64_encode(bytes: &[u8]) -> String {
-    let out = Command::new("base64")
-        .arg("-w0")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(bytes)?;
-            child.wait_with_output()
-        })
-        .unwrap();
-    text(&out.stdout)
 }
 
 /// Whether the first certificate in `pem` is still valid `seconds` from now (openssl's

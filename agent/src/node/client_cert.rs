@@ -9,14 +9,13 @@ use std::sync::{Arc, RwLock};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use kube::client::ConfigExt;
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 use tower::{BoxError, ServiceBuilder};
 
-use super::join::JoinError;
+use super::join::{JoinError, kubeconfig_error, load_config};
 
 /// The client certificate and key new connections present.
 #[derive(Debug)]
@@ -82,17 +81,9 @@ fn read_pair(file: &Path) -> Result<Arc<CertifiedKey>, String> {
 /// A client for the API server `kubeconfig` names, authenticating with `pair` (whatever
 /// client certificate the kubeconfig itself holds is not used).
 pub async fn client(kubeconfig: &Path, pair: Arc<CurrentPair>) -> Result<kube::Client, JoinError> {
-    let error = |reason: String| JoinError::Kubeconfig {
-        file: kubeconfig.display().to_string(),
-        reason,
-    };
-    let file = Kubeconfig::read_from(kubeconfig).map_err(|e| error(e.to_string()))?;
-    let config = kube::Config::from_custom_kubeconfig(file, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| error(e.to_string()))?;
-    let mut tls = config
-        .rustls_client_config()
-        .map_err(|e| error(e.to_string()))?;
+    let error = |reason: kube::Error| kubeconfig_error(kubeconfig, reason);
+    let config = load_config(kubeconfig).await?;
+    let mut tls = config.rustls_client_config().map_err(error)?;
     tls.client_auth_cert_resolver = pair;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -105,12 +96,8 @@ pub async fn client(kubeconfig: &Path, pair: Arc<CurrentPair>) -> Result<kube::C
         hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
     let service = ServiceBuilder::new()
         .layer(config.base_uri_layer())
-        .option_layer(config.auth_layer().map_err(|e| error(e.to_string()))?)
-        .layer(
-            config
-                .extra_headers_layer()
-                .map_err(|e| error(e.to_string()))?,
-        )
+        .option_layer(config.auth_layer().map_err(error)?)
+        .layer(config.extra_headers_layer().map_err(error)?)
         .map_err(BoxError::from)
         .service(connections);
     Ok(kube::Client::new(service, config.default_namespace))

@@ -26,15 +26,24 @@ pub enum JoinError {
 
 /// A client for the API server the kubeconfig at `file` names (its current context).
 pub async fn client(file: &Path) -> Result<kube::Client, JoinError> {
-    let error = |reason: String| JoinError::Kubeconfig {
-        file: file.display().to_string(),
-        reason,
-    };
-    let kubeconfig = Kubeconfig::read_from(file).map_err(|e| error(e.to_string()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+    let config = load_config(file).await?;
+    kube::Client::try_from(config).map_err(|e| kubeconfig_error(file, e))
+}
+
+/// The client configuration of the kubeconfig `file`.
+pub async fn load_config(file: &Path) -> Result<kube::Config, JoinError> {
+    let kubeconfig = Kubeconfig::read_from(file).map_err(|e| kubeconfig_error(file, e))?;
+    kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
-        .map_err(|e| error(e.to_string()))?;
-    kube::Client::try_from(config).map_err(|e| error(e.to_string()))
+        .map_err(|e| kubeconfig_error(file, e))
+}
+
+/// [`JoinError::Kubeconfig`] for `file`.
+pub fn kubeconfig_error(file: &Path, reason: impl std::fmt::Display) -> JoinError {
+    JoinError::Kubeconfig {
+        file: file.display().to_string(),
+        reason: reason.to_string(),
+    }
 }
 
 /// Starts the node's API side on the current tokio runtime: registration, then the status loop

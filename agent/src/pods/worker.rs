@@ -205,18 +205,9 @@ impl PodWorker {
             return Ok(None);
         }
         if self.finished(&view) {
-            if let Some(sandbox) = view.ready_sandbox() {
+            if view.ready_sandbox().is_some() {
                 // A finished pod keeps its containers for their logs but not its sandbox.
-                self.call(
-                    "stop_pod_sandbox",
-                    self.ctx
-                        .cri
-                        .runtime
-                        .stop_pod_sandbox(Request::new(StopPodSandboxRequest {
-                            pod_sandbox_id: sandbox.id.clone(),
-                        })),
-                )
-                .await?;
+                self.stop_sandbox(&view).await?;
                 view = PodView::load(&self.ctx.cri, &self.uid).await?;
             }
             self.publish(&view);
@@ -329,19 +320,32 @@ impl PodWorker {
         self.deadline_exceeded = true;
         let deadline = Instant::now() + Duration::from_secs(self.grace_seconds().max(0) as u64);
         self.stop_running(view, deadline).await;
-        if let Some(sandbox) = view.ready_sandbox() {
-            let _ = self
-                .call(
-                    "stop_pod_sandbox",
-                    self.ctx
-                        .cri
-                        .runtime
-                        .stop_pod_sandbox(Request::new(StopPodSandboxRequest {
-                            pod_sandbox_id: sandbox.id.clone(),
-                        })),
-                )
-                .await;
+        if let Err(e) = self.stop_sandbox(view).await {
+            tracing::warn!(pod = %self.name(), error = %e.message(), "sandbox not stopped; the next sync tries again");
         }
+    }
+
+    /// Stops the pod's ready sandbox, if it has one.
+    async fn stop_sandbox(&self, view: &PodView) -> Result<(), Status> {
+        match view.ready_sandbox() {
+            Some(sandbox) => self.stop_sandbox_id(&sandbox.id).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Stops the sandbox `id`.
+    async fn stop_sandbox_id(&self, id: &str) -> Result<(), Status> {
+        self.call(
+            "stop_pod_sandbox",
+            self.ctx
+                .cri
+                .runtime
+                .stop_pod_sandbox(Request::new(StopPodSandboxRequest {
+                    pod_sandbox_id: id.to_string(),
+                })),
+        )
+        .await
+        .map(|_| ())
     }
 
     fn grace_seconds(&self) -> i64 {
@@ -464,16 +468,7 @@ impl PodWorker {
         let attempt = match view.sandboxes.first() {
             Some(old) => {
                 // The old sandbox died (or the node rebooted): its containers go with it.
-                self.call(
-                    "stop_pod_sandbox",
-                    self.ctx
-                        .cri
-                        .runtime
-                        .stop_pod_sandbox(Request::new(StopPodSandboxRequest {
-                            pod_sandbox_id: old.id.clone(),
-                        })),
-                )
-                .await?;
+                self.stop_sandbox_id(&old.id).await?;
                 old.metadata.as_ref().map(|m| m.attempt + 1).unwrap_or(1)
             }
             None => 0,

@@ -4,14 +4,13 @@
 //! claims or service account, delete and evict only its own pods, create only its own Lease,
 //! and ask for tokens only bound to its own pods. Other users pass untouched.
 
-use std::collections::BTreeSet;
-
 use futures::future::BoxFuture;
 use serde_json::Value;
 
 use super::forbid::forbidden;
 use super::service_account::MIRROR_ANNOTATION;
 use super::{Attributes, Operation, Plugin};
+use crate::authz::node::graph::{Reached, references};
 use crate::authz::node::node_identity;
 use crate::server::RequestUser;
 use crate::status::{ApiError, ApiResult};
@@ -168,71 +167,19 @@ fn mirror_pod(pod: Option<&Value>, node: &str) -> Result<(), String> {
             "node {node:?} can not create pods that reference a service account"
         ));
     }
-    let uses = references(spec);
-    for (what, field) in [
-        ("secrets", "secret"),
-        ("configmaps", "configmap"),
-        ("persistentvolumeclaims", "claim"),
+    let uses = references(pod);
+    for (what, kind) in [
+        ("secrets", Reached::Secret),
+        ("configmaps", Reached::ConfigMap),
+        ("persistentvolumeclaims", Reached::Claim),
     ] {
-        if uses.contains(field) {
+        if uses.iter().any(|(k, _)| *k == kind) {
             return Err(format!(
                 "node {node:?} can not create pods that reference {what}"
             ));
         }
     }
     Ok(())
-}
-
-/// Which kinds of objects a pod spec refers to: `secret`, `configmap`, `claim`.
-fn references(spec: Option<&Value>) -> BTreeSet<&'static str> {
-    let mut found = BTreeSet::new();
-    let Some(spec) = spec else {
-        return found;
-    };
-    let array = |v: Option<&Value>| v.and_then(Value::as_array).cloned().unwrap_or_default();
-    if !array(spec.get("imagePullSecrets")).is_empty() {
-        found.insert("secret");
-    }
-    for volume in array(spec.get("volumes")) {
-        if volume.get("secret").is_some() {
-            found.insert("secret");
-        }
-        if volume.get("configMap").is_some() {
-            found.insert("configmap");
-        }
-        if volume.get("persistentVolumeClaim").is_some() || volume.get("ephemeral").is_some() {
-            found.insert("claim");
-        }
-        for source in array(volume.pointer("/projected/sources")) {
-            if source.get("secret").is_some() {
-                found.insert("secret");
-            }
-            if source.get("configMap").is_some() {
-                found.insert("configmap");
-            }
-        }
-    }
-    for list in ["containers", "initContainers", "ephemeralContainers"] {
-        for container in array(spec.get(list)) {
-            for env in array(container.get("env")) {
-                if env.pointer("/valueFrom/secretKeyRef").is_some() {
-                    found.insert("secret");
-                }
-                if env.pointer("/valueFrom/configMapKeyRef").is_some() {
-                    found.insert("configmap");
-                }
-            }
-            for from in array(container.get("envFrom")) {
-                if from.get("secretRef").is_some() {
-                    found.insert("secret");
-                }
-                if from.get("configMapRef").is_some() {
-                    found.insert("configmap");
-                }
-            }
-        }
-    }
-    found
 }
 
 fn node_object(

@@ -130,17 +130,30 @@ impl Index {
 
 /// The edges of a pod bound to a node; `None` for an unbound pod.
 fn pod_edges(pod: &Value) -> Option<PodEdges> {
-    let spec = pod.get("spec")?;
-    let node = spec
-        .get("nodeName")
+    let node = pod
+        .pointer("/spec/nodeName")
         .and_then(Value::as_str)
         .filter(|n| !n.is_empty())?;
     let namespace = pod.pointer("/metadata/namespace")?.as_str()?.to_string();
+    Some(PodEdges {
+        node: node.to_string(),
+        namespace,
+        refs: references(pod),
+    })
+}
+
+/// What a pod refers to: its service account, and the Secrets, ConfigMaps and claims of its
+/// volumes, image pull secrets and containers' env (upstream's `VisitPodSecretNames` and
+/// kin).
+pub fn references(pod: &Value) -> BTreeSet<(Reached, String)> {
+    let mut refs = BTreeSet::new();
+    let Some(spec) = pod.get("spec") else {
+        return refs;
+    };
     let pod_name = pod
         .pointer("/metadata/name")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let mut refs = BTreeSet::new();
     let mut add = |kind: Reached, name: Option<&Value>| {
         if let Some(name) = name.and_then(Value::as_str).filter(|n| !n.is_empty()) {
             refs.insert((kind, name.to_string()));
@@ -202,11 +215,7 @@ fn pod_edges(pod: &Value) -> Option<PodEdges> {
             }
         }
     }
-    Some(PodEdges {
-        node: node.to_string(),
-        namespace,
-        refs,
-    })
+    refs
 }
 
 fn array(value: Option<&Value>) -> impl Iterator<Item = &Value> {
