@@ -167,6 +167,12 @@ pub struct NodeArgs {
     #[arg(long, value_name = "ADDR")]
     pub read_only_address: Option<std::net::SocketAddr>,
 
+    /// Address of the kubelet endpoint (HTTPS, authenticated: exec, attach, port-forward and
+    /// logs for the API server), served when the node is joined; port 0 picks a free port.
+    /// Default: 0.0.0.0:10250.
+    #[arg(long, value_name = "ADDR")]
+    pub kubelet_address: Option<std::net::SocketAddr>,
+
     /// The node's name (static pods get it as a name suffix). Default: the host name.
     #[arg(long, visible_alias = "hostname-override", value_name = "NAME")]
     pub node_name: Option<String>,

@@ -31,6 +31,7 @@ pub fn load_config(args: &NodeArgs) -> Result<AgentConfig, String> {
         pod_manifest_path: args.pod_manifest_path.clone(),
         node_name: args.node_name.clone(),
         read_only_address: args.read_only_address,
+        kubelet_address: args.kubelet_address,
         root_dir: args.root_dir.clone(),
         pod_logs_dir: args.pod_logs_dir.clone(),
         cgroup_root: args.cgroup_root.clone(),
@@ -44,9 +45,12 @@ pub fn load_config(args: &NodeArgs) -> Result<AgentConfig, String> {
 /// Runs the node on the current tokio runtime until SIGTERM or SIGINT.
 pub async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String> {
     // A kubeconfig that cannot be used stops the start before the runtime opens its state.
-    let client = match crate::join::node_kubeconfig(&args, &config).await? {
-        Some(credentials) => Some(node_client(credentials).await?),
-        None => None,
+    let (client, kubeconfig) = match crate::join::node_kubeconfig(&args, &config).await? {
+        Some(credentials) => {
+            let file = credentials.kubeconfig.clone();
+            (Some(node_client(credentials).await?), Some(file))
+        }
+        None => (None, None),
     };
     let (cri, runtime) = match &config.container_runtime_endpoint {
         Some(endpoint) => (
@@ -93,7 +97,17 @@ pub async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String
     let node = capstan_agent::node::start(&config, cri, objects, desired)
         .await
         .map_err(|e| e.to_string())?;
-    if let Some(client) = client {
+    if let (Some(client), Some(kubeconfig)) = (client, kubeconfig) {
+        let api_config = capstan_agent::node::join::load_config(&kubeconfig)
+            .await
+            .map_err(|e| e.to_string())?;
+        let kubelet = capstan_agent::node::join::serve_kubelet_endpoint(
+            &node,
+            client.clone(),
+            &config,
+            &api_config,
+        )
+        .await?;
         let registration = Registration {
             node_name: config.node_name.clone(),
             labels: args.node_labels.clone().unwrap_or_default(),
@@ -103,7 +117,7 @@ pub async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String
                 .map(|t| t.0)
                 .unwrap_or_default(),
         };
-        capstan_agent::node::join::spawn(client, &config, &node, registration);
+        capstan_agent::node::join::spawn(client, &config, &node, registration, kubelet.port());
     }
     match runtime {
         Some(runtime) => capstan_runtime::server::serve_runtime(

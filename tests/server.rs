@@ -63,9 +63,45 @@ fn tail(text: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-#[test]
-fn a_deployment_runs_on_the_servers_own_node_in_its_pod_cidr() {
-    capstan_testkit::require_root();
+/// One `capstan server` with a local registry holding the shell image, its own bridge and a
+/// static pod; its node is left to register.
+struct Cluster {
+    registry: LocalRegistry,
+    _dir: tempfile::TempDir,
+    server: RuntimeProcess,
+    data_dir: std::path::PathBuf,
+    cni: CniSetup,
+    cluster_cidr: String,
+}
+
+impl Cluster {
+    fn kubectl(&self) -> Kubectl {
+        kubectl(&self.data_dir)
+    }
+
+    fn image(&self) -> String {
+        format!("{}/shell:1", self.registry.host())
+    }
+
+    /// Waits for the node to be Ready and returns it.
+    fn ready_node(&self) -> Value {
+        wait_for(
+            &self.data_dir,
+            &self.server,
+            &["get", "node", "node1"],
+            "the node registered and Ready with a podCIDR",
+            |node| {
+                let ready = node["status"]["conditions"]
+                    .as_array()?
+                    .iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True");
+                (ready && node["spec"]["podCIDR"].is_string()).then(|| node.clone())
+            },
+        )
+    }
+}
+
+fn start_cluster() -> Cluster {
     let registry = LocalRegistry::start().unwrap();
     registry
         .client()
@@ -128,21 +164,30 @@ fn a_deployment_runs_on_the_servers_own_node_in_its_pod_cidr() {
         ],
     );
 
-    // The node joined through a bootstrapped certificate and got its podCIDR.
-    let pod_cidr = wait_for(
-        &data_dir,
-        &server,
-        &["get", "node", "node1"],
-        "the node registered and Ready with a podCIDR",
-        |node| {
-            let ready = node["status"]["conditions"]
-                .as_array()?
-                .iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True");
-            ready.then(|| node["spec"]["podCIDR"].as_str().map(String::from))?
-        },
+    Cluster {
+        registry,
+        _dir: dir,
+        server,
+        data_dir,
+        cni,
+        cluster_cidr,
+    }
+}
+
+#[test]
+fn a_deployment_runs_on_the_servers_own_node_in_its_pod_cidr() {
+    capstan_testkit::require_root();
+    let cluster = start_cluster();
+    let (server, data_dir, cni, cluster_cidr, registry) = (
+        &cluster.server,
+        &cluster.data_dir,
+        &cluster.cni,
+        &cluster.cluster_cidr,
+        &cluster.registry,
     );
-    assert_eq!(pod_cidr, cluster_cidr);
+    // The node joined through a bootstrapped certificate and got its podCIDR.
+    let node = cluster.ready_node();
+    assert_eq!(node["spec"]["podCIDR"], cluster_cidr.as_str());
     let csrs = kubectl(&data_dir).output_blocking(&["get", "csr", "-o", "json"]);
     let csrs: Value = serde_json::from_slice(&csrs.stdout).unwrap();
     let csr = &csrs["items"][0];
@@ -160,7 +205,7 @@ fn a_deployment_runs_on_the_servers_own_node_in_its_pod_cidr() {
     // The runtime rendered its network config from the Node's podCIDR.
     let rendered = std::fs::read_to_string(cni.conf_dir.join("10-capstan.conflist"))
         .expect("no network config rendered");
-    assert!(rendered.contains(&cluster_cidr), "{rendered}");
+    assert!(rendered.contains(cluster_cidr.as_str()), "{rendered}");
 
     let image = format!("{}/shell:1", registry.host());
     let deployment = format!(
@@ -249,5 +294,247 @@ fn a_deployment_runs_on_the_servers_own_node_in_its_pod_cidr() {
         "the pods deleted",
         |list| list["items"].as_array()?.is_empty().then_some(()),
     );
-    drop(server);
+}
+
+/// Runs `kubectl ARGS` with `binary`, as admin; stdin from `input`.
+fn run_with(
+    cluster: &Cluster,
+    binary: &str,
+    input: Option<&str>,
+    args: &[&str],
+) -> std::process::Output {
+    Kubectl::kubeconfig(binary, &cluster.data_dir.join("admin.kubeconfig"))
+        .stdin(input)
+        .output_blocking(args)
+}
+
+/// `kubectl logs [-f]`, `exec`, `cp` and `port-forward` from kubectl 1.27 (SPDY) and 1.33
+/// (WebSocket) reach the pod through the API server and the node's kubelet endpoint, which
+/// turns away callers without credentials or permission.
+#[test]
+fn kubectl_logs_exec_cp_and_port_forward_reach_the_pod() {
+    use capstan_testkit::kubectl::{KUBECTL_127, KUBECTL_133};
+    use std::io::BufRead;
+
+    capstan_testkit::require_root();
+    let cluster = start_cluster();
+    let node = cluster.ready_node();
+    let pod = format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "talk"}},
+  "spec": {{"terminationGracePeriodSeconds": 1, "containers": [{{"name": "c", "image": "{}",
+    "command": ["sh", "-c", "echo first; (i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.2; done) & mkdir -p /www && echo served-page > /www/index.html && exec httpd -f -p 8080 -h /www"]}}]}}}}"#,
+        cluster.image()
+    );
+    let (ok, _, err) = run(cluster.kubectl().stdin(Some(&pod)), &["apply", "-f", "-"]);
+    assert!(ok, "{err}");
+    wait_for(
+        &cluster.data_dir,
+        &cluster.server,
+        &["get", "pod", "talk"],
+        "the pod Running",
+        |p| (p["status"]["phase"] == "Running").then_some(()),
+    );
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    for binary in [KUBECTL_127, KUBECTL_133] {
+        // A whole log, then its tail.
+        let out = run_with(&cluster, binary, None, &["logs", "talk"]);
+        assert!(out.status.success(), "{binary}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stdout).starts_with("first\n"),
+            "{}",
+            text(&out.stdout)
+        );
+        let out = run_with(&cluster, binary, None, &["logs", "talk", "--tail=1"]);
+        let tail = text(&out.stdout);
+        assert!(
+            tail.starts_with("tick-") && tail.lines().count() == 1,
+            "{binary}: {tail:?}"
+        );
+        let seen: u64 = tail.trim().trim_start_matches("tick-").parse().unwrap();
+
+        // Following: lines written after the request arrive on the open stream.
+        let mut follow = std::process::Command::new(binary)
+            .args([
+                "--kubeconfig",
+                cluster.data_dir.join("admin.kubeconfig").to_str().unwrap(),
+            ])
+            .args(["logs", "-f", "talk", "--tail=1"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(follow.stdout.take().unwrap()).lines();
+        let mut newest = 0;
+        while newest < seen + 5 {
+            let line = lines.next().expect("the follow stream ended").unwrap();
+            newest = line.trim_start_matches("tick-").parse().unwrap_or(newest);
+        }
+        let _ = follow.kill();
+        let _ = follow.wait();
+
+        // exec: output, error output and exit code; then stdin.
+        let out = run_with(
+            &cluster,
+            binary,
+            None,
+            &[
+                "exec",
+                "talk",
+                "--",
+                "sh",
+                "-c",
+                "echo out; echo err >&2; exit 3",
+            ],
+        );
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{binary}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(text(&out.stdout), "out\n");
+        assert!(text(&out.stderr).contains("err"), "{}", text(&out.stderr));
+        let out = run_with(
+            &cluster,
+            binary,
+            Some("piped through\n"),
+            &["exec", "-i", "talk", "--", "cat"],
+        );
+        assert!(out.status.success(), "{binary}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stdout), "piped through\n");
+
+        // cp both ways (tar through exec).
+        let local = cluster._dir.path().join("to-pod.txt");
+        std::fs::write(&local, format!("copied by {binary}\n")).unwrap();
+        let out = run_with(
+            &cluster,
+            binary,
+            None,
+            &["cp", local.to_str().unwrap(), "talk:/tmp/in.txt"],
+        );
+        assert!(out.status.success(), "{binary} cp: {}", text(&out.stderr));
+        let out = run_with(
+            &cluster,
+            binary,
+            None,
+            &["exec", "talk", "--", "cat", "/tmp/in.txt"],
+        );
+        assert_eq!(text(&out.stdout), format!("copied by {binary}\n"));
+        let back = cluster._dir.path().join("from-pod.txt");
+        let out = run_with(
+            &cluster,
+            binary,
+            None,
+            &["cp", "talk:/www/index.html", back.to_str().unwrap()],
+        );
+        assert!(
+            out.status.success(),
+            "{binary} cp back: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(std::fs::read_to_string(&back).unwrap(), "served-page\n");
+
+        // port-forward to httpd in the pod.
+        let port = free_port();
+        let mut forward = std::process::Command::new(binary)
+            .args([
+                "--kubeconfig",
+                cluster.data_dir.join("admin.kubeconfig").to_str().unwrap(),
+            ])
+            .args(["port-forward", "pod/talk", &format!("{port}:8080")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let page = loop {
+            match http_get_host("127.0.0.1", port, "/") {
+                Ok((200, body)) => break body,
+                other => assert!(
+                    Instant::now() < deadline,
+                    "{binary} port-forward: {other:?}"
+                ),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert_eq!(page, "served-page\n");
+        // A second connection on the same forward.
+        assert_eq!(
+            http_get_host("127.0.0.1", port, "/")
+                .map(|r| r.1)
+                .ok()
+                .as_deref(),
+            Some("served-page\n")
+        );
+        let _ = forward.kill();
+        let _ = forward.wait();
+    }
+
+    // Errors as upstream words them.
+    let (ok, _, err) = run(cluster.kubectl(), &["logs", "talk", "-c", "nope"]);
+    assert!(
+        !ok && err.contains("container nope is not valid for pod talk"),
+        "{err}"
+    );
+    let (ok, _, err) = run(
+        cluster.kubectl(),
+        &[
+            "get",
+            "--raw",
+            "/api/v1/namespaces/default/pods/talk/log?tailLines=-1",
+        ],
+    );
+    assert!(
+        !ok && err.contains("tailLines: Invalid value: \"-1\": must be greater than or equal to 0"),
+        "{err}"
+    );
+
+    // The kubelet endpoint itself: no credentials, then a token without the right, then the
+    // admin's client certificate.
+    let port = node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"]
+        .as_u64()
+        .unwrap();
+    let curl = |extra: &[&str]| {
+        let out = std::process::Command::new("curl")
+            .args(["-sk", "-w", "\n%{http_code}"])
+            .args(extra)
+            .arg(format!("https://127.0.0.1:{port}/pods"))
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    };
+    assert!(curl(&[]).ends_with("Unauthorized\n401"), "{}", curl(&[]));
+    let (ok, token, err) = run(cluster.kubectl(), &["create", "token", "default"]);
+    assert!(ok, "{err}");
+    let bearer = format!("Authorization: Bearer {}", token.trim());
+    let refused = curl(&["-H", &bearer]);
+    assert!(
+        refused.ends_with("Forbidden (user=system:serviceaccount:default:default, verb=get, resource=nodes, subresource=pods)\n403"),
+        "{refused}"
+    );
+    let kubeconfig: Value = serde_yaml_ng::from_str(
+        &std::fs::read_to_string(cluster.data_dir.join("admin.kubeconfig")).unwrap(),
+    )
+    .unwrap();
+    let user = &kubeconfig["users"][0]["user"];
+    let decode = |field: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(user[field].as_str().unwrap())
+            .unwrap()
+    };
+    let cert = cluster._dir.path().join("admin.crt");
+    let key = cluster._dir.path().join("admin.key");
+    std::fs::write(&cert, decode("client-certificate-data")).unwrap();
+    std::fs::write(&key, decode("client-key-data")).unwrap();
+    let listed = curl(&[
+        "--cert",
+        cert.to_str().unwrap(),
+        "--key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(
+        listed.ends_with("200") && listed.contains("\"talk\""),
+        "{listed}"
+    );
 }

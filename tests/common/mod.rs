@@ -69,6 +69,9 @@ impl RuntimeProcess {
             dir.join("logs").display().to_string(),
             "--read-only-address".into(),
             format!("127.0.0.1:{read_only}"),
+            // Tests run side by side: each joined node's kubelet endpoint on a port of its own.
+            "--kubelet-address".into(),
+            "0.0.0.0:0".into(),
             "--node-name".into(),
             "node1".into(),
             "--cgroup-root".into(),

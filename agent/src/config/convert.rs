@@ -175,6 +175,59 @@ fn apply_fields(
         None => current.map_or(0, |a| a.port()),
     };
     c.read_only_address = (port != 0).then(|| SocketAddr::new(ip, port));
+    if let Some(a) = f.address.as_deref() {
+        c.kubelet_address.set_ip(
+            a.parse::<IpAddr>()
+                .map_err(|_| invalid("address", format!("{a:?} is not an IP address")))?,
+        );
+    }
+    if let Some(p) = f.port {
+        c.kubelet_address
+            .set_port(in_range::<u16>(origin, "port", p, 1, 65535)?);
+    }
+    match (f.tls_cert_file, f.tls_private_key_file) {
+        (None, None) => {}
+        (Some(cert), Some(key)) if !cert.is_empty() && !key.is_empty() => {
+            c.tls_files = resolve(cert).zip(resolve(key));
+        }
+        (Some(_), _) => {
+            return Err(invalid(
+                "tlsPrivateKeyFile",
+                "Required value: tlsCertFile and tlsPrivateKeyFile go together".into(),
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "tlsCertFile",
+                "Required value: tlsCertFile and tlsPrivateKeyFile go together".into(),
+            ));
+        }
+    }
+    if let Some(authn) = f.authentication {
+        if let Some(v) = authn.x509.and_then(|x| x.client_ca_file) {
+            c.client_ca_file = resolve(v);
+        }
+        if let Some(v) = authn.anonymous.and_then(|a| a.enabled) {
+            c.anonymous_auth = v;
+        }
+        if let Some(v) = authn.webhook.and_then(|w| w.enabled) {
+            c.webhook_authentication = v;
+        }
+    }
+    if let Some(mode) = f.authorization.and_then(|a| a.mode) {
+        c.authorization_always_allow = match mode.as_str() {
+            "Webhook" => false,
+            "AlwaysAllow" => true,
+            other => {
+                return Err(invalid(
+                    "authorization.mode",
+                    format!(
+                        "Unsupported value: {other:?}: supported values: \"AlwaysAllow\", \"Webhook\""
+                    ),
+                ));
+            }
+        };
+    }
     if let Some(v) = f.pod_cidr.filter(|v| !v.is_empty()) {
         c.pod_cidr = Some(v.parse::<Cidr>().map_err(|e| invalid("podCIDR", e))?);
     }

@@ -64,6 +64,43 @@ pub struct KubeletConfigFile {
     pub shutdown_grace_period_critical_pods: Option<String>,
     pub container_runtime_endpoint: Option<String>,
     pub rotate_certificates: Option<bool>,
+    pub port: Option<i64>,
+    pub tls_cert_file: Option<String>,
+    pub tls_private_key_file: Option<String>,
+    pub authentication: Option<AuthenticationFile>,
+    pub authorization: Option<AuthorizationFile>,
+}
+
+/// `authentication`: how the kubelet endpoint knows its callers.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(missing_docs)] // each field is the upstream field of the same name
+pub struct AuthenticationFile {
+    pub x509: Option<X509File>,
+    pub webhook: Option<Enabled>,
+    pub anonymous: Option<Enabled>,
+}
+
+/// `authentication.x509`.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[allow(missing_docs)] // the upstream field of the same name
+pub struct X509File {
+    #[serde(rename = "clientCAFile")]
+    pub client_ca_file: Option<String>,
+}
+
+/// `authentication.webhook` and `authentication.anonymous`: the part Capstan applies.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[allow(missing_docs)] // the upstream field of the same name
+pub struct Enabled {
+    pub enabled: Option<bool>,
+}
+
+/// `authorization`: `mode` Webhook or AlwaysAllow.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[allow(missing_docs)] // the upstream field of the same name
+pub struct AuthorizationFile {
+    pub mode: Option<String>,
 }
 
 /// The fields above, by their names in the file.
@@ -108,6 +145,11 @@ pub const APPLIED: &[&str] = &[
     "shutdownGracePeriodCriticalPods",
     "containerRuntimeEndpoint",
     "rotateCertificates",
+    "port",
+    "tlsCertFile",
+    "tlsPrivateKeyFile",
+    "authentication",
+    "authorization",
 ];
 
 /// Upstream KubeletConfiguration fields that Capstan does not apply (yet, or at all: TLS
@@ -118,14 +160,9 @@ pub const NOT_APPLIED: &[&str] = &[
     "staticPodURL",
     "staticPodURLHeader",
     "httpCheckFrequency",
-    "port",
-    "tlsCertFile",
-    "tlsPrivateKeyFile",
     "tlsCipherSuites",
     "tlsMinVersion",
     "serverTLSBootstrap",
-    "authentication",
-    "authorization",
     "registryPullQPS",
     "registryBurst",
     "imagePullCredentialsVerificationPolicy",

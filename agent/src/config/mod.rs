@@ -29,6 +29,8 @@ pub use values::{Cidr, EvictionThresholds, Reserved, Threshold};
 
 /// The read-only port the agent serves on unless told otherwise (the kubelet's 10255).
 pub const DEFAULT_READ_ONLY_PORT: u16 = 10255;
+/// The kubelet endpoint's port.
+pub const DEFAULT_KUBELET_PORT: u16 = 10250;
 
 /// Why the configuration was refused.
 #[derive(Debug, Error)]
@@ -100,6 +102,23 @@ pub struct AgentConfig {
     /// default 127.0.0.1:10255 (the kubelet's default port is 0, off, on 0.0.0.0: Capstan serves
     /// it by default for `capstan pods`, on loopback only). None: `readOnlyPort: 0`, not served.
     pub read_only_address: Option<SocketAddr>,
+    /// The kubelet endpoint, served when the node is joined (`address` + `port`, flag
+    /// `--kubelet-address`; default 0.0.0.0:10250; port 0 picks a free one).
+    pub kubelet_address: SocketAddr,
+    /// Its serving certificate and key (`tlsCertFile`, `tlsPrivateKeyFile`); None: a
+    /// self-signed pair under `root_dir/pki`.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// The CA of client certificates (`authentication.x509.clientCAFile`); None: the cluster
+    /// CA of the node's kubeconfig.
+    pub client_ca_file: Option<PathBuf>,
+    /// Requests without credentials pass as `system:anonymous`
+    /// (`authentication.anonymous.enabled`; false, as kubeadm writes it).
+    pub anonymous_auth: bool,
+    /// Bearer tokens are checked with TokenReview (`authentication.webhook.enabled`, true).
+    pub webhook_authentication: bool,
+    /// Every authenticated request is allowed (`authorization.mode: AlwaysAllow`); the
+    /// default, `Webhook`, asks the API server with SubjectAccessReview.
+    pub authorization_always_allow: bool,
     /// This node's pod network (`podCIDR`); default none.
     pub pod_cidr: Option<Cidr>,
     /// Whether the client certificate in the cert dir is renewed before it expires
@@ -186,6 +205,15 @@ impl AgentConfig {
                 IpAddr::V4(Ipv4Addr::LOCALHOST),
                 DEFAULT_READ_ONLY_PORT,
             )),
+            kubelet_address: SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                DEFAULT_KUBELET_PORT,
+            ),
+            tls_files: None,
+            client_ca_file: None,
+            anonymous_auth: false,
+            webhook_authentication: true,
+            authorization_always_allow: false,
             pod_cidr: None,
             rotate_certificates: false,
             max_pods: 110,

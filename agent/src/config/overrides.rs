@@ -15,6 +15,8 @@ pub struct Overrides {
     pub node_name: Option<String>,
     /// `--read-only-address`; port 0 turns the endpoint off.
     pub read_only_address: Option<SocketAddr>,
+    /// `--kubelet-address`; port 0 picks a free port.
+    pub kubelet_address: Option<SocketAddr>,
     /// `--root-dir`.
     pub root_dir: Option<PathBuf>,
     /// `--pod-logs-dir`.
@@ -52,6 +54,9 @@ impl Overrides {
         }
         if let Some(addr) = self.read_only_address {
             config.read_only_address = (addr.port() != 0).then_some(addr);
+        }
+        if let Some(addr) = self.kubelet_address {
+            config.kubelet_address = addr;
         }
         if let Some(dir) = &self.root_dir {
             config.root_dir = dir.clone();

@@ -389,6 +389,7 @@ fn flags_override_the_file() {
         pod_manifest_path: Some("/from/flag".into()),
         node_name: Some("Node-B".into()),
         read_only_address: Some("127.0.0.1:9999".parse::<SocketAddr>().unwrap()),
+        kubelet_address: Some("127.0.0.1:0".parse::<SocketAddr>().unwrap()),
         root_dir: Some("/tmp/capstan-root".into()),
         pod_logs_dir: Some("/tmp/capstan-logs".into()),
         cgroup_root: Some("/flag".into()),
@@ -401,6 +402,7 @@ fn flags_override_the_file() {
     assert_eq!(c.node_name, "node-b", "lowercased like the kubelet");
     assert_eq!(c.pod_logs_dir, Path::new("/tmp/capstan-logs"));
     assert_eq!(c.read_only_address, Some("127.0.0.1:9999".parse().unwrap()));
+    assert_eq!(c.kubelet_address, "127.0.0.1:0".parse().unwrap());
     assert_eq!(c.root_dir, Path::new("/tmp/capstan-root"));
     assert_eq!(c.cgroup_root.as_deref(), Some("/flag"));
     assert_eq!(
@@ -497,4 +499,35 @@ fn bad_flags_name_the_flag() {
         c.validate("configuration").unwrap_err().to_string(),
         "configuration: --root-dir: var/lib must be an absolute path"
     );
+}
+
+#[test]
+fn the_kubelet_endpoint_settings_are_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubelet.yaml");
+    let c = AgentConfig::defaults("n");
+    assert_eq!(c.kubelet_address, "0.0.0.0:10250".parse().unwrap());
+    assert!(!c.anonymous_auth && c.webhook_authentication && !c.authorization_always_allow);
+    std::fs::write(
+        &path,
+        format!(
+            "{HEADER}address: 10.1.2.3\nport: 10260\ntlsCertFile: tls/k.crt\ntlsPrivateKeyFile: tls/k.key\nauthentication:\n  x509:\n    clientCAFile: /etc/ca.crt\n  anonymous:\n    enabled: true\n  webhook:\n    enabled: false\nauthorization:\n  mode: AlwaysAllow\n"
+        ),
+    )
+    .unwrap();
+    let c = AgentConfig::load(Some(&path), &Overrides::default()).expect("loads");
+    assert_eq!(c.kubelet_address, "10.1.2.3:10260".parse().unwrap());
+    assert_eq!(
+        c.tls_files,
+        Some((dir.path().join("tls/k.crt"), dir.path().join("tls/k.key")))
+    );
+    assert_eq!(c.client_ca_file.as_deref(), Some(Path::new("/etc/ca.crt")));
+    assert!(c.anonymous_auth && !c.webhook_authentication && c.authorization_always_allow);
+
+    std::fs::write(&path, format!("{HEADER}authorization:\n  mode: Node\n")).unwrap();
+    let e = AgentConfig::load(Some(&path), &Overrides::default()).unwrap_err();
+    assert!(e.to_string().contains("authorization.mode"), "{e}");
+    std::fs::write(&path, format!("{HEADER}tlsCertFile: a.crt\n")).unwrap();
+    let e = AgentConfig::load(Some(&path), &Overrides::default()).unwrap_err();
+    assert!(e.to_string().contains("tlsPrivateKeyFile"), "{e}");
 }

@@ -1,24 +1,34 @@
-//! The kubelet's read-only endpoints: `/healthz`, `/pods`, `/metrics`, `/stats/summary` and
-//! `/containerLogs/{namespace}/{pod}/{container}`.
+//! The kubelet's read-only endpoints (`/healthz`, `/pods`, `/metrics`, `/stats/summary`,
+//! `/containerLogs/...`), served on the read-only port without authentication, and the same
+//! GET routes behind the secure endpoint's checks ([`get`]).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Bytes, Incoming};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use k8s_openapi::api::core::v1::Pod;
 
-use crate::pods::{NodeContext, sandbox_config};
+use super::logs::{self, LogOptions};
+use crate::pods::NodeContext;
 
-type Reply = Response<Full<Bytes>>;
+/// The body of every endpoint response: whole, or streamed (`follow`).
+pub type Body = http_body_util::combinators::BoxBody<Bytes, std::io::Error>;
 
-fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Reply {
-    let mut response = Response::new(Full::new(body.into()));
+/// A response of the endpoints.
+pub type Reply = Response<Body>;
+
+/// A whole response.
+pub fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Reply {
+    let mut response = Response::new(
+        Full::new(body.into())
+            .map_err(|never: Infallible| match never {})
+            .boxed(),
+    );
     *response.status_mut() = status;
     if let Ok(value) = content_type.parse() {
         response
@@ -61,7 +71,7 @@ pub async fn bind(address: &str) -> std::io::Result<(tokio::net::TcpListener, So
     Ok((listener, local))
 }
 
-async fn route(ctx: &NodeContext, request: Request<Incoming>) -> Reply {
+async fn route(ctx: &Arc<NodeContext>, request: Request<Incoming>) -> Reply {
     if request.method() != Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -70,31 +80,33 @@ async fn route(ctx: &NodeContext, request: Request<Incoming>) -> Reply {
         );
     }
     let path = request.uri().path().to_string();
-    let query = parse_query(request.uri().query().unwrap_or_default());
-    match path.as_str() {
+    let query = decode_query(request.uri().query());
+    get(ctx, &path, &query)
+        .await
+        .unwrap_or_else(|| not_found(format!("no endpoint {path}")))
+}
+
+/// A query's pairs, percent-decoded, in order (repeated names kept: exec's `command`).
+pub fn decode_query(query: Option<&str>) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.unwrap_or_default().as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+/// The GET endpoints both ports serve; None for a path that is none of them.
+pub async fn get(ctx: &Arc<NodeContext>, path: &str, query: &[(String, String)]) -> Option<Reply> {
+    Some(match path {
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok"),
         "/pods" | "/pods/" => pods(ctx),
         "/metrics" => metrics(ctx),
-        "/stats/summary" => crate::endpoint::summary::summary(ctx).await.map_or_else(
-            |e| reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e),
-            |json| reply(StatusCode::OK, "application/json", json),
-        ),
-        _ => match path.strip_prefix("/containerLogs/") {
-            Some(rest) => container_logs(ctx, rest, &query),
-            None => not_found(format!("no endpoint {path}")),
-        },
-    }
-}
-
-fn parse_query(query: &str) -> BTreeMap<String, String> {
-    query
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| match pair.split_once('=') {
-            Some((k, v)) => (k.to_string(), v.to_string()),
-            None => (pair.to_string(), String::new()),
-        })
-        .collect()
+        "/stats/summary" | "/stats/summary/" => {
+            crate::endpoint::summary::summary(ctx).await.map_or_else(
+                |e| reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e),
+                |json| reply(StatusCode::OK, "application/json", json),
+            )
+        }
+        _ => container_logs(ctx, path.strip_prefix("/containerLogs/")?, query),
+    })
 }
 
 fn pods(ctx: &NodeContext) -> Reply {
@@ -114,6 +126,47 @@ fn pods(ctx: &NodeContext) -> Reply {
         "metadata": {},
         "items": items,
     });
+    reply(StatusCode::OK, "application/json", list.to_string())
+}
+
+/// `/runningpods/`: the pods with a running container, as the kubelet lists them from the
+/// runtime (identity and containers only).
+pub fn running_pods(ctx: &NodeContext) -> Reply {
+    let items: Vec<serde_json::Value> = ctx
+        .store
+        .list()
+        .into_iter()
+        .filter(|record| {
+            record
+                .status
+                .container_statuses
+                .iter()
+                .flatten()
+                .any(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()))
+        })
+        .map(|record| {
+            let containers: Vec<serde_json::Value> = record
+                .status
+                .container_statuses
+                .iter()
+                .flatten()
+                .filter(|s| s.state.as_ref().is_some_and(|st| st.running.is_some()))
+                .map(|s| serde_json::json!({"name": s.name, "image": s.image, "resources": {}}))
+                .collect();
+            serde_json::json!({
+                "metadata": {
+                    "name": record.pod.metadata.name,
+                    "namespace": record.pod.metadata.namespace,
+                    "uid": record.pod.metadata.uid,
+                    "creationTimestamp": null,
+                },
+                "spec": {"containers": containers},
+                "status": {},
+            })
+        })
+        .collect();
+    let list =
+        serde_json::json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items});
     reply(StatusCode::OK, "application/json", list.to_string())
 }
 
@@ -146,9 +199,8 @@ fn metrics(ctx: &NodeContext) -> Reply {
     })
 }
 
-/// `/containerLogs/{namespace}/{pod}/{container}` with `tailLines`, `previous` and
-/// `timestamps`: the container's log in the kubelet's plain form.
-fn container_logs(ctx: &NodeContext, rest: &str, query: &BTreeMap<String, String>) -> Reply {
+/// `/containerLogs/{namespace}/{pod}/{container}`: the log, whole or followed.
+fn container_logs(ctx: &Arc<NodeContext>, rest: &str, query: &[(String, String)]) -> Reply {
     let parts: Vec<&str> = rest.split('/').collect();
     let [namespace, name, container] = parts.as_slice() else {
         return reply(
@@ -157,78 +209,36 @@ fn container_logs(ctx: &NodeContext, rest: &str, query: &BTreeMap<String, String
             "expected /containerLogs/{namespace}/{pod}/{container}",
         );
     };
-    let Some(record) = ctx.store.find(namespace, name) else {
-        return not_found(format!("pod {namespace}/{name} not found"));
+    let options = match LogOptions::from_query(query, chrono::Utc::now()) {
+        Ok(options) => options,
+        Err(message) => return reply(StatusCode::BAD_REQUEST, "text/plain", message),
     };
-    let statuses = record
-        .status
-        .container_statuses
-        .iter()
-        .flatten()
-        .chain(record.status.init_container_statuses.iter().flatten());
-    let Some(status) = statuses.into_iter().find(|s| s.name == *container) else {
-        return not_found(format!(
-            "container {container} is not in pod {namespace}/{name}"
-        ));
-    };
-    let previous = query
-        .get("previous")
-        .is_some_and(|v| v == "true" || v.is_empty());
-    let attempt = if previous {
-        if status.restart_count == 0 {
-            return reply(
-                StatusCode::BAD_REQUEST,
-                "text/plain",
-                format!("previous terminated container {container} in pod {name} not found"),
-            );
+    let source = match logs::locate(ctx, namespace, name, container, options.previous) {
+        Ok(source) => source,
+        Err(e) => {
+            let status = StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST);
+            return reply(status, "text/plain", e.message);
         }
-        status.restart_count - 1
-    } else {
-        status.restart_count
     };
-    let dir = sandbox_config::log_directory(&ctx.settings.pod_logs_dir, &record.pod);
-    let file = dir.join(container).join(format!("{attempt}.log"));
-    let timestamps = query.get("timestamps").is_some_and(|v| v == "true");
-    let tail = query.get("tailLines").and_then(|v| v.parse::<usize>().ok());
-    match read_cri_log(&file, timestamps, tail) {
-        Ok(text) => reply(StatusCode::OK, "text/plain", text),
-        Err(e) => not_found(format!(
-            "log of container {container}: {}: {e}",
-            file.display()
-        )),
-    }
-}
-
-/// Turns CRI log lines (`TIMESTAMP STREAM P|F TEXT`) back into the container's output.
-fn read_cri_log(file: &Path, timestamps: bool, tail: Option<usize>) -> std::io::Result<String> {
-    let text = std::fs::read_to_string(file)?;
-    let mut lines: Vec<String> = Vec::new();
-    let mut partial = String::new();
-    for line in text.lines() {
-        let mut fields = line.splitn(4, ' ');
-        let (Some(ts), Some(_stream), Some(tag)) = (fields.next(), fields.next(), fields.next())
-        else {
-            continue;
+    if !options.follow {
+        return match logs::read_all(&source, &options) {
+            Ok(text) => reply(StatusCode::OK, "text/plain", text),
+            Err(e) => not_found(format!(
+                "log of container {container}: {}: {e}",
+                source.file.display()
+            )),
         };
-        let content = fields.next().unwrap_or_default();
-        if partial.is_empty() && timestamps {
-            partial.push_str(ts);
-            partial.push(' ');
-        }
-        partial.push_str(content);
-        if tag != "P" {
-            lines.push(std::mem::take(&mut partial));
-        }
     }
-    if !partial.is_empty() {
-        lines.push(partial);
+    let (sink, frames) = tokio::sync::mpsc::channel(16);
+    tokio::spawn(logs::follow(Arc::clone(ctx), source, options, sink));
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(frames));
+    let mut response = Response::new(BodyExt::boxed(body));
+    if let Ok(value) = "text/plain".parse() {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
     }
-    let start = tail.map_or(0, |n| lines.len().saturating_sub(n));
-    let mut out = lines[start..].join("\n");
-    if !out.is_empty() {
-        out.push('\n');
-    }
-    Ok(out)
+    response
 }
 
 /// The probe_type label value, as the kubelet spells it.
@@ -237,30 +247,5 @@ fn kind_name(kind: crate::probes::ProbeKind) -> &'static str {
         crate::probes::ProbeKind::Startup => "Startup",
         crate::probes::ProbeKind::Liveness => "Liveness",
         crate::probes::ProbeKind::Readiness => "Readiness",
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cri_log_lines_are_joined_and_tailed() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("0.log");
-        std::fs::write(
-            &file,
-            "2026-01-01T00:00:00.1Z stdout F one\n2026-01-01T00:00:00.2Z stderr P tw\n2026-01-01T00:00:00.3Z stderr F o\n2026-01-01T00:00:00.4Z stdout F three\n",
-        )
-        .unwrap();
-        assert_eq!(
-            read_cri_log(&file, false, None).unwrap(),
-            "one\ntwo\nthree\n"
-        );
-        assert_eq!(read_cri_log(&file, false, Some(2)).unwrap(), "two\nthree\n");
-        assert_eq!(
-            read_cri_log(&file, true, Some(1)).unwrap(),
-            "2026-01-01T00:00:00.4Z three\n"
-        );
     }
 }

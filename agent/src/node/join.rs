@@ -47,8 +47,15 @@ pub fn kubeconfig_error(file: &Path, reason: impl std::fmt::Display) -> JoinErro
 }
 
 /// Starts the node's API side on the current tokio runtime: registration, then the status loop
-/// and the Lease; and the pod status sync at once (it has nothing to push before pods come).
-pub fn spawn(client: kube::Client, config: &AgentConfig, node: &Node, registration: Registration) {
+/// (advertising the kubelet endpoint on `kubelet_port`) and the Lease; and the pod status sync
+/// at once (it has nothing to push before pods come).
+pub fn spawn(
+    client: kube::Client,
+    config: &AgentConfig,
+    node: &Node,
+    registration: Registration,
+    kubelet_port: u16,
+) {
     let node_name = config.node_name.clone();
     let config = config.clone();
     let runtime_version = node.runtime_version.clone();
@@ -72,6 +79,7 @@ pub fn spawn(client: kube::Client, config: &AgentConfig, node: &Node, registrati
             registering.clone(),
             config,
             runtime_version,
+            i32::from(kubelet_port),
             update,
             report,
         ));
@@ -104,4 +112,43 @@ pub fn spawn(client: kube::Client, config: &AgentConfig, node: &Node, registrati
         node.desired.clone(),
     );
     tokio::spawn(sync.run());
+}
+
+/// Starts the kubelet endpoint of a joined node, trusting the client certificates of
+/// `clientCAFile` or else of the cluster CA in `api_config`; returns its bound address.
+pub async fn serve_kubelet_endpoint(
+    node: &Node,
+    client: kube::Client,
+    config: &AgentConfig,
+    api_config: &kube::Config,
+) -> Result<std::net::SocketAddr, String> {
+    use crate::endpoint::kubelet::{self, EndpointSettings, auth::Policy};
+    let client_cas = match &config.client_ca_file {
+        Some(file) => kubelet::read_client_cas(file)?,
+        None => api_config
+            .root_cert
+            .iter()
+            .flatten()
+            .map(|der| rustls::pki_types::CertificateDer::from(der.clone()))
+            .collect(),
+    };
+    let settings = EndpointSettings {
+        address: config.kubelet_address,
+        tls_files: config.tls_files.clone(),
+        cert_dir: config.root_dir.join("pki"),
+        client_cas,
+        policy: Policy {
+            anonymous: config.anonymous_auth,
+            webhook_tokens: config.webhook_authentication,
+            always_allow: config.authorization_always_allow,
+        },
+        addresses: super::host_ips(),
+    };
+    kubelet::start(
+        std::sync::Arc::clone(node.workers.context()),
+        client,
+        &settings,
+    )
+    .await
+    .map_err(|e| e.to_string())
 }

@@ -19,9 +19,6 @@ use crate::config::AgentConfig;
 /// The version the Node reports as its kubelet's.
 pub const KUBELET_VERSION: &str = concat!("v1.33.0-capstan.", env!("CARGO_PKG_VERSION"));
 
-/// The kubelet endpoint's port the Node advertises (the kubelet's default).
-pub const KUBELET_PORT: i32 = 10250;
-
 /// What the status is computed from: the node's facts, read once per update.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeFacts {
@@ -33,6 +30,8 @@ pub struct NodeFacts {
     pub addresses: Vec<NodeAddress>,
     /// Kernel, OS, runtime, kubelet.
     pub node_info: NodeSystemInfo,
+    /// The port the kubelet endpoint listens on, for `daemonEndpoints`.
+    pub kubelet_port: i32,
 }
 
 /// A CPU amount in millicores as a quantity (`2`, `1500m`).
@@ -118,7 +117,7 @@ pub fn os_image(os_release: &str) -> String {
 /// Reads the node's facts: capacity from the machine (CPUs, memory, the root dir's
 /// filesystem, huge pages), allocatable after the configured reservations, its addresses and
 /// system info. `runtime_version` is `<name>://<version>`.
-pub fn gather(config: &AgentConfig, runtime_version: &str) -> NodeFacts {
+pub fn gather(config: &AgentConfig, runtime_version: &str, kubelet_port: i32) -> NodeFacts {
     let (cpu_millis, memory) = super::capacity();
     let storage = filesystem_size(&config.root_dir);
     let pages = huge_pages();
@@ -187,6 +186,7 @@ pub fn gather(config: &AgentConfig, runtime_version: &str) -> NodeFacts {
         allocatable,
         addresses,
         node_info,
+        kubelet_port,
     }
 }
 
@@ -248,7 +248,9 @@ pub fn node_status(facts: &NodeFacts, previous: Option<&NodeStatus>, now: &Time)
         addresses: Some(facts.addresses.clone()),
         conditions: Some(conditions(previous, now)),
         daemon_endpoints: Some(NodeDaemonEndpoints {
-            kubelet_endpoint: Some(DaemonEndpoint { port: KUBELET_PORT }),
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: facts.kubelet_port,
+            }),
         }),
         node_info: Some(facts.node_info.clone()),
         ..NodeStatus::default()
@@ -274,13 +276,14 @@ pub async fn run(
     client: kube::Client,
     config: AgentConfig,
     runtime_version: String,
+    kubelet_port: i32,
     update_frequency: Duration,
     report_frequency: Duration,
 ) {
     let nodes: Api<Node> = Api::all(client);
     let mut posted: Option<(NodeStatus, Instant)> = None;
     loop {
-        let facts = gather(&config, &runtime_version);
+        let facts = gather(&config, &runtime_version, kubelet_port);
         let now = Time(k8s_openapi::jiff::Timestamp::now());
         let status = node_status(&facts, posted.as_ref().map(|(s, _)| s), &now);
         let due = match &posted {
@@ -330,7 +333,7 @@ mod tests {
     #[test]
     fn heartbeats_alone_are_no_change_and_transitions_stay() {
         let config = AgentConfig::defaults("n1");
-        let facts = gather(&config, "capstan://0.1.0");
+        let facts = gather(&config, "capstan://0.1.0", 10250);
         assert!(facts.capacity.contains_key("ephemeral-storage"));
         assert_eq!(facts.node_info.container_runtime_version, "capstan://0.1.0");
         let t1 = Time("2026-01-01T00:00:00Z".parse().expect("time"));

@@ -20,6 +20,7 @@ pub mod kubernetes_service;
 pub mod list;
 pub mod list_items;
 pub mod namespaces;
+pub mod node_proxy;
 pub mod openapi;
 pub mod openapi_v2;
 pub mod patch;

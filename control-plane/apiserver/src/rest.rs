@@ -104,6 +104,9 @@ pub async fn serve(
         table: table::wanted(accept.as_deref()),
         body,
     };
+    if crate::node_proxy::proxies(&target) {
+        return crate::node_proxy::serve(server, parts, &target).await;
+    }
     let kind = target.kind;
     if kind.create_only {
         return crate::reviews::serve(&call, &parts.method, &target).await;

@@ -166,6 +166,7 @@ pub async fn run(
     .await
     .map_err(|e| RunError::Api(format!("credentials task: {e}")))??;
     let tls = Arc::new(crate::tls::server_config(&credentials)?);
+    let kubelet_client = kubelet_client(&credentials)?;
     let issuers = if options.service_account_issuers.is_empty() {
         vec![format!(
             "https://kubernetes.default.svc.{}",
@@ -195,6 +196,7 @@ pub async fn run(
         authorization_modes: options.authorization_modes.clone(),
         token_authenticator: Some(Arc::clone(&authenticator)),
         service_cluster_ip_range: options.service_cluster_ip_range,
+        kubelet_client: Some(kubelet_client),
         ..Config::default()
     };
     let server = ApiServer::new(Arc::clone(&store), config)
@@ -251,4 +253,29 @@ fn create_private_dir(dir: &std::path::Path) -> Result<(), RunError> {
         .mode(0o700)
         .create(dir)
         .map_err(|e| RunError::Api(format!("create the data directory {}: {e}", dir.display())))
+}
+
+/// The API server's client for kubelet endpoints, with a client certificate issued from the
+/// cluster CA at every start (the user kubeadm gives it, in `system:masters`).
+fn kubelet_client(
+    credentials: &ClusterCredentials,
+) -> Result<crate::node_proxy::KubeletClient, RunError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let issued = credentials
+        .issue_client_certificate(
+            "kube-apiserver-kubelet-client",
+            Some("system:masters"),
+            std::time::Duration::from_secs(365 * 24 * 3600),
+        )
+        .map_err(|e| RunError::Api(format!("kubelet client certificate: {e}")))?;
+    let bad = |e: rustls::pki_types::pem::Error| {
+        RunError::Api(format!("kubelet client certificate: {e}"))
+    };
+    let chain = CertificateDer::pem_slice_iter(issued.cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(bad)?;
+    let key = PrivateKeyDer::from_pem_slice(issued.key_pem.as_bytes()).map_err(bad)?;
+    crate::node_proxy::KubeletClient::new(chain, key, None)
+        .map_err(|e| RunError::Api(format!("kubelet client TLS: {e}")))
 }

@@ -90,6 +90,9 @@ pub struct Config {
     pub service_cluster_ip_range: ipnet::IpNet,
     /// `--service-node-port-range`: where Services' nodePorts are allocated.
     pub service_node_port_range: std::ops::RangeInclusive<u16>,
+    /// How pods' log, exec, attach and portforward reach kubelets; `None`: they are refused
+    /// (no `--kubelet-client-certificate`).
+    pub kubelet_client: Option<crate::node_proxy::KubeletClient>,
 }
 
 impl Default for Config {
@@ -107,6 +110,7 @@ impl Default for Config {
                 12,
             )),
             service_node_port_range: 30000..=32767,
+            kubelet_client: None,
         }
     }
 }

@@ -618,13 +618,12 @@ async fn streaming_errors_with(k: &str) {
     set_phase(&server, "web", "Running").await;
     let err = fails(k, &url, &["logs", "web"]).await;
     assert!(
-        err.contains("no kubelet endpoint is known for node \"n1\"")
-            && err.contains("not implemented"),
+        err.contains("has no kubelet client credentials to reach node \"n1\""),
         "{err}"
     );
     let err = fails(k, &url, &["exec", "web", "--", "true"]).await;
     assert!(
-        err.contains("no kubelet endpoint is known for node \"n1\""),
+        err.contains("has no kubelet client credentials to reach node \"n1\""),
         "{err}"
     );
     let err = fails(k, &url, &["logs", "web", "-c", "nope"]).await;
@@ -945,7 +944,7 @@ async fn finalize_and_node_proxy() {
     assert!(
         body["message"]
             .as_str()
-            .is_some_and(|m| m.starts_with("no kubelet endpoint is known for node \"n1\"")),
+            .is_some_and(|m| m == "proxying to node n1 is not implemented"),
         "{body}"
     );
     let (code, _) = common::json(&server, "GET", "/api/v1/nodes/n2/proxy", &Value::Null).await;

@@ -181,9 +181,8 @@ async fn the_python_client_uses_the_subresources() {
     );
     assert_eq!(seen["log"][0], 400);
     assert!(
-        seen["log"][1]
-            .as_str()
-            .is_some_and(|m| m.starts_with("no kubelet endpoint is known for node \"n1\"")),
+        seen["log"][1].as_str().is_some_and(|m| m
+            .starts_with("the API server has no kubelet client credentials to reach node \"n1\"")),
         "{seen}"
     );
     assert_eq!(seen["events"], json!([["hello", "p"]]));

@@ -1,6 +1,6 @@
 //! The subresources beyond `status`: what discovery lists for each kind, and their handlers
 //! (scale, pods' binding, eviction and ephemeral containers, CSR approval, namespace finalize,
-//! and the node-streaming ones, which answer that no kubelet endpoint is known).
+//! and the `proxy` ones, which answer that they are not built).
 
 mod approval;
 mod finalize;
