@@ -16,22 +16,29 @@ pub struct ControlPlane {
     pub port: u16,
     log: PathBuf,
     extra: Vec<String>,
+    bind: String,
 }
 
 impl ControlPlane {
     /// Starts it in `dir` with `extra` flags and waits for /readyz.
     pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_on(dir, "127.0.0.1", extra)
+    }
+
+    /// [`Self::start`] listening on `bind` (an address other hosts reach).
+    pub fn start_on(dir: &Path, bind: &str, extra: &[&str]) -> Self {
         let data_dir = dir.join("control-plane");
         let log = dir.join("control-plane.log");
         let port = super::free_port();
         let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
-        let child = Self::spawn(&data_dir, &log, port, &extra);
+        let child = Self::spawn(&data_dir, &log, bind, port, &extra);
         let plane = ControlPlane {
             child,
             data_dir,
             port,
             log,
             extra,
+            bind: bind.to_string(),
         };
         plane.wait_ready();
         plane
@@ -41,11 +48,17 @@ impl ControlPlane {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.child = Self::spawn(&self.data_dir, &self.log, self.port, &self.extra);
+        self.child = Self::spawn(
+            &self.data_dir,
+            &self.log,
+            &self.bind,
+            self.port,
+            &self.extra,
+        );
         self.wait_ready();
     }
 
-    fn spawn(data_dir: &Path, log: &Path, port: u16, extra: &[String]) -> Child {
+    fn spawn(data_dir: &Path, log: &Path, bind: &str, port: u16, extra: &[String]) -> Child {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -53,7 +66,7 @@ impl ControlPlane {
             .unwrap();
         Command::new(env!("CARGO_BIN_EXE_capstan"))
             .args(["--log-level", "info", "control-plane"])
-            .args(["--bind-address", "127.0.0.1"])
+            .args(["--bind-address", bind])
             .args(extra)
             .arg("--secure-port")
             .arg(port.to_string())

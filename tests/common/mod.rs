@@ -18,12 +18,14 @@ pub struct RuntimeProcess {
     /// For `capstan node`: the cgroup below which kubepods/ was made, removed on drop.
     pub cgroup_root: Option<String>,
     command: Vec<String>,
+    /// The network namespace it runs in (its pin's path), if not the test's own.
+    netns: Option<String>,
 }
 
 impl RuntimeProcess {
     /// Starts the runtime with `config` (TOML) in `dir`.
     pub fn start(dir: &Path, config: &str) -> Self {
-        Self::start_command(dir, config, "runtime", &[])
+        Self::start_command(dir, config, "runtime", &[], None)
     }
 
     /// Starts `capstan node` with `config` (runtime TOML) in `dir`: manifests in
@@ -36,7 +38,24 @@ impl RuntimeProcess {
             own.trim_end_matches('/'),
             capstan_testkit::names::unique("", 6).trim_matches('-')
         );
-        Self::start_agent(dir, "node", config, read_only, root, extra)
+        Self::start_agent(dir, "node", config, read_only, root, extra, None)
+    }
+
+    /// [`Self::start_node`] inside the network namespace pinned at `netns`: a host of its own.
+    pub fn start_node_in(
+        netns: &Path,
+        dir: &Path,
+        config: &str,
+        read_only: u16,
+        extra: &[&str],
+    ) -> Self {
+        let own = capstan_testkit::cgroups::own_path().unwrap_or_default();
+        let root = format!(
+            "{}/node-{}",
+            own.trim_end_matches('/'),
+            capstan_testkit::names::unique("", 6).trim_matches('-')
+        );
+        Self::start_agent(dir, "node", config, read_only, root, extra, netns.to_str())
     }
 
     /// Starts `capstan server` as [`Self::start_node`] starts a node, with the control plane's
@@ -48,7 +67,7 @@ impl RuntimeProcess {
             own.trim_end_matches('/'),
             capstan_testkit::names::unique("", 6).trim_matches('-')
         );
-        Self::start_agent(dir, "server", config, read_only, root, extra)
+        Self::start_agent(dir, "server", config, read_only, root, extra, None)
     }
 
     fn start_agent(
@@ -58,6 +77,7 @@ impl RuntimeProcess {
         read_only: u16,
         root: String,
         extra: &[&str],
+        netns: Option<&str>,
     ) -> Self {
         std::fs::create_dir_all(dir.join("manifests")).unwrap();
         let mut args: Vec<String> = vec![
@@ -72,19 +92,26 @@ impl RuntimeProcess {
             // Tests run side by side: each joined node's kubelet endpoint on a port of its own.
             "--kubelet-address".into(),
             "0.0.0.0:0".into(),
-            "--node-name".into(),
-            "node1".into(),
             "--cgroup-root".into(),
             root.clone(),
         ];
+        if !extra.contains(&"--node-name") {
+            args.extend(["--node-name".into(), "node1".into()]);
+        }
         args.extend(extra.iter().map(|a| a.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut process = Self::start_command(dir, config, command, &args);
+        let mut process = Self::start_command(dir, config, command, &args, netns);
         process.cgroup_root = Some(root);
         process
     }
 
-    fn start_command(dir: &Path, config: &str, command: &str, extra: &[&str]) -> Self {
+    fn start_command(
+        dir: &Path,
+        config: &str,
+        command: &str,
+        extra: &[&str],
+        netns: Option<&str>,
+    ) -> Self {
         let config_path = dir.join("runtime.toml");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::OpenOptions::new()
@@ -104,12 +131,14 @@ impl RuntimeProcess {
             config_path.display().to_string(),
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
-        let child = spawn(&args, log);
+        let netns = netns.map(str::to_string);
+        let child = spawn(&args, log, netns.as_deref());
         RuntimeProcess {
             child: Some(child),
             dir: dir.to_path_buf(),
             cgroup_root: None,
             command: args,
+            netns,
         }
     }
 
@@ -120,7 +149,7 @@ impl RuntimeProcess {
             .append(true)
             .open(self.dir.join("runtime.log"))
             .unwrap();
-        self.child = Some(spawn(&self.command, log));
+        self.child = Some(spawn(&self.command, log, self.netns.as_deref()));
     }
 
     fn socket_in(dir: &Path) -> PathBuf {
@@ -267,8 +296,21 @@ pub fn http_get_host(host: &str, port: u16, path: &str) -> std::io::Result<(u16,
     Ok((code, body.to_string()))
 }
 
-fn spawn(args: &[String], log: std::fs::File) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_capstan"))
+fn spawn(args: &[String], log: std::fs::File, netns: Option<&str>) -> Child {
+    let mut command = match netns {
+        // nsenter execs the binary (the child's PID is capstan's own) and, unlike `ip netns
+        // exec`, keeps the mounts: a fresh /sys would hide the cgroup hierarchies.
+        Some(netns) => {
+            let mut command = Command::new("nsenter");
+            command
+                .arg(format!("--net={netns}"))
+                .arg("--")
+                .arg(env!("CARGO_BIN_EXE_capstan"));
+            command
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_capstan")),
+    };
+    command
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

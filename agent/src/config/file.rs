@@ -283,12 +283,12 @@ mod tests {
 
     #[test]
     fn classifies_extra_fields() {
-        let doc = serde_json::json!({"kind": "KubeletConfiguration", "port": 10250, "stattcPodPath": "/x"});
+        let doc = serde_json::json!({"kind": "KubeletConfiguration", "tlsMinVersion": "VersionTLS12", "port": 10250, "stattcPodPath": "/x"});
         assert_eq!(
             ignored_fields(&doc),
             vec![
-                Ignored::NotApplied("port".into()),
-                Ignored::Unknown("stattcPodPath".into())
+                Ignored::Unknown("stattcPodPath".into()),
+                Ignored::NotApplied("tlsMinVersion".into())
             ]
         );
     }

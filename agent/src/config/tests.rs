@@ -203,15 +203,15 @@ fn json_files_work_too() {
 #[test]
 fn extra_fields_warn_by_name() {
     let (_, warnings) = from_yaml(
-        "port: 10250\nauthentication: {anonymous: {enabled: false}}\nstaticPodPth: /x\nsystemReserved: {hugepages-2Mi: 1Gi}\n",
+        "port: 10250\nenableServer: true\ntlsMinVersion: VersionTLS12\nstaticPodPth: /x\nsystemReserved: {hugepages-2Mi: 1Gi}\n",
     )
     .expect("extra fields are not errors");
     assert_eq!(
         warnings,
         vec![
-            "authentication: a KubeletConfiguration field Capstan does not apply; ignored",
-            "port: a KubeletConfiguration field Capstan does not apply; ignored",
+            "enableServer: a KubeletConfiguration field Capstan does not apply; ignored",
             "staticPodPth: unknown field; ignored",
+            "tlsMinVersion: a KubeletConfiguration field Capstan does not apply; ignored",
             "systemReserved.hugepages-2Mi: a KubeletConfiguration field Capstan does not apply; ignored",
         ]
     );

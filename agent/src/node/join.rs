@@ -85,6 +85,7 @@ pub fn spawn(
         ));
         tokio::spawn(super::lease::run(registering, name));
     });
+    tokio::spawn(super::overlay_peers::run(client.clone(), node_name.clone()));
     tokio::spawn(super::pod_cidr::follow(
         client.clone(),
         node_name.clone(),

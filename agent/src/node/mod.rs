@@ -10,6 +10,7 @@ pub mod image_gc;
 pub mod join;
 pub mod lease;
 pub mod mirror_pods;
+pub mod overlay_peers;
 pub mod pod_cgroups;
 pub mod pod_cidr;
 pub mod register;

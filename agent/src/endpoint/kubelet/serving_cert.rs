@@ -109,7 +109,7 @@ mod tests {
         let sans = cert.subject_alternative_name().unwrap().unwrap();
         let text = format!("{:?}", sans.value.general_names);
         assert!(
-            text.contains("node-a") && text.contains("10.0.0.5"),
+            text.contains("DNSName(\"node-a\")") && text.contains("IPAddress([10, 0, 0, 5])"),
             "{text}"
         );
     }
