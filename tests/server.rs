@@ -102,6 +102,11 @@ impl Cluster {
 }
 
 fn start_cluster() -> Cluster {
+    start_cluster_with(&[])
+}
+
+/// [`start_cluster`] with more control-plane flags.
+fn start_cluster_with(extra: &[&str]) -> Cluster {
     let registry = LocalRegistry::start().unwrap();
     registry
         .client()
@@ -146,23 +151,21 @@ fn start_cluster() -> Cluster {
     .unwrap();
     let cluster_cidr = format!("{}0/24", cni.prefix);
     let data_dir = server_dir.join("control-plane");
-    let server = RuntimeProcess::start_server(
-        &server_dir,
-        &config,
-        free_port(),
-        &[
-            "--bind-address",
-            "127.0.0.1",
-            "--secure-port",
-            &free_port().to_string(),
-            "--data-dir",
-            data_dir.to_str().unwrap(),
-            "--cluster-cidr",
-            &cluster_cidr,
-            "--node-cidr-mask-size",
-            "24",
-        ],
-    );
+    let secure_port = free_port().to_string();
+    let mut flags = vec![
+        "--bind-address",
+        "127.0.0.1",
+        "--secure-port",
+        &secure_port,
+        "--data-dir",
+        data_dir.to_str().unwrap(),
+        "--cluster-cidr",
+        &cluster_cidr,
+        "--node-cidr-mask-size",
+        "24",
+    ];
+    flags.extend(extra);
+    let server = RuntimeProcess::start_server(&server_dir, &config, free_port(), &flags);
 
     Cluster {
         registry,
@@ -537,4 +540,153 @@ fn kubectl_logs_exec_cp_and_port_forward_reach_the_pod() {
         listed.ends_with("200") && listed.contains("\"talk\""),
         "{listed}"
     );
+}
+
+/// A ClusterIP Service in front of a Deployment, through the node's service proxy: reached
+/// from the host and from a pod, spread over both replicas; scaled to zero, connections are
+/// refused at once; deleted, its address leaves the VIP device. The `kubernetes` Service
+/// leads to the API server.
+#[test]
+fn a_cluster_ip_service_spreads_over_ready_pods_and_refuses_with_none() {
+    capstan_testkit::require_root();
+    // A service range of the test's own: other servers on the host proxy theirs.
+    let octet = std::process::id() % 200 + 20;
+    let range = format!("10.97.{octet}.0/24");
+    let cluster = start_cluster_with(&["--service-cluster-ip-range", &range]);
+    cluster.ready_node();
+    let manifest = format!(
+        r#"{{"apiVersion": "v1", "kind": "List", "items": [
+  {{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {{"name": "web"}},
+    "spec": {{"replicas": 2, "selector": {{"matchLabels": {{"app": "web"}}}},
+      "template": {{"metadata": {{"labels": {{"app": "web"}}}}, "spec": {{
+        "terminationGracePeriodSeconds": 1,
+        "containers": [{{"name": "web", "image": "{}",
+          "readinessProbe": {{"tcpSocket": {{"port": 8080}}, "periodSeconds": 1}},
+          "command": ["sh", "-c", "mkdir -p /www && echo page-of-$HOSTNAME > /www/index.html && exec httpd -f -p 8080 -h /www"]}}]}}}}}}}},
+  {{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "web"}},
+    "spec": {{"selector": {{"app": "web"}}, "ports": [{{"name": "http", "port": 80, "targetPort": 8080}}]}}}}]}}"#,
+        cluster.image()
+    );
+    let (ok, _, err) = run(
+        cluster.kubectl().stdin(Some(&manifest)),
+        &["apply", "-f", "-"],
+    );
+    assert!(ok, "{err}");
+    let cluster_ip = wait_for(
+        &cluster.data_dir,
+        &cluster.server,
+        &["get", "service", "web"],
+        "the Service has its ClusterIP",
+        |s| s["spec"]["clusterIP"].as_str().map(str::to_string),
+    );
+    assert!(
+        cluster_ip.starts_with(&format!("10.97.{octet}.")),
+        "{cluster_ip}"
+    );
+    let names: Vec<String> = wait_for(
+        &cluster.data_dir,
+        &cluster.server,
+        &["get", "pods", "-l", "app=web"],
+        "both replicas Ready",
+        |list| {
+            let items = list["items"].as_array()?;
+            let ready: Vec<String> = items
+                .iter()
+                .filter(|p| {
+                    p["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+                })
+                .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+                .collect();
+            (ready.len() == 2).then_some(ready)
+        },
+    );
+    // From the host: both replicas answer, in turn.
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 2 {
+        if let Ok((200, page)) = http_get_host(&cluster_ip, 80, "/") {
+            seen.insert(page.trim().trim_start_matches("page-of-").to_string());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "through {cluster_ip}:80 only {seen:?} of {names:?} answered\n{}",
+            tail(&cluster.server.log(), 80)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut expected: Vec<String> = names.clone();
+    expected.sort();
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), expected);
+    // From a pod: its default route leads to the node, which holds the VIP.
+    let out = cluster.kubectl().output_blocking(&[
+        "exec",
+        &names[0],
+        "--",
+        "timeout",
+        "5",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        &format!("http://{cluster_ip}/"),
+    ]);
+    let page = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        page.starts_with("page-of-web-"),
+        "{page:?} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The kubernetes Service leads to the API server.
+    let kubernetes_ip = wait_for(
+        &cluster.data_dir,
+        &cluster.server,
+        &["get", "service", "kubernetes"],
+        "the kubernetes Service",
+        |s| s["spec"]["clusterIP"].as_str().map(str::to_string),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect((kubernetes_ip.as_str(), 443)).is_err() {
+        assert!(Instant::now() < deadline, "nothing on {kubernetes_ip}:443");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Scaled to zero: refused at once, never a hang.
+    let (ok, _, err) = run(
+        cluster.kubectl(),
+        &["scale", "deployment", "web", "--replicas=0"],
+    );
+    assert!(ok, "{err}");
+    let address: std::net::SocketAddr = format!("{cluster_ip}:80").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)) {
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "{address} still answers with no replicas: {other:?}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Deleted: the VIP leaves the device.
+    let (ok, _, err) = run(cluster.kubectl(), &["delete", "service", "web"]);
+    assert!(ok, "{err}");
+    let on_device = || {
+        let out = std::process::Command::new("ip")
+            .args(["-o", "addr", "show", "dev", "capstan-svc0"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains(&format!(" {cluster_ip}/32"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while on_device() {
+        assert!(
+            Instant::now() < deadline,
+            "{cluster_ip} stays on capstan-svc0"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -662,6 +662,13 @@ pub fn cluster_role_bindings() -> Vec<BootstrapBinding> {
             "system:node-proxier",
             &[("User", "system:kube-proxy", "")],
         ),
+        // Capstan's service proxy runs inside the node agent, under the node's identity
+        // rather than kube-proxy's own user: every node gets kube-proxy's read access.
+        one(
+            "capstan:node-proxier",
+            "system:node-proxier",
+            &[("Group", "system:nodes", "")],
+        ),
         one(
             "system:public-info-viewer",
             "system:public-info-viewer",
