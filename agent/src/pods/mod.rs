@@ -7,6 +7,7 @@ pub mod container_config;
 pub mod context;
 pub mod downward;
 pub mod env;
+pub mod ephemeral;
 pub mod events;
 pub mod hooks;
 pub mod labels;
@@ -92,12 +93,17 @@ impl PodWorkers {
         let Ok(mut workers) = self.workers.lock() else {
             return;
         };
-        for (uid, (_, handle)) in workers.iter() {
+        for (uid, (known, handle)) in workers.iter_mut() {
             if let Some(grace_seconds) = deleting.get(uid) {
                 handle.send(WorkerMessage::Delete {
                     grace_seconds: *grace_seconds,
                 });
-            } else if sources_ready && !desired.contains_key(uid) {
+            } else if let Some(pod) = desired.get(uid) {
+                if changed(known, pod) {
+                    *known = pod.clone();
+                    handle.send(WorkerMessage::Update(Box::new(pod.clone())));
+                }
+            } else if sources_ready {
                 handle.send(WorkerMessage::Terminate);
             }
         }
@@ -307,6 +313,14 @@ impl PodWorkers {
             });
         }
     }
+}
+
+/// Whether `new` differs from `known` in what its worker reads (its spec, labels and
+/// annotations); a status-only change, the most common, does not wake the worker.
+fn changed(known: &Pod, new: &Pod) -> bool {
+    known.spec != new.spec
+        || known.metadata.labels != new.metadata.labels
+        || known.metadata.annotations != new.metadata.annotations
 }
 
 /// An orphan's pod object is gone, so its QoS class is unknown: try each class.

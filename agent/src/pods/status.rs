@@ -1,4 +1,5 @@
-//! PodStatus as the kubelet computes it: phase, conditions, container statuses, IPs, QoS class.
+//! PodStatus as the kubelet computes it: phase, conditions, container statuses (app, init and
+//! ephemeral), IPs, QoS class.
 //! A pure function of the pod, what the runtime holds and what the worker decided.
 
 use std::collections::HashMap;
@@ -237,6 +238,25 @@ pub fn pod_status(pod: &Pod, view: &PodView, inputs: &StatusInputs) -> PodStatus
         .map(|c| container_status(c, view, inputs, app_waiting))
         .collect();
 
+    // Ephemeral containers count for neither phase nor readiness; they are never ready and
+    // carry no `started` (the kubelet's prober knows nothing of them).
+    let default_waiting = if inits.is_empty() {
+        "ContainerCreating"
+    } else {
+        "PodInitializing"
+    };
+    let ephemeral_statuses: Vec<ContainerStatus> = super::ephemeral::of(pod)
+        .iter()
+        .map(|e| {
+            let container = super::ephemeral::as_container(e);
+            ContainerStatus {
+                ready: false,
+                started: None,
+                ..container_status(&container, view, inputs, default_waiting)
+            }
+        })
+        .collect();
+
     let (mut running, mut waiting_count, mut stopped, mut succeeded) = (0, 0, 0, 0);
     for status in &statuses {
         let state = status.state.clone().unwrap_or_default();
@@ -328,6 +348,8 @@ pub fn pod_status(pod: &Pod, view: &PodView, inputs: &StatusInputs) -> PodStatus
         conditions: Some(conditions),
         container_statuses: Some(statuses),
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
+        ephemeral_container_statuses: (!ephemeral_statuses.is_empty())
+            .then_some(ephemeral_statuses),
         host_ip: inputs.host_ips.first().cloned(),
         host_ips: Some(host_ips),
         pod_ip: pod_ips.first().map(|ip| ip.ip.clone()),
