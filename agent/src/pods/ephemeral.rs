@@ -70,7 +70,9 @@ pub fn target_id(view: &PodView, sandbox_id: &str, target: &str) -> Result<Strin
 pub fn join_target(config: &mut ContainerConfig, target_id: &str) {
     let linux = config.linux.get_or_insert_with(Default::default);
     let security = linux.security_context.get_or_insert_with(Default::default);
-    let namespaces = security.namespace_options.get_or_insert_with(Default::default);
+    let namespaces = security
+        .namespace_options
+        .get_or_insert_with(Default::default);
     namespaces.pid = NamespaceMode::Target as i32;
     namespaces.target_id = target_id.to_string();
 }
@@ -156,10 +158,8 @@ mod tests {
         view.containers
             .push(instance("c", "old", ContainerState::ContainerRunning));
         assert!(target_id(&view, "s", "c").is_err());
-        view.containers.insert(
-            0,
-            instance("c", "s", ContainerState::ContainerRunning),
-        );
+        view.containers
+            .insert(0, instance("c", "s", ContainerState::ContainerRunning));
         assert_eq!(target_id(&view, "s", "c").as_deref(), Ok("c-id"));
         let mut config = ContainerConfig::default();
         join_target(&mut config, "c-id");

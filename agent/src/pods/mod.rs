@@ -335,3 +335,29 @@ fn remove_orphan_cgroup(ctx: &NodeContext, uid: &str) {
         let _ = ctx.cgroups.hierarchy().remove(&path);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_hear_of_spec_and_metadata_changes_only() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "resourceVersion": "1"},
+            "spec": {"containers": [{"name": "c", "image": "app"}]},
+        }))
+        .expect("a pod");
+        let mut status_only = pod.clone();
+        status_only.metadata.resource_version = Some("2".into());
+        status_only.status = Some(Default::default());
+        assert!(!changed(&pod, &status_only));
+        let mut debugged = pod.clone();
+        if let Some(spec) = debugged.spec.as_mut() {
+            spec.ephemeral_containers = Some(vec![Default::default()]);
+        }
+        assert!(changed(&pod, &debugged));
+        let mut labelled = pod.clone();
+        labelled.metadata.labels = Some([("a".to_string(), "b".to_string())].into());
+        assert!(changed(&pod, &labelled));
+    }
+}

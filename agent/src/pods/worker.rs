@@ -1074,7 +1074,11 @@ fn go_millis(duration: Duration) -> String {
         let (minutes, rest) = (millis / 60_000, millis % 60_000);
         let seconds = format!("{}.{:03}", rest / 1000, rest % 1000);
         let seconds = seconds.trim_end_matches('0').trim_end_matches('.');
-        format!("{}m{}s", minutes, if seconds.is_empty() { "0" } else { seconds })
+        format!(
+            "{}m{}s",
+            minutes,
+            if seconds.is_empty() { "0" } else { seconds }
+        )
     }
 }
 
