@@ -218,10 +218,8 @@ fn log_params(name: &str, query: &[(String, String)]) -> ApiResult<Vec<String>> 
     for (key, value) in query {
         let number = || value.parse::<i64>().ok();
         match key.as_str() {
-            "follow" | "previous" | "timestamps" => {
-                if truthy(value) {
-                    params.push(format!("{key}=true"));
-                }
+            "follow" | "previous" | "timestamps" if truthy(value) => {
+                params.push(format!("{key}=true"));
             }
             "tailLines" => match number() {
                 Some(n) if n >= 0 => params.push(format!("tailLines={n}")),
