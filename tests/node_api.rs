@@ -6,6 +6,8 @@
 //! accepted by the API server. A second test runs a pod on ConfigMap, Secret and env data from
 //! the API, pulled with an image pull secret from a registry that demands it: it waits on a
 //! missing ConfigMap (FailedMount), starts once it appears, and sees a ConfigMap change.
+//! Another adds ephemeral containers with `kubectl debug` to a running pod: one shares its
+//! target's process namespace, exits with its code and is never restarted; both go with the pod.
 
 mod common;
 
@@ -985,4 +987,177 @@ fn a_pod_past_its_active_deadline_is_stopped_and_failed() {
         &["delete", "pod", "bounded", "--wait=true", "--timeout=60s"],
         None,
     );
+}
+
+/// The host's processes whose command line contains `needle`.
+fn processes_with(needle: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|b| String::from_utf8_lossy(&b).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .count()
+}
+
+/// The events of `pod` about its container at `field_path`, as `(type, reason, message)`.
+fn container_events(c: &Cluster, pod: &str, field_path: &str) -> Vec<(String, String, String)> {
+    c.get_json(&["get", "events", "-n", "default"])
+        .and_then(|list| list["items"].as_array().cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| {
+            e["involvedObject"]["name"] == pod && e["involvedObject"]["fieldPath"] == field_path
+        })
+        .map(|e| {
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            (text(&e["type"]), text(&e["reason"]), text(&e["message"]))
+        })
+        .collect()
+}
+
+#[test]
+fn kubectl_debug_runs_an_ephemeral_container_in_the_targets_process_namespace() {
+    capstan_testkit::require_root();
+    let c = Cluster::start();
+    let image = format!("{}/shell:1", c.registry.host());
+    let manifest = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: debugme, namespace: default}}\nspec:\n  nodeName: node1\n  terminationGracePeriodSeconds: 2\n  containers:\n  - name: c\n    image: {image}\n    command: [sh, -c, \"echo target-up; exec sleep 3617\"]\n"
+    );
+    c.kubectl_ok(&["apply", "-f", "-"], Some(&manifest));
+    c.wait_for_log("debugme", "target-up", Duration::from_secs(60));
+    let uid = c.get_json(&["get", "pod", "debugme"]).unwrap()["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // The debug container sees the target's processes, and through /proc/1/root (the target's
+    // PID 1) the target's files: it waits there for a file the test makes in the target.
+    let script = "echo debug-start; ps -o args; \
+                  until [ -e /proc/1/root/tmp/go ]; do sleep 0.1; done; echo debug-done; exit 3";
+    c.kubectl_ok(
+        &[
+            "debug",
+            "debugme",
+            &format!("--image={image}"),
+            "--target=c",
+            "--container=debugger",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ],
+        None,
+    );
+    let ephemeral = |p: &Value, name: &str| -> Value {
+        p["status"]["ephemeralContainerStatuses"]
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["name"] == name).cloned())
+            .unwrap_or_default()
+    };
+    let pod = c.wait_for(&["get", "pod", "debugme"], Duration::from_secs(30), |p| {
+        ephemeral(p, "debugger")["state"]["running"].is_object()
+    });
+    let status = ephemeral(&pod, "debugger");
+    assert_eq!(status["image"], image.as_str(), "{status}");
+    assert!(
+        status["containerID"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("capstan://")),
+        "{status}"
+    );
+    assert!(
+        status["imageID"].as_str().is_some_and(|id| !id.is_empty()),
+        "{status}"
+    );
+    assert_eq!(status["ready"], false, "{status}");
+    assert_eq!(status["restartCount"], 0, "{status}");
+    // The pod itself is unaffected.
+    assert_eq!(pod["status"]["phase"], "Running", "{pod}");
+    assert_eq!(condition(&pod, "Ready").unwrap()["status"], "True", "{pod}");
+
+    c.kubectl_ok(
+        &["exec", "debugme", "-c", "c", "--", "touch", "/tmp/go"],
+        None,
+    );
+    let pod = c.wait_for(&["get", "pod", "debugme"], Duration::from_secs(30), |p| {
+        ephemeral(p, "debugger")["state"]["terminated"].is_object()
+    });
+    let terminated = &ephemeral(&pod, "debugger")["state"]["terminated"];
+    assert_eq!(terminated["exitCode"], 3, "{pod}");
+    assert_eq!(terminated["reason"], "Error", "{pod}");
+    let logs = c.kubectl_ok(&["logs", "debugme", "-c", "debugger"], None);
+    assert!(logs.contains("debug-start"), "{logs}");
+    assert!(
+        logs.contains("sleep 3617"),
+        "the target's process not seen from the debug container:\n{logs}"
+    );
+    assert!(logs.contains("debug-done"), "{logs}");
+
+    // The kubelet's events, about the ephemeral container by its field path.
+    let path = "spec.ephemeralContainers{debugger}";
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let events = container_events(&c, "debugme", path);
+        let has = |reason: &str, message: &str| {
+            events
+                .iter()
+                .any(|(t, r, m)| t == "Normal" && r == reason && m.starts_with(message))
+        };
+        if has("Pulled", "Container image")
+            && has("Created", "Created container: debugger")
+            && has("Started", "Started container debugger")
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "events of {path}: {events:?}\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Never restarted: it stays terminated.
+    std::thread::sleep(Duration::from_secs(2));
+    let again = c.get_json(&["get", "pod", "debugme"]).unwrap();
+    let status = ephemeral(&again, "debugger");
+    assert_eq!(status["state"]["terminated"]["exitCode"], 3, "{again}");
+    assert_eq!(status["restartCount"], 0, "{again}");
+
+    // A second one without a target keeps running until the pod is deleted, and goes with it.
+    c.kubectl_ok(
+        &[
+            "debug",
+            "debugme",
+            &format!("--image={image}"),
+            "--container=lingering",
+            "--",
+            "sleep",
+            "3618",
+        ],
+        None,
+    );
+    c.wait_for(&["get", "pod", "debugme"], Duration::from_secs(30), |p| {
+        ephemeral(p, "lingering")["state"]["running"].is_object()
+    });
+    assert_eq!(processes_with("sleep 3618"), 1);
+    c.kubectl_ok(
+        &["delete", "pod", "debugme", "--wait=true", "--timeout=60s"],
+        None,
+    );
+    let pod_dir = c.node.dir.join("agent/pods").join(&uid);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while processes_with("sleep 3618") != 0
+        || processes_with("sleep 3617") != 0
+        || monitors_under(c.dir.path()) != 0
+        || pod_dir.exists()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted pod left its ephemeral container, monitor or directory\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

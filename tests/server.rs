@@ -191,7 +191,7 @@ fn a_deployment_runs_on_the_servers_own_node_in_its_pod_cidr() {
     // The node joined through a bootstrapped certificate and got its podCIDR.
     let node = cluster.ready_node();
     assert_eq!(node["spec"]["podCIDR"], cluster_cidr.as_str());
-    let csrs = kubectl(&data_dir).output_blocking(&["get", "csr", "-o", "json"]);
+    let csrs = kubectl(data_dir).output_blocking(&["get", "csr", "-o", "json"]);
     let csrs: Value = serde_json::from_slice(&csrs.stdout).unwrap();
     let csr = &csrs["items"][0];
     assert_eq!(
@@ -220,13 +220,13 @@ fn a_deployment_runs_on_the_servers_own_node_in_its_pod_cidr() {
         "command": ["sh", "-c", "mkdir -p /www && echo page-of-$HOSTNAME > /www/index.html && exec httpd -f -p 8080 -h /www"]}}]}}}}}}}}"#
     );
     let (ok, _, err) = run(
-        kubectl(&data_dir).stdin(Some(&deployment)),
+        kubectl(data_dir).stdin(Some(&deployment)),
         &["apply", "-f", "-"],
     );
     assert!(ok, "{err}");
     let pods = wait_for(
-        &data_dir,
-        &server,
+        data_dir,
+        server,
         &["get", "pods", "-l", "app=web"],
         "both replicas Running with pod IPs",
         |list| {
@@ -266,7 +266,7 @@ fn a_deployment_runs_on_the_servers_own_node_in_its_pod_cidr() {
         assert_eq!(page.trim(), format!("page-of-{name}"));
     }
     // `kubectl get pods -o wide` shows them as upstream does: node and IP columns.
-    let (ok, wide, err) = run(kubectl(&data_dir), &["get", "pods", "-o", "wide"]);
+    let (ok, wide, err) = run(kubectl(data_dir), &["get", "pods", "-o", "wide"]);
     assert!(ok, "{err}");
     for (name, ip, _) in &pods {
         let line = wide.lines().find(|l| l.starts_with(name.as_str())).unwrap();
@@ -277,8 +277,8 @@ fn a_deployment_runs_on_the_servers_own_node_in_its_pod_cidr() {
     }
 
     let mirror = wait_for(
-        &data_dir,
-        &server,
+        data_dir,
+        server,
         &["get", "pod", "static-node1"],
         "the static pod's mirror pod Running",
         |p| (p["status"]["phase"] == "Running").then(|| p.clone()),
@@ -288,11 +288,11 @@ fn a_deployment_runs_on_the_servers_own_node_in_its_pod_cidr() {
         "{mirror}"
     );
     // Deleting the Deployment removes its pods from the node.
-    let (ok, _, err) = run(kubectl(&data_dir), &["delete", "deployment", "web"]);
+    let (ok, _, err) = run(kubectl(data_dir), &["delete", "deployment", "web"]);
     assert!(ok, "{err}");
     wait_for(
-        &data_dir,
-        &server,
+        data_dir,
+        server,
         &["get", "pods", "-l", "app=web"],
         "the pods deleted",
         |list| list["items"].as_array()?.is_empty().then_some(()),

@@ -1,6 +1,6 @@
 //! Posts the pods' events to the API server as the kubelet's event recorder does: a core/v1
 //! Event from source `kubelet` on this host, and for a repeat of the same event (same pod,
-//! reason and message) a patch of its count and lastTimestamp instead of a new object.
+//! container, reason and message) a patch of its count and lastTimestamp instead of a new object.
 
 use std::collections::HashMap;
 
@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 
 use crate::pods::events::PodEvent;
 
-/// Same pod, reason and message: the key of a repeat.
-type Repeat = (String, String, String);
+/// Same pod, container, reason and message: the key of a repeat.
+type Repeat = (String, Option<String>, String, String);
 
 /// The Event first posted for `event`, named as the kubelet names them (`<pod>.<hex nanos>`).
 fn new_event(event: &PodEvent, node: &str, now: k8s_openapi::jiff::Timestamp) -> Event {
@@ -29,6 +29,7 @@ fn new_event(event: &PodEvent, node: &str, now: k8s_openapi::jiff::Timestamp) ->
             name: Some(event.name.clone()),
             namespace: Some(event.namespace.clone()),
             uid: Some(event.uid.clone()),
+            field_path: event.field_path.clone(),
             ..Default::default()
         },
         reason: Some(event.reason.clone()),
@@ -55,6 +56,7 @@ pub async fn run(client: kube::Client, node: String, mut events: mpsc::Receiver<
         let api: Api<Event> = Api::namespaced(client.clone(), &event.namespace);
         let key = (
             event.uid.clone(),
+            event.field_path.clone(),
             event.reason.clone(),
             event.message.clone(),
         );
@@ -103,12 +105,17 @@ mod tests {
             type_: "Warning",
             reason: "FailedMount".into(),
             message: "m".into(),
+            field_path: Some("spec.containers{c}".into()),
         };
         let now = k8s_openapi::jiff::Timestamp::from_second(1).unwrap();
         let posted = new_event(&event, "node1", now);
         assert_eq!(posted.metadata.name.as_deref(), Some("web.3b9aca00"));
         assert_eq!(posted.involved_object.uid.as_deref(), Some("u1"));
         assert_eq!(posted.involved_object.kind.as_deref(), Some("Pod"));
+        assert_eq!(
+            posted.involved_object.field_path.as_deref(),
+            Some("spec.containers{c}")
+        );
         let source = posted.source.unwrap();
         assert_eq!(source.component.as_deref(), Some("kubelet"));
         assert_eq!(source.host.as_deref(), Some("node1"));

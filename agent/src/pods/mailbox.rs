@@ -1,6 +1,7 @@
 //! What a pod worker is told, and the handle through which the registry and the pod's probes
 //! tell it.
 
+use k8s_openapi::api::core::v1::Pod;
 use tokio::sync::mpsc;
 
 /// What a worker is told.
@@ -8,6 +9,9 @@ use tokio::sync::mpsc;
 pub enum WorkerMessage {
     /// Something about the pod's containers changed in the runtime.
     Wake,
+    /// The pod changed in its source (labels, annotations or spec, such as an ephemeral
+    /// container added by `kubectl debug`): the worker works from this one now.
+    Update(Box<Pod>),
     /// The pod was removed from its source: stop it within its grace period.
     Terminate,
     /// The pod was marked for deletion in the API server: stop it within `grace_seconds`

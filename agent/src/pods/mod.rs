@@ -7,6 +7,7 @@ pub mod container_config;
 pub mod context;
 pub mod downward;
 pub mod env;
+pub mod ephemeral;
 pub mod events;
 pub mod hooks;
 pub mod labels;
@@ -92,12 +93,17 @@ impl PodWorkers {
         let Ok(mut workers) = self.workers.lock() else {
             return;
         };
-        for (uid, (_, handle)) in workers.iter() {
+        for (uid, (known, handle)) in workers.iter_mut() {
             if let Some(grace_seconds) = deleting.get(uid) {
                 handle.send(WorkerMessage::Delete {
                     grace_seconds: *grace_seconds,
                 });
-            } else if sources_ready && !desired.contains_key(uid) {
+            } else if let Some(pod) = desired.get(uid) {
+                if changed(known, pod) {
+                    *known = pod.clone();
+                    handle.send(WorkerMessage::Update(Box::new(pod.clone())));
+                }
+            } else if sources_ready {
                 handle.send(WorkerMessage::Terminate);
             }
         }
@@ -309,6 +315,14 @@ impl PodWorkers {
     }
 }
 
+/// Whether `new` differs from `known` in what its worker reads (its spec, labels and
+/// annotations); a status-only change, the most common, does not wake the worker.
+fn changed(known: &Pod, new: &Pod) -> bool {
+    known.spec != new.spec
+        || known.metadata.labels != new.metadata.labels
+        || known.metadata.annotations != new.metadata.annotations
+}
+
 /// An orphan's pod object is gone, so its QoS class is unknown: try each class.
 fn remove_orphan_cgroup(ctx: &NodeContext, uid: &str) {
     use crate::pods::resources::QosClass;
@@ -319,5 +333,31 @@ fn remove_orphan_cgroup(ctx: &NodeContext, uid: &str) {
     ] {
         let path = format!("{}/pod{uid}", ctx.cgroups.qos_path(qos));
         let _ = ctx.cgroups.hierarchy().remove(&path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_hear_of_spec_and_metadata_changes_only() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "resourceVersion": "1"},
+            "spec": {"containers": [{"name": "c", "image": "app"}]},
+        }))
+        .expect("a pod");
+        let mut status_only = pod.clone();
+        status_only.metadata.resource_version = Some("2".into());
+        status_only.status = Some(Default::default());
+        assert!(!changed(&pod, &status_only));
+        let mut debugged = pod.clone();
+        if let Some(spec) = debugged.spec.as_mut() {
+            spec.ephemeral_containers = Some(vec![Default::default()]);
+        }
+        assert!(changed(&pod, &debugged));
+        let mut labelled = pod.clone();
+        labelled.metadata.labels = Some([("a".to_string(), "b".to_string())].into());
+        assert!(changed(&pod, &labelled));
     }
 }

@@ -1,4 +1,5 @@
-//! PodStatus as the kubelet computes it: phase, conditions, container statuses, IPs, QoS class.
+//! PodStatus as the kubelet computes it: phase, conditions, container statuses (app, init and
+//! ephemeral), IPs, QoS class.
 //! A pure function of the pod, what the runtime holds and what the worker decided.
 
 use std::collections::HashMap;
@@ -237,6 +238,25 @@ pub fn pod_status(pod: &Pod, view: &PodView, inputs: &StatusInputs) -> PodStatus
         .map(|c| container_status(c, view, inputs, app_waiting))
         .collect();
 
+    // Ephemeral containers count for neither phase nor readiness; they are never ready and
+    // carry no `started` (the kubelet's prober knows nothing of them).
+    let default_waiting = if inits.is_empty() {
+        "ContainerCreating"
+    } else {
+        "PodInitializing"
+    };
+    let ephemeral_statuses: Vec<ContainerStatus> = super::ephemeral::of(pod)
+        .iter()
+        .map(|e| {
+            let container = super::ephemeral::as_container(e);
+            ContainerStatus {
+                ready: false,
+                started: None,
+                ..container_status(&container, view, inputs, default_waiting)
+            }
+        })
+        .collect();
+
     let (mut running, mut waiting_count, mut stopped, mut succeeded) = (0, 0, 0, 0);
     for status in &statuses {
         let state = status.state.clone().unwrap_or_default();
@@ -328,6 +348,8 @@ pub fn pod_status(pod: &Pod, view: &PodView, inputs: &StatusInputs) -> PodStatus
         conditions: Some(conditions),
         container_statuses: Some(statuses),
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
+        ephemeral_container_statuses: (!ephemeral_statuses.is_empty())
+            .then_some(ephemeral_statuses),
         host_ip: inputs.host_ips.first().cloned(),
         host_ips: Some(host_ips),
         pod_ip: pod_ips.first().map(|ip| ip.ip.clone()),
@@ -340,4 +362,82 @@ pub fn pod_status(pod: &Pod, view: &PodView, inputs: &StatusInputs) -> PodStatus
     };
     super::readiness_gates::apply(Some(&spec), &mut status);
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use capstan_proto::{ContainerMetadata, ContainerState as CriState, ContainerStatus as Cri};
+
+    fn instance(name: &str, state: CriState, exit_code: i32) -> ContainerInfo {
+        ContainerInfo {
+            status: Cri {
+                id: format!("{name}-id"),
+                metadata: Some(ContainerMetadata {
+                    name: name.into(),
+                    attempt: 0,
+                }),
+                state: state as i32,
+                exit_code,
+                image_ref: "sha256:abc".into(),
+                ..Default::default()
+            },
+            name: name.into(),
+            attempt: 0,
+            sandbox_id: "s".into(),
+        }
+    }
+
+    #[test]
+    fn ephemeral_containers_are_reported_apart_and_never_ready() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "containers": [{"name": "c", "image": "app"}],
+                "ephemeralContainers": [
+                    {"name": "done", "image": "busybox"},
+                    {"name": "new", "image": "busybox"},
+                ],
+            }
+        }))
+        .expect("a pod");
+        let view = PodView {
+            containers: vec![
+                instance("c", CriState::ContainerRunning, 0),
+                instance("done", CriState::ContainerExited, 3),
+            ],
+            ..Default::default()
+        };
+        let inputs = StatusInputs {
+            runtime_name: "capstan".into(),
+            ..Default::default()
+        };
+        let status = pod_status(&pod, &view, &inputs);
+        assert_eq!(status.phase.as_deref(), Some("Running"));
+        let ephemeral = status.ephemeral_container_statuses.expect("statuses");
+        let names: Vec<&str> = ephemeral.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["done", "new"]);
+        let done = &ephemeral[0];
+        let terminated = done.state.as_ref().and_then(|s| s.terminated.as_ref());
+        assert_eq!(terminated.map(|t| t.exit_code), Some(3));
+        assert_eq!(terminated.and_then(|t| t.reason.as_deref()), Some("Error"));
+        assert_eq!(done.container_id.as_deref(), Some("capstan://done-id"));
+        assert_eq!(done.image_id, "sha256:abc");
+        assert!(!done.ready && done.started.is_none());
+        let waiting = ephemeral[1].state.as_ref().and_then(|s| s.waiting.as_ref());
+        assert_eq!(
+            waiting.and_then(|w| w.reason.as_deref()),
+            Some("ContainerCreating")
+        );
+        // A pod without any has no such list.
+        let mut plain = pod.clone();
+        if let Some(spec) = plain.spec.as_mut() {
+            spec.ephemeral_containers = None;
+        }
+        assert!(
+            pod_status(&plain, &view, &inputs)
+                .ephemeral_container_statuses
+                .is_none()
+        );
+    }
 }

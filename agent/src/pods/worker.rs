@@ -1,5 +1,5 @@
-//! One pod's worker: drives the runtime towards the pod's spec (sandbox, init containers in
-//! order, app containers in parallel, restarts with back-off) and publishes its status. It wakes
+//! One pod's worker: drives the runtime towards the pod's spec (sandbox, ephemeral containers
+//! once each, init containers in order, app containers in parallel, restarts with back-off) and publishes its status. It wakes
 //! on runtime events, on its own deadlines (back-off expiry) and on a slow resync.
 
 use std::collections::HashMap;
@@ -24,6 +24,8 @@ use super::probing::{ProbeReport, Probing};
 use super::sandbox_config::sandbox_config;
 use super::view::{ContainerInfo, PodView};
 use crate::pods::downward::PodRuntimeInfo;
+use crate::pods::ephemeral;
+use crate::pods::events::field_path;
 use crate::pods::hooks::{HookEvent, run_hook};
 use crate::pods::status::{StatusInputs, Waiting, pod_status};
 use crate::probes::ProbeTarget;
@@ -167,6 +169,10 @@ impl PodWorker {
     fn receive(&mut self, message: Option<WorkerMessage>) {
         match message {
             Some(WorkerMessage::Wake) => {}
+            Some(WorkerMessage::Update(pod)) => {
+                tracing::debug!(pod = %self.name(), "pod changed in its source");
+                self.pod = *pod;
+            }
             Some(WorkerMessage::Terminate) | None => self.terminating = true,
             Some(WorkerMessage::Delete { grace_seconds }) => {
                 self.terminating = true;
@@ -365,6 +371,7 @@ impl PodWorker {
             .chain(spec.init_containers.iter().flatten())
             .find(|c| c.name == name)
             .cloned()
+            .or_else(|| ephemeral::find(&self.pod, name).map(ephemeral::as_container))
     }
 
     fn runtime_info(&self, view: &PodView) -> PodRuntimeInfo {
@@ -523,7 +530,9 @@ impl PodWorker {
         // Containers of an earlier sandbox do not count as running in this one, but their
         // attempts keep the restart counts going.
         let current = |name: &str| view.latest(name).filter(|c| c.sandbox_id == sandbox_id);
-        let mut deadline = None;
+        // Ephemeral containers first, as the kubelet starts them: a failing init container
+        // must not keep a debug container from running.
+        let mut deadline = self.start_ephemeral(view, sandbox_id, sandbox).await;
         for init in spec.init_containers.iter().flatten() {
             let latest = current(&init.name);
             match latest {
@@ -594,6 +603,7 @@ impl PodWorker {
                 view,
                 volumes,
                 info: &info,
+                target: None,
             };
             launch(&ctx, &pod, start)
         }))
@@ -611,6 +621,46 @@ impl PodWorker {
             }
         }
         Ok(deadline)
+    }
+
+    /// Starts, in spec order, the ephemeral containers the runtime holds no instance of (each
+    /// runs once and is never restarted); returns when to try again those that did not start.
+    async fn start_ephemeral(
+        &mut self,
+        view: &PodView,
+        sandbox_id: &str,
+        sandbox: &PodSandboxConfig,
+    ) -> Deadline {
+        let pending: Vec<_> = ephemeral::to_start(&self.pod, view)
+            .into_iter()
+            .cloned()
+            .collect();
+        let mut deadline = None;
+        let info = self.runtime_info(view);
+        for debug in pending {
+            let container = ephemeral::as_container(&debug);
+            let start = Start {
+                container: &container,
+                attempt: 0,
+                sandbox_id,
+                sandbox,
+                view,
+                volumes: self.volumes.as_ref(),
+                info: &info,
+                target: debug.target_container_name.as_deref(),
+            };
+            match launch(&self.ctx, &self.pod, start).await {
+                Ok(()) => {
+                    self.waiting.remove(&container.name);
+                }
+                Err(waiting) => {
+                    tracing::warn!(pod = %self.name(), container = %container.name, reason = %waiting.reason, message = %waiting.message, "ephemeral container did not start");
+                    self.waiting.insert(container.name.clone(), waiting);
+                    deadline = earliest(deadline, Some(Instant::now() + Duration::from_secs(10)));
+                }
+            }
+        }
+        deadline
     }
 
     /// Starts one container unless its back-off holds it; returns the back-off deadline.
@@ -636,6 +686,7 @@ impl PodWorker {
                     view,
                     volumes: self.volumes.as_ref(),
                     info: &info,
+                    target: None,
                 };
                 match launch(&self.ctx, &self.pod, start).await {
                     Ok(()) => {
@@ -751,10 +802,14 @@ impl PodWorker {
     async fn stop_running(&self, view: &PodView, deadline: Instant) {
         let spec = self.pod.spec.clone().unwrap_or_default();
         let running: Vec<&ContainerInfo> = view.containers.iter().filter(|c| c.running()).collect();
+        // Ephemeral containers stop with the app containers, as the kubelet kills them.
         let app: Vec<&ContainerInfo> = running
             .iter()
             .copied()
-            .filter(|c| spec.containers.iter().any(|s| s.name == c.name))
+            .filter(|c| {
+                spec.containers.iter().any(|s| s.name == c.name)
+                    || ephemeral::find(&self.pod, &c.name).is_some()
+            })
             .collect();
         let info = self.runtime_info(view);
         self.stop_all(&app, &info, deadline).await;
@@ -818,8 +873,6 @@ pub(crate) async fn timed<T>(
     result.map(|r| r.into_inner())
 }
 
-/// Pulls (per the image pull policy), creates and starts one container; on failure, the
-/// waiting reason the status shows.
 /// One container start: what to start, where, with what.
 struct Start<'a> {
     container: &'a Container,
@@ -829,8 +882,12 @@ struct Start<'a> {
     view: &'a PodView,
     volumes: Option<&'a PodVolumes>,
     info: &'a PodRuntimeInfo,
+    /// For an ephemeral container, the container whose process namespace it joins.
+    target: Option<&'a str>,
 }
 
+/// Pulls (per the image pull policy), creates and starts one container, recording the
+/// kubelet's events about it; on failure, the waiting reason the status shows.
 async fn launch(ctx: &NodeContext, pod: &Pod, start: Start<'_>) -> Result<(), Waiting> {
     let Start {
         container,
@@ -840,17 +897,29 @@ async fn launch(ctx: &NodeContext, pod: &Pod, start: Start<'_>) -> Result<(), Wa
         view,
         volumes,
         info,
+        target,
     } = start;
     let image = container.image.clone().unwrap_or_default();
+    let path = field_path(pod, &container.name);
+    let failed = |reason: &str, message: String| {
+        ctx.events
+            .container(pod, &path, "Warning", "Failed", format!("Error: {message}"));
+        Waiting {
+            reason: reason.into(),
+            message,
+        }
+    };
     ensure_image(ctx, pod, container, &image, sandbox).await?;
-    let resolved =
-        resolve_container(ctx, pod, container, attempt, volumes, info).map_err(|message| {
-            Waiting {
-                reason: "CreateContainerConfigError".into(),
-                message,
-            }
-        })?;
-    let config = container_config(
+    let target_id = match target {
+        Some(name) => Some(
+            ephemeral::target_id(view, sandbox_id, name)
+                .map_err(|m| failed("CreateContainerConfigError", m))?,
+        ),
+        None => None,
+    };
+    let resolved = resolve_container(ctx, pod, container, attempt, volumes, info)
+        .map_err(|m| failed("CreateContainerConfigError", m))?;
+    let mut config = container_config(
         pod,
         container,
         attempt,
@@ -858,6 +927,9 @@ async fn launch(ctx: &NodeContext, pod: &Pod, start: Start<'_>) -> Result<(), Wa
         ctx.settings.node_memory,
         ctx.settings.memory_qos,
     );
+    if let Some(id) = &target_id {
+        ephemeral::join_target(&mut config, id);
+    }
     let created = timed(
         ctx,
         "create_container",
@@ -870,10 +942,14 @@ async fn launch(ctx: &NodeContext, pod: &Pod, start: Start<'_>) -> Result<(), Wa
             })),
     )
     .await
-    .map_err(|e| Waiting {
-        reason: "CreateContainerError".into(),
-        message: e.message().to_string(),
-    })?;
+    .map_err(|e| failed("CreateContainerError", e.message().to_string()))?;
+    ctx.events.container(
+        pod,
+        &path,
+        "Normal",
+        "Created",
+        format!("Created container: {}", container.name),
+    );
     if let Ok(mut owners) = ctx.container_owners.lock() {
         owners.insert(
             created.container_id.clone(),
@@ -890,10 +966,14 @@ async fn launch(ctx: &NodeContext, pod: &Pod, start: Start<'_>) -> Result<(), Wa
             })),
     )
     .await
-    .map_err(|e| Waiting {
-        reason: "RunContainerError".into(),
-        message: e.message().to_string(),
-    })?;
+    .map_err(|e| failed("RunContainerError", e.message().to_string()))?;
+    ctx.events.container(
+        pod,
+        &path,
+        "Normal",
+        "Started",
+        format!("Started container {}", container.name),
+    );
     // Dead instances older than the one just replaced are beyond the kubelet's
     // one-per-container garbage collection limit.
     for old in view
@@ -979,7 +1059,50 @@ fn pull_secrets(ctx: &NodeContext, pod: &Pod) -> Vec<k8s_openapi::api::core::v1:
     found
 }
 
-/// Makes `image` present as the container's pull policy asks.
+/// A duration as Go prints one truncated to milliseconds (`512ms`, `1.234s`, `0s`), as the
+/// kubelet's Pulled events show it.
+fn go_millis(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis == 0 {
+        "0s".into()
+    } else if millis < 1000 {
+        format!("{millis}ms")
+    } else if millis < 60_000 {
+        let text = format!("{}.{:03}", millis / 1000, millis % 1000);
+        format!("{}s", text.trim_end_matches('0').trim_end_matches('.'))
+    } else {
+        let (minutes, rest) = (millis / 60_000, millis % 60_000);
+        let seconds = format!("{}.{:03}", rest / 1000, rest % 1000);
+        let seconds = seconds.trim_end_matches('0').trim_end_matches('.');
+        format!(
+            "{}m{}s",
+            minutes,
+            if seconds.is_empty() { "0" } else { seconds }
+        )
+    }
+}
+
+/// The size of the image `spec` as the runtime reports it (0 when unknown).
+async fn image_size(ctx: &NodeContext, spec: &ImageSpec) -> u64 {
+    timed(
+        ctx,
+        "image_status",
+        ctx.cri
+            .images
+            .image_status(Request::new(ImageStatusRequest {
+                image: Some(spec.clone()),
+                verbose: false,
+            })),
+    )
+    .await
+    .ok()
+    .and_then(|r| r.image)
+    .map(|i| i.size)
+    .unwrap_or(0)
+}
+
+/// Makes `image` present as the container's pull policy asks, recording the kubelet's
+/// Pulling/Pulled/Failed events about `container`.
 async fn ensure_image(
     ctx: &NodeContext,
     pod: &Pod,
@@ -991,6 +1114,7 @@ async fn ensure_image(
         image: image.to_string(),
         ..Default::default()
     };
+    let path = field_path(pod, &container.name);
     let policy = container
         .image_pull_policy
         .as_deref()
@@ -1010,9 +1134,25 @@ async fn ensure_image(
         .map(|r| r.image.is_some())
         .unwrap_or(false);
         if present {
+            ctx.events.container(
+                pod,
+                &path,
+                "Normal",
+                "Pulled",
+                format!("Container image \"{image}\" already present on machine"),
+            );
             return Ok(());
         }
         if policy == "Never" {
+            ctx.events.container(
+                pod,
+                &path,
+                "Warning",
+                "ErrImageNeverPull",
+                format!("Container image \"{image}\" is not present with pull policy of Never"),
+            );
+            ctx.events
+                .container(pod, &path, "Warning", "Failed", "Error: ErrImageNeverPull");
             return Err(Waiting {
                 reason: "ErrImageNeverPull".into(),
                 message: format!(
@@ -1030,6 +1170,14 @@ async fn ensure_image(
     } else {
         credentials.into_iter().map(Some).collect()
     };
+    ctx.events.container(
+        pod,
+        &path,
+        "Normal",
+        "Pulling",
+        format!("Pulling image \"{image}\""),
+    );
+    let started = Instant::now();
     let mut errors = Vec::new();
     for auth in attempts {
         let pulled = timed(
@@ -1043,7 +1191,20 @@ async fn ensure_image(
         )
         .await;
         match pulled {
-            Ok(_) => return Ok(()),
+            Ok(_) => {
+                let took = go_millis(started.elapsed());
+                let size = image_size(ctx, &spec).await;
+                ctx.events.container(
+                    pod,
+                    &path,
+                    "Normal",
+                    "Pulled",
+                    format!(
+                        "Successfully pulled image \"{image}\" in {took} ({took} including waiting). Image size: {size} bytes."
+                    ),
+                );
+                return Ok(());
+            }
             Err(e) => errors.push(e.message().to_string()),
         }
     }
@@ -1051,6 +1212,15 @@ async fn ensure_image(
         1 => errors.remove(0),
         _ => format!("[{}]", errors.join(", ")),
     };
+    ctx.events.container(
+        pod,
+        &path,
+        "Warning",
+        "Failed",
+        format!("Failed to pull image \"{image}\": {message}"),
+    );
+    ctx.events
+        .container(pod, &path, "Warning", "Failed", "Error: ErrImagePull");
     Err(Waiting {
         reason: "ErrImagePull".into(),
         message,
@@ -1204,5 +1374,21 @@ pub(crate) async fn remove_sandboxes(ctx: &NodeContext, view: &PodView) {
         {
             tracing::warn!(sandbox = %id, error = %e.message(), "remove sandbox failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_durations_read_as_go_prints_them() {
+        let ms = Duration::from_millis;
+        assert_eq!(go_millis(Duration::from_micros(300)), "0s");
+        assert_eq!(go_millis(ms(512)), "512ms");
+        assert_eq!(go_millis(ms(1000)), "1s");
+        assert_eq!(go_millis(ms(1230)), "1.23s");
+        assert_eq!(go_millis(ms(61_500)), "1m1.5s");
+        assert_eq!(go_millis(ms(120_000)), "2m0s");
     }
 }
