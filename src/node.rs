@@ -97,6 +97,8 @@ pub async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String
     let node = capstan_agent::node::start(&config, cri, objects, desired)
         .await
         .map_err(|e| e.to_string())?;
+    // The service proxy, under an API server: stopped at the end so that its addresses go.
+    let mut proxy = None;
     if let (Some(client), Some(kubeconfig)) = (client, kubeconfig) {
         let api_config = capstan_agent::node::join::load_config(&kubeconfig)
             .await
@@ -117,9 +119,20 @@ pub async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String
                 .map(|t| t.0)
                 .unwrap_or_default(),
         };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        proxy = Some((
+            stop,
+            tokio::spawn(capstan_proxy::run(
+                client.clone(),
+                capstan_proxy::ProxyOptions::default(),
+                async {
+                    let _ = stopped.await;
+                },
+            )),
+        ));
         capstan_agent::node::join::spawn(client, &config, &node, registration, kubelet.port());
     }
-    match runtime {
+    let served = match runtime {
         Some(runtime) => capstan_runtime::server::serve_runtime(
             &runtime,
             &args.runtime.listen,
@@ -131,7 +144,12 @@ pub async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String
             capstan_runtime::server::shutdown_signal().await;
             Ok(())
         }
+    };
+    if let Some((stop, task)) = proxy {
+        let _ = stop.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), task).await;
     }
+    served
 }
 
 /// The node's API client; with rotation, one whose client certificate follows the cert

@@ -117,6 +117,20 @@ impl Applied {
         }
     }
 
+    /// Closes every frontend and takes every address this proxy added off the device.
+    async fn release_all(&mut self) {
+        self.running.clear();
+        self.services.clear();
+        self.vip_users.clear();
+        let added: Vec<IpAddr> = self.vips.added().iter().copied().collect();
+        for ip in added {
+            if let Err(error) = self.vips.remove(ip).await {
+                tracing::warn!(%ip, %error, "cannot take the service IP off the VIP device");
+            }
+        }
+        tracing::info!(device = %self.vips.device(), "service proxy stopped; its addresses removed");
+    }
+
     async fn release_vip(&mut self, ip: IpAddr) {
         if ip.is_unspecified() {
             return;
@@ -150,8 +164,13 @@ fn routes_of(services: &Store<Service>, slices: &Store<EndpointSlice>, key: &str
     model::routes(&service, &own)
 }
 
-/// Runs the proxy on the current runtime until the task is dropped.
-pub async fn run(client: kube::Client, options: ProxyOptions) {
+/// Runs the proxy on the current runtime until `shutdown` completes, then takes its addresses
+/// off the VIP device (connections already relayed are left to end on their own).
+pub async fn run(
+    client: kube::Client,
+    options: ProxyOptions,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
     let vips = match vips::Vips::new(&options.device) {
         Ok(vips) => vips,
         Err(error) => {
@@ -210,7 +229,16 @@ pub async fn run(client: kube::Client, options: ProxyOptions) {
         warned: BTreeSet::new(),
     };
     tracing::info!(device = %options.device, "service proxy started");
-    while let Some(change) = changes.next().await {
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let change = tokio::select! {
+            change = changes.next() => change,
+            () = &mut shutdown => None,
+        };
+        let Some(change) = change else {
+            applied.release_all().await;
+            return;
+        };
         let keys: Vec<String> = match change {
             Change::Service(key) => vec![key],
             Change::All => {

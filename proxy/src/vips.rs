@@ -2,7 +2,8 @@
 //! it as a /32 (or /128), the kernel takes packets for the VIP as local and delivers them to the
 //! proxy's listener — from the host, and from pods, whose default route leads to the host.
 //! Only the addresses this proxy added are removed; the device stays (as kube-proxy leaves
-//! `kube-ipvs0`), since other proxies on the host may use it.
+//! `kube-ipvs0`), since other proxies on the host may use it. On a kernel built without the
+//! dummy driver the VIPs go on `lo`, whose addresses are local just as well.
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -13,6 +14,8 @@ use rtnetlink::LinkDummy;
 
 /// The device's default name.
 pub const DEFAULT_DEVICE: &str = "capstan-svc0";
+/// Where the VIPs go on a kernel without the dummy driver.
+const LOOPBACK: &str = "lo";
 
 /// The VIP device and the addresses put on it.
 pub struct Vips {
@@ -51,6 +54,7 @@ impl Vips {
     }
 
     async fn index(&mut self) -> Result<u32, String> {
+        use capstan_cni::netlink::{EEXIST, errno};
         if let Some(index) = self.index {
             return Ok(index);
         }
@@ -59,26 +63,26 @@ impl Vips {
             .link(&self.device)
             .await
             .map_err(|e| e.to_string())?;
-        let link = match existing {
-            Some(link) => link,
-            None => {
-                match self.nl.add_link(LinkDummy::new(&self.device).build()).await {
-                    Ok(()) => {}
-                    // Another proxy on the host made it meanwhile.
-                    Err(e)
-                        if capstan_cni::netlink::errno(&e)
-                            == Some(capstan_cni::netlink::EEXIST) => {}
-                    Err(e) => return Err(format!("create {}: {e}", self.device)),
+        if existing.is_none() {
+            match self.nl.add_link(LinkDummy::new(&self.device).build()).await {
+                Ok(()) => tracing::info!(device = %self.device, "service VIP device created"),
+                // Another proxy on the host made it meanwhile.
+                Err(e) if errno(&e) == Some(EEXIST) => {}
+                // A kernel without the dummy driver: loopback's addresses are as local.
+                Err(e) if errno(&e) == Some(nix::libc::EOPNOTSUPP) => {
+                    tracing::info!(device = %self.device, "this kernel has no dummy devices: service IPs go on lo");
+                    self.device = LOOPBACK.to_string();
                 }
-                tracing::info!(device = %self.device, "service VIP device created");
-                self.nl
-                    .link(&self.device)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("{} vanished after it was created", self.device))?
+                Err(e) => return Err(format!("create {}: {e}", self.device)),
             }
-        };
-        if link.kind.as_deref() != Some("dummy") {
+        }
+        let link = self
+            .nl
+            .link(&self.device)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("{} vanished after it was created", self.device))?;
+        if self.device != LOOPBACK && link.kind.as_deref() != Some("dummy") {
             return Err(format!(
                 "{} exists and is a {} device, not a dummy one",
                 self.device,
@@ -124,5 +128,10 @@ impl Vips {
     /// The addresses this proxy put on the device.
     pub fn added(&self) -> &BTreeSet<IpAddr> {
         &self.added
+    }
+
+    /// The device the addresses go on (`lo` where dummy devices are not available).
+    pub fn device(&self) -> &str {
+        &self.device
     }
 }

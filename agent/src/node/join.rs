@@ -86,10 +86,6 @@ pub fn spawn(
         tokio::spawn(super::lease::run(registering, name));
     });
     tokio::spawn(super::overlay_peers::run(client.clone(), node_name.clone()));
-    tokio::spawn(capstan_proxy::run(
-        client.clone(),
-        capstan_proxy::ProxyOptions::default(),
-    ));
     tokio::spawn(super::pod_cidr::follow(
         client.clone(),
         node_name.clone(),
