@@ -220,12 +220,15 @@ impl Drop for RuntimeProcess {
                 .arg(format!("monitor --run-dir {}/", pods.display()))
                 .status();
             std::thread::sleep(Duration::from_millis(200));
-            for mount in capstan_testkit::mounts::mounted_under(&self.dir)
-                .into_iter()
-                .rev()
-            {
-                let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
-            }
+        }
+        // Volume mounts too of pods already gone from the run directory: an agent killed
+        // between a pod's stop and its volumes' unmount leaves them (a joined node's
+        // kube-api-access tmpfs, say).
+        for mount in capstan_testkit::mounts::mounted_under(&self.dir)
+            .into_iter()
+            .rev()
+        {
+            let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
         }
         self.remove_cgroup_root();
     }
