@@ -284,15 +284,13 @@ fn pods_on_three_nodes_reach_each_other_over_the_overlay() {
         out.status.success().then(|| text(&out.stdout))
     };
     for from in 0..3 {
-        for to in 0..3 {
+        for (to, ip) in ips.iter().enumerate() {
             if from == to {
                 continue;
             }
-            let page = wait_for(
-                &format!("web{from} reaches web{to} at {}", ips[to]),
-                &logs,
-                || fetch(from, to),
-            );
+            let page = wait_for(&format!("web{from} reaches web{to} at {ip}"), &logs, || {
+                fetch(from, to)
+            });
             assert_eq!(page.trim(), format!("page-of-node{to}"));
         }
     }
