@@ -132,24 +132,26 @@ pub async fn run_async(args: NodeArgs, config: AgentConfig) -> Result<(), String
         ));
         capstan_agent::node::join::spawn(client, &config, &node, registration, kubelet.port());
     }
-    let served = match runtime {
-        Some(runtime) => capstan_runtime::server::serve_runtime(
-            &runtime,
-            &args.runtime.listen,
-            capstan_runtime::server::shutdown_signal(),
-        )
-        .await
-        .map_err(|e| e.to_string()),
-        None => {
-            capstan_runtime::server::shutdown_signal().await;
-            Ok(())
+    // The proxy stops as soon as the signal comes, before the runtime's graceful shutdown,
+    // which waits for its clients (the agent among them) to hang up.
+    let shutdown = async move {
+        capstan_runtime::server::shutdown_signal().await;
+        if let Some((stop, task)) = proxy {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(3), task).await;
         }
     };
-    if let Some((stop, task)) = proxy {
-        let _ = stop.send(());
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(3), task).await;
+    match runtime {
+        Some(runtime) => {
+            capstan_runtime::server::serve_runtime(&runtime, &args.runtime.listen, shutdown)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        None => {
+            shutdown.await;
+            Ok(())
+        }
     }
-    served
 }
 
 /// The node's API client; with rotation, one whose client certificate follows the cert

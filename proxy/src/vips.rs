@@ -105,6 +105,8 @@ impl Vips {
             return Ok(());
         }
         let index = self.index().await?;
+        // An address already there (left by this node's proxy before a crash) counts as
+        // added: it is adopted, served, and taken off in the end.
         self.nl
             .add_address(index, host_net(ip))
             .await

@@ -189,6 +189,21 @@ impl RuntimeProcess {
 }
 
 impl RuntimeProcess {
+    /// Sends SIGTERM, waits up to `grace` for the process to exit and kills it otherwise.
+    pub fn stop_within(&mut self, grace: Duration) -> Option<std::process::ExitStatus> {
+        let pid = self.pid()?;
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        if let Some(status) = self.wait_exit(grace) {
+            return Some(status);
+        }
+        let mut child = self.child.take()?;
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
     /// Waits up to `timeout` for the process to exit on its own.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let deadline = std::time::Instant::now() + timeout;
@@ -206,10 +221,9 @@ impl RuntimeProcess {
 
 impl Drop for RuntimeProcess {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        // SIGTERM first, so that the node's shutdown takes its service VIPs off the host; a
+        // SIGKILL only for a process that does not go.
+        let _ = self.stop_within(Duration::from_secs(5));
         // Pods outlive their runtime by design; a test that failed half-way must not leave
         // them on the host. Only pods of this runtime's directory are touched.
         let pods = self.dir.join("run").join("pods");

@@ -9,6 +9,7 @@
 //! # Ok::<(), capstan_agent::config::ConfigError>(())
 //! ```
 
+pub mod configz;
 mod convert;
 pub mod duration;
 pub mod file;

@@ -1,6 +1,6 @@
-//! The kubelet's read-only endpoints (`/healthz`, `/pods`, `/metrics`, `/stats/summary`,
-//! `/containerLogs/...`), served on the read-only port without authentication, and the same
-//! GET routes behind the secure endpoint's checks ([`get`]).
+//! The kubelet's read-only endpoints (`/healthz`, `/pods`, `/metrics`, `/metrics/resource`,
+//! `/stats/summary`, `/containerLogs/...`), served on the read-only port without
+//! authentication, and the same GET routes behind the secure endpoint's checks ([`get`]).
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -99,6 +99,11 @@ pub async fn get(ctx: &Arc<NodeContext>, path: &str, query: &[(String, String)])
         "/healthz" => reply(StatusCode::OK, "text/plain", "ok"),
         "/pods" | "/pods/" => pods(ctx),
         "/metrics" => metrics(ctx),
+        "/metrics/resource" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            crate::endpoint::resource_metrics::resource_metrics(ctx).await,
+        ),
         "/stats/summary" | "/stats/summary/" => {
             crate::endpoint::summary::summary(ctx).await.map_or_else(
                 |e| reply(StatusCode::INTERNAL_SERVER_ERROR, "text/plain", e),

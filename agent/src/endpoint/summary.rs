@@ -41,7 +41,8 @@ fn container_json(stats: &ContainerStats, name: &str) -> Value {
     })
 }
 
-fn meminfo() -> HashMap<String, u64> {
+/// The host's /proc/meminfo figures in bytes, by field name.
+pub(crate) fn meminfo() -> HashMap<String, u64> {
     std::fs::read_to_string("/proc/meminfo")
         .unwrap_or_default()
         .lines()
@@ -54,7 +55,7 @@ fn meminfo() -> HashMap<String, u64> {
 }
 
 /// Total CPU time of the host in nanoseconds (user + nice + system + irq + softirq + steal).
-fn host_cpu_nanos() -> u64 {
+pub(crate) fn host_cpu_nanos() -> u64 {
     let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let Some(line) = text.lines().find(|l| l.starts_with("cpu ")) else {
         return 0;

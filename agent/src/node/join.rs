@@ -123,7 +123,7 @@ pub async fn serve_kubelet_endpoint(
     config: &AgentConfig,
     api_config: &kube::Config,
 ) -> Result<std::net::SocketAddr, String> {
-    use crate::endpoint::kubelet::{self, EndpointSettings, auth::Policy};
+    use crate::endpoint::kubelet::{self, Debugging, EndpointSettings, auth::Policy};
     let client_cas = match &config.client_ca_file {
         Some(file) => kubelet::read_client_cas(file)?,
         None => api_config
@@ -144,6 +144,10 @@ pub async fn serve_kubelet_endpoint(
             always_allow: config.authorization_always_allow,
         },
         addresses: super::host_ips(),
+        debugging: Debugging {
+            configz: crate::config::configz::configz(config),
+            log_dir: std::path::PathBuf::from("/var/log"),
+        },
     };
     kubelet::start(
         std::sync::Arc::clone(node.workers.context()),

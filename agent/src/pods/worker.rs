@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use capstan_proto::{
-    CreateContainerRequest, ImageSpec, ImageStatusRequest, PodSandboxConfig, PullImageRequest,
-    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopContainerRequest, StopPodSandboxRequest,
+    CreateContainerRequest, Image, ImageSpec, ImageStatusRequest, PodSandboxConfig,
+    PullImageRequest, RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest,
+    StartContainerRequest, StopContainerRequest, StopPodSandboxRequest,
 };
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::jiff::Timestamp;
@@ -1082,8 +1082,8 @@ fn go_millis(duration: Duration) -> String {
     }
 }
 
-/// The size of the image `spec` as the runtime reports it (0 when unknown).
-async fn image_size(ctx: &NodeContext, spec: &ImageSpec) -> u64 {
+/// The runtime's record of the image `spec`, `None` when it is absent or the call failed.
+async fn stored_image(ctx: &NodeContext, spec: &ImageSpec) -> Option<Image> {
     timed(
         ctx,
         "image_status",
@@ -1097,8 +1097,11 @@ async fn image_size(ctx: &NodeContext, spec: &ImageSpec) -> u64 {
     .await
     .ok()
     .and_then(|r| r.image)
-    .map(|i| i.size)
-    .unwrap_or(0)
+}
+
+/// The size of the image `spec` as the runtime reports it (0 when unknown).
+async fn image_size(ctx: &NodeContext, spec: &ImageSpec) -> u64 {
+    stored_image(ctx, spec).await.map_or(0, |i| i.size)
 }
 
 /// Makes `image` present as the container's pull policy asks, recording the kubelet's
@@ -1120,20 +1123,7 @@ async fn ensure_image(
         .as_deref()
         .unwrap_or("IfNotPresent");
     if policy != "Always" {
-        let present = timed(
-            ctx,
-            "image_status",
-            ctx.cri
-                .images
-                .image_status(Request::new(ImageStatusRequest {
-                    image: Some(spec.clone()),
-                    verbose: false,
-                })),
-        )
-        .await
-        .map(|r| r.image.is_some())
-        .unwrap_or(false);
-        if present {
+        if stored_image(ctx, &spec).await.is_some() {
             ctx.events.container(
                 pod,
                 &path,

@@ -9,8 +9,8 @@
 
 use std::sync::Arc;
 
+use capstan_tls::HandshakeSignatures;
 use rustls::client::danger::HandshakeSignatureValid;
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
@@ -55,7 +55,10 @@ pub fn server_config(credentials: &ClusterCredentials) -> Result<ServerConfig, T
     let mut config = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(TlsError::Versions)?
-        .with_client_cert_verifier(Arc::new(RequestClientCert { inner, provider }))
+        .with_client_cert_verifier(Arc::new(RequestClientCert {
+            inner,
+            signatures: HandshakeSignatures::new(provider),
+        }))
         .with_single_cert(credentials.serving_chain(), credentials.serving_key())
         .map_err(TlsError::ServingCertificate)?;
     config.alpn_protocols = ALPN_PROTOCOLS.iter().map(|p| p.to_vec()).collect();
@@ -67,7 +70,7 @@ pub fn server_config(credentials: &ClusterCredentials) -> Result<ServerConfig, T
 #[derive(Debug)]
 struct RequestClientCert {
     inner: Arc<dyn ClientCertVerifier>,
-    provider: Arc<CryptoProvider>,
+    signatures: HandshakeSignatures,
 }
 
 impl ClientCertVerifier for RequestClientCert {
@@ -102,12 +105,7 @@ impl ClientCertVerifier for RequestClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -116,17 +114,10 @@ impl ClientCertVerifier for RequestClientCert {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }

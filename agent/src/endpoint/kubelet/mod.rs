@@ -1,7 +1,8 @@
 //! The kubelet's secure endpoint (port 10250): HTTPS with a serving certificate, callers
 //! authenticated by client certificate or bearer token and authorized on the node's
-//! subresources ([`auth`]); it serves the read-only GET routes, `/runningpods/`, and exec,
-//! attach and port-forward ([`streams`]) that the API server proxies `kubectl` to.
+//! subresources ([`auth`]); it serves the read-only GET routes, `/runningpods/`, `/configz`,
+//! `/logs/`, and exec, attach and port-forward ([`streams`]) that the API server proxies
+//! `kubectl` to.
 
 pub mod auth;
 pub mod serving_cert;
@@ -40,6 +41,24 @@ pub struct EndpointSettings {
     pub policy: auth::Policy,
     /// The node's addresses, for the self-signed certificate's names.
     pub addresses: Vec<String>,
+    /// What the debugging routes serve.
+    pub debugging: Debugging,
+}
+
+/// What the debugging routes serve besides the pods.
+#[derive(Debug, Clone)]
+pub struct Debugging {
+    /// `/configz`'s document (see [`crate::config::configz`]).
+    pub configz: serde_json::Value,
+    /// The directory `/logs/` serves (/var/log).
+    pub log_dir: PathBuf,
+}
+
+/// Everything a request is served with.
+struct Served {
+    ctx: Arc<NodeContext>,
+    auth: Auth,
+    debugging: Debugging,
 }
 
 /// The CA certificates of a PEM file (`authentication.x509.clientCAFile`).
@@ -89,9 +108,13 @@ pub async fn start(
             address: settings.address,
             source,
         })?;
-    let auth = Arc::new(Auth::new(client, &ctx.settings.node_name, settings.policy));
+    let served = Arc::new(Served {
+        auth: Auth::new(client, &ctx.settings.node_name, settings.policy),
+        ctx,
+        debugging: settings.debugging.clone(),
+    });
     tracing::info!(address = %bound, "kubelet endpoint listening");
-    tokio::spawn(accept_loop(listener, acceptor, ctx, auth));
+    tokio::spawn(accept_loop(listener, acceptor, served));
     Ok(bound)
 }
 
@@ -135,8 +158,7 @@ fn tls_config(
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     acceptor: TlsAcceptor,
-    ctx: Arc<NodeContext>,
-    auth: Arc<Auth>,
+    served: Arc<Served>,
 ) {
     loop {
         let (stream, peer) = match listener.accept().await {
@@ -148,8 +170,7 @@ async fn accept_loop(
             }
         };
         let acceptor = acceptor.clone();
-        let ctx = Arc::clone(&ctx);
-        let auth = Arc::clone(&auth);
+        let served = Arc::clone(&served);
         tokio::spawn(async move {
             let tls = match acceptor.accept(stream).await {
                 Ok(tls) => tls,
@@ -166,12 +187,11 @@ async fn accept_loop(
                 .and_then(|leaf| Caller::from_certificate(leaf.as_ref()));
             let certificate = Arc::new(certificate);
             let service = hyper::service::service_fn(move |request| {
-                let ctx = Arc::clone(&ctx);
-                let auth = Arc::clone(&auth);
+                let served = Arc::clone(&served);
                 let certificate = Arc::clone(&certificate);
                 async move {
                     Ok::<_, Infallible>(
-                        handle(&ctx, &auth, certificate.as_ref().as_ref(), request).await,
+                        handle(&served, certificate.as_ref().as_ref(), request).await,
                     )
                 }
             });
@@ -187,11 +207,11 @@ async fn accept_loop(
 }
 
 async fn handle(
-    ctx: &Arc<NodeContext>,
-    auth: &Auth,
+    served: &Served,
     certificate: Option<&Caller>,
     request: Request<Incoming>,
 ) -> Reply {
+    let (ctx, auth) = (&served.ctx, &served.auth);
     let authorization = request
         .headers()
         .get(hyper::header::AUTHORIZATION)
@@ -226,6 +246,24 @@ async fn handle(
     }
     if path == "/runningpods" || path == "/runningpods/" {
         return read_only::running_pods(ctx);
+    }
+    if path == "/configz" {
+        return reply(
+            StatusCode::OK,
+            "application/json",
+            served.debugging.configz.to_string(),
+        );
+    }
+    if path == "/logs" {
+        let mut moved = reply(StatusCode::MOVED_PERMANENTLY, "text/html", "");
+        moved.headers_mut().insert(
+            hyper::header::LOCATION,
+            hyper::header::HeaderValue::from_static("logs/"),
+        );
+        return moved;
+    }
+    if let Some(rest) = path.strip_prefix("/logs/") {
+        return crate::endpoint::var_log::serve(&served.debugging.log_dir, rest).await;
     }
     match read_only::get(ctx, &path, &query).await {
         Some(reply) => reply,
