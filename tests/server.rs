@@ -540,6 +540,34 @@ fn kubectl_logs_exec_cp_and_port_forward_reach_the_pod() {
         listed.ends_with("200") && listed.contains("\"talk\""),
         "{listed}"
     );
+
+    // nodes/proxy reaches the kubelet's debugging and metrics routes through the API server.
+    let name = node["metadata"]["name"].as_str().unwrap();
+    let raw = |path: &str| run(cluster.kubectl(), &["get", "--raw", path]);
+    let (ok, configz, err) = raw(&format!("/api/v1/nodes/{name}/proxy/configz"));
+    assert!(ok, "{err}");
+    let configz: Value = serde_json::from_str(&configz).unwrap();
+    assert_eq!(configz["kubeletconfig"]["kind"], "KubeletConfiguration");
+    // As configured (`--kubelet-address 0.0.0.0:0`), not as bound: the kubelet's way too.
+    assert_eq!(configz["kubeletconfig"]["address"], "0.0.0.0");
+    assert_eq!(configz["kubeletconfig"]["port"], 0);
+    assert_eq!(configz["kubeletconfig"]["maxPods"], 110);
+    let (ok, metrics, err) = raw(&format!("/api/v1/nodes/{name}/proxy/metrics/resource"));
+    assert!(ok, "{err}");
+    assert!(
+        metrics.contains(
+            "container_cpu_usage_seconds_total{container=\"c\",namespace=\"default\",pod=\"talk\"}"
+        ) && metrics.contains("pod_memory_working_set_bytes{namespace=\"default\",pod=\"talk\"}")
+            && metrics.contains("resource_scrape_error 0"),
+        "{metrics}"
+    );
+    let (ok, listing, err) = raw(&format!("/api/v1/nodes/{name}/proxy/logs/"));
+    assert!(ok && listing.contains("<pre>"), "{listing} {err}");
+    let (ok, _, err) = raw("/api/v1/nodes/no-such-node/proxy/configz");
+    assert!(
+        !ok && err.contains("nodes \"no-such-node\" not found"),
+        "{err}"
+    );
 }
 
 /// A ClusterIP Service in front of a Deployment, through the node's service proxy: reached

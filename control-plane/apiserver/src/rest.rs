@@ -105,7 +105,7 @@ pub async fn serve(
         body,
     };
     if crate::node_proxy::proxies(&target) {
-        return crate::node_proxy::serve(server, parts, &target).await;
+        return crate::node_proxy::serve(server, parts, &target, call.body.clone()).await;
     }
     let kind = target.kind;
     if kind.create_only {

@@ -2,7 +2,9 @@
 //! `exec`, `attach`, `cp` and `port-forward`. The pod's node is found, its kubelet endpoint
 //! (an address of the Node and its `daemonEndpoints` port) is called with the API server's
 //! kubelet-client certificate, and the answer is passed back: a log streamed as it comes, an
-//! upgraded connection (SPDY or WebSocket) relayed byte for byte.
+//! upgraded connection (SPDY or WebSocket) relayed byte for byte. `nodes/NAME/proxy/PATH`
+//! reaches the kubelet endpoint's PATH (`/configz`, `/logs/`, `/metrics/resource`...) the
+//! same way, its answer passed through as it is.
 
 pub mod kubelet_client;
 
@@ -30,12 +32,25 @@ const ADDRESS_TYPES: &[&str] = &["InternalIP", "ExternalIP", "Hostname"];
 /// Whether `target` is one of the subresources this module serves.
 pub fn proxies(target: &Target<'_>) -> bool {
     target.kind.group.is_empty()
-        && target.kind.plural == "pods"
         && target.name.is_some()
-        && matches!(
-            target.subresource.as_deref(),
-            Some("log" | "exec" | "attach" | "portforward")
-        )
+        && match (target.kind.plural, target.subresource.as_deref()) {
+            ("pods", Some(sub)) => matches!(sub, "log" | "exec" | "attach" | "portforward"),
+            ("nodes", Some(sub)) => sub == "proxy",
+            _ => false,
+        }
+}
+
+/// The kubelet path of `nodes/NAME/proxy/PATH`: what follows `proxy`, still percent-encoded
+/// as the client sent it, with the query.
+fn node_proxy_path(uri: &http::Uri) -> String {
+    // /api/v1/nodes/NAME/proxy/...: the first six segments (counting the empty one before
+    // the leading slash) are the resource's.
+    let rest: Vec<&str> = uri.path().split('/').skip(6).collect();
+    let path = format!("/{}", rest.join("/"));
+    match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    }
 }
 
 /// Go's `strconv.ParseBool` true spellings, as the query decoder of kube-apiserver takes them.
@@ -43,12 +58,31 @@ fn truthy(value: &str) -> bool {
     matches!(value, "1" | "t" | "T" | "true" | "TRUE" | "True")
 }
 
-/// Serves a proxied pod subresource (see [`proxies`]).
+/// Serves a proxied subresource (see [`proxies`]).
 pub async fn serve(
     server: &ApiServer,
     parts: &http::request::Parts,
     target: &Target<'_>,
+    body: Bytes,
 ) -> ApiResult<Response<ApiBody>> {
+    if target.kind.plural == "nodes" {
+        let name = target.name.as_deref().unwrap_or_default();
+        // Upstream's `nodes/NAME:PORT/proxy` reaches another port of the node; only the
+        // kubelet's is served here.
+        if name.contains(':') {
+            return Err(ApiError::bad_request(format!(
+                "proxying to port {} of node {} is not implemented; use nodes/{}/proxy for the kubelet",
+                name.rsplit(':').next().unwrap_or_default(),
+                name.split(':').next().unwrap_or_default(),
+                name.split(':').next().unwrap_or_default(),
+            )));
+        }
+        // A missing Node is a NotFound naming it, before any kubelet is looked for.
+        rest::get_object(server, target.kind, None, name).await?;
+        let path = node_proxy_path(&parts.uri);
+        let response = to_kubelet(server, parts, name, &path, body).await?;
+        return Ok(passed_through(response));
+    }
     let sub = target.subresource.as_deref().unwrap_or_default();
     let method = &parts.method;
     let allowed = match sub {
@@ -104,6 +138,56 @@ pub async fn serve(
             "pod {name} does not have a host assigned"
         )));
     }
+    let upgrade = capstan_relay::wants_upgrade(&parts.headers);
+    if sub != "log" && !upgrade {
+        return Err(ApiError::bad_request(format!(
+            "{sub} needs a connection upgrade (SPDY/3.1 or WebSocket) over HTTP/1.1"
+        )));
+    }
+    let response = to_kubelet(server, parts, node, &path, Bytes::new()).await?;
+    let status = response.status();
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(capstan_relay::with_body(&response, empty()));
+    }
+    if status != StatusCode::OK {
+        return Err(kubelet_error(status, response.into_body()).await);
+    }
+    let mut out = Response::new(());
+    if let Some(kind) = response.headers().get(http::header::CONTENT_TYPE) {
+        out.headers_mut()
+            .insert(http::header::CONTENT_TYPE, kind.clone());
+    }
+    Ok(out.map(|()| streamed(response.into_body())))
+}
+
+/// A kubelet's body as it comes; it ends when the kubelet's does, or at the first error on it
+/// (a followed log).
+fn streamed(body: hyper::body::Incoming) -> ApiBody {
+    let frames = BodyStream::new(body)
+        .take_while(|frame| futures::future::ready(frame.is_ok()))
+        .filter_map(|frame| futures::future::ready(frame.ok().map(Ok)));
+    BodyExt::boxed(StreamBody::new(frames))
+}
+
+/// The kubelet's answer as it is: status, headers and body (an upgrade's 101 with none).
+fn passed_through(response: Response<hyper::body::Incoming>) -> Response<ApiBody> {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return capstan_relay::with_body(&response, empty());
+    }
+    let head = capstan_relay::with_body(&response, ());
+    head.map(|()| streamed(response.into_body()))
+}
+
+/// Sends the client's request on to node `node`'s kubelet at `path`, with `body`; an upgrade
+/// the client asked for is joined to the kubelet's.
+async fn to_kubelet(
+    server: &ApiServer,
+    parts: &http::request::Parts,
+    node: &str,
+    path: &str,
+    body: Bytes,
+) -> ApiResult<Response<hyper::body::Incoming>> {
+    let method = &parts.method;
     let Some(client) = server.config.kubelet_client.clone() else {
         return Err(ApiError::bad_request(format!(
             "the API server has no kubelet client credentials to reach node \"{node}\" (--kubelet-client-certificate is not set)"
@@ -120,7 +204,7 @@ pub async fn serve(
             "Get \"https://{display}{path}\": dial tcp {display}: {e}"
         ))
     })?;
-    let mut request = Request::new(Full::new(Bytes::new()));
+    let mut request = Request::new(Full::new(body));
     *request.method_mut() = method.clone();
     *request.uri_mut() = path
         .parse()
@@ -132,31 +216,9 @@ pub async fn serve(
     let upgrade = capstan_relay::wants_upgrade(&parts.headers)
         .then(|| parts.extensions.get::<hyper::upgrade::OnUpgrade>().cloned())
         .flatten();
-    if sub != "log" && upgrade.is_none() {
-        return Err(ApiError::bad_request(format!(
-            "{sub} needs a connection upgrade (SPDY/3.1 or WebSocket) over HTTP/1.1"
-        )));
-    }
-    let response = capstan_relay::forward(backend, request, upgrade)
+    capstan_relay::forward(backend, request, upgrade)
         .await
-        .map_err(|e| ApiError::internal(format!("proxy to the kubelet on node \"{node}\": {e}")))?;
-    let status = response.status();
-    if status == StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(capstan_relay::with_body(&response, empty()));
-    }
-    if status != StatusCode::OK {
-        return Err(kubelet_error(status, response.into_body()).await);
-    }
-    let mut out = Response::new(());
-    if let Some(kind) = response.headers().get(http::header::CONTENT_TYPE) {
-        out.headers_mut()
-            .insert(http::header::CONTENT_TYPE, kind.clone());
-    }
-    // A followed log ends when the kubelet's stream does, or at the first error on it.
-    let frames = BodyStream::new(response.into_body())
-        .take_while(|frame| futures::future::ready(frame.is_ok()))
-        .filter_map(|frame| futures::future::ready(frame.ok().map(Ok)));
-    Ok(out.map(|()| BodyExt::boxed(StreamBody::new(frames))))
+        .map_err(|e| ApiError::internal(format!("proxy to the kubelet on node \"{node}\": {e}")))
 }
 
 fn empty() -> ApiBody {

@@ -1,7 +1,7 @@
-//! The `proxy` subresources of pods, nodes and services: kube-apiserver proxies them to the
-//! pod, the node's kubelet or the Service's endpoints; not built here yet. After the checks
-//! upstream makes first (the object exists, the pod is scheduled) they answer a Status saying
-//! so, never an empty answer. Pods' log, exec, attach and portforward are
+//! The `proxy` subresources of pods and services: kube-apiserver proxies them to the pod or
+//! the Service's endpoints; not built here yet. After the checks upstream makes first (the
+//! object exists, the pod is scheduled) they answer a Status saying so, never an empty
+//! answer. Pods' log, exec, attach and portforward and nodes' proxy are
 //! [`crate::node_proxy`]'s.
 
 use http::Response;
