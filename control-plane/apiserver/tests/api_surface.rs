@@ -944,7 +944,7 @@ async fn finalize_and_node_proxy() {
     assert!(
         body["message"]
             .as_str()
-            .is_some_and(|m| m == "proxying to node n1 is not implemented"),
+            .is_some_and(|m| m.contains("no kubelet client credentials to reach node \"n1\"")),
         "{body}"
     );
     let (code, _) = common::json(&server, "GET", "/api/v1/nodes/n2/proxy", &Value::Null).await;
