@@ -197,7 +197,7 @@ pub fn locate(
     let dir = sandbox_config::log_directory(&ctx.settings.pod_logs_dir, &record.pod);
     Ok(LogSource {
         file: dir.join(container).join(format!("{attempt}.log")),
-        container_id: strip_runtime(&container_id).to_string(),
+        container_id: crate::pods::status::runtime_container_id(&container_id).to_string(),
         uid: record.pod.metadata.uid.clone().unwrap_or_default(),
         container: container.to_string(),
     })
@@ -216,17 +216,13 @@ fn find_status<'a>(
         .find(|s| s.name == container)
 }
 
-/// `capstan://abc` → `abc`.
-fn strip_runtime(id: &str) -> &str {
-    id.split_once("://").map_or(id, |(_, rest)| rest)
-}
-
 /// Whether the instance `source` names still runs, by the agent's last status.
 fn still_running(ctx: &NodeContext, source: &LogSource) -> bool {
     ctx.store.list().into_iter().any(|record| {
         record.pod.metadata.uid.as_deref() == Some(source.uid.as_str())
             && find_status(&record.status, &source.container).is_some_and(|s| {
-                strip_runtime(s.container_id.as_deref().unwrap_or("")) == source.container_id
+                crate::pods::status::runtime_container_id(s.container_id.as_deref().unwrap_or(""))
+                    == source.container_id
                     && s.state.as_ref().is_some_and(|st| st.running.is_some())
             })
     })

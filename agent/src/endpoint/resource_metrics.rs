@@ -31,6 +31,10 @@ fn millis_now() -> i64 {
 
 /// The running containers of the node's pods, each matched to its runtime stats by ID.
 fn samples(ctx: &NodeContext, stats: &[ContainerStats]) -> Vec<ContainerSample> {
+    let by_id: std::collections::HashMap<&str, &ContainerStats> = stats
+        .iter()
+        .filter_map(|s| Some((s.attributes.as_ref()?.id.as_str(), s)))
+        .collect();
     let mut samples = Vec::new();
     for record in ctx.store.list() {
         let namespace = record.pod.metadata.namespace.clone().unwrap_or_default();
@@ -39,15 +43,10 @@ fn samples(ctx: &NodeContext, stats: &[ContainerStats]) -> Vec<ContainerSample> 
             let Some(running) = status.state.as_ref().and_then(|s| s.running.as_ref()) else {
                 continue;
             };
-            let id = status
-                .container_id
-                .as_deref()
-                .and_then(|id| id.split_once("://"))
-                .map(|(_, id)| id);
-            let Some(stat) = stats
-                .iter()
-                .find(|s| Some(s.attributes.as_ref().map_or("", |a| a.id.as_str())) == id)
-            else {
+            let id = crate::pods::status::runtime_container_id(
+                status.container_id.as_deref().unwrap_or_default(),
+            );
+            let Some(stat) = by_id.get(id) else {
                 continue;
             };
             let (Some(cpu), Some(memory)) = (stat.cpu.as_ref(), stat.memory.as_ref()) else {

@@ -59,8 +59,9 @@ async fn listing(dir: &Path) -> std::io::Result<String> {
     Ok(page)
 }
 
-/// Serves `rest`, the path below `/logs/`, from `root`.
-pub async fn serve(root: &Path, rest: &str) -> Reply {
+/// Serves `below`, the request path after `/logs` (empty, or starting with `/`), from `root`.
+pub async fn serve(root: &Path, below: &str) -> Reply {
+    let rest = below.strip_prefix('/').unwrap_or(below);
     let Some(path) = resolve(root, rest) else {
         return reply(
             StatusCode::BAD_REQUEST,
@@ -77,8 +78,11 @@ pub async fn serve(root: &Path, rest: &str) -> Reply {
     };
     if metadata.is_dir() {
         // Relative links in the listing need the trailing slash, as Go's file server insists.
-        if !rest.is_empty() && !rest.ends_with('/') {
-            let name = rest.rsplit('/').next().unwrap_or(rest);
+        if !below.ends_with('/') {
+            let name = match rest.rsplit('/').next() {
+                Some(last) if !last.is_empty() => last,
+                _ => "logs",
+            };
             let mut moved = reply(StatusCode::MOVED_PERMANENTLY, "text/html", "");
             if let Ok(location) = format!("{name}/").parse() {
                 moved
@@ -128,28 +132,32 @@ mod tests {
         std::fs::create_dir(root.path().join("pods")).unwrap();
         std::fs::write(root.path().join("pods").join("a b.log"), "x").unwrap();
 
-        let (status, page) = body(serve(root.path(), "").await).await;
+        let (status, page) = body(serve(root.path(), "/").await).await;
         assert_eq!(status, StatusCode::OK);
         assert!(page.contains("<a href=\"pods/\">pods/</a>"), "{page}");
         assert!(page.contains("<a href=\"syslog\">syslog</a>"), "{page}");
 
-        let (status, page) = body(serve(root.path(), "pods/").await).await;
+        let (status, page) = body(serve(root.path(), "/pods/").await).await;
         assert_eq!(status, StatusCode::OK);
         assert!(page.contains("<a href=\"a%20b.log\">a b.log</a>"), "{page}");
 
-        let moved = serve(root.path(), "pods").await;
+        let top = serve(root.path(), "").await;
+        assert_eq!(top.status(), StatusCode::MOVED_PERMANENTLY);
+        assert_eq!(top.headers()[hyper::header::LOCATION], "logs/");
+
+        let moved = serve(root.path(), "/pods").await;
         assert_eq!(moved.status(), StatusCode::MOVED_PERMANENTLY);
         assert_eq!(moved.headers()[hyper::header::LOCATION], "pods/");
 
         assert_eq!(
-            body(serve(root.path(), "syslog").await).await,
+            body(serve(root.path(), "/syslog").await).await,
             (StatusCode::OK, "line one\n".to_string())
         );
         assert_eq!(
-            serve(root.path(), "missing").await.status(),
+            serve(root.path(), "/missing").await.status(),
             StatusCode::NOT_FOUND
         );
-        let (status, text) = body(serve(root.path(), "pods/../../etc/passwd").await).await;
+        let (status, text) = body(serve(root.path(), "/pods/../../etc/passwd").await).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);
         assert!(text.contains(".."), "{text}");
     }

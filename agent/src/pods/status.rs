@@ -54,6 +54,14 @@ pub fn now() -> Timestamp {
     Timestamp::from_nanosecond(nanos).unwrap_or(Timestamp::UNIX_EPOCH)
 }
 
+/// The runtime's own ID in a status `containerID` (`capstan://abc` → `abc`), the way
+/// container statuses form their IDs.
+pub fn runtime_container_id(container_id: &str) -> &str {
+    container_id
+        .split_once("://")
+        .map_or(container_id, |(_, rest)| rest)
+}
+
 /// Nanoseconds since the epoch as an API time.
 pub fn time_from_nanos(nanos: i64) -> Option<Time> {
     (nanos > 0)

@@ -254,16 +254,10 @@ async fn handle(
             served.debugging.configz.to_string(),
         );
     }
-    if path == "/logs" {
-        let mut moved = reply(StatusCode::MOVED_PERMANENTLY, "text/html", "");
-        moved.headers_mut().insert(
-            hyper::header::LOCATION,
-            hyper::header::HeaderValue::from_static("logs/"),
-        );
-        return moved;
-    }
-    if let Some(rest) = path.strip_prefix("/logs/") {
-        return crate::endpoint::var_log::serve(&served.debugging.log_dir, rest).await;
+    if let Some(below) = path.strip_prefix("/logs") {
+        if below.is_empty() || below.starts_with('/') {
+            return crate::endpoint::var_log::serve(&served.debugging.log_dir, below).await;
+        }
     }
     match read_only::get(ctx, &path, &query).await {
         Some(reply) => reply,

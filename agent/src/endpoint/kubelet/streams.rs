@@ -220,11 +220,9 @@ async fn runtime_url(
             format!("container not found (\"{container}\")"),
         ));
     };
-    let id = status.container_id.as_deref().unwrap_or("");
-    let id = id
-        .split_once("://")
-        .map_or(id, |(_, rest)| rest)
-        .to_string();
+    let id =
+        crate::pods::status::runtime_container_id(status.container_id.as_deref().unwrap_or(""))
+            .to_string();
     if id.is_empty() || status.state.as_ref().is_none_or(|s| s.running.is_none()) {
         return Err(bad_request(format!(
             "container \"{container}\" in pod \"{pod}\" is not running"
