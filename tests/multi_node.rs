@@ -110,7 +110,8 @@ fn pods_on_three_nodes_reach_each_other_over_the_overlay() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let suffix = format!("{:06x}", std::process::id() & 0xff_ffff);
-    let octet = (std::process::id() % 200 + 20) as u8;
+    let claim = capstan_testkit::subnets::SubnetClaim::new("198.19");
+    let octet = claim.octet();
     let underlay = Underlay {
         bridge: format!("mnu{suffix}"),
     };

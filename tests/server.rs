@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use capstan_testkit::images::{ManifestFormat, catalog};
 use capstan_testkit::kubectl::{KUBECTL, Kubectl};
 use capstan_testkit::registry::LocalRegistry;
+use capstan_testkit::subnets::SubnetClaim;
 use common::{CniSetup, RuntimeProcess, free_port, http_get_host};
 use serde_json::Value;
 
@@ -72,6 +73,10 @@ struct Cluster {
     data_dir: std::path::PathBuf,
     cni: CniSetup,
     cluster_cidr: String,
+    /// The service range's prefix, e.g. `10.97.31.`: each cluster has a range of its own,
+    /// since every server on the host puts its Service IPs on the host's `lo` and proxies them.
+    service_prefix: String,
+    _service_range: SubnetClaim,
 }
 
 impl Cluster {
@@ -152,7 +157,12 @@ fn start_cluster_with(extra: &[&str]) -> Cluster {
     let cluster_cidr = format!("{}0/24", cni.prefix);
     let data_dir = server_dir.join("control-plane");
     let secure_port = free_port().to_string();
+    let service_range = SubnetClaim::new("10.97");
+    let service_prefix = format!("10.97.{}.", service_range.octet());
+    let service_cidr = format!("{service_prefix}0/24");
     let mut flags = vec![
+        "--service-cluster-ip-range",
+        &service_cidr,
         "--bind-address",
         "127.0.0.1",
         "--secure-port",
@@ -174,6 +184,8 @@ fn start_cluster_with(extra: &[&str]) -> Cluster {
         data_dir,
         cni,
         cluster_cidr,
+        service_prefix,
+        _service_range: service_range,
     }
 }
 
@@ -577,10 +589,7 @@ fn kubectl_logs_exec_cp_and_port_forward_reach_the_pod() {
 #[test]
 fn a_cluster_ip_service_spreads_over_ready_pods_and_refuses_with_none() {
     capstan_testkit::require_root();
-    // A service range of the test's own: other servers on the host proxy theirs.
-    let octet = std::process::id() % 200 + 20;
-    let range = format!("10.97.{octet}.0/24");
-    let cluster = start_cluster_with(&["--service-cluster-ip-range", &range]);
+    let cluster = start_cluster();
     cluster.ready_node();
     let manifest = format!(
         r#"{{"apiVersion": "v1", "kind": "List", "items": [
@@ -608,7 +617,7 @@ fn a_cluster_ip_service_spreads_over_ready_pods_and_refuses_with_none() {
         |s| s["spec"]["clusterIP"].as_str().map(str::to_string),
     );
     assert!(
-        cluster_ip.starts_with(&format!("10.97.{octet}.")),
+        cluster_ip.starts_with(&cluster.service_prefix),
         "{cluster_ip}"
     );
     let names: Vec<String> = wait_for(

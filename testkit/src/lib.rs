@@ -19,6 +19,7 @@ pub mod names;
 pub mod netns;
 pub mod process;
 pub mod registry;
+pub mod subnets;
 pub mod token;
 
 pub use error::{Error, Result};

@@ -7,6 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use capstan_testkit::cri::CriClient;
+use capstan_testkit::subnets::SubnetClaim;
 
 pub mod control_plane;
 
@@ -366,6 +367,8 @@ pub struct CniSetup {
     pub bridge: String,
     /// The pod subnet's prefix, e.g. `10.199.7.`.
     pub prefix: String,
+    /// Keeps the subnet this test's alone while the setup lives.
+    _subnet: SubnetClaim,
 }
 
 impl CniSetup {
@@ -381,7 +384,8 @@ impl CniSetup {
                 .unwrap();
         }
         let suffix = capstan_testkit::names::unique("", 8).replace('-', "");
-        let octet = u8::from_str_radix(&suffix[suffix.len() - 2..], 16).unwrap_or(7) % 200 + 20;
+        let subnet_claim = SubnetClaim::new("10.199");
+        let octet = subnet_claim.octet();
         let bridge = format!("cst{}", &suffix[suffix.len().saturating_sub(8)..]);
         let prefix = format!("10.199.{octet}.");
         let subnet = subnet_override
@@ -407,6 +411,7 @@ impl CniSetup {
             ipam_dir,
             bridge,
             prefix,
+            _subnet: subnet_claim,
         }
     }
 
